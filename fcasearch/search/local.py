@@ -1,0 +1,74 @@
+"""The in-process executor: Optuna ask/tell in this process, one trial at a time."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import optuna
+
+from fcasearch.search.objective import TrialContext, TrialResult, evaluate
+from fcasearch.search.options import METRICS, PROXY_PREFIX
+from fcasearch.search.progress import SearchProgress
+from fcasearch.search.study import tell
+from fcasearch.storage.records import TrialLog
+
+__all__ = ["run_local"]
+
+
+def _reuse(cached: dict[str, Any], spec) -> TrialResult:
+    """A result copied from an earlier complete trial of the same arch and budget."""
+    metrics = {
+        k: float(v)
+        for k, v in cached.items()
+        if (k in METRICS or k.startswith(PROXY_PREFIX)) and isinstance(v, (int, float))
+    }
+    return TrialResult(
+        spec=spec,
+        status="complete",
+        reason="",
+        metrics=metrics,
+        budget=cached.get("budget", ""),
+        epochs=float(cached.get("epochs", 0.0)),
+        device=cached.get("device", "cpu"),
+        fingerprint_id=cached.get("fingerprint_id", ""),
+        notes={"reused_from_trial": str(cached.get("trial"))},
+    )
+
+
+def run_local(study: optuna.Study, ctx: TrialContext, log: TrialLog, n_trials: int | None, deadline: float | None, progress: SearchProgress) -> int:
+    """Run trials until ``n_trials`` more are finished or ``deadline`` (monotonic s) passes.
+
+    Returns:
+        How many trials ran.
+    """
+    o = ctx.options
+    cache = log.completed(o.budget)
+    ran = 0
+    while (n_trials is None or ran < n_trials) and (deadline is None or time.monotonic() < deadline):
+        trial = study.ask()
+        spec = ctx.space.sample(trial)
+        cached = cache.get(spec.arch_id)
+        if cached is not None:
+            result = _reuse(cached, spec)
+            trial.set_user_attr("reused_from", int(cached["trial"]))
+        else:
+
+            def report(epoch: int, metrics: dict[str, float], _trial=trial) -> bool:
+                acc = metrics.get("accuracy")
+                if acc is None or len(o.objectives) > 1 or (isinstance(acc, float) and math.isnan(acc)):
+                    return False
+                _trial.report(float(acc), epoch)
+                return _trial.should_prune()
+
+            progress.start_trial(trial.number, spec)
+            result = evaluate(spec, ctx, report)
+        row = result.row(trial.number, log.run.name)
+        log.append(row)  # durable first: a kill after this line loses nothing
+        tell(study, trial, result, o.objectives, ctx.space.constraints)
+        if result.status == "complete" and cached is None:
+            cache.setdefault(spec.arch_id, row)
+        progress.finish_trial(row)
+        ran += 1
+    return ran

@@ -1,0 +1,281 @@
+"""One trial, the same whichever executor runs it.
+
+constraint check in closed form (no model for a rejected candidate) -> cost measurement on the
+search device -> measured-constraint check -> zero-cost proxies or proxy training with per-epoch
+reports -> a :class:`TrialResult`. Every failure becomes a result with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from fcasearch.measure.counting import count_macs, count_params
+from fcasearch.search.options import HARDWARE_METRICS, PROXY_PREFIX, SearchOptions
+from fcasearch.spec import ArchSpec
+
+__all__ = ["TrialContext", "TrialResult", "arch_columns", "evaluate"]
+
+# epoch, metrics -> True to stop (pruned)
+Reporter = Callable[[int, dict[str, float]], bool]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class TrialResult:
+    """What one trial produced; ``row()`` gives its line in trials.parquet."""
+
+    spec: ArchSpec
+    status: str  # complete | pruned | infeasible | failed
+    reason: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    budget: str = ""
+    epochs: float = 0.0
+    train_seconds: float = 0.0
+    measure_seconds: float = 0.0
+    trial_seconds: float = 0.0
+    started_at: str = ""
+    finished_at: str = ""
+    device: str = "cpu"
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    fingerprint_id: str = ""
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def row(self, trial: int, run: str) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "trial": trial,
+            "run": run,
+            "status": self.status,
+            "reason": self.reason,
+            "arch_id": self.spec.arch_id,
+            "spec": self.spec.canonical().to_json(),
+            "spec_short": self.spec.short(),
+            **arch_columns(self.spec),
+            "accuracy": math.nan,
+            **self.metrics,
+            "epochs": self.epochs,
+            "budget": self.budget,
+            "train_seconds": self.train_seconds,
+            "measure_seconds": self.measure_seconds,
+            "trial_seconds": self.trial_seconds,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "device": self.device,
+            "fingerprint_id": self.fingerprint_id,
+            "fingerprint": json.dumps(self.fingerprint, sort_keys=True),
+        }
+        if self.notes:
+            row["notes"] = json.dumps(self.notes, sort_keys=True)
+        return row
+
+
+def arch_columns(spec: ArchSpec) -> dict[str, Any]:
+    """The ``arch.*`` columns: architecture choices a report can spread along the front."""
+    c = spec.canonical()
+    fca = [i for i, st in enumerate(c.stages) if st.kind == "fca"]
+    join = lambda xs: "-".join(str(x) for x in xs)  # noqa: E731
+    cross = sum(c.cross_tokens(s, b) for s in fca for b in range(c.stages[s].depth))
+    return {
+        "arch.img_size": "x".join(map(str, c.img_size)),
+        "arch.conv_stages": c.num_conv_stages,
+        "arch.depths": join(c.depths),
+        "arch.widths": join(c.widths),
+        "arch.heads": join(st.heads for st in c.stages),
+        "arch.total_depth": sum(c.depths),
+        "arch.emitting_blocks": sum(len(c.stages[s].emitters) for s in fca),
+        "arch.cross_tokens": cross,
+        "arch.merge_strides": join(c.stages[s].merge_stride for s in fca) or "-",
+        "arch.cross_windows": join(
+            "inf" if c.stages[s].cross_window is None else c.stages[s].cross_window for s in fca
+        )
+        or "-",
+        "arch.tme": join(_tme_name(c.stages[s]) for s in fca) or "-",
+    }
+
+
+def _tme_name(st) -> str:
+    if not st.tme:
+        return "none"
+    if st.tme == tuple(range(st.depth - 1)):
+        return "all"
+    return "[" + ",".join(map(str, st.tme)) + "]"
+
+
+@dataclass
+class TrialContext:
+    """What every trial of a run shares: options, the space, the data, where to checkpoint.
+
+    Built once per process (the search driver, or each Ray worker from plain options).
+    """
+
+    options: SearchOptions
+    space: Any  # fcasearch.space.SearchSpace
+    checkpoint_dir: Path | None = None
+    _data: dict = field(default_factory=dict)
+
+    def data_for(self, spec: ArchSpec):
+        """The dataset at the spec's input size (loaded once per size and process)."""
+        size = spec.img_size
+        if size not in self._data:
+            from fcasearch.data import get_dataset
+
+            o = self.options
+            self._data[size] = get_dataset(
+                o.data,
+                img_size=size[0] if size[0] == size[1] else size,
+                root=o.data_root,
+                download=o.download,
+                subset_classes=o.subset_classes,
+                subset_fraction=o.subset_fraction,
+                seed=o.seed,
+            )
+        return self._data[size]
+
+
+def _needs_measure(options: SearchOptions, space: Any) -> bool:
+    cons = space.constraints
+    limits = getattr(cons, "max_latency_ms", None) is not None or getattr(cons, "max_memory_mb", None) is not None
+    return options.measure or limits or any(o.name in HARDWARE_METRICS for o in options.objectives)
+
+
+def evaluate(spec: ArchSpec, ctx: TrialContext, report: Reporter | None = None) -> TrialResult:
+    """Run one trial for ``spec``; never raises for a bad candidate (the result says why)."""
+    o = ctx.options
+    t0 = time.perf_counter()
+    res = TrialResult(spec=spec, status="complete", budget=o.budget, started_at=_now(), device=o.device)
+    res.metrics = {"params": float(count_params(spec)), "macs": float(count_macs(spec))}
+    try:
+        violations = ctx.space.constraints.check_closed_form(spec)
+        if violations:
+            res.status, res.reason = "infeasible", "; ".join(violations)
+            return res
+        _check_data_fits(spec, ctx)
+        from fcasearch.models import build_model
+
+        model = build_model(spec)
+        if _needs_measure(o, ctx.space):
+            _measure(model, spec, ctx, res)
+            if res.status != "complete":
+                return res
+        proxies = [ob.name[len(PROXY_PREFIX) :] for ob in o.objectives if ob.name.startswith(PROXY_PREFIX)]
+        if proxies:
+            _proxies(model, proxies, ctx, res)
+        if o.trains:
+            _train(model, spec, ctx, res, report)
+    except Exception as exc:  # a trial that raises is a result, never the end of the search
+        res.status = "failed"
+        res.reason = f"{type(exc).__name__}: {exc}"
+        res.notes["traceback"] = traceback.format_exc(limit=8)
+    finally:
+        res.trial_seconds = time.perf_counter() - t0
+        res.finished_at = _now()
+    return res
+
+
+def _check_data_fits(spec: ArchSpec, ctx: TrialContext) -> None:
+    if not ctx.options.trains and not any(ob.name.startswith(PROXY_PREFIX) for ob in ctx.options.objectives):
+        return
+    data = ctx.data_for(spec)
+    if spec.num_classes != data.num_classes or spec.in_chans != data.in_chans:
+        raise ValueError(
+            f"the space builds models for {spec.in_chans} channels and {spec.num_classes} classes, "
+            f"but dataset {data.name!r} has {data.in_chans} channels and {data.num_classes} classes; "
+            "set in_chans/num_classes in the space YAML to match the data"
+        )
+
+
+def _measure(model, spec: ArchSpec, ctx: TrialContext, res: TrialResult) -> None:
+    from fcasearch.measure import measure_cost
+
+    o = ctx.options
+    t = time.perf_counter()
+    cost = measure_cost(
+        model,
+        device=o.device,
+        batch_size=o.latency_batch_size,
+        dtype=o.latency_dtype,
+        threads=o.threads,
+    )
+    res.measure_seconds = time.perf_counter() - t
+    res.fingerprint = dict(cost.fingerprint)
+    from fcasearch.measure import fingerprint_id
+
+    res.fingerprint_id = fingerprint_id(res.fingerprint)
+    res.notes.update({f"measure.{k}": str(v) for k, v in cost.notes.items()})
+    for key, value in cost.metrics.items():
+        if key not in ("params", "macs"):
+            res.metrics[key] = float(value)
+    if getattr(cost, "status", "ok") not in ("ok", "complete"):
+        res.status, res.reason = "failed", f"measurement: {cost.status}: {getattr(cost, 'reason', '')}"
+        return
+    violations = ctx.space.constraints.check_measured(res.metrics)
+    if violations:
+        res.status, res.reason = "infeasible", "; ".join(violations)
+
+
+def _proxies(model, names: list[str], ctx: TrialContext, res: TrialResult) -> None:
+    import torch
+
+    from fcasearch.train import compute_proxies
+
+    data = ctx.data_for(res.spec)
+    g = torch.Generator().manual_seed(ctx.options.seed)
+    idx = torch.randperm(len(data.train), generator=g)[: min(64, len(data.train))]
+    xs, ys = zip(*(data.train[int(i)] for i in idx))
+    batch = (torch.stack(xs), torch.as_tensor(ys))
+    values = compute_proxies(model, batch, names=tuple(names), device=ctx.options.device)
+    for name, value in values.items():
+        res.metrics[f"{PROXY_PREFIX}{name}"] = float(value)
+
+
+def _train(model, spec: ArchSpec, ctx: TrialContext, res: TrialResult, report: Reporter | None) -> None:
+    from fcasearch.train import Budget, TrainConfig, train_model
+
+    o = ctx.options
+    budget = Budget.parse(o.budget)
+    if o.trial_timeout is not None:
+        limit = o.trial_timeout if budget.seconds is None else min(budget.seconds, o.trial_timeout)
+        budget = Budget(epochs=budget.epochs, steps=budget.steps, seconds=limit)
+    ckpt = None
+    if ctx.checkpoint_dir is not None:
+        ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        ckpt = ctx.checkpoint_dir / f"{spec.arch_id}-{o.budget.replace('=', '')}-s{o.seed}.pt"
+    t = time.perf_counter()
+    out = train_model(
+        model,
+        ctx.data_for(spec),
+        budget,
+        TrainConfig(lr=o.lr, batch_size=o.batch_size, seed=o.seed),
+        device=o.device,
+        callback=report,
+        checkpoint_path=ckpt,
+        progress=False,
+    )
+    res.train_seconds = time.perf_counter() - t
+    res.epochs = float(out.epochs)
+    res.metrics["accuracy"] = float(out.accuracy) if out.accuracy is not None else math.nan
+    if out.status != "complete":
+        res.status = "pruned" if out.status == "pruned" else "failed"
+        res.reason = out.reason or out.status
+    elif o.trial_timeout is not None and _stopped_by_timeout(Budget.parse(o.budget), out, o.trial_timeout):
+        res.status, res.reason = "failed", f"timeout: {o.trial_timeout:g} s per trial reached after {out.epochs:.2f} epochs"
+    if ckpt is not None and res.status in ("complete", "pruned"):
+        ckpt.unlink(missing_ok=True)  # kept otherwise, so that a retry resumes it
+
+
+def _stopped_by_timeout(asked, out, timeout: float) -> bool:
+    if asked.epochs is not None and out.epochs + 1e-9 < asked.epochs:
+        return out.seconds >= timeout * 0.99
+    if asked.steps is not None and out.steps < asked.steps:
+        return out.seconds >= timeout * 0.99
+    return False

@@ -1,0 +1,198 @@
+"""Search options: one typed object resolved from the command line and an optional config file."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "HARDWARE_METRICS",
+    "METRICS",
+    "Objective",
+    "SearchError",
+    "SearchOptions",
+    "parse_objectives",
+]
+
+# metric column -> its natural direction
+METRICS: dict[str, str] = {
+    "accuracy": "maximize",
+    "params": "minimize",
+    "macs": "minimize",
+    "latency_ms": "minimize",
+    "latency_p90_ms": "minimize",
+    "throughput_ips": "maximize",
+    "peak_mem_mb": "minimize",
+    "train_mem_mb": "minimize",
+    "energy_mj_per_image": "minimize",
+}
+# metrics that need a measurement on the search device (not closed form)
+HARDWARE_METRICS = {
+    "latency_ms",
+    "latency_p90_ms",
+    "throughput_ips",
+    "peak_mem_mb",
+    "train_mem_mb",
+    "energy_mj_per_image",
+}
+PROXY_PREFIX = "proxy."
+SAMPLERS = ("nsga2", "tpe", "random", "grid")
+EXECUTORS = ("local", "ray")
+
+
+class SearchError(ValueError):
+    """A search that cannot run as asked; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One objective: a metric column and its direction (``maximize`` or ``minimize``)."""
+
+    name: str
+    direction: str
+
+    @property
+    def sign(self) -> float:
+        """+1 for minimize, -1 for maximize (multiply to get a minimized value)."""
+        return 1.0 if self.direction == "minimize" else -1.0
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.direction[:3]}"
+
+
+def parse_objectives(items: list[str] | str) -> tuple[Objective, ...]:
+    """Parse ``["accuracy:max", "macs:min"]`` (or one space-separated string).
+
+    A bare name takes its natural direction; ``proxy.<name>`` objectives are zero-cost proxies.
+    """
+    if isinstance(items, str):
+        items = items.replace(",", " ").split()
+    if not items:
+        raise SearchError("objectives: give at least one, e.g. 'accuracy:max macs:min'")
+    out: list[Objective] = []
+    for item in items:
+        name, _, direction = str(item).partition(":")
+        if name not in METRICS and not name.startswith(PROXY_PREFIX):
+            close = difflib.get_close_matches(name, list(METRICS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SearchError(
+                f"objectives: unknown metric {name!r}{hint}; known: {', '.join(METRICS)} "
+                "and proxy.<synflow|naswot|grad_norm|snip|params>"
+            )
+        direction = {"max": "maximize", "min": "minimize"}.get(direction, direction)
+        if not direction:
+            direction = METRICS.get(name, "maximize")
+        if direction not in ("maximize", "minimize"):
+            raise SearchError(f"objectives: {item!r}: direction must be 'max' or 'min'")
+        if any(o.name == name for o in out):
+            raise SearchError(f"objectives: {name!r} is listed twice")
+        out.append(Objective(name, direction))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Everything a search needs, resolved (see ``fcasearch search --help``)."""
+
+    space: str
+    objectives: tuple[Objective, ...] = field(
+        default_factory=lambda: parse_objectives("accuracy:max macs:min latency_ms:min")
+    )
+    sampler: str = ""  # "" = nsga2 for several objectives, tpe for one
+    n_trials: int | None = 20
+    time_budget: float | None = None  # s, for the whole search
+    budget: str = "epochs=2"
+    trial_timeout: float | None = None  # s, per trial
+    data: str = "digits"
+    data_root: str | None = None
+    download: bool = False
+    subset_classes: int | None = None
+    subset_fraction: float | None = None
+    batch_size: int = 64
+    lr: float = 2e-3
+    device: str = "cpu"
+    threads: int | None = None
+    measure: bool = True
+    latency_batch_size: int = 1
+    latency_dtype: str = "fp32"
+    pruner: str = "median"
+    seed: int = 0
+    out: str = ""
+    executor: str = "local"
+    storage: str | None = None
+    study_name: str | None = None
+    address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int = 2
+    asha: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.objectives, (str, list)):
+            object.__setattr__(self, "objectives", parse_objectives(self.objectives))
+        if self.sampler and self.sampler not in SAMPLERS:
+            raise SearchError(f"sampler: {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
+        if self.executor not in EXECUTORS:
+            raise SearchError(f"executor: {self.executor!r} is not one of {', '.join(EXECUTORS)}")
+        if self.n_trials is None and self.time_budget is None:
+            raise SearchError("give --n-trials or --time-budget (or both) so the search can end")
+        if self.n_trials is not None and self.n_trials < 1:
+            raise SearchError(f"n_trials: {self.n_trials} must be >= 1")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise SearchError(f"device: {self.device!r} must be 'cpu', 'cuda' or 'cuda:N'")
+        if self.pruner not in ("median", "none"):
+            raise SearchError(f"pruner: {self.pruner!r} must be 'median' or 'none'")
+        if not self.measure and any(o.name in HARDWARE_METRICS for o in self.objectives):
+            names = [o.name for o in self.objectives if o.name in HARDWARE_METRICS]
+            raise SearchError(f"objectives {names} need measurement; drop --no-measure")
+
+    @property
+    def sampler_name(self) -> str:
+        return self.sampler or ("tpe" if len(self.objectives) == 1 else "nsga2")
+
+    @property
+    def trains(self) -> bool:
+        """Whether trials train (only when accuracy is an objective)."""
+        return any(o.name == "accuracy" for o in self.objectives)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["objectives"] = [f"{o.name}:{o.direction[:3]}" for o in self.objectives]
+        return d
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], source: str = "options") -> SearchOptions:
+        """Options from a dict (a config file); unknown keys are errors with a suggestion."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        clean = {}
+        for key, value in data.items():
+            k = str(key).replace("-", "_")
+            if k not in known:
+                close = difflib.get_close_matches(k, sorted(known), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise SearchError(f"{source}: unknown option {key!r}{hint}")
+            clean[k] = value
+        if "space" not in clean:
+            raise SearchError(f"{source}: 'space' is required (a search-space YAML file)")
+        try:
+            return cls(**clean)
+        except TypeError as exc:
+            raise SearchError(f"{source}: {exc}") from None
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file of search options (keys as the long CLI options)."""
+    path = Path(path)
+    if not path.exists():
+        raise SearchError(f"config {path}: file not found")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise SearchError(f"config {path}: expected a mapping of options at the top level")
+    return data

@@ -1,0 +1,198 @@
+"""The Ray Tune executor: the same trial as the local executor, run as Tune trials.
+
+Searcher (what next): an :class:`OptunaSearch` on the run's study (same sampler, same storage),
+subclassed so that every finished trial is logged by the driver and told to Optuna with its
+constraint. Scheduler (whether to continue): FIFO, or ASHA on per-epoch accuracy. Trainable (the
+score): :func:`fcasearch.search.objective.evaluate` in a worker. Ray is imported here only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+import optuna
+
+from fcasearch.search.objective import TrialContext, TrialResult, evaluate
+from fcasearch.search.options import PROXY_PREFIX, SearchOptions
+from fcasearch.search.progress import SearchProgress
+from fcasearch.search.study import tell
+from fcasearch.spec import ArchSpec
+from fcasearch.storage.records import TrialLog
+
+__all__ = ["run_ray"]
+
+
+def _trainable(config: dict[str, Any], options: dict[str, Any], space: dict[str, Any], checkpoint_dir: str | None) -> None:
+    """One Tune trial (runs in a Ray worker): report per epoch, then the final row."""
+    from pathlib import Path
+
+    import torch
+    from ray import tune
+
+    from fcasearch.space import load_space
+
+    opts = SearchOptions.from_mapping(options, source="ray trial options")
+    torch.set_num_threads(max(1, int(opts.cpus_per_trial)))
+    spec = ArchSpec.from_json(config["spec"])
+    if config.get("reuse"):
+        tune.report({"final": 1, "row": json.dumps(config["reuse"]), "accuracy": math.nan})
+        return
+    ctx = TrialContext(options=opts, space=load_space(space, source="run.yaml (space)"), checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None)
+
+    def report(epoch: int, metrics: dict[str, float]) -> bool:
+        tune.report({"accuracy": float(metrics.get("accuracy", math.nan)), "epoch": epoch})
+        return False  # Tune's scheduler stops a trial by not resuming it
+
+    result = evaluate(spec, ctx, report)
+    row = result.row(int(config["trial_number"]), config["run"])
+    # a JSON string: Tune flattens nested dicts in results
+    tune.report({"final": 1, "row": json.dumps(row), "accuracy": result.metrics.get("accuracy", math.nan)})
+
+
+def _row_for_stopped(spec: ArchSpec, trial_number: int, run: str, last: dict[str, Any] | None, error: bool, budget: str) -> dict[str, Any]:
+    from fcasearch.measure.counting import count_macs, count_params
+
+    res = TrialResult(spec=spec, status="failed" if error else "pruned", budget=budget)
+    res.reason = "the Ray trial raised (see the Ray logs under ray/)" if error else "stopped by the ASHA scheduler"
+    res.metrics = {"params": float(count_params(spec)), "macs": float(count_macs(spec))}
+    if last:
+        res.metrics["accuracy"] = float(last.get("accuracy", math.nan))
+        res.epochs = float(last.get("epoch", 0)) + 1.0
+    return res.row(trial_number, run)
+
+
+def run_ray(study: optuna.Study, ctx: TrialContext, log: TrialLog, n_trials: int | None, deadline: float | None, progress: SearchProgress, *, storage: str, study_name: str) -> int:
+    """Run trials on Ray Tune (a local Ray started for the run, or ``--address``)."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from fcasearch.search.ray_env import ray_session
+    from fcasearch.search.study import make_sampler
+    from fcasearch.train import Budget
+
+    o = ctx.options
+    run_root = log.run.root
+    cache = log.completed(o.budget)
+    space = ctx.space
+    space_dict = _stored_space(log)
+    ran = 0
+
+    def define(trial) -> dict[str, Any]:
+        spec = space.sample(trial.ot_trial)
+        cfg = {"spec": spec.to_json(), "trial_number": trial.ot_trial.number, "run": log.run.name}
+        cached = cache.get(spec.arch_id)
+        if cached is not None:
+            row = dict(cached, trial=trial.ot_trial.number, reason="", notes=f'{{"reused_from_trial": "{cached["trial"]}"}}')
+            cfg["reuse"] = row
+        return cfg
+
+    class _LoggedOptunaSearch(OptunaSearch):
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            self._last = getattr(self, "_last", {})
+            self._last[trial_id] = result
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            nonlocal ran
+            if trial_id in self._completed_trials:
+                return
+            self._completed_trials.add(trial_id)
+            ot_trial = self._ot_trials[trial_id]
+            cfg = self._suggested.get(trial_id, {})
+            spec = ArchSpec.from_json(cfg["spec"])
+            if result and result.get("row"):
+                row = json.loads(result["row"])
+            else:
+                last = result or getattr(self, "_last", {}).get(trial_id)
+                row = _row_for_stopped(spec, ot_trial.number, log.run.name, last, error, o.budget)
+            log.append(row)
+            res = TrialResult(spec=spec, status=row["status"], reason=row.get("reason") or "")
+            res.metrics = {k: float(v) for k, v in row.items() if isinstance(v, (int, float)) and (k in _metric_names(o) or k.startswith(PROXY_PREFIX))}
+            tell(self._ot_study, ot_trial, res, o.objectives, space.constraints)
+            if row["status"] == "complete" and not cfg.get("reuse"):
+                cache.setdefault(spec.arch_id, row)
+            progress.finish_trial(row)
+            ran += 1
+
+        def save(self, checkpoint_path: str) -> None:
+            """No Tune-side searcher checkpoint: the study and trials.jsonl are the run's state
+            (``--resume`` restarts from them)."""
+
+        def restore(self, checkpoint_path: str) -> None:
+            pass
+
+        def suggest(self, trial_id: str):
+            cfg = super().suggest(trial_id)
+            if cfg is not None:
+                self._suggested = getattr(self, "_suggested", {})
+                self._suggested[trial_id] = cfg
+            return cfg
+
+    searcher = _LoggedOptunaSearch(
+        space=define,
+        metric=[ob.name for ob in o.objectives],
+        mode=["max" if ob.direction == "maximize" else "min" for ob in o.objectives],
+        sampler=make_sampler(o),
+        storage=study._storage,
+        study_name=study_name,
+        seed=o.seed,
+    )
+    if o.asha and o.trains:
+        budget = Budget.parse(o.budget)
+        max_t = max(1, math.ceil(budget.epochs or 1))
+        scheduler = ASHAScheduler(metric="accuracy", mode="max", time_attr="training_iteration", max_t=max_t + 1, grace_period=1, reduction_factor=2)
+    else:
+        scheduler = FIFOScheduler()
+    trainable = tune.with_parameters(
+        _trainable,
+        options=o.to_dict(),
+        space=space_dict,
+        checkpoint_dir=str(ctx.checkpoint_dir) if (ctx.checkpoint_dir and o.address is None) else None,
+    )
+    trainable = tune.with_resources(trainable, {"cpu": o.cpus_per_trial, "gpu": o.gpus_per_trial})
+    if n_trials == 0:
+        return 0
+    time_budget = None if deadline is None else max(1.0, deadline - time.monotonic())
+    with ray_session(run_root, address=o.address, num_cpus=None if o.address else _local_cpus(o)):
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=n_trials if n_trials is not None else -1,
+                max_concurrent_trials=o.max_concurrent,
+                time_budget_s=time_budget,
+                reuse_actors=False,
+            ),
+            run_config=tune.RunConfig(
+                name="tune",
+                storage_path=str((run_root / "ray" / "results").resolve()),
+                verbose=0,
+                log_to_file=True,
+            ),
+        )
+        tuner.fit()
+        del ray  # only this module touches Ray
+    return ran
+
+
+def _metric_names(o: SearchOptions) -> set[str]:
+    from fcasearch.search.options import METRICS
+
+    return set(METRICS)
+
+
+def _local_cpus(o: SearchOptions) -> int:
+    import os
+
+    return max(int(math.ceil(o.cpus_per_trial * o.max_concurrent)), min(os.cpu_count() or 1, 2))
+
+
+def _stored_space(log: TrialLog) -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load(log.run.run_yaml.read_text())["space"]

@@ -1,0 +1,159 @@
+"""A whole search: the results directory, the study, an executor, the exports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fcasearch.search.options import SearchError, SearchOptions
+from fcasearch.storage.records import RunDir, TrialLog
+
+__all__ = ["SearchOutcome", "load_run_options", "run_search"]
+
+
+@dataclass
+class SearchOutcome:
+    """Where a finished (or stopped) search left its results, with counts by status."""
+
+    run: RunDir
+    counts: dict[str, int]
+    pareto_size: int
+    trials_ran: int
+    recovered: int
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("fcasearch", "torch", "torchvision", "optuna", "ray", "fvcore", "pandas", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _git_revision() -> str:
+    try:
+        here = Path(__file__).resolve().parent
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5)
+        if rev.returncode:
+            return "unknown (not a git checkout)"
+        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (git not available)"
+
+
+def default_out(options: SearchOptions) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("results") / f"{Path(options.space).stem}-{stamp}"
+
+
+def load_run_options(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(options, space dict) stored in a run's ``run.yaml`` (for ``--resume``)."""
+    path = RunDir(Path(run_dir)).run_yaml
+    if not path.exists():
+        raise SearchError(f"--resume: {path} not found; {run_dir} holds no run to resume (start it without --resume)")
+    data = yaml.safe_load(path.read_text())
+    return dict(data["options"]), data["space"]
+
+
+def _write_run_yaml(run: RunDir, options: SearchOptions, space_dict: dict[str, Any], fingerprint: dict, fp_id: str) -> None:
+    doc = {
+        "name": run.name,
+        "objectives": [{"name": o.name, "direction": o.direction} for o in options.objectives],
+        "sampler": options.sampler_name,
+        "seed": options.seed,
+        "device": options.device,
+        "executor": options.executor,
+        "budget": options.budget,
+        "fingerprint": json.loads(json.dumps(fingerprint, default=str)),  # plain types only
+        "fingerprint_id": fp_id,
+        "options": options.to_dict(),
+        "space": space_dict,
+        "versions": _versions(),
+        "git_revision": _git_revision(),
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    tmp = run.root / ".run.yaml.tmp"
+    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
+    tmp.replace(run.run_yaml)
+
+
+def run_search(options: SearchOptions, *, resume: bool = False, space_dict: dict[str, Any] | None = None) -> SearchOutcome:
+    """Run (or resume) a search and export its results.
+
+    Args:
+        options: resolved options; ``options.out`` is the results directory.
+        resume: continue the run in ``options.out`` (its trials are kept; trials a killed run
+            left RUNNING are marked failed and retried).
+        space_dict: the space as stored in run.yaml (resume); otherwise ``options.space`` is read.
+    """
+    from fcasearch.measure import fingerprint_id, hardware_fingerprint
+    from fcasearch.search.objective import TrialContext
+    from fcasearch.search.progress import SearchProgress
+    from fcasearch.search.study import open_study, recover_interrupted
+    from fcasearch.space import load_space
+
+    run = RunDir(Path(options.out) if options.out else default_out(options))
+    if run.run_yaml.exists() and not resume:
+        raise SearchError(f"{run.root} already holds a run; pass --resume to continue it, or choose another --out")
+    if space_dict is None:
+        space_path = Path(options.space)
+        if not space_path.exists():
+            raise SearchError(f"space: {space_path} not found (the shipped spaces are in search_spaces/)")
+        space_dict = yaml.safe_load(space_path.read_text())
+        space = load_space(space_path)
+    else:
+        space = load_space(space_dict, source=f"{run.run_yaml} (space)")
+    if options.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SearchError("device: cuda was asked but torch sees no CUDA device here; use --device cpu")
+    run.root.mkdir(parents=True, exist_ok=True)
+    fp = hardware_fingerprint(options.device, threads=options.threads)
+    if not resume:
+        _write_run_yaml(run, options, space_dict, fp, fingerprint_id(fp))
+    log = TrialLog(run)
+    storage = options.storage or run.storage_url()
+    study_name = options.study_name or run.name
+    study = open_study(options, storage, study_name)
+    recovered = recover_interrupted(study)
+    done_rows = log.rows()
+    if options.sampler_name == "grid" and not resume:
+        _enqueue_grid(study, space, options.n_trials)
+    n_left = None if options.n_trials is None else max(0, options.n_trials - len(done_rows))
+    deadline = None if options.time_budget is None else time.monotonic() + options.time_budget
+    ctx = TrialContext(options=options, space=space, checkpoint_dir=run.checkpoints)
+    progress = SearchProgress(n_left, options.objectives, done_rows, enabled=options.progress)
+    try:
+        if options.executor == "ray":
+            from fcasearch.search.ray_executor import run_ray
+
+            ran = run_ray(study, ctx, log, n_left, deadline, progress, storage=storage, study_name=study_name)
+        else:
+            from fcasearch.search.local import run_local
+
+            ran = run_local(study, ctx, log, n_left, deadline, progress)
+    finally:
+        progress.close()
+        front = log.export([(o.name, o.direction) for o in options.objectives])
+    counts = progress.counts()
+    return SearchOutcome(run=run, counts=counts, pareto_size=len(front), trials_ran=ran, recovered=recovered)
+
+
+def _enqueue_grid(study, space, n_trials: int | None) -> None:
+    """Enqueue every architecture of a (small) space, in enumeration order."""
+    for i, spec in enumerate(space.enumerate()):
+        if n_trials is not None and i >= n_trials:
+            break
+        study.enqueue_trial(space.to_params(spec))

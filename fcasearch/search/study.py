@@ -1,0 +1,117 @@
+"""The Optuna side of a search: samplers, the study, and telling it what a trial gave."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+
+from fcasearch.search.options import Objective, SearchOptions
+from fcasearch.search.objective import TrialResult
+
+__all__ = [
+    "constraint_violation",
+    "make_pruner",
+    "make_sampler",
+    "open_study",
+    "recover_interrupted",
+    "tell",
+    "values_for",
+]
+
+_LIMITS = (("params", "max_params"), ("macs", "max_macs"), ("latency_ms", "max_latency_ms"), ("peak_mem_mb", "max_memory_mb"))
+
+
+def make_sampler(options: SearchOptions) -> optuna.samplers.BaseSampler:
+    """The sampler named by the options (``grid`` is random sampling over an enqueued grid)."""
+    name, seed = options.sampler_name, options.seed
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=min(50, max(4, (options.n_trials or 40) // 4)))
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=min(10, max(3, (options.n_trials or 40) // 5)))
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def make_pruner(options: SearchOptions) -> optuna.pruners.BasePruner:
+    """Median pruning on per-epoch accuracy; Optuna prunes single-objective studies only."""
+    if options.pruner == "none" or len(options.objectives) > 1 or not options.trains:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
+
+
+def open_study(options: SearchOptions, storage: str, study_name: str, sampler=None) -> optuna.Study:
+    """Create or load the run's study (``load_if_exists``: resuming is loading)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=study_name,
+        directions=[o.direction for o in options.objectives],
+        sampler=sampler if sampler is not None else make_sampler(options),
+        pruner=make_pruner(options),
+        load_if_exists=True,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([o.name for o in options.objectives])
+    return study
+
+
+def recover_interrupted(study: optuna.Study) -> int:
+    """Mark trials left RUNNING by a killed run as FAIL and enqueue their parameters again.
+
+    Returns:
+        How many trials were recovered.
+    """
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(t._trial_id, "reason", "interrupted: the run stopped while it ran; retried")
+        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        if t.params:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        n += 1
+    return n
+
+
+def constraint_violation(metrics: dict[str, float], constraints: Any) -> float:
+    """Sum of relative excesses over the space's limits (0 when within all of them)."""
+    total = 0.0
+    for metric, limit_name in _LIMITS:
+        limit = getattr(constraints, limit_name, None)
+        value = metrics.get(metric, math.nan)
+        if limit is not None and not math.isnan(value) and value > limit:
+            total += value / limit - 1.0
+    return total
+
+
+def values_for(objectives: Sequence[Objective], metrics: dict[str, float]) -> list[float]:
+    """Objective values in study order; an unknown value is the worst (+/-inf)."""
+    out = []
+    for o in objectives:
+        v = metrics.get(o.name, math.nan)
+        if v is None or math.isnan(v):
+            v = math.inf if o.direction == "minimize" else -math.inf
+        out.append(float(v))
+    return out
+
+
+def tell(study: optuna.Study, trial: optuna.Trial, result: TrialResult, objectives: Sequence[Objective], constraints: Any) -> None:
+    """Record a finished trial in the study: values and constraint, or its failed/pruned state."""
+    trial.set_user_attr("arch_id", result.spec.arch_id)
+    trial.set_user_attr("spec_short", result.spec.short())
+    trial.set_user_attr("status", result.status)
+    if result.reason:
+        trial.set_user_attr("reason", result.reason[:2000])
+    if result.status == "failed":
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return
+    if result.status == "pruned":
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        return
+    violation = constraint_violation(result.metrics, constraints)
+    if result.status == "infeasible" and violation <= 0:
+        violation = 1.0  # a limit we could not express as a ratio
+    trial.set_constraint("space", violation)
+    study.tell(trial, values_for(objectives, result.metrics))

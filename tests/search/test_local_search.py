@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import json
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from fcasearch.cli import main
+from fcasearch.search.options import SearchOptions
+from fcasearch.search.runner import run_search
+
+
+def _frame(run):
+    return pd.read_parquet(run / "trials.parquet")
+
+
+def test_tiny_local_search_end_to_end(tiny_space, search_args, tmp_path):
+    out = tmp_path / "run"
+    assert main(search_args(tiny_space, out, "--n-trials", "6", "--objectives", "accuracy:max", "macs:min", "latency_ms:min")) == 0
+    df = _frame(out)
+    assert len(df) == 6 and set(df["trial"]) == set(range(6))
+    assert set(df["status"]) <= {"complete", "pruned"}
+    done = df[df["status"] == "complete"]
+    assert done["accuracy"].between(0, 1).all()
+    assert (done["latency_ms"] > 0).all() and (done["macs"] > 0).all()
+    # every row names its architecture and hardware
+    assert df["arch_id"].str.fullmatch(r"[0-9a-f]{12}").all()
+    assert df["fingerprint_id"].str.len().eq(12).all()
+    run = yaml.safe_load((out / "run.yaml").read_text())
+    assert [o["name"] for o in run["objectives"]] == ["accuracy", "macs", "latency_ms"]
+    assert run["fingerprint"]["cpu_model"] and run["versions"]["optuna"] == optuna.__version__
+    assert (out / "trials.csv").exists() and (out / "pareto.csv").exists()
+    # a plain Optuna study that optuna.load_study can read
+    study = optuna.load_study(study_name="run", storage=f"sqlite:///{out / 'study.db'}")
+    assert len(study.trials) == 6
+    assert all(t.user_attrs["arch_id"] in set(df["arch_id"]) for t in study.trials)
+    pareto = pd.read_csv(out / "pareto.csv")
+    assert 1 <= len(pareto) <= len(done)
+
+
+def test_dedupe_by_arch_id_reuses_results(tiny_space, search_args, tmp_path):
+    out = tmp_path / "run"
+    # the space has 4 networks: 8 trials must repeat some, and repeats are not retrained
+    assert main(search_args(tiny_space, out, "--n-trials", "8", "--objectives", "accuracy", "macs", "--sampler", "random", "--no-measure")) == 0
+    df = _frame(out)
+    notes = df["notes"].fillna("{}").map(json.loads)
+    reused = df[notes.map(lambda n: "reused_from_trial" in n)]
+    assert df["arch_id"].nunique() <= 4 and len(reused) == len(df) - df["arch_id"].nunique()
+    for _, row in reused.iterrows():
+        src = df[df["trial"] == int(json.loads(row["notes"])["reused_from_trial"])].iloc[0]
+        assert src["arch_id"] == row["arch_id"] and src["accuracy"] == row["accuracy"]
+        assert row["train_seconds"] == 0
+
+
+def test_constraint_rejection_builds_no_model(tiny_space, search_args, tmp_path, monkeypatch):
+    import fcasearch.models as models
+
+    built = []
+    real = models.build_model
+    monkeypatch.setattr(models, "build_model", lambda spec: built.append(spec) or real(spec))
+    space = yaml.safe_load(tiny_space.read_text())
+    space["constraints"] = {"max_params": 1000}  # every member is larger
+    path = tmp_path / "strict.yaml"
+    path.write_text(yaml.safe_dump(space))
+    out = tmp_path / "run"
+    assert main(search_args(path, out, "--n-trials", "3", "--objectives", "accuracy", "macs")) == 0
+    df = _frame(out)
+    assert (df["status"] == "infeasible").all() and df["reason"].str.contains("params").all()
+    assert built == []
+    assert df["params"].gt(1000).all() and df["accuracy"].isna().all()
+    study = optuna.load_study(study_name="run", storage=f"sqlite:///{out / 'study.db'}")
+    assert all(t.constraints["space"] > 0 for t in study.trials)
+
+
+def test_a_trial_that_raises_does_not_stop_the_search(tiny_space, tmp_path, monkeypatch):
+    import fcasearch.models as models
+
+    real = models.build_model
+
+    def flaky(spec):
+        if spec.stages[3].width == 32:
+            raise RuntimeError("boom: simulated crash in model construction")
+        return real(spec)
+
+    monkeypatch.setattr(models, "build_model", flaky)
+    opts = SearchOptions(space=str(tiny_space), objectives="accuracy macs", n_trials=6, budget="steps=2",
+                         batch_size=32, sampler="random", seed=3, out=str(tmp_path / "run"), progress=False, measure=False)
+    outcome = run_search(opts)
+    df = _frame(outcome.run.root)
+    assert len(df) == 6
+    failed = df[df["status"] == "failed"]
+    assert len(failed) >= 1 and failed["reason"].str.contains("boom").all()
+    assert (df[df["status"] != "failed"]["arch.widths"].str.endswith("-16")).all()
+
+
+def test_existing_run_needs_resume(tiny_space, search_args, tmp_path):
+    out = tmp_path / "run"
+    args = search_args(tiny_space, out, "--n-trials", "1", "--objectives", "macs", "--no-measure")
+    assert main(args) == 0
+    assert main(args) == 2  # refuses to overwrite; says to pass --resume

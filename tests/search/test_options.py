@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pytest
+
+from fcasearch.search.options import SearchError, SearchOptions, parse_objectives
+
+
+def test_objectives_parse_directions_and_defaults():
+    objs = parse_objectives(["accuracy:max", "macs:min", "latency_ms"])
+    assert [(o.name, o.direction) for o in objs] == [
+        ("accuracy", "maximize"),
+        ("macs", "minimize"),
+        ("latency_ms", "minimize"),
+    ]
+    assert parse_objectives("proxy.synflow:max macs")[0].direction == "maximize"
+
+
+def test_unknown_objective_suggests_the_close_metric():
+    with pytest.raises(SearchError, match="did you mean 'accuracy'"):
+        parse_objectives(["acuracy:max"])
+
+
+def test_bad_direction_and_duplicates():
+    with pytest.raises(SearchError, match="direction"):
+        parse_objectives(["macs:smallest"])
+    with pytest.raises(SearchError, match="twice"):
+        parse_objectives(["macs", "macs:min"])
+
+
+def test_config_unknown_key_names_file_and_suggestion():
+    with pytest.raises(SearchError, match=r"cfg.yaml: unknown option 'n_trail'.*'n_trials'"):
+        SearchOptions.from_mapping({"space": "s.yaml", "n_trail": 3}, source="cfg.yaml")
+
+
+def test_default_sampler_follows_objective_count():
+    assert SearchOptions(space="s.yaml", objectives="accuracy macs").sampler_name == "nsga2"
+    assert SearchOptions(space="s.yaml", objectives="accuracy").sampler_name == "tpe"
+
+
+def test_search_needs_an_end_and_measurement_for_hardware_objectives():
+    with pytest.raises(SearchError, match="n-trials"):
+        SearchOptions(space="s.yaml", n_trials=None, time_budget=None)
+    with pytest.raises(SearchError, match="latency_ms"):
+        SearchOptions(space="s.yaml", objectives="accuracy latency_ms", measure=False)

@@ -1,0 +1,61 @@
+"""A search killed with SIGKILL loses no completed trial, and --resume finishes it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from fcasearch.cli import main
+from fcasearch.storage import RunDir, TrialLog
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_keeps_every_completed_trial(tmp_path):
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable, str(REPO / "search.py"),
+        "--space", str(REPO / "search_spaces" / "micro.yaml"),
+        "--out", str(out), "--n-trials", "40", "--budget", "steps=12", "--batch-size", "32",
+        "--objectives", "accuracy:max", "macs:min", "--no-measure", "--no-progress", "--no-report",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    log = TrialLog(RunDir(out))
+    try:
+        deadline = time.monotonic() + 240
+        while len(log.rows()) < 3:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the search finished no trial in time"
+            time.sleep(0.2)
+        time.sleep(0.3)  # most likely mid-trial now
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = pd.DataFrame(log.rows())
+    storage = f"sqlite:///{out / 'study.db'}"
+    states_before = {t.number: t.state for t in optuna.load_study(study_name="run", storage=storage).trials}
+    running = [n for n, s in states_before.items() if s == optuna.trial.TrialState.RUNNING]
+
+    target = len(before) + 2
+    assert main(["search", "--resume", str(out), "--n-trials", str(target), "--no-progress", "--no-report"]) == 0
+    after = pd.read_parquet(out / "trials.parquet")
+    assert len(after) == target
+    kept = after.set_index("trial").loc[before["trial"]]
+    assert list(kept["arch_id"]) == list(before["arch_id"])
+    assert kept["accuracy"].fillna(-1).tolist() == before["accuracy"].fillna(-1).tolist()
+    study = optuna.load_study(study_name="run", storage=storage)
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    for n in running:  # interrupted trials are marked failed and their parameters retried
+        assert study.trials[n].state == optuna.trial.TrialState.FAIL
+        assert "interrupted" in study.trials[n].user_attrs["reason"]
+        retries = [t for t in study.trials if t.user_attrs.get("retry_of") == n]
+        assert retries and retries[0].params == study.trials[n].params

@@ -21,40 +21,115 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = argparse.SUPPRESS  # unset options stay unset, so a config file or run.yaml can fill them
     p.add_argument("--config", help="YAML file of options (keys as the long options below)")
     p.add_argument("--space", default=d, help="search-space YAML (e.g. search_spaces/micro.yaml)")
-    p.add_argument("--objectives", nargs="+", default=d, metavar="NAME:DIR",
-                   help="e.g. accuracy:max macs:min latency_ms:min (default: those three)")
-    p.add_argument("--sampler", choices=["nsga2", "tpe", "random", "grid"], default=d,
-                   help="default nsga2 for several objectives, tpe for one")
+    p.add_argument(
+        "--objectives",
+        nargs="+",
+        default=d,
+        metavar="NAME:DIR",
+        help="e.g. accuracy:max macs:min latency_ms:min (default: those three)",
+    )
+    p.add_argument(
+        "--sampler",
+        choices=["nsga2", "tpe", "random", "grid"],
+        default=d,
+        help="default nsga2 for several objectives, tpe for one",
+    )
     p.add_argument("--n-trials", type=int, default=d, help="trials in the run (default 20)")
-    p.add_argument("--time-budget", type=float, default=d, metavar="S", help="stop starting trials after S seconds")
-    p.add_argument("--budget", default=d, help="training budget per trial: epochs=N | steps=N | seconds=S (default epochs=2)")
-    p.add_argument("--trial-timeout", type=float, default=d, metavar="S", help="fail a trial that trains longer than S seconds")
-    p.add_argument("--data", default=d, help="digits (bundled, default) | cifar10 | cifar100 | imagefolder")
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=d,
+        metavar="S",
+        help="stop starting trials after S seconds",
+    )
+    p.add_argument(
+        "--budget",
+        default=d,
+        help="training budget per trial: epochs=N | steps=N | seconds=S (default epochs=2)",
+    )
+    p.add_argument(
+        "--trial-timeout",
+        type=float,
+        default=d,
+        metavar="S",
+        help="fail a trial that trains longer than S seconds",
+    )
+    p.add_argument(
+        "--data", default=d, help="digits (bundled, default) | cifar10 | cifar100 | imagefolder"
+    )
     p.add_argument("--data-root", default=d, help="dataset folder for cifar*/imagefolder")
-    p.add_argument("--download", action="store_true", default=d, help="allow downloading CIFAR into --data-root")
-    p.add_argument("--subset-classes", type=int, default=d, help="use the first N classes (deterministic)")
-    p.add_argument("--subset-fraction", type=float, default=d, help="use this fraction of each class")
+    p.add_argument(
+        "--download",
+        action="store_true",
+        default=d,
+        help="allow downloading CIFAR into --data-root",
+    )
+    p.add_argument(
+        "--subset-classes", type=int, default=d, help="use the first N classes (deterministic)"
+    )
+    p.add_argument(
+        "--subset-fraction", type=float, default=d, help="use this fraction of each class"
+    )
     p.add_argument("--batch-size", type=int, default=d, help="training batch size (default 64)")
     p.add_argument("--lr", type=float, default=d, help="AdamW learning rate (default 2e-3)")
     p.add_argument("--device", default=d, help="cpu (default) | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=d, help="CPU threads for measurement")
-    p.add_argument("--no-measure", dest="measure", action="store_false", default=d,
-                   help="skip latency/memory measurement when no objective or constraint needs it")
-    p.add_argument("--latency-batch-size", type=int, default=d, help="batch size of latency measurement (default 1)")
+    p.add_argument(
+        "--no-measure",
+        dest="measure",
+        action="store_false",
+        default=d,
+        help="skip latency/memory measurement when no objective or constraint needs it",
+    )
+    p.add_argument(
+        "--latency-batch-size",
+        type=int,
+        default=d,
+        help="batch size of latency measurement (default 1)",
+    )
     p.add_argument("--latency-dtype", default=d, help="fp32 (default) | bf16 | fp16")
-    p.add_argument("--pruner", choices=["median", "none"], default=d, help="Optuna pruner (single objective only)")
-    p.add_argument("--seed", type=int, default=d, help="seed of sampler, data split and training (default 0)")
+    p.add_argument(
+        "--pruner",
+        choices=["median", "none"],
+        default=d,
+        help="Optuna pruner (single objective only)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=d, help="seed of sampler, data split and training (default 0)"
+    )
     p.add_argument("--out", default=d, help="results directory (default results/<space>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
     p.add_argument("--executor", choices=["local", "ray"], default=d, help="local (default) or ray")
-    p.add_argument("--storage", default=d, help="Optuna storage URL (default sqlite:///<out>/study.db); any SQLAlchemy URL")
+    p.add_argument(
+        "--storage",
+        default=d,
+        help="Optuna storage URL (default sqlite:///<out>/study.db); any SQLAlchemy URL",
+    )
     p.add_argument("--study-name", default=d, help="Optuna study name (default: the run's name)")
-    p.add_argument("--address", default=d, help="Ray cluster to join (auto or ray://host:10001); default: start a local Ray")
-    p.add_argument("--cpus-per-trial", type=float, default=d, help="Ray resources per trial (default 1)")
-    p.add_argument("--gpus-per-trial", type=float, default=d, help="Ray GPUs per trial, fractions allowed (default 0)")
+    p.add_argument(
+        "--address",
+        default=d,
+        help="Ray cluster to join (auto or ray://host:10001); default: start a local Ray",
+    )
+    p.add_argument(
+        "--cpus-per-trial", type=float, default=d, help="Ray resources per trial (default 1)"
+    )
+    p.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=d,
+        help="Ray GPUs per trial, fractions allowed (default 0)",
+    )
     p.add_argument("--max-concurrent", type=int, default=d, help="Ray trials at once (default 2)")
-    p.add_argument("--asha", action="store_true", default=d, help="Ray: ASHA early stopping on per-epoch accuracy")
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=d, help="no progress bar")
+    p.add_argument(
+        "--asha",
+        action="store_true",
+        default=d,
+        help="Ray: ASHA early stopping on per-epoch accuracy",
+    )
+    p.add_argument(
+        "--no-progress", dest="progress", action="store_false", default=d, help="no progress bar"
+    )
     p.add_argument("--no-report", action="store_true", help="do not build the report at the end")
 
 
@@ -91,9 +166,15 @@ def run(args: argparse.Namespace) -> int:
         f"search finished: {outcome.trials_ran} trials ran this time; in all {c.get('complete', 0)} complete, "
         f"{c.get('pruned', 0)} pruned, {c.get('infeasible', 0)} infeasible, {c.get('failed', 0)} failed; "
         f"Pareto set {outcome.pareto_size}"
-        + (f"; {outcome.recovered} interrupted trial(s) marked failed and retried" if outcome.recovered else "")
+        + (
+            f"; {outcome.recovered} interrupted trial(s) marked failed and retried"
+            if outcome.recovered
+            else ""
+        )
     )
-    print(f"results: {outcome.run.root}  (trials.parquet, trials.csv, pareto.csv, study.db, run.yaml)")
+    print(
+        f"results: {outcome.run.root}  (trials.parquet, trials.csv, pareto.csv, study.db, run.yaml)"
+    )
     if not args.no_report:
         try:
             from fcasearch.report import build_report
@@ -101,5 +182,8 @@ def run(args: argparse.Namespace) -> int:
             paths = build_report([outcome.run.root])
             print(f"report:  {paths.html}\n         {paths.markdown}")
         except Exception as exc:  # the search's results stand even if the report cannot be drawn
-            print(f"report: not built ({type(exc).__name__}: {exc}); run: python report.py {outcome.run.root}", file=sys.stderr)
+            print(
+                f"report: not built ({type(exc).__name__}: {exc}); run: python report.py {outcome.run.root}",
+                file=sys.stderr,
+            )
     return 0

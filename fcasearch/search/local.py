@@ -37,7 +37,14 @@ def _reuse(cached: dict[str, Any], spec) -> TrialResult:
     )
 
 
-def run_local(study: optuna.Study, ctx: TrialContext, log: TrialLog, n_trials: int | None, deadline: float | None, progress: SearchProgress) -> int:
+def run_local(
+    study: optuna.Study,
+    ctx: TrialContext,
+    log: TrialLog,
+    n_trials: int | None,
+    deadline: float | None,
+    progress: SearchProgress,
+) -> int:
     """Run trials until ``n_trials`` more are finished or ``deadline`` (monotonic s) passes.
 
     Returns:
@@ -46,7 +53,9 @@ def run_local(study: optuna.Study, ctx: TrialContext, log: TrialLog, n_trials: i
     o = ctx.options
     cache = log.completed(o.budget)
     ran = 0
-    while (n_trials is None or ran < n_trials) and (deadline is None or time.monotonic() < deadline):
+    while (n_trials is None or ran < n_trials) and (
+        deadline is None or time.monotonic() < deadline
+    ):
         trial = study.ask()
         spec = ctx.space.sample(trial)
         cached = cache.get(spec.arch_id)
@@ -57,7 +66,11 @@ def run_local(study: optuna.Study, ctx: TrialContext, log: TrialLog, n_trials: i
 
             def report(epoch: int, metrics: dict[str, float], _trial=trial) -> bool:
                 acc = metrics.get("accuracy")
-                if acc is None or len(o.objectives) > 1 or (isinstance(acc, float) and math.isnan(acc)):
+                if (
+                    acc is None
+                    or len(o.objectives) > 1
+                    or (isinstance(acc, float) and math.isnan(acc))
+                ):
                     return False
                 _trial.report(float(acc), epoch)
                 return _trial.should_prune()

@@ -144,7 +144,10 @@ class TrialContext:
 
 def _needs_measure(options: SearchOptions, space: Any) -> bool:
     cons = space.constraints
-    limits = getattr(cons, "max_latency_ms", None) is not None or getattr(cons, "max_memory_mb", None) is not None
+    limits = (
+        getattr(cons, "max_latency_ms", None) is not None
+        or getattr(cons, "max_memory_mb", None) is not None
+    )
     return options.measure or limits or any(o.name in HARDWARE_METRICS for o in options.objectives)
 
 
@@ -152,7 +155,9 @@ def evaluate(spec: ArchSpec, ctx: TrialContext, report: Reporter | None = None) 
     """Run one trial for ``spec``; never raises for a bad candidate (the result says why)."""
     o = ctx.options
     t0 = time.perf_counter()
-    res = TrialResult(spec=spec, status="complete", budget=o.budget, started_at=_now(), device=o.device)
+    res = TrialResult(
+        spec=spec, status="complete", budget=o.budget, started_at=_now(), device=o.device
+    )
     res.metrics = {"params": float(count_params(spec)), "macs": float(count_macs(spec))}
     try:
         violations = ctx.space.constraints.check_closed_form(spec)
@@ -167,7 +172,9 @@ def evaluate(spec: ArchSpec, ctx: TrialContext, report: Reporter | None = None) 
             _measure(model, spec, ctx, res)
             if res.status != "complete":
                 return res
-        proxies = [ob.name[len(PROXY_PREFIX) :] for ob in o.objectives if ob.name.startswith(PROXY_PREFIX)]
+        proxies = [
+            ob.name[len(PROXY_PREFIX) :] for ob in o.objectives if ob.name.startswith(PROXY_PREFIX)
+        ]
         if proxies:
             _proxies(model, proxies, ctx, res)
         if o.trains:
@@ -183,7 +190,9 @@ def evaluate(spec: ArchSpec, ctx: TrialContext, report: Reporter | None = None) 
 
 
 def _check_data_fits(spec: ArchSpec, ctx: TrialContext) -> None:
-    if not ctx.options.trains and not any(ob.name.startswith(PROXY_PREFIX) for ob in ctx.options.objectives):
+    if not ctx.options.trains and not any(
+        ob.name.startswith(PROXY_PREFIX) for ob in ctx.options.objectives
+    ):
         return
     data = ctx.data_for(spec)
     if spec.num_classes != data.num_classes or spec.in_chans != data.in_chans:
@@ -216,7 +225,10 @@ def _measure(model, spec: ArchSpec, ctx: TrialContext, res: TrialResult) -> None
         if key not in ("params", "macs"):
             res.metrics[key] = float(value)
     if getattr(cost, "status", "ok") not in ("ok", "complete"):
-        res.status, res.reason = "failed", f"measurement: {cost.status}: {getattr(cost, 'reason', '')}"
+        res.status, res.reason = (
+            "failed",
+            f"measurement: {cost.status}: {getattr(cost, 'reason', '')}",
+        )
         return
     violations = ctx.space.constraints.check_measured(res.metrics)
     if violations:
@@ -238,7 +250,9 @@ def _proxies(model, names: list[str], ctx: TrialContext, res: TrialResult) -> No
         res.metrics[f"{PROXY_PREFIX}{name}"] = float(value)
 
 
-def _train(model, spec: ArchSpec, ctx: TrialContext, res: TrialResult, report: Reporter | None) -> None:
+def _train(
+    model, spec: ArchSpec, ctx: TrialContext, res: TrialResult, report: Reporter | None
+) -> None:
     from fcasearch.train import Budget, TrainConfig, train_model
 
     o = ctx.options
@@ -267,8 +281,13 @@ def _train(model, spec: ArchSpec, ctx: TrialContext, res: TrialResult, report: R
     if out.status != "complete":
         res.status = "pruned" if out.status == "pruned" else "failed"
         res.reason = out.reason or out.status
-    elif o.trial_timeout is not None and _stopped_by_timeout(Budget.parse(o.budget), out, o.trial_timeout):
-        res.status, res.reason = "failed", f"timeout: {o.trial_timeout:g} s per trial reached after {out.epochs:.2f} epochs"
+    elif o.trial_timeout is not None and _stopped_by_timeout(
+        Budget.parse(o.budget), out, o.trial_timeout
+    ):
+        res.status, res.reason = (
+            "failed",
+            f"timeout: {o.trial_timeout:g} s per trial reached after {out.epochs:.2f} epochs",
+        )
     if ckpt is not None and res.status in ("complete", "pruned"):
         ckpt.unlink(missing_ok=True)  # kept otherwise, so that a retry resumes it
 

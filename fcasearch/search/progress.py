@@ -13,7 +13,9 @@ from fcasearch.search.options import Objective
 __all__ = ["SearchProgress", "front_hypervolume"]
 
 
-def front_hypervolume(rows: Sequence[dict[str, Any]], objectives: Sequence[Objective]) -> tuple[int, float]:
+def front_hypervolume(
+    rows: Sequence[dict[str, Any]], objectives: Sequence[Objective]
+) -> tuple[int, float]:
     """(Pareto size, hypervolume) of the complete rows, objectives normalized to [0, 1] over
     those rows (maximized ones flipped) with the reference point 1.1 in every coordinate."""
     from fcasearch.report import hypervolume, pareto_mask
@@ -22,7 +24,8 @@ def front_hypervolume(rows: Sequence[dict[str, Any]], objectives: Sequence[Objec
     pts = [
         [float(r[n]) * o.sign for n, o in zip(names, objectives)]
         for r in rows
-        if r.get("status") == "complete" and all(np.isfinite(float(r.get(n, np.nan))) for n in names)
+        if r.get("status") == "complete"
+        and all(np.isfinite(float(r.get(n, np.nan))) for n in names)
     ]
     if not pts:
         return 0, 0.0
@@ -38,14 +41,27 @@ class SearchProgress:
     """A tqdm bar over trials (off when ``enabled`` is false or stderr is not a terminal and
     ``force`` is false); one summary line per trial in the bar's postfix."""
 
-    def __init__(self, total: int | None, objectives: Sequence[Objective], rows: Sequence[dict[str, Any]], enabled: bool = True) -> None:
+    def __init__(
+        self,
+        total: int | None,
+        objectives: Sequence[Objective],
+        rows: Sequence[dict[str, Any]],
+        enabled: bool = True,
+    ) -> None:
         self.objectives = list(objectives)
         self.rows = list(rows)
         self.bar = None
         if enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, initial=0, desc="search", unit="trial", file=sys.stderr, dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total,
+                initial=0,
+                desc="search",
+                unit="trial",
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
         self._refresh()
 
     def start_trial(self, number: int, spec: Any) -> None:

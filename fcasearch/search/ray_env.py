@@ -67,7 +67,12 @@ def _patched_environ(values: dict[str, str]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def ray_session(run_root: Path, address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> Iterator[dict]:
+def ray_session(
+    run_root: Path,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+) -> Iterator[dict]:
     """Start a local Ray for this run (or join ``address``) and shut down only that one.
 
     Yields:
@@ -76,8 +81,12 @@ def ray_session(run_root: Path, address: str | None = None, num_cpus: int | None
     import ray
 
     if ray.is_initialized():
-        raise RuntimeError("Ray is already initialized in this process; fcasearch starts and stops its own")
-    env = local_ray_env(run_root) if address is None else {"TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
+        raise RuntimeError(
+            "Ray is already initialized in this process; fcasearch starts and stops its own"
+        )
+    env = (
+        local_ray_env(run_root) if address is None else {"TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
+    )
     with _patched_environ(env):
         if address is None:
             ray.init(

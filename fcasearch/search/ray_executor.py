@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 
 from fcasearch.search.objective import TrialContext, TrialResult, evaluate
-from fcasearch.search.options import PROXY_PREFIX, SearchOptions
+from fcasearch.search.options import METRICS, PROXY_PREFIX, SearchOptions
 from fcasearch.search.progress import SearchProgress
 from fcasearch.search.study import tell
 from fcasearch.spec import ArchSpec
@@ -25,7 +25,12 @@ from fcasearch.storage.records import TrialLog
 __all__ = ["run_ray"]
 
 
-def _trainable(config: dict[str, Any], options: dict[str, Any], space: dict[str, Any], checkpoint_dir: str | None) -> None:
+def _trainable(
+    config: dict[str, Any],
+    options: dict[str, Any],
+    space: dict[str, Any],
+    checkpoint_dir: str | None,
+) -> None:
     """One Tune trial (runs in a Ray worker): report per epoch, then the final row."""
     from pathlib import Path
 
@@ -40,7 +45,11 @@ def _trainable(config: dict[str, Any], options: dict[str, Any], space: dict[str,
     if config.get("reuse"):
         tune.report({"final": 1, "row": json.dumps(config["reuse"]), "accuracy": math.nan})
         return
-    ctx = TrialContext(options=opts, space=load_space(space, source="run.yaml (space)"), checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None)
+    ctx = TrialContext(
+        options=opts,
+        space=load_space(space, source="run.yaml (space)"),
+        checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
+    )
 
     def report(epoch: int, metrics: dict[str, float]) -> bool:
         tune.report({"accuracy": float(metrics.get("accuracy", math.nan)), "epoch": epoch})
@@ -49,14 +58,27 @@ def _trainable(config: dict[str, Any], options: dict[str, Any], space: dict[str,
     result = evaluate(spec, ctx, report)
     row = result.row(int(config["trial_number"]), config["run"])
     # a JSON string: Tune flattens nested dicts in results
-    tune.report({"final": 1, "row": json.dumps(row), "accuracy": result.metrics.get("accuracy", math.nan)})
+    tune.report(
+        {"final": 1, "row": json.dumps(row), "accuracy": result.metrics.get("accuracy", math.nan)}
+    )
 
 
-def _row_for_stopped(spec: ArchSpec, trial_number: int, run: str, last: dict[str, Any] | None, error: bool, budget: str) -> dict[str, Any]:
+def _row_for_stopped(
+    spec: ArchSpec,
+    trial_number: int,
+    run: str,
+    last: dict[str, Any] | None,
+    error: bool,
+    budget: str,
+) -> dict[str, Any]:
     from fcasearch.measure.counting import count_macs, count_params
 
     res = TrialResult(spec=spec, status="failed" if error else "pruned", budget=budget)
-    res.reason = "the Ray trial raised (see the Ray logs under ray/)" if error else "stopped by the ASHA scheduler"
+    res.reason = (
+        "the Ray trial raised (see the Ray logs under ray/)"
+        if error
+        else "stopped by the ASHA scheduler"
+    )
     res.metrics = {"params": float(count_params(spec)), "macs": float(count_macs(spec))}
     if last:
         res.metrics["accuracy"] = float(last.get("accuracy", math.nan))
@@ -64,9 +86,18 @@ def _row_for_stopped(spec: ArchSpec, trial_number: int, run: str, last: dict[str
     return res.row(trial_number, run)
 
 
-def run_ray(study: optuna.Study, ctx: TrialContext, log: TrialLog, n_trials: int | None, deadline: float | None, progress: SearchProgress, *, storage: str, study_name: str) -> int:
+def run_ray(
+    study: optuna.Study,
+    ctx: TrialContext,
+    log: TrialLog,
+    n_trials: int | None,
+    deadline: float | None,
+    progress: SearchProgress,
+    *,
+    storage: str,
+    study_name: str,
+) -> int:
     """Run trials on Ray Tune (a local Ray started for the run, or ``--address``)."""
-    import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -87,7 +118,12 @@ def run_ray(study: optuna.Study, ctx: TrialContext, log: TrialLog, n_trials: int
         cfg = {"spec": spec.to_json(), "trial_number": trial.ot_trial.number, "run": log.run.name}
         cached = cache.get(spec.arch_id)
         if cached is not None:
-            row = dict(cached, trial=trial.ot_trial.number, reason="", notes=f'{{"reused_from_trial": "{cached["trial"]}"}}')
+            row = dict(
+                cached,
+                trial=trial.ot_trial.number,
+                reason="",
+                notes=f'{{"reused_from_trial": "{cached["trial"]}"}}',
+            )
             cfg["reuse"] = row
         return cfg
 
@@ -96,7 +132,9 @@ def run_ray(study: optuna.Study, ctx: TrialContext, log: TrialLog, n_trials: int
             self._last = getattr(self, "_last", {})
             self._last[trial_id] = result
 
-        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        def on_trial_complete(
+            self, trial_id: str, result: dict | None = None, error: bool = False
+        ) -> None:
             nonlocal ran
             if trial_id in self._completed_trials:
                 return
@@ -111,7 +149,11 @@ def run_ray(study: optuna.Study, ctx: TrialContext, log: TrialLog, n_trials: int
                 row = _row_for_stopped(spec, ot_trial.number, log.run.name, last, error, o.budget)
             log.append(row)
             res = TrialResult(spec=spec, status=row["status"], reason=row.get("reason") or "")
-            res.metrics = {k: float(v) for k, v in row.items() if isinstance(v, (int, float)) and (k in _metric_names(o) or k.startswith(PROXY_PREFIX))}
+            res.metrics = {
+                k: float(v)
+                for k, v in row.items()
+                if isinstance(v, (int, float)) and (k in METRICS or k.startswith(PROXY_PREFIX))
+            }
             tell(self._ot_study, ot_trial, res, o.objectives, space.constraints)
             if row["status"] == "complete" and not cfg.get("reuse"):
                 cache.setdefault(spec.arch_id, row)
@@ -144,14 +186,23 @@ def run_ray(study: optuna.Study, ctx: TrialContext, log: TrialLog, n_trials: int
     if o.asha and o.trains:
         budget = Budget.parse(o.budget)
         max_t = max(1, math.ceil(budget.epochs or 1))
-        scheduler = ASHAScheduler(metric="accuracy", mode="max", time_attr="training_iteration", max_t=max_t + 1, grace_period=1, reduction_factor=2)
+        scheduler = ASHAScheduler(
+            metric="accuracy",
+            mode="max",
+            time_attr="training_iteration",
+            max_t=max_t + 1,
+            grace_period=1,
+            reduction_factor=2,
+        )
     else:
         scheduler = FIFOScheduler()
     trainable = tune.with_parameters(
         _trainable,
         options=o.to_dict(),
         space=space_dict,
-        checkpoint_dir=str(ctx.checkpoint_dir) if (ctx.checkpoint_dir and o.address is None) else None,
+        checkpoint_dir=str(ctx.checkpoint_dir)
+        if (ctx.checkpoint_dir and o.address is None)
+        else None,
     )
     trainable = tune.with_resources(trainable, {"cpu": o.cpus_per_trial, "gpu": o.gpus_per_trial})
     if n_trials == 0:
@@ -176,20 +227,13 @@ def run_ray(study: optuna.Study, ctx: TrialContext, log: TrialLog, n_trials: int
             ),
         )
         tuner.fit()
-        del ray  # only this module touches Ray
     return ran
-
-
-def _metric_names(o: SearchOptions) -> set[str]:
-    from fcasearch.search.options import METRICS
-
-    return set(METRICS)
 
 
 def _local_cpus(o: SearchOptions) -> int:
     import os
 
-    return max(int(math.ceil(o.cpus_per_trial * o.max_concurrent)), min(os.cpu_count() or 1, 2))
+    return max(math.ceil(o.cpus_per_trial * o.max_concurrent), min(os.cpu_count() or 1, 2))
 
 
 def _stored_space(log: TrialLog) -> dict[str, Any]:

@@ -43,8 +43,16 @@ def _versions() -> dict[str, str]:
 def _git_revision() -> str:
     try:
         here = Path(__file__).resolve().parent
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5)
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         if rev.returncode:
             return "unknown (not a git checkout)"
         return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
@@ -61,12 +69,16 @@ def load_run_options(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any
     """(options, space dict) stored in a run's ``run.yaml`` (for ``--resume``)."""
     path = RunDir(Path(run_dir)).run_yaml
     if not path.exists():
-        raise SearchError(f"--resume: {path} not found; {run_dir} holds no run to resume (start it without --resume)")
+        raise SearchError(
+            f"--resume: {path} not found; {run_dir} holds no run to resume (start it without --resume)"
+        )
     data = yaml.safe_load(path.read_text())
     return dict(data["options"]), data["space"]
 
 
-def _write_run_yaml(run: RunDir, options: SearchOptions, space_dict: dict[str, Any], fingerprint: dict, fp_id: str) -> None:
+def _write_run_yaml(
+    run: RunDir, options: SearchOptions, space_dict: dict[str, Any], fingerprint: dict, fp_id: str
+) -> None:
     doc = {
         "name": run.name,
         "objectives": [{"name": o.name, "direction": o.direction} for o in options.objectives],
@@ -88,7 +100,9 @@ def _write_run_yaml(run: RunDir, options: SearchOptions, space_dict: dict[str, A
     tmp.replace(run.run_yaml)
 
 
-def run_search(options: SearchOptions, *, resume: bool = False, space_dict: dict[str, Any] | None = None) -> SearchOutcome:
+def run_search(
+    options: SearchOptions, *, resume: bool = False, space_dict: dict[str, Any] | None = None
+) -> SearchOutcome:
     """Run (or resume) a search and export its results.
 
     Args:
@@ -105,20 +119,21 @@ def run_search(options: SearchOptions, *, resume: bool = False, space_dict: dict
 
     run = RunDir(Path(options.out) if options.out else default_out(options))
     if run.run_yaml.exists() and not resume:
-        raise SearchError(f"{run.root} already holds a run; pass --resume to continue it, or choose another --out")
+        raise SearchError(
+            f"{run.root} already holds a run; pass --resume to continue it, or choose another --out"
+        )
     if space_dict is None:
-        space_path = Path(options.space)
-        if not space_path.exists():
-            raise SearchError(f"space: {space_path} not found (the shipped spaces are in search_spaces/)")
-        space_dict = yaml.safe_load(space_path.read_text())
-        space = load_space(space_path)
+        space = load_space(options.space)  # a path, or the name of a shipped space
+        space_dict = space.to_dict()
     else:
         space = load_space(space_dict, source=f"{run.run_yaml} (space)")
     if options.device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
-            raise SearchError("device: cuda was asked but torch sees no CUDA device here; use --device cpu")
+            raise SearchError(
+                "device: cuda was asked but torch sees no CUDA device here; use --device cpu"
+            )
     run.root.mkdir(parents=True, exist_ok=True)
     fp = hardware_fingerprint(options.device, threads=options.threads)
     if not resume:
@@ -139,7 +154,9 @@ def run_search(options: SearchOptions, *, resume: bool = False, space_dict: dict
         if options.executor == "ray":
             from fcasearch.search.ray_executor import run_ray
 
-            ran = run_ray(study, ctx, log, n_left, deadline, progress, storage=storage, study_name=study_name)
+            ran = run_ray(
+                study, ctx, log, n_left, deadline, progress, storage=storage, study_name=study_name
+            )
         else:
             from fcasearch.search.local import run_local
 
@@ -148,7 +165,9 @@ def run_search(options: SearchOptions, *, resume: bool = False, space_dict: dict
         progress.close()
         front = log.export([(o.name, o.direction) for o in options.objectives])
     counts = progress.counts()
-    return SearchOutcome(run=run, counts=counts, pareto_size=len(front), trials_ran=ran, recovered=recovered)
+    return SearchOutcome(
+        run=run, counts=counts, pareto_size=len(front), trials_ran=ran, recovered=recovered
+    )
 
 
 def _enqueue_grid(study, space, n_trials: int | None) -> None:

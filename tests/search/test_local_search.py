@@ -18,7 +18,21 @@ def _frame(run):
 
 def test_tiny_local_search_end_to_end(tiny_space, search_args, tmp_path):
     out = tmp_path / "run"
-    assert main(search_args(tiny_space, out, "--n-trials", "6", "--objectives", "accuracy:max", "macs:min", "latency_ms:min")) == 0
+    assert (
+        main(
+            search_args(
+                tiny_space,
+                out,
+                "--n-trials",
+                "6",
+                "--objectives",
+                "accuracy:max",
+                "macs:min",
+                "latency_ms:min",
+            )
+        )
+        == 0
+    )
     df = _frame(out)
     assert len(df) == 6 and set(df["trial"]) == set(range(6))
     assert set(df["status"]) <= {"complete", "pruned"}
@@ -43,7 +57,23 @@ def test_tiny_local_search_end_to_end(tiny_space, search_args, tmp_path):
 def test_dedupe_by_arch_id_reuses_results(tiny_space, search_args, tmp_path):
     out = tmp_path / "run"
     # the space has 4 networks: 8 trials must repeat some, and repeats are not retrained
-    assert main(search_args(tiny_space, out, "--n-trials", "8", "--objectives", "accuracy", "macs", "--sampler", "random", "--no-measure")) == 0
+    assert (
+        main(
+            search_args(
+                tiny_space,
+                out,
+                "--n-trials",
+                "8",
+                "--objectives",
+                "accuracy",
+                "macs",
+                "--sampler",
+                "random",
+                "--no-measure",
+            )
+        )
+        == 0
+    )
     df = _frame(out)
     notes = df["notes"].fillna("{}").map(json.loads)
     reused = df[notes.map(lambda n: "reused_from_trial" in n)]
@@ -85,8 +115,18 @@ def test_a_trial_that_raises_does_not_stop_the_search(tiny_space, tmp_path, monk
         return real(spec)
 
     monkeypatch.setattr(models, "build_model", flaky)
-    opts = SearchOptions(space=str(tiny_space), objectives="accuracy macs", n_trials=6, budget="steps=2",
-                         batch_size=32, sampler="random", seed=3, out=str(tmp_path / "run"), progress=False, measure=False)
+    opts = SearchOptions(
+        space=str(tiny_space),
+        objectives="accuracy macs",
+        n_trials=6,
+        budget="steps=2",
+        batch_size=32,
+        sampler="random",
+        seed=3,
+        out=str(tmp_path / "run"),
+        progress=False,
+        measure=False,
+    )
     outcome = run_search(opts)
     df = _frame(outcome.run.root)
     assert len(df) == 6

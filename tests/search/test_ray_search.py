@@ -86,13 +86,32 @@ def test_ray_search_runs_the_same_trials_and_stays_on_loopback(tiny_space, searc
     import ray
 
     out = tmp_path / "run"
-    args = search_args(tiny_space, out, "--n-trials", "4", "--objectives", "accuracy:max", "macs:min",
-                       "--no-measure", "--executor", "ray", "--max-concurrent", "2", "--cpus-per-trial", "1")
+    args = search_args(
+        tiny_space,
+        out,
+        "--n-trials",
+        "4",
+        "--objectives",
+        "accuracy:max",
+        "macs:min",
+        "--no-measure",
+        "--executor",
+        "ray",
+        "--max-concurrent",
+        "2",
+        "--cpus-per-trial",
+        "1",
+    )
     with PeerWatch() as watch:
         assert main(args) == 0
     assert not ray.is_initialized()  # the run shut down the Ray it started
     assert not watch.outside(), f"connections beyond loopback: {watch.outside()}"
-    assert (out / "ray" / "home" / "ray_bootstrap_config.yaml").read_text().strip().endswith("type: local")
+    assert (
+        (out / "ray" / "home" / "ray_bootstrap_config.yaml")
+        .read_text()
+        .strip()
+        .endswith("type: local")
+    )
     df = pd.read_parquet(out / "trials.parquet")
     assert len(df) == 4 and set(df["status"]) == {"complete"}
     assert df["accuracy"].between(0, 1).all() and df["arch_id"].str.len().eq(12).all()

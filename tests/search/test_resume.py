@@ -28,7 +28,9 @@ def test_resume_after_sigkill_keeps_every_completed_trial(tmp_path):
         "--out", str(out), "--n-trials", "40", "--budget", "steps=12", "--batch-size", "32",
         "--objectives", "accuracy:max", "macs:min", "--no-measure", "--no-progress", "--no-report",
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     log = TrialLog(RunDir(out))
     try:
         deadline = time.monotonic() + 240
@@ -42,11 +44,26 @@ def test_resume_after_sigkill_keeps_every_completed_trial(tmp_path):
         proc.wait()
     before = pd.DataFrame(log.rows())
     storage = f"sqlite:///{out / 'study.db'}"
-    states_before = {t.number: t.state for t in optuna.load_study(study_name="run", storage=storage).trials}
+    states_before = {
+        t.number: t.state for t in optuna.load_study(study_name="run", storage=storage).trials
+    }
     running = [n for n, s in states_before.items() if s == optuna.trial.TrialState.RUNNING]
 
     target = len(before) + 2
-    assert main(["search", "--resume", str(out), "--n-trials", str(target), "--no-progress", "--no-report"]) == 0
+    assert (
+        main(
+            [
+                "search",
+                "--resume",
+                str(out),
+                "--n-trials",
+                str(target),
+                "--no-progress",
+                "--no-report",
+            ]
+        )
+        == 0
+    )
     after = pd.read_parquet(out / "trials.parquet")
     assert len(after) == target
     kept = after.set_index("trial").loc[before["trial"]]

@@ -1,0 +1,142 @@
+"""Search efficiency: hypervolume of NSGA-II and TPE vs random search, and per-trial overhead.
+
+Part 1 runs the real search (``run_search``, SQLite study, trial log) on the micro space with a
+cheap objective: a zero-cost proxy (maximized) and closed-form MACs (minimized), no training, no
+latency. For each sampler and seed it records the hypervolume of the first k trials (objectives
+normalized over every point any run found, maximized ones flipped, reference 1.1), averages over
+seeds, and prints how many trials NSGA-II and TPE need to reach random search's final hypervolume.
+Target: <= 50% of the trials.
+
+Part 2 runs a short-training search and splits its wall time into the trials' own work (model
+build, measurement, training) and everything the framework adds (sampling, storage, logging,
+exports). Target: overhead < 5%.
+
+Run: ``python bench/search_efficiency.py [--seeds 5] [--trials 40] [--proxy naswot]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fcasearch.report import hypervolume, pareto_mask
+from fcasearch.search.options import SearchOptions
+from fcasearch.search.runner import run_search
+
+SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "micro.yaml"
+
+
+def hv_curve(
+    df: pd.DataFrame, names: list[str], signs: np.ndarray, lo: np.ndarray, span: np.ndarray
+) -> np.ndarray:
+    """Hypervolume of the first k trials, k = 1..len(df)."""
+    df = df.sort_values("trial")
+    out = np.zeros(len(df))
+    pts: list[np.ndarray] = []
+    for k, (_, row) in enumerate(df.iterrows()):
+        vals = np.array([row.get(n, np.nan) for n in names], dtype=float)
+        if row["status"] == "complete" and np.isfinite(vals).all():
+            pts.append((vals * signs - lo) / span)
+        if pts:
+            x = np.array(pts)
+            out[k] = hypervolume(x[pareto_mask(x)], np.full(len(names), 1.1))
+    return out
+
+
+def part1(args, root: Path) -> None:
+    objectives = f"proxy.{args.proxy}:max macs:min"
+    frames = {}
+    t0 = time.perf_counter()
+    for sampler in ("random", "nsga2", "tpe"):
+        for seed in range(args.seeds):
+            opts = SearchOptions(
+                space=str(SPACE), objectives=objectives, sampler=sampler, n_trials=args.trials,
+                seed=seed, measure=False, progress=False, out=str(root / f"{sampler}-{seed}"),
+            )  # fmt: skip
+            frames[(sampler, seed)] = pd.read_parquet(run_search(opts).run.trials_parquet)
+    wall = time.perf_counter() - t0
+    names = [f"proxy.{args.proxy}", "macs"]
+    signs = np.array([-1.0, 1.0])
+    allpts = pd.concat(frames.values())
+    allpts = allpts[allpts["status"] == "complete"][names].to_numpy(float) * signs
+    lo, hi = allpts.min(0), allpts.max(0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    curves = {key: hv_curve(df, names, signs, lo, span) for key, df in frames.items()}
+    mean = {
+        s: np.mean([curves[(s, k)] for k in range(args.seeds)], axis=0)
+        for s in ("random", "nsga2", "tpe")
+    }
+    target = mean["random"][-1]
+    print(
+        f"micro space, objective {objectives}, {args.trials} trials x {args.seeds} seeds per sampler ({wall:.0f} s in all)"
+    )
+    for s in ("random", "nsga2", "tpe"):
+        finals = [curves[(s, k)][-1] for k in range(args.seeds)]
+        print(
+            f"  {s:6s} final hypervolume {np.mean(finals):.4f} +- {np.std(finals):.4f}  "
+            f"(at 25%: {mean[s][len(mean[s]) // 4 - 1]:.4f}, at 50%: {mean[s][len(mean[s]) // 2 - 1]:.4f})"
+        )
+    for s in ("nsga2", "tpe"):
+        reached = np.nonzero(mean[s] >= target - 1e-12)[0]
+        if len(reached):
+            k = int(reached[0]) + 1
+            print(
+                f"  {s} reaches random's final hypervolume {target:.4f} at trial {k}/{args.trials} "
+                f"= {k / args.trials:.0%} of the trials (target <= 50%)"
+            )
+        else:
+            print(
+                f"  {s} does not reach random's final hypervolume {target:.4f} within {args.trials} trials "
+                f"(its final mean is {mean[s][-1]:.4f}; target <= 50% of the trials)"
+            )
+
+
+def part2(args, root: Path) -> None:
+    opts = SearchOptions(
+        space=str(SPACE), objectives="accuracy:max macs:min latency_ms:min", n_trials=args.overhead_trials,
+        budget=args.overhead_budget, seed=0, progress=False, out=str(root / "overhead"),
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    outcome = run_search(opts)
+    wall = time.perf_counter() - t0
+    df = pd.read_parquet(outcome.run.trials_parquet)
+    work = df["trial_seconds"].sum()
+    train, measure = df["train_seconds"].sum(), df["measure_seconds"].sum()
+    n = len(df)
+    print(
+        f"overhead: {n} trials with training budget {args.overhead_budget} and latency measurement: wall {wall:.1f} s"
+    )
+    print(
+        f"  trials' own work {work:.1f} s (training {train:.1f} s, measurement {measure:.1f} s, "
+        f"build/data/other {work - train - measure:.1f} s)"
+    )
+    print(
+        f"  framework overhead (sampling, storage, logging, exports): {(wall - work) / n * 1e3:.0f} ms/trial "
+        f"= {(wall - work) / wall:.1%} of the wall time (target < 5%)"
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--trials", type=int, default=40)
+    p.add_argument(
+        "--proxy", default="naswot", help="zero-cost proxy used as the accuracy stand-in"
+    )
+    p.add_argument("--overhead-trials", type=int, default=6)
+    p.add_argument("--overhead-budget", default="epochs=1")
+    p.add_argument("--skip-overhead", action="store_true")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="fcs-bench-") as tmp:
+        part1(args, Path(tmp))
+        if not args.skip_overhead:
+            part2(args, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()

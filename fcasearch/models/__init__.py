@@ -2,6 +2,27 @@
 
 from __future__ import annotations
 
+from fcasearch.models.checkpoint import (
+    CheckpointError,
+    load_reference_checkpoint,
+    reference_state_dict_shapes,
+    to_reference_state_dict,
+)
+from fcasearch.models.fca import attention_impl
+from fcasearch.models.fcaformer import FcaFormer, build_model
+from fcasearch.models.fuse import fuse_for_inference
 from fcasearch.models.registry import PAPER_DROP_PATH, get_spec, list_models
 
-__all__ = ["PAPER_DROP_PATH", "get_spec", "list_models"]
+__all__ = [
+    "PAPER_DROP_PATH",
+    "CheckpointError",
+    "FcaFormer",
+    "attention_impl",
+    "build_model",
+    "fuse_for_inference",
+    "get_spec",
+    "list_models",
+    "load_reference_checkpoint",
+    "reference_state_dict_shapes",
+    "to_reference_state_dict",
+]

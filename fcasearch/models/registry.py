@@ -17,7 +17,12 @@ _PAPER: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {
     "fcaformer_l4": ((3, 6, 12, 3), (128, 256, 512, 768), (16, 24)),
 }
 # Stochastic depth the paper trained each model with (the spec's default is 0: pass it explicitly).
-PAPER_DROP_PATH = {"fcaformer_l1": 0.0, "fcaformer_l2": 0.1, "fcaformer_l3": 0.2, "fcaformer_l4": 0.4}
+PAPER_DROP_PATH = {
+    "fcaformer_l1": 0.0,
+    "fcaformer_l2": 0.1,
+    "fcaformer_l3": 0.2,
+    "fcaformer_l4": 0.4,
+}
 
 # Tiny variants for tests and CPU demos (same structure, small widths).
 _TINY: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {
@@ -49,5 +54,7 @@ def get_spec(name: str, **kwargs: Any) -> ArchSpec:
     try:
         make = _REGISTRY[name]
     except KeyError:
-        raise SpecError(f"model {name!r} is not registered; known: {', '.join(list_models())}") from None
+        raise SpecError(
+            f"model {name!r} is not registered; known: {', '.join(list_models())}"
+        ) from None
     return make(**kwargs)

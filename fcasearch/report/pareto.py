@@ -29,7 +29,9 @@ def _check_directions(directions: Sequence[str] | None, n_obj: int) -> list[str]
         return ["minimize"] * n_obj
     dirs = [str(d).lower() for d in directions]
     if len(dirs) != n_obj:
-        raise ValueError(f"got {len(dirs)} directions for {n_obj} objectives; give one per objective")
+        raise ValueError(
+            f"got {len(dirs)} directions for {n_obj} objectives; give one per objective"
+        )
     for d in dirs:
         if d not in DIRECTIONS:
             raise ValueError(f"direction {d!r} is not allowed; use one of {DIRECTIONS}")

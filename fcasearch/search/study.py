@@ -9,8 +9,8 @@ from typing import Any
 
 import optuna
 
-from fcasearch.search.options import Objective, SearchOptions
 from fcasearch.search.objective import TrialResult
+from fcasearch.search.options import Objective, SearchOptions
 
 __all__ = [
     "constraint_violation",

@@ -4,7 +4,6 @@ import json
 
 import optuna
 import pandas as pd
-import pytest
 import yaml
 
 from fcasearch.cli import main

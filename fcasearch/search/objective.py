@@ -281,20 +281,14 @@ def _train(
     if out.status != "complete":
         res.status = "pruned" if out.status == "pruned" else "failed"
         res.reason = out.reason or out.status
-    elif o.trial_timeout is not None and _stopped_by_timeout(
-        Budget.parse(o.budget), out, o.trial_timeout
+    elif (
+        o.trial_timeout is not None
+        and out.stopped_by == "seconds"
+        and Budget.parse(o.budget).seconds != budget.seconds
     ):
-        res.status, res.reason = (
-            "failed",
-            f"timeout: {o.trial_timeout:g} s per trial reached after {out.epochs:.2f} epochs",
+        res.status = "failed"
+        res.reason = (
+            f"timeout: {o.trial_timeout:g} s per trial reached after {out.epochs:.2f} epochs"
         )
     if ckpt is not None and res.status in ("complete", "pruned"):
         ckpt.unlink(missing_ok=True)  # kept otherwise, so that a retry resumes it
-
-
-def _stopped_by_timeout(asked, out, timeout: float) -> bool:
-    if asked.epochs is not None and out.epochs + 1e-9 < asked.epochs:
-        return out.seconds >= timeout * 0.99
-    if asked.steps is not None and out.steps < asked.steps:
-        return out.seconds >= timeout * 0.99
-    return False

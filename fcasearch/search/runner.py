@@ -134,6 +134,10 @@ def run_search(
             raise SearchError(
                 "device: cuda was asked but torch sees no CUDA device here; use --device cpu"
             )
+    if options.threads:
+        import torch
+
+        torch.set_num_threads(options.threads)  # training and measurement in this process
     run.root.mkdir(parents=True, exist_ok=True)
     fp = hardware_fingerprint(options.device, threads=options.threads)
     if not resume:

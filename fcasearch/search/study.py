@@ -32,12 +32,14 @@ def make_sampler(options: SearchOptions) -> optuna.samplers.BaseSampler:
             seed=seed, population_size=min(50, max(4, (options.n_trials or 40) // 4))
         )
     if name == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=seed,
-            multivariate=True,
-            group=True,
-            n_startup_trials=min(10, max(3, (options.n_trials or 40) // 5)),
-        )
+        with warnings.catch_warnings():  # multivariate/group are "experimental" since Optuna 2.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                seed=seed,
+                multivariate=True,
+                group=True,  # conditional parameters: one group per set that co-occurs
+                n_startup_trials=min(10, max(3, (options.n_trials or 40) // 5)),
+            )
     return optuna.samplers.RandomSampler(seed=seed)
 
 

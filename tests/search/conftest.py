@@ -35,6 +35,7 @@ def _search_args(space: Path, out: Path, *extra: str) -> list[str]:
         "--out", str(out),
         "--budget", "steps=3",
         "--batch-size", "32",
+        "--threads", "1",
         "--no-progress",
         "--no-report",
         *extra,

@@ -25,7 +25,7 @@ def test_resume_after_sigkill_keeps_every_completed_trial(tmp_path):
     cmd = [
         sys.executable, str(REPO / "search.py"),
         "--space", str(REPO / "search_spaces" / "micro.yaml"),
-        "--out", str(out), "--n-trials", "40", "--budget", "steps=12", "--batch-size", "32",
+        "--out", str(out), "--n-trials", "40", "--budget", "steps=40", "--batch-size", "32", "--threads", "1",
         "--objectives", "accuracy:max", "macs:min", "--no-measure", "--no-progress", "--no-report",
     ]  # fmt: skip
     proc = subprocess.Popen(
@@ -38,7 +38,7 @@ def test_resume_after_sigkill_keeps_every_completed_trial(tmp_path):
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, "the search finished no trial in time"
             time.sleep(0.2)
-        time.sleep(0.3)  # most likely mid-trial now
+        time.sleep(0.5)  # the next trial (2 s of training) is running now
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -48,6 +48,7 @@ def test_resume_after_sigkill_keeps_every_completed_trial(tmp_path):
         t.number: t.state for t in optuna.load_study(study_name="run", storage=storage).trials
     }
     running = [n for n, s in states_before.items() if s == optuna.trial.TrialState.RUNNING]
+    assert running, "the kill should have caught a trial mid-training"
 
     target = len(before) + 2
     assert (

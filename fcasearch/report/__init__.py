@@ -1,0 +1,59 @@
+"""Pareto reports of searches: analysis (fronts, hypervolumes, tables) and rendering.
+
+Importing this package is light: seaborn and matplotlib load only when figures are drawn
+(:mod:`fcasearch.report.plot`, imported inside :func:`build_report`).
+
+Example:
+    >>> from fcasearch.report import hypervolume, non_dominated_sort
+    >>> hypervolume([[1.0, 2.0], [2.0, 1.0]], [3.0, 3.0])
+    3.0
+    >>> non_dominated_sort([[1, 2], [2, 1], [2, 2]]).tolist()
+    [0, 0, 1]
+"""
+
+from __future__ import annotations
+
+from fcasearch.report.analysis import Normalization, fit_normalization, hv_history, rank_trials
+from fcasearch.report.build import ReportData, ReportPaths, build_report
+from fcasearch.report.hypervolume import hypervolume
+from fcasearch.report.info import (
+    HARDWARE_METRICS,
+    MixedHardwareError,
+    Objective,
+    RunData,
+    check_hardware,
+    combine_runs,
+    load_run,
+    load_runs,
+)
+from fcasearch.report.pareto import (
+    dominates,
+    knee_point,
+    non_dominated_sort,
+    pareto_mask,
+    to_minimization,
+)
+
+__all__ = [
+    "HARDWARE_METRICS",
+    "MixedHardwareError",
+    "Normalization",
+    "Objective",
+    "ReportData",
+    "ReportPaths",
+    "RunData",
+    "build_report",
+    "check_hardware",
+    "combine_runs",
+    "dominates",
+    "fit_normalization",
+    "hv_history",
+    "hypervolume",
+    "knee_point",
+    "load_run",
+    "load_runs",
+    "non_dominated_sort",
+    "pareto_mask",
+    "rank_trials",
+    "to_minimization",
+]

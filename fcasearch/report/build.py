@@ -1,0 +1,458 @@
+"""Build a report from one or more results directories: tables, figures, HTML, Markdown, CSV.
+
+:func:`build_report` is the one public entry point; the CLI (``fcasearch report``) and
+``report.py`` call it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fcasearch.report import analysis as an
+from fcasearch.report.html import format_value, render_html, render_markdown
+from fcasearch.report.hypervolume import hypervolume
+from fcasearch.report.info import (
+    HARDWARE_METRICS,
+    Objective,
+    RunData,
+    check_hardware,
+    combine_runs,
+    load_runs,
+)
+from fcasearch.report.references import (
+    merge_references,
+    paper_references,
+    profile_references,
+    run_input_shape,
+)
+
+__all__ = ["ReportData", "ReportPaths", "build_report"]
+
+FIGURE_COSTS = ("macs", "params", "latency_ms", "peak_mem_mb")
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """Where a report was written.
+
+    Attributes:
+        out_dir: The report directory.
+        html: ``index.html`` (self-contained).
+        markdown: ``report.md``.
+        pareto_csv: ``pareto.csv``, the Pareto set with every metric and the spec JSON.
+        summary_json: ``summary.json``: hypervolumes, normalization, counts, picks.
+        specs_dir: ``specs/``, one ``<arch_id>.json`` per Pareto architecture.
+        figures: The PNGs written.
+    """
+
+    out_dir: Path
+    html: Path
+    markdown: Path
+    pareto_csv: Path
+    summary_json: Path
+    specs_dir: Path
+    figures: tuple[Path, ...] = ()
+
+
+@dataclass
+class ReportData:
+    """Everything a report shows, computed before anything is rendered."""
+
+    title: str
+    subtitle: str
+    runs: list[RunData]
+    quality: Objective
+    cost: str | None
+    norm: an.Normalization
+    trials: pd.DataFrame
+    ranked: pd.DataFrame
+    pareto: pd.DataFrame
+    pareto_columns: list[str]
+    budget: pd.DataFrame
+    budget_extra: list[str]
+    picks: dict[str, pd.Series]
+    per_run: pd.DataFrame
+    per_sampler: pd.DataFrame
+    history: pd.DataFrame
+    counts: pd.DataFrame
+    details: pd.DataFrame
+    references: pd.DataFrame
+    combined_hv: float
+    headline: str = ""
+    hv_sentence: str = ""
+    method_text: str = ""
+    notes: list[str] = field(default_factory=list)
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    figures: dict[str, tuple[Path, str]] = field(default_factory=dict)
+
+
+def _display_path(path: Path) -> str:
+    """``path`` relative to the working directory when inside it, else absolute."""
+    path = path.resolve()
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _pick(front: pd.DataFrame, quality: Objective, cost: str | None) -> dict[str, pd.Series]:
+    if not len(front):
+        return {}
+    picks: dict[str, pd.Series] = {}
+    by = [quality.name] + ([cost] if cost else [])
+    asc = [not quality.maximize] + ([True] if cost else [])
+    picks["best"] = front.sort_values(by, ascending=asc, kind="stable").iloc[0]
+    if cost:
+        cheap = front[front[cost].notna()]
+        if len(cheap):
+            picks["cheap"] = cheap.sort_values(
+                [cost, quality.name], ascending=[True, not quality.maximize]
+            ).iloc[0]
+    knee = front[front["knee"]]
+    if len(knee):
+        picks["knee"] = knee.iloc[0]
+    return picks
+
+
+def _headline(data: ReportData, n_trials: int) -> str:
+    q, c = data.quality.name, data.cost
+    best, knee = data.picks.get("best"), data.picks.get("knee")
+    runs = f"{len(data.runs)} runs" if len(data.runs) > 1 else "1 run"
+    text = (
+        f"{n_trials} trials in {runs}; {len(data.ranked)} complete with every objective; "
+        f"{len(data.pareto)} on the Pareto front."
+    )
+    if best is None:
+        return text
+    text += f" For the highest {q}, train {best['arch_id']} ({format_value(q, best[q])} {q}"
+    text += f", {format_value(c, best[c])} {c})." if c else ")."
+    if knee is not None and c and knee["arch_id"] != best["arch_id"] and best[c] > 0:
+        ratio_q = knee[q] / best[q] if best[q] else float("nan")
+        ratio_c = knee[c] / best[c]
+        text += (
+            f" For a balanced trade-off, the knee {knee['arch_id']} keeps {ratio_q:.0%} of "
+            f"that {q} at {ratio_c:.0%} of its {c}."
+        )
+    return text
+
+
+def _write_specs(pareto: pd.DataFrame, specs_dir: Path, device: str) -> pd.DataFrame:
+    specs_dir.mkdir(parents=True, exist_ok=True)
+    profile, rebuild = [], []
+    for _, row in pareto.iterrows():
+        spec = row.get("spec")
+        if spec is None or pd.isna(spec) or not str(spec).strip():
+            profile.append(np.nan)
+            rebuild.append(np.nan)
+            continue
+        try:
+            text = json.dumps(json.loads(str(spec)), indent=2, sort_keys=True)
+        except ValueError:
+            text = str(spec)
+        path = specs_dir / f"{row['arch_id']}.json"
+        path.write_text(text + "\n")
+        shown = _display_path(path)
+        profile.append(f"fcasearch profile {shown} --device {device}")
+        rebuild.append(f"fcasearch summary {shown}")
+    return pareto.assign(profile_cmd=profile, rebuild_cmd=rebuild)
+
+
+def _references(
+    runs: list[RunData], fingerprints: dict[str, str], profile: str | Path | None
+) -> tuple[pd.DataFrame, list[str]]:
+    img, classes, notes = run_input_shape(runs[0])
+    refs, more = paper_references(img, classes)
+    notes += more
+    if profile is not None:
+        batch = _latency_batch_size(runs[0])
+        prof, more = profile_references(profile, list(fingerprints), batch)
+        notes += more
+        refs = merge_references(refs, prof)
+    else:
+        notes.append(
+            "No --profile CSV given: latency and memory axes have no reference models "
+            "(profile them with `fcasearch profile` on this hardware)."
+        )
+    return refs, notes
+
+
+def _latency_batch_size(run: RunData) -> int | None:
+    """The batch size latency was measured at, if run.yaml says so."""
+    for key in ("latency_batch_size", "measure_batch_size"):
+        if run.config.get(key):
+            return int(run.config[key])
+    measure = run.config.get("measure")
+    if isinstance(measure, dict) and measure.get("batch_size"):
+        return int(measure["batch_size"])
+    return None
+
+
+def _figures(data: ReportData, out: Path) -> dict[str, tuple[Path, str]]:
+    from fcasearch.report import plot  # seaborn and matplotlib load here only
+
+    figs: dict[str, tuple[Path, str]] = {}
+    ranked, q = data.ranked, data.quality.name
+    costs = [o for o in data.norm.names if o != q]
+    costs += [c for c in FIGURE_COSTS if c not in costs]
+    costs = [c for c in costs if c in ranked and ranked[c].notna().any()]
+    infeasible = data.trials[data.trials["status"] == "infeasible"]
+    multi_fp = ranked["fingerprint_id"].nunique() > 1
+    for cost in costs:
+        split = (
+            "fingerprint_id"
+            if cost in HARDWARE_METRICS and multi_fp
+            else ("run_label" if len(data.runs) > 1 else None)
+        )
+        stair = an.budget_table(ranked, data.quality, cost)
+        path = plot.quality_vs_cost_figure(
+            ranked, stair, q, cost, out / f"{q}_vs_{cost}.png", data.references, infeasible, split
+        )
+        kind = "objective" if cost in data.norm.names else "metric"
+        figs[f"cost_{cost}"] = (
+            path,
+            f"{q} against {cost} ({kind}). Large dots: the Pareto set "
+            "over all objectives; line: best within each budget; star: knee; "
+            "dashed: reference models (cost only); red ticks: infeasible.",
+        )
+    pair_cols = list(data.norm.names) + [c for c in ("params", "macs") if c not in data.norm.names]
+    path = plot.objective_pairs_figure(ranked, pair_cols, out / "objective_pairs.png")
+    if path:
+        figs["pairs"] = (path, "Objectives (and params/MACs) in pairs; blue: the Pareto set.")
+    path = plot.hv_history_figure(data.history, out / "hypervolume_history.png")
+    if path:
+        figs["hv_history"] = (
+            path,
+            "Hypervolume of each run's front (normalized space) after "
+            "each trial and over wall-clock time.",
+        )
+    path = plot.hv_by_sampler_figure(data.per_run, out / "hypervolume_by_sampler.png")
+    if path:
+        figs["hv_sampler"] = (path, "Final hypervolume per sampler across runs (seeds).")
+    numeric, categorical = an.arch_spread(ranked, data.cost)
+    path = plot.arch_spread_figure(
+        numeric, categorical, data.cost or "rank", out / "arch_spread.png"
+    )
+    if path:
+        figs["arch_spread"] = (
+            path,
+            "Architecture choices: numeric ones against the primary "
+            "cost (blue: Pareto set), string ones as shares of the front vs "
+            "all ranked trials.",
+        )
+    return figs
+
+
+def build_report(
+    run_dirs: Sequence[str | Path] | str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    reference: float | Sequence[float] | None = None,
+    allow_mixed_hardware: bool = False,
+    profile: str | Path | None = None,
+    device: str | None = None,
+    figures: bool = True,
+    title: str | None = None,
+) -> ReportPaths:
+    """Write a Pareto report for one or more results directories.
+
+    Args:
+        run_dirs: Results directories (``results/<run>``) sharing their objectives.
+        out_dir: Report directory; ``<first run>/report`` if omitted.
+        reference: Hypervolume reference point in normalized coordinates (one value or one per
+            objective); 1.1 each by default.
+        allow_mixed_hardware: Report hardware-dependent objectives measured on several machines
+            instead of raising :class:`~fcasearch.report.info.MixedHardwareError`.
+        profile: A ``fcasearch profile`` CSV of reference models (latency/memory markers drawn
+            only when measured on the runs' hardware).
+        device: Device named in the profile commands; the run's device if omitted.
+        figures: Draw the PNG figures (seaborn); False writes tables only.
+        title: Page title.
+
+    Returns:
+        The paths written.
+
+    Raises:
+        FileNotFoundError: If a directory, its ``run.yaml`` or its trials are missing.
+        MixedHardwareError: See ``allow_mixed_hardware``.
+        ValueError: If the runs have different objectives or the reference point is invalid.
+    """
+    if isinstance(run_dirs, str | Path):
+        run_dirs = [run_dirs]
+    runs = load_runs(run_dirs)
+    fingerprints, notes = check_hardware(runs, allow_mixed_hardware)
+    for run in runs:
+        notes += run.notes
+    objectives = runs[0].objectives
+    trials = combine_runs(runs)
+    ranked = an.rank_trials(trials, objectives)
+    norm = an.fit_normalization(ranked, objectives, reference)
+    q_name, cost = an.pick_quality_and_cost(objectives, list(trials.columns))
+    quality = next(o for o in objectives if o.name == q_name)
+    metrics = an.metric_columns(ranked, objectives)
+    front = ranked[ranked["on_front"]]
+    sort_by = cost if cost else objectives[0].name
+    front = front.sort_values(sort_by, kind="stable")
+    out = Path(out_dir) if out_dir is not None else runs[0].path / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    specs_dir = out / "specs"
+    pareto = _write_specs(front, specs_dir, device or runs[0].device)
+    multi = len(runs) > 1
+    pareto_columns = [
+        "arch_id",
+        *(["run_label"] if multi else []),
+        "trial",
+        *metrics,
+        "spec_short",
+        "profile_cmd",
+        "rebuild_cmd",
+    ]
+    refs, ref_notes = _references(runs, fingerprints, profile)
+    notes += ref_notes
+    budget = an.budget_table(ranked, quality, cost) if cost else ranked.iloc[0:0]
+    extra = [o.name for o in objectives if o.name not in (q_name, cost)]
+    extra += [
+        c
+        for c in ("params", "macs")
+        if c not in extra and c not in (q_name, cost) and c in ranked and ranked[c].notna().any()
+    ]
+    per_run = an.hv_summary(trials, ranked, norm)
+    names = list(norm.names)
+    combined = (
+        hypervolume(norm.transform(front[names].to_numpy(dtype=float)), norm.reference)
+        if len(front)
+        else 0.0
+    )
+    data = ReportData(
+        title=title or "fcasearch report: " + ", ".join(r.label for r in runs),
+        subtitle=_subtitle(runs, objectives),
+        runs=runs,
+        quality=quality,
+        cost=cost,
+        norm=norm,
+        trials=trials,
+        ranked=ranked,
+        pareto=pareto,
+        pareto_columns=pareto_columns,
+        budget=budget,
+        budget_extra=extra[:3],
+        picks=_pick(front, quality, cost),
+        per_run=per_run,
+        per_sampler=an.sampler_summary(per_run),
+        history=an.hv_history(trials, ranked, norm),
+        counts=an.status_counts(trials, ranked),
+        details=an.status_details(trials, ranked),
+        references=refs,
+        combined_hv=combined,
+        notes=notes,
+        fingerprints=fingerprints,
+    )
+    data.headline = _headline(data, len(trials))
+    ref_txt = ", ".join(f"{r:g}" for r in norm.reference)
+    data.hv_sentence = (
+        f"Hypervolume in normalized space: each objective scaled to [0, 1] over the {len(ranked)} "
+        f"ranked trials of all runs compared (maximized objectives flipped, 0 best), reference "
+        f"point ({ref_txt}); the largest possible value is {float(np.prod(norm.reference)):.4g}. "
+        f"The combined front reaches {combined:.4f}."
+    )
+    data.method_text = (
+        "Ranks come from non-dominated sorting over all objectives with their directions; only "
+        "complete trials with every objective measured are ranked (NaN is missing, never a "
+        "value). The knee is, in the front's own normalized space, the point farthest from the "
+        "line through the two extreme points (two objectives), or the point closest to the "
+        "ideal point (three or more). Normalization bounds and reference point:"
+    )
+    figure_paths: list[Path] = []
+    if figures:
+        data.figures = _figures(data, out / "figures")
+        figure_paths = [p for p, _ in data.figures.values()]
+    html_path, md_path = out / "index.html", out / "report.md"
+    html_path.write_text(render_html(data), encoding="utf-8")
+    md_path.write_text(render_markdown(data), encoding="utf-8")
+    csv_cols = [
+        c
+        for c in [
+            "arch_id",
+            "run_label",
+            "trial",
+            "rank",
+            "knee",
+            *metrics,
+            "spec_short",
+            "fingerprint_id",
+            "profile_cmd",
+            "rebuild_cmd",
+            "spec",
+        ]
+        if c in pareto
+    ]
+    csv_path = out / "pareto.csv"
+    pareto[csv_cols].to_csv(csv_path, index=False)
+    summary_path = out / "summary.json"
+    summary_path.write_text(json.dumps(_summary(data), indent=2, default=_json_default) + "\n")
+    return ReportPaths(
+        out_dir=out,
+        html=html_path,
+        markdown=md_path,
+        pareto_csv=csv_path,
+        summary_json=summary_path,
+        specs_dir=specs_dir,
+        figures=tuple(figure_paths),
+    )
+
+
+def _subtitle(runs: list[RunData], objectives: Sequence[Objective]) -> str:
+    described = ", ".join(
+        f"{r.label} ({r.sampler}" + (f", seed {r.seed}" if r.seed is not None else "") + ")"
+        for r in runs
+    )
+    objs = ", ".join(f"{o.direction} {o.name}" for o in objectives)
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"Runs: {described} · objectives: {objs} · device {runs[0].device} · generated {when}"
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+def _summary(data: ReportData) -> dict[str, object]:
+    def clean(df: pd.DataFrame) -> list[dict[str, object]]:
+        return json.loads(df.to_json(orient="records"))
+
+    return {
+        "title": data.title,
+        "runs": [
+            {
+                "label": r.label,
+                "path": os.fspath(r.path),
+                "sampler": r.sampler,
+                "seed": r.seed,
+                "fingerprint_id": r.fingerprint_id,
+            }
+            for r in data.runs
+        ],
+        "objectives": [
+            {"name": n, "direction": d} for n, d in zip(data.norm.names, data.norm.directions)
+        ],
+        "normalization": data.norm.records(),
+        "reference_point": list(data.norm.reference),
+        "combined_hypervolume": data.combined_hv,
+        "hypervolume_per_run": clean(data.per_run),
+        "hypervolume_per_sampler": clean(data.per_sampler),
+        "status_counts": clean(data.counts),
+        "pareto_arch_ids": data.pareto["arch_id"].astype(str).tolist(),
+        "picks": {k: str(v["arch_id"]) for k, v in data.picks.items()},
+        "notes": data.notes,
+        "fingerprints": data.fingerprints,
+    }

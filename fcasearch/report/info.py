@@ -1,0 +1,397 @@
+"""Loading results directories into DataFrames, and the hardware-fingerprint check.
+
+A results directory (``results/<run>/``, see ``results/README.md``) holds ``run.yaml`` (the
+objectives and the run's options) and ``trials.parquet`` / ``trials.csv`` (one row per trial).
+This module reads them, types the columns, and combines several runs into one table. It never
+drops a trial: statuses other than ``complete`` are kept for the report to count and list.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "HARDWARE_METRICS",
+    "METRIC_COLUMNS",
+    "MixedHardwareError",
+    "Objective",
+    "RunData",
+    "check_hardware",
+    "combine_runs",
+    "describe_fingerprint",
+    "load_run",
+    "load_runs",
+]
+
+# metrics whose values depend on the machine that measured them
+HARDWARE_METRICS = (
+    "latency_ms",
+    "latency_p90_ms",
+    "latency_cv",
+    "throughput_ips",
+    "peak_mem_mb",
+    "train_mem_mb",
+    "energy_mj_per_image",
+)
+# every numeric metric a trial may carry, in the order tables show them
+METRIC_COLUMNS = (
+    "accuracy",
+    "params",
+    "macs",
+    "latency_ms",
+    "latency_p90_ms",
+    "latency_cv",
+    "throughput_ips",
+    "peak_mem_mb",
+    "train_mem_mb",
+    "energy_mj_per_image",
+    "epochs",
+)
+_NUMERIC_EXTRA = ("trial", "train_seconds", "measure_seconds", "trial_seconds")
+_MAXIMIZED_BY_DEFAULT = ("accuracy", "throughput_ips")
+
+
+class MixedHardwareError(ValueError):
+    """Hardware-dependent objectives were measured on more than one machine.
+
+    Attributes:
+        fingerprints: Fingerprint id mapped to a one-line description of its hardware.
+    """
+
+    def __init__(self, fingerprints: dict[str, str], objectives: Sequence[str]) -> None:
+        self.fingerprints = dict(fingerprints)
+        listed = "; ".join(f"{fid} ({desc})" for fid, desc in sorted(self.fingerprints.items()))
+        super().__init__(
+            f"the runs mix {len(self.fingerprints)} hardware fingerprints: {listed}. "
+            f"Objectives {', '.join(objectives)} depend on the hardware, so their values are not "
+            "comparable across machines. Compare runs from one machine, or pass "
+            "--allow-mixed-hardware (allow_mixed_hardware=True) to report them anyway."
+        )
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One objective of a run: a trial column and whether larger or smaller is better."""
+
+    name: str
+    direction: str  # "minimize" | "maximize"
+
+    @property
+    def maximize(self) -> bool:
+        return self.direction == "maximize"
+
+
+@dataclass
+class RunData:
+    """One results directory, loaded.
+
+    Attributes:
+        path: The results directory.
+        name: The run's name (``run.yaml`` ``name``, else the directory name).
+        label: A name unique among the runs being compared (used in tables and legends).
+        config: ``run.yaml`` as loaded.
+        trials: One row per trial, typed (numeric metrics, lower-case status, str reason).
+        objectives: The objectives in Optuna's order.
+        sampler: ``run.yaml`` ``sampler`` (``"unknown"`` if absent).
+        seed: ``run.yaml`` ``seed`` if given.
+        fingerprint_id: ``run.yaml`` ``fingerprint_id`` if given.
+        fingerprint: ``run.yaml`` ``fingerprint`` if given.
+        notes: Things the report should mention about this run.
+    """
+
+    path: Path
+    name: str
+    label: str
+    config: dict[str, Any]
+    trials: pd.DataFrame
+    objectives: tuple[Objective, ...]
+    sampler: str = "unknown"
+    seed: int | None = None
+    fingerprint_id: str | None = None
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def device(self) -> str:
+        dev = self.config.get("device")
+        if not dev and "device" in self.trials and self.trials["device"].notna().any():
+            dev = str(self.trials["device"].dropna().iloc[0])
+        return str(dev or "cpu")
+
+
+def _parse_objectives(raw: Any, source: Path) -> tuple[Objective, ...]:
+    if not raw:
+        raise ValueError(f"{source}: key 'objectives' is missing or empty; a run needs objectives")
+    items = raw if isinstance(raw, list) else [raw]
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            name, _, direction = item.partition(":")
+            direction = direction or ("maximize" if name in _MAXIMIZED_BY_DEFAULT else "minimize")
+        elif isinstance(item, dict) and "name" in item:
+            name = str(item["name"])
+            direction = str(item.get("direction", "minimize"))
+        else:
+            raise ValueError(
+                f"{source}: objectives[{i}] = {item!r}; expected {{name: ..., direction: ...}}"
+            )
+        direction = direction.strip().lower()
+        if direction not in ("minimize", "maximize"):
+            raise ValueError(
+                f"{source}: objectives[{i}].direction = {direction!r}; use minimize or maximize"
+            )
+        out.append(Objective(name.strip(), direction))
+    names = [o.name for o in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{source}: objectives repeat a name: {names}")
+    return tuple(out)
+
+
+def _read_trials(path: Path) -> pd.DataFrame:
+    parquet, csv = path / "trials.parquet", path / "trials.csv"
+    if parquet.exists():
+        return pd.read_parquet(parquet)
+    if csv.exists():
+        return pd.read_csv(csv, keep_default_na=True)
+    raise FileNotFoundError(
+        f"{path}: no trials.parquet or trials.csv; is this a results directory written by "
+        "`fcasearch search`?"
+    )
+
+
+def _type_trials(df: pd.DataFrame, objectives: Iterable[Objective], run_name: str) -> pd.DataFrame:
+    df = df.copy()
+    if "status" not in df:
+        raise ValueError(f"run {run_name!r}: trials have no 'status' column")
+    df["status"] = df["status"].astype("string").fillna("unknown").str.strip().str.lower()
+    df["reason"] = (
+        df["reason"].astype("string").fillna("")
+        if "reason" in df
+        else pd.Series("", index=df.index)
+    )
+    if "trial" not in df:
+        df["trial"] = np.arange(len(df))
+    numeric = [*METRIC_COLUMNS, *_NUMERIC_EXTRA, *(o.name for o in objectives)]
+    numeric += [c for c in df.columns if str(c).startswith("proxy.")]
+    for col in dict.fromkeys(numeric):
+        if col in df:
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+        else:
+            df[col] = np.nan
+    for col in ("arch_id", "spec", "spec_short", "fingerprint_id", "fingerprint"):
+        if col not in df:
+            df[col] = pd.NA
+        df[col] = df[col].astype("string")
+    return df
+
+
+def _unique_labels(names: list[str], paths: list[Path]) -> list[str]:
+    labels = list(names)
+    for i, name in enumerate(names):
+        if names.count(name) > 1:
+            labels[i] = f"{name} [{paths[i].name}]"
+    for i, label in enumerate(labels):  # still equal (same dir names): number them
+        if labels.count(label) > 1:
+            labels[i] = f"{label} #{i + 1}"
+    return labels
+
+
+def load_run(path: str | Path, label: str | None = None) -> RunData:
+    """Load one results directory.
+
+    Args:
+        path: A directory holding ``run.yaml`` and ``trials.parquet`` or ``trials.csv``.
+        label: Display name; the run's name if omitted.
+
+    Returns:
+        The run, with typed trials.
+
+    Raises:
+        FileNotFoundError: If the directory, ``run.yaml`` or the trials table is missing.
+        ValueError: If ``run.yaml`` has no valid objectives.
+    """
+    import yaml  # light, but only needed here
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"results directory {path} does not exist")
+    run_yaml = path / "run.yaml"
+    if not run_yaml.exists():
+        raise FileNotFoundError(f"{path}: no run.yaml; is this a results directory?")
+    config = yaml.safe_load(run_yaml.read_text()) or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{run_yaml}: expected a mapping at the top level")
+    objectives = _parse_objectives(config.get("objectives"), run_yaml)
+    name = str(config.get("name") or path.name)
+    run = RunData(
+        path=path,
+        name=name,
+        label=label or name,
+        config=config,
+        trials=pd.DataFrame(),
+        objectives=objectives,
+        sampler=str(config.get("sampler") or "unknown"),
+        seed=config.get("seed"),
+        fingerprint_id=str(config["fingerprint_id"]) if config.get("fingerprint_id") else None,
+        fingerprint=config.get("fingerprint") or {},
+    )
+    raw = _read_trials(path)
+    missing = [o.name for o in objectives if o.name not in raw.columns]
+    if missing and len(raw):
+        run.notes.append(
+            f"run {name!r}: objective column(s) {missing} absent from the trials table"
+        )
+    run.trials = _type_trials(raw, objectives, name)
+    return run
+
+
+def load_runs(paths: Sequence[str | Path]) -> list[RunData]:
+    """Load several results directories and give them unique labels.
+
+    Args:
+        paths: Results directories, at least one.
+
+    Returns:
+        The runs, in the given order.
+
+    Raises:
+        ValueError: If no path is given or the runs do not share their objectives.
+    """
+    if not paths:
+        raise ValueError("give at least one results directory")
+    runs = [load_run(p) for p in paths]
+    for run, label in zip(runs, _unique_labels([r.name for r in runs], [r.path for r in runs])):
+        run.label = label
+    first = runs[0]
+    for run in runs[1:]:
+        if {(o.name, o.direction) for o in run.objectives} != {
+            (o.name, o.direction) for o in first.objectives
+        }:
+            raise ValueError(
+                f"runs {first.label!r} and {run.label!r} have different objectives "
+                f"({_fmt_obj(first.objectives)} vs {_fmt_obj(run.objectives)}); only runs that "
+                "optimize the same objectives can share a Pareto front"
+            )
+    return runs
+
+
+def _fmt_obj(objectives: Sequence[Objective]) -> str:
+    return ", ".join(f"{o.direction} {o.name}" for o in objectives)
+
+
+def combine_runs(runs: Sequence[RunData]) -> pd.DataFrame:
+    """One table of all trials of all runs, with ``run_label``, ``sampler`` and ``seed`` columns.
+
+    Args:
+        runs: Loaded runs.
+
+    Returns:
+        The concatenated trials; ``uid`` is unique per row (``<run_label>#<trial>``).
+    """
+    frames = []
+    for run in runs:
+        df = run.trials.copy()
+        df["run_label"] = run.label
+        df["sampler"] = run.sampler
+        df["seed"] = run.seed if run.seed is not None else np.nan
+        if run.fingerprint_id:
+            df["fingerprint_id"] = df["fingerprint_id"].fillna(run.fingerprint_id)
+        frames.append(df)
+    nonempty = [f for f in frames if len(f)]
+    out = pd.concat(nonempty, ignore_index=True) if nonempty else frames[0].iloc[0:0].copy()
+    out["uid"] = out["run_label"].astype(str) + "#" + out["trial"].map(_fmt_trial)
+    return out
+
+
+def _fmt_trial(v: Any) -> str:
+    return str(int(v)) if pd.notna(v) and float(v).is_integer() else str(v)
+
+
+def describe_fingerprint(fingerprint: dict[str, Any] | str | None) -> str:
+    """A one-line description of the hardware in a fingerprint (CPU and GPU names).
+
+    Args:
+        fingerprint: The fingerprint dict, or its JSON.
+
+    Returns:
+        ``"CPU <model>, GPU <name>"`` with the parts known, or ``"unknown hardware"``.
+    """
+    if isinstance(fingerprint, str):
+        try:
+            fingerprint = json.loads(fingerprint)
+        except ValueError:
+            fingerprint = {}
+    fp = fingerprint if isinstance(fingerprint, dict) else {}
+    parts = []
+    cpu = fp.get("cpu_model") or fp.get("cpu") or fp.get("processor")
+    if cpu:
+        parts.append(f"CPU {cpu}")
+    gpu = fp.get("gpu_name") or fp.get("gpu")
+    if gpu:
+        parts.append(f"GPU {gpu}")
+    return ", ".join(parts) or "unknown hardware"
+
+
+def _fingerprints(runs: Sequence[RunData]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for run in runs:
+        if run.fingerprint_id:
+            found[run.fingerprint_id] = describe_fingerprint(run.fingerprint)
+        df = run.trials
+        rows = df[df["fingerprint_id"].notna() & (df["fingerprint_id"] != "")]
+        for fid, group in rows.groupby("fingerprint_id", sort=True):
+            if fid not in found or found[fid] == "unknown hardware":
+                found[str(fid)] = describe_fingerprint(
+                    group["fingerprint"].dropna().iloc[0]
+                    if group["fingerprint"].notna().any()
+                    else None
+                )
+    return found
+
+
+def check_hardware(
+    runs: Sequence[RunData], allow_mixed: bool = False
+) -> tuple[dict[str, str], list[str]]:
+    """Refuse to compare hardware-dependent objectives measured on different machines.
+
+    Fingerprints are gathered from every run's ``run.yaml`` and every trial row. params, MACs
+    and accuracy never need one machine; latency, memory and energy objectives do.
+
+    Args:
+        runs: The runs being compared.
+        allow_mixed: Report mixed fingerprints anyway (with a note) instead of raising.
+
+    Returns:
+        The fingerprints found (id → description) and notes for the report.
+
+    Raises:
+        MixedHardwareError: If a hardware-dependent objective is present, there is more than one
+            fingerprint, and ``allow_mixed`` is False.
+    """
+    fingerprints = _fingerprints(runs)
+    hw_objectives = [o.name for o in runs[0].objectives if o.name in HARDWARE_METRICS]
+    notes: list[str] = []
+    if len(fingerprints) > 1:
+        listed = ", ".join(f"{k} ({v})" for k, v in sorted(fingerprints.items()))
+        if hw_objectives and not allow_mixed:
+            raise MixedHardwareError(fingerprints, hw_objectives)
+        if hw_objectives:
+            notes.append(
+                f"Mixed hardware allowed by the user: objectives {', '.join(hw_objectives)} were "
+                f"measured on {len(fingerprints)} machines ({listed}); hypervolumes and the front "
+                "compare values from different hardware."
+            )
+        else:
+            notes.append(
+                f"Trials come from {len(fingerprints)} hardware fingerprints ({listed}). The "
+                "objectives do not depend on hardware; latency, memory and energy columns do, so "
+                "figures of those are split by fingerprint."
+            )
+    return fingerprints, notes

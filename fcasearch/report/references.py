@@ -1,0 +1,259 @@
+"""Reference models drawn on cost axes: the paper's FcaFormers and profiled baselines.
+
+Their accuracy is ImageNet top-1, not comparable with a search's proxy accuracy, so the report
+marks them as vertical lines at their cost only. Params and MACs of the paper models come from
+the model registry and the closed-form counters (computed at the run's input size and class
+count); latency and memory come only from a ``fcasearch profile`` CSV measured on the same
+hardware fingerprint as the runs. Everything degrades to a note when a piece is unavailable.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fcasearch.report.info import RunData
+
+__all__ = [
+    "PAPER_TOP1",
+    "merge_references",
+    "paper_references",
+    "profile_references",
+    "run_input_shape",
+]
+
+# ImageNet-1k top-1 claimed in the paper (fcaformer-spec.md), for the marker labels only
+PAPER_TOP1 = {
+    "fcaformer_l1": 0.803,
+    "fcaformer_l2": 0.831,
+    "fcaformer_l3": 0.842,
+    "fcaformer_l4": 0.849,
+}
+REFERENCE_COLUMNS = ["model", "kind", "label", "params", "macs", "latency_ms", "peak_mem_mb"]
+
+
+def _find_key(obj: Any, key: str) -> Any:
+    """First value under ``key`` anywhere in nested dicts/lists, else None."""
+    if isinstance(obj, dict):
+        if key in obj and not isinstance(obj[key], dict):
+            return obj[key]
+        for v in obj.values():
+            found = _find_key(v, key)
+            if found is not None:
+                return found
+    elif isinstance(obj, list):
+        for v in obj:
+            found = _find_key(v, key)
+            if found is not None:
+                return found
+    return None
+
+
+def run_input_shape(run: RunData) -> tuple[int | tuple[int, int], int, list[str]]:
+    """Input side and class count of a run's models, for counting the paper models alike.
+
+    Looks in a complete trial's ``spec`` JSON, then ``arch.img_size``, then ``run.yaml``.
+
+    Args:
+        run: A loaded run.
+
+    Returns:
+        ``(img_size, num_classes, notes)``: the side (or ``(height, width)``), the classes;
+        224 and 1000 (with a note) when not found.
+    """
+    notes: list[str] = []
+    img = classes = None
+    specs = run.trials.loc[run.trials["status"] == "complete", "spec"].dropna()
+    if len(specs):
+        try:
+            spec = json.loads(str(specs.iloc[0]))
+            img, classes = _find_key(spec, "img_size"), _find_key(spec, "num_classes")
+        except ValueError:
+            pass
+    arch_img = run.trials.get("arch.img_size")
+    if img is None and arch_img is not None and arch_img.notna().any():
+        img = arch_img.dropna().mode().iloc[0]
+    img = img if img is not None else _find_key(run.config, "img_size")
+    classes = classes if classes is not None else _find_key(run.config, "num_classes")
+    if img is None:
+        notes.append("input size of the run unknown: paper models counted at 224")
+    if classes is None:
+        notes.append("class count of the run unknown: paper models counted with 1000 classes")
+    if isinstance(img, str):  # "32" or "32x48"
+        img = [int(v) for v in re.findall(r"\d+", img)] or None
+    if isinstance(img, list | tuple):
+        size: int | tuple[int, int] = (int(img[0]), int(img[-1]))
+        size = size[0] if size[0] == size[1] else size
+    else:
+        size = int(img or 224)
+    return size, int(classes or 1000), notes
+
+
+def _as_number(value: Any) -> float:
+    for attr in ("total", "macs", "params"):
+        if hasattr(value, attr) and not callable(getattr(value, attr)):
+            value = getattr(value, attr)
+            break
+    if isinstance(value, dict):
+        value = value.get("total", np.nan)
+    return float(value)
+
+
+def paper_references(
+    img_size: int | tuple[int, int],
+    num_classes: int,
+    names: Sequence[str] = ("fcaformer_l1", "fcaformer_l2"),
+) -> tuple[pd.DataFrame, list[str]]:
+    """Params and MACs of the paper models at the run's input size and class count.
+
+    Args:
+        img_size: Input side (or ``(height, width)``) of the run's models.
+        num_classes: Classes of the run's task.
+        names: Registry names to count.
+
+    Returns:
+        ``(table, notes)``: columns of ``REFERENCE_COLUMNS``; empty with a note when the model
+        registry or the counters cannot be imported or fail.
+    """
+    try:
+        from fcasearch.measure.counting import count_macs, count_params
+        from fcasearch.models.registry import get_spec
+    except Exception as exc:  # the registry may not exist yet, or fail to import
+        return pd.DataFrame(columns=REFERENCE_COLUMNS), [
+            f"paper model markers skipped: the model registry or counters are unavailable ({exc})"
+        ]
+    rows, notes = [], []
+    for name in names:
+        try:
+            spec = get_spec(name, img_size=img_size, num_classes=num_classes)
+            params, macs = _as_number(count_params(spec)), _as_number(count_macs(spec))
+        except Exception as exc:
+            notes.append(f"paper marker {name} skipped: {type(exc).__name__}: {exc}")
+            continue
+        short = name.replace("fcaformer_", "").upper()
+        top1 = PAPER_TOP1.get(name)
+        label = f"FcaFormer-{short}" + (f" ({top1:.1%} IN-1k)" if top1 else "")
+        rows.append(
+            {"model": name, "kind": "paper", "label": label, "params": params, "macs": macs}
+        )
+    if rows:
+        notes.append(
+            f"Paper models are counted at img {img_size}, {num_classes} classes; their accuracy is "
+            "ImageNet top-1 (not comparable with proxy accuracy), so they are vertical lines."
+        )
+    return pd.DataFrame(rows, columns=REFERENCE_COLUMNS), notes
+
+
+def profile_references(
+    path: str | Path, fingerprint_ids: Sequence[str], batch_size: int | None = None
+) -> tuple[pd.DataFrame, list[str]]:
+    """Reference models from a ``fcasearch profile`` CSV.
+
+    Params and MACs are used whatever the hardware; latency and memory only from rows whose
+    ``fingerprint_id`` is the runs' single fingerprint. With several rows per model the one at
+    ``batch_size`` (else the smallest batch) in float32 (else the first dtype) is used.
+
+    Args:
+        path: The profile CSV.
+        fingerprint_ids: Fingerprint ids of the runs being reported.
+        batch_size: Preferred batch size.
+
+    Returns:
+        ``(table, notes)`` with the columns of ``REFERENCE_COLUMNS``.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If it has no ``model`` column.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"profile file {path} does not exist")
+    prof = pd.read_csv(path)
+    if "model" not in prof:
+        raise ValueError(
+            f"{path}: a profile CSV needs a 'model' column, found {list(prof.columns)}"
+        )
+    notes: list[str] = []
+    for col in ("params", "macs", "latency_ms", "peak_mem_mb", "batch_size"):
+        prof[col] = pd.to_numeric(prof[col], errors="coerce") if col in prof else np.nan
+    prof["fingerprint_id"] = prof.get("fingerprint_id", pd.Series("", index=prof.index)).astype(str)
+    if "dtype" not in prof:
+        prof["dtype"] = "float32"
+    same_hw = set(fingerprint_ids) if len(set(fingerprint_ids)) == 1 else set()
+    if len(set(fingerprint_ids)) != 1:
+        notes.append(
+            "latency/memory markers from the profile omitted: the runs have "
+            f"{len(set(fingerprint_ids))} hardware fingerprints, so no single machine to match"
+        )
+    rows = []
+    for model, group in prof.groupby("model", sort=False):
+        # preferred row first: the asked batch size (else the smallest), float32 before others
+        distance = (group["batch_size"] - batch_size).abs() if batch_size else group["batch_size"]
+        g = group.assign(_bs=distance, _fp=group["dtype"].astype(str) != "float32")
+        g = g.sort_values(["_bs", "_fp"], kind="stable")
+        counted = g[g["params"].notna() | g["macs"].notna()]
+        row = counted.iloc[0] if len(counted) else g.iloc[0]
+        # rows that ran out of memory or failed carry no latency: skip them
+        local = g[g["fingerprint_id"].isin(same_hw) & g["latency_ms"].notna()]
+        entry = {
+            "model": str(model),
+            "kind": "paper" if str(model).startswith("fcaformer") else "baseline",
+            "label": f"{model} (profiled)",
+            "params": row["params"],
+            "macs": row["macs"],
+            "latency_ms": np.nan,
+            "peak_mem_mb": np.nan,
+        }
+        if len(local):
+            lrow = local.iloc[0]
+            entry["latency_ms"], entry["peak_mem_mb"] = lrow["latency_ms"], lrow["peak_mem_mb"]
+            entry["label"] = (
+                f"{model} (bs {int(lrow['batch_size']) if pd.notna(lrow['batch_size']) else '?'}, "
+                f"{lrow['dtype']})"
+            )
+        elif same_hw and group["fingerprint_id"].isin(same_hw).any():
+            notes.append(
+                f"latency/memory marker of {model} omitted: no successful measurement in the "
+                "profile on the runs' hardware (out of memory or failed)"
+            )
+        elif same_hw:
+            other = sorted(set(group["fingerprint_id"]))
+            notes.append(
+                f"latency/memory marker of {model} omitted: profiled on fingerprint(s) "
+                f"{', '.join(other)}, the runs on {next(iter(same_hw))}"
+            )
+        rows.append(entry)
+    return pd.DataFrame(rows, columns=REFERENCE_COLUMNS), notes
+
+
+def merge_references(paper: pd.DataFrame, profiled: pd.DataFrame) -> pd.DataFrame:
+    """One row per model: counted params/MACs of paper models win over profiled ones (they are
+    counted at the run's input size); latency and memory come from the profile.
+
+    Args:
+        paper: Output of :func:`paper_references`.
+        profiled: Output of :func:`profile_references`.
+
+    Returns:
+        The union, with the columns of ``REFERENCE_COLUMNS``.
+    """
+    if not len(paper):
+        return profiled.reset_index(drop=True)
+    merged = paper.set_index("model")
+    extra = []
+    for _, row in profiled.iterrows():
+        if row["model"] in merged.index:
+            for col in ("latency_ms", "peak_mem_mb"):
+                merged.loc[row["model"], col] = row[col]
+        else:
+            extra.append(row)
+    out = merged.reset_index()
+    if extra:
+        out = pd.concat([out, pd.DataFrame(extra)], ignore_index=True)
+    return out[REFERENCE_COLUMNS]

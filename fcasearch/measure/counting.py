@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from fcasearch.spec import CONV, ArchSpec
 
-__all__ = ["CostBreakdown", "count_macs", "count_params", "cost_breakdown"]
+__all__ = ["CostBreakdown", "cost_breakdown", "count_macs", "count_params"]
 
 
 @dataclass(frozen=True)

@@ -157,7 +157,7 @@ def profile_references(
 
     Params and MACs are used whatever the hardware; latency and memory only from rows whose
     ``fingerprint_id`` is the runs' single fingerprint. With several rows per model the one at
-    ``batch_size`` (else the smallest batch) in float32 (else the first dtype) is used.
+    ``batch_size`` (else the smallest batch) in fp32 (else the first dtype) is used.
 
     Args:
         path: The profile CSV.
@@ -184,7 +184,7 @@ def profile_references(
         prof[col] = pd.to_numeric(prof[col], errors="coerce") if col in prof else np.nan
     prof["fingerprint_id"] = prof.get("fingerprint_id", pd.Series("", index=prof.index)).astype(str)
     if "dtype" not in prof:
-        prof["dtype"] = "float32"
+        prof["dtype"] = "fp32"
     same_hw = set(fingerprint_ids) if len(set(fingerprint_ids)) == 1 else set()
     if len(set(fingerprint_ids)) != 1:
         notes.append(
@@ -193,9 +193,9 @@ def profile_references(
         )
     rows = []
     for model, group in prof.groupby("model", sort=False):
-        # preferred row first: the asked batch size (else the smallest), float32 before others
+        # preferred row first: the asked batch size (else the smallest), fp32 before others
         distance = (group["batch_size"] - batch_size).abs() if batch_size else group["batch_size"]
-        g = group.assign(_bs=distance, _fp=group["dtype"].astype(str) != "float32")
+        g = group.assign(_bs=distance, _fp=~group["dtype"].astype(str).isin(["fp32", "float32"]))
         g = g.sort_values(["_bs", "_fp"], kind="stable")
         counted = g[g["params"].notna() | g["macs"].notna()]
         row = counted.iloc[0] if len(counted) else g.iloc[0]

@@ -139,3 +139,16 @@ def test_existing_run_needs_resume(tiny_space, search_args, tmp_path):
     args = search_args(tiny_space, out, "--n-trials", "1", "--objectives", "macs", "--no-measure")
     assert main(args) == 0
     assert main(args) == 2  # refuses to overwrite; says to pass --resume
+
+
+def test_search_builds_its_report(tiny_space, search_args, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = [a for a in search_args(tiny_space, out, "--n-trials", "3", "--objectives", "accuracy", "macs") if a != "--no-report"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    html = out / "report" / "index.html"
+    assert str(html) in printed and html.exists() and (out / "report" / "report.md").exists()
+    page = html.read_text()
+    assert "data:image/png;base64" in page
+    for arch_id in pd.read_csv(out / "pareto.csv")["arch_id"]:
+        assert arch_id in page

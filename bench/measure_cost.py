@@ -1,0 +1,136 @@
+"""Benchmark of cost measurement: time per candidate, and how repeatable latency rankings are.
+
+Prints seconds per candidate for the closed form, fvcore, torch's FlopCounterMode and a latency
+measurement (``measure_cost`` with its search defaults), then runs ``--sweeps`` sweeps of latency
+over ten specs whose MACs span ~5M to ~420M (FcaFormer-L1 shapes scaled in width, 64-128 px) and
+reports the median coefficient of variation of each spec's median latency across sweeps and
+Kendall's tau between the rankings of sweep 1 and sweep 2 (and the mean over all sweep pairs).
+
+Usage: ``python bench/measure_cost.py [--threads 1] [--sweeps 5] [--device cpu]``. Absolute
+times on shared machines vary by 30% or more; compare the numbers of one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import statistics
+import time
+
+import torch
+from scipy.stats import kendalltau
+
+from fcasearch.measure import (
+    count_flops_fvcore,
+    count_macs,
+    count_macs_torch,
+    count_params,
+    measure_cost,
+)
+from fcasearch.models import build_model
+from fcasearch.spec import ArchSpec
+
+# (width factor of L1, image side): MACs roughly 1.6x apart from one to the next
+GRID = [
+    (0.25, 64), (0.375, 64), (0.25, 96), (0.25, 128), (0.375, 128),
+    (0.5, 96), (1.0, 64), (0.875, 96), (0.875, 128), (1.0, 128),
+]  # fmt: skip
+
+
+def bench_specs() -> list[ArchSpec]:
+    specs = []
+    for f, img in GRID:
+        w = [max(16, int(64 * f) // 16 * 16), max(32, int(128 * f) // 32 * 32)]
+        w += [max(32, int(192 * f) // 32 * 32), max(32, int(320 * f) // 32 * 32)]
+        specs.append(
+            ArchSpec.hybrid(
+                (2, 2, 6, 2), w, [w[2] // 32, w[3] // 32], img_size=img, num_classes=100
+            )
+        )
+    return specs
+
+
+def per_spec(seconds: float, n: int) -> float:
+    return seconds / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--sweeps", type=int, default=5)
+    args = parser.parse_args()
+    specs = bench_specs()
+    n = len(specs)
+    print(f"{n} specs, MACs {min(map(count_macs, specs)) / 1e6:.1f}M to {max(map(count_macs, specs)) / 1e6:.1f}M; "
+          f"device {args.device}, threads {args.threads}; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+
+    reps = 200
+    t = time.perf_counter()
+    for _ in range(reps):
+        for s in specs:
+            count_params(s), count_macs(s)
+    closed = per_spec(time.perf_counter() - t, reps * n)
+    print(f"closed form: {closed * 1e3:.3f} ms/spec (params + MACs; target < 1 ms)")
+
+    t = time.perf_counter()
+    for s in specs:
+        model = build_model(s).eval()
+        report = count_flops_fvcore(model, torch.randn(1, s.in_chans, *s.img_size))
+        assert report.core_macs == count_macs(s)
+    print(
+        f"fvcore: {per_spec(time.perf_counter() - t, n):.3f} s/spec (build + trace at batch 1; equals the closed form)"
+    )
+
+    t = time.perf_counter()
+    for s in specs:
+        with torch.device("meta"):
+            model = build_model(s).eval()
+        assert count_macs_torch(
+            model, torch.empty(1, s.in_chans, *s.img_size, device="meta")
+        ) == count_macs(s)
+    print(
+        f"FlopCounterMode on meta: {per_spec(time.perf_counter() - t, n):.3f} s/spec (build + count)"
+    )
+
+    measure_cost(specs[0], device=args.device, threads=args.threads)  # one-time start-up costs
+    t = time.perf_counter()
+    for s in specs:
+        measure_cost(s, device=args.device, threads=args.threads, memory=False, energy=False)
+    lat_only = per_spec(time.perf_counter() - t, n)
+    t = time.perf_counter()
+    for s in specs:
+        measure_cost(s, device=args.device, threads=args.threads)
+    full = per_spec(time.perf_counter() - t, n)
+    print(f"latency measurement: {lat_only:.3f} s/spec (measure_cost defaults, latency only); "
+          f"{full:.3f} s/spec with inference + training-step memory")  # fmt: skip
+
+    sweeps: list[list[float]] = []
+    for k in range(args.sweeps):
+        res = [
+            measure_cost(s, device=args.device, threads=args.threads, memory=False, energy=False)
+            for s in specs
+        ]
+        sweeps.append([r.metrics["latency_ms"] for r in res])
+        print(f"  sweep {k + 1}: " + " ".join(f"{v:7.2f}" for v in sweeps[-1]) + " ms")
+    cvs = []
+    for i in range(n):
+        values = [sw[i] for sw in sweeps]
+        cvs.append(statistics.stdev(values) / statistics.fmean(values))
+    tau12 = kendalltau(sweeps[0], sweeps[1]).statistic
+    taus = [kendalltau(a, b).statistic for a, b in itertools.combinations(sweeps, 2)]
+    print(
+        f"latency repeatability over {args.sweeps} sweeps x {n} specs: median CV of medians "
+        f"{statistics.median(cvs):.1%} (max {max(cvs):.1%}), Kendall tau sweep1 vs sweep2 {tau12:.2f} "
+        f"(target >= 0.9); mean tau over all {len(taus)} sweep pairs {statistics.fmean(taus):.2f}, "
+        f"min {min(taus):.2f}"
+    )
+    macs_tau = kendalltau([count_macs(s) for s in specs], sweeps[0]).statistic
+    print(
+        f"Kendall tau MACs vs sweep-1 latency: {macs_tau:.2f}; load average {os.getloadavg()[0]:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

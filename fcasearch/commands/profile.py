@@ -1,0 +1,235 @@
+"""``fcasearch profile``: params, MACs, latency, memory and energy of models on this hardware.
+
+Example::
+
+    fcasearch profile fcaformer_l1 convnext_tiny best.json --device cuda \\
+        --batch-sizes 1,64 --dtypes fp32,bf16 --out profile.csv
+
+One row per (model, batch size, dtype) goes to the CSV (and the JSON beside it), with the hardware
+fingerprint; the terminal shows a table and a progress bar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give positive integers, e.g. 1,64") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: give positive integers, e.g. 1,64")
+    return sorted(set(values))
+
+
+def _dtype_list(text: str) -> list[str]:
+    allowed = ("fp32", "bf16", "fp16")
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in values if v not in allowed]
+    if not values or bad:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: dtypes are {', '.join(allowed)} (comma-separated)"
+        )
+    return list(dict.fromkeys(values))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``fcasearch profile``."""
+    parser.add_argument(
+        "models",
+        nargs="+",
+        metavar="MODEL",
+        help="registry names (fcaformer_l1 ...), baselines (convnext_tiny, swin_t, deit_s_like) "
+        "or spec JSON files",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    parser.add_argument(
+        "--batch-sizes", type=_int_list, default=[1], metavar="B[,B...]", help="default 1"
+    )
+    parser.add_argument(
+        "--dtypes",
+        type=_dtype_list,
+        default=["fp32"],
+        metavar="D[,D...]",
+        help="fp32, bf16, fp16 (default fp32)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch (default: torch's)"
+    )
+    parser.add_argument(
+        "--img-size",
+        type=int,
+        default=None,
+        help="input side (default 224; spec files keep theirs)",
+    )
+    parser.add_argument(
+        "--classes",
+        type=int,
+        default=None,
+        help="classifier outputs (default 1000; spec files keep theirs)",
+    )
+    parser.add_argument(
+        "--channels-last", action="store_true", help="channels-last weights and inputs"
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile the deployable model")
+    parser.add_argument(
+        "--no-memory", action="store_true", help="skip inference/training peak memory"
+    )
+    parser.add_argument("--no-energy", action="store_true", help="skip energy (NVML)")
+    parser.add_argument(
+        "--warmup", type=int, default=5, help="untimed runs before timing (default 5)"
+    )
+    parser.add_argument(
+        "--max-repeats", type=int, default=100, help="cap on timed runs (default 100)"
+    )
+    parser.add_argument(
+        "--max-seconds", type=float, default=10.0, help="cap on timing per cell, s (default 10)"
+    )
+    parser.add_argument(
+        "--target-cv",
+        type=float,
+        default=0.01,
+        help="stop timing when the median's relative s.e. is below this (default 0.01)",
+    )
+    parser.add_argument(
+        "--energy-seconds", type=float, default=2.0, help="energy window per cell, s (default 2)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="FILE.csv",
+        help="write CSV here and JSON beside it",
+    )
+
+
+def _fmt(value: Any, scale: float = 1.0, digits: int = 2) -> str:
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{float(value) / scale:,.{digits}f}"
+
+
+def _percent(value: Any) -> str:
+    text = _fmt(value, 0.01, 1)
+    return text if text == "-" else f"{text}%"
+
+
+def _table(rows: list[dict[str, Any]], fp: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    where = fp.get("gpu_name") or fp.get("cpu_model")
+    fid = rows[0]["fingerprint_id"] if rows else ""
+    table = Table(
+        title=f"{where}, {fp.get('threads')} CPU threads, torch {fp.get('torch')} [{fid}]"
+    )
+    heads = [
+        ("model", "left"), ("batch", "right"), ("dtype", "left"), ("params M", "right"),
+        ("MMACs", "right"), ("latency ms", "right"), ("p90 ms", "right"), ("CV", "right"),
+        ("img/s", "right"), ("peak MiB", "right"), ("train MiB", "right"), ("mJ/img", "right"), ("W", "right"),
+        ("status", "left"),
+    ]  # fmt: skip
+    for name, justify in heads:
+        table.add_column(name, justify=justify, no_wrap=name in ("model", "status"))
+    for r in rows:
+        status = r["status"] if r["status"] == "ok" else f"[red]{r['status']}[/red]"
+        table.add_row(
+            str(r["model"]), str(r["batch_size"]), str(r["dtype"]),
+            _fmt(r["params"], 1e6), _fmt(r["macs"], 1e6, 1), _fmt(r["latency_ms"]),
+            _fmt(r["latency_p90_ms"]), _percent(r["latency_cv"]),
+            _fmt(r["throughput_ips"], 1, 1), _fmt(r["peak_mem_mb"], 1, 1), _fmt(r["train_mem_mb"], 1, 1),
+            _fmt(r["energy_mj_per_image"], 1, 2), _fmt(r.get("avg_power_w"), 1, 0), status,
+        )  # fmt: skip
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    """Profile the grid; 2 on a user error, 1 if any cell failed, else 0."""
+    import json
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fcasearch.measure.prepare import check_device
+    from fcasearch.measure.profile import profile_grid, resolve_target, write_profile
+
+    console = Console()
+    if not console.is_terminal:  # a pipe or file: do not squeeze the table into 80 columns
+        console = Console(width=200)
+    try:
+        check_device(args.device)
+        targets = [
+            resolve_target(m, img_size=args.img_size, num_classes=args.classes) for m in args.models
+        ]
+        if args.out is not None and args.out.suffix.lower() != ".csv":
+            raise ValueError(f"--out {args.out}: must name a .csv file (the JSON goes next to it)")
+    except ValueError as exc:
+        print(f"fcasearch profile: error: {exc}", file=sys.stderr)
+        return 2
+    total = len(targets) * len(args.batch_sizes) * len(args.dtypes)
+    progress = Progress(
+        TextColumn("[bold]profile[/bold] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task(
+            f"{targets[0].label} b{args.batch_sizes[0]} {args.dtypes[0]}", total=total
+        )
+
+        def on_row(row: dict[str, Any]) -> None:
+            progress.update(
+                task,
+                advance=1,
+                description=f"{row['model']} b{row['batch_size']} {row['dtype']}: {row['status']}",
+            )
+
+        try:
+            rows = profile_grid(
+                targets,
+                device=args.device,
+                batch_sizes=args.batch_sizes,
+                dtypes=args.dtypes,
+                threads=args.threads,
+                on_row=on_row,
+                channels_last=args.channels_last,
+                compile=args.compile,
+                memory=not args.no_memory,
+                energy=not args.no_energy,
+                warmup=args.warmup,
+                max_repeats=args.max_repeats,
+                max_seconds=args.max_seconds,
+                target_cv=args.target_cv,
+                energy_seconds=args.energy_seconds,
+            )
+        except ValueError as exc:
+            progress.stop()
+            print(f"fcasearch profile: error: {exc}", file=sys.stderr)
+            return 2
+    fp = json.loads(rows[0]["fingerprint"]) if rows else {}
+    console.print(_table(rows, fp))
+    for r in rows:
+        if r["status"] != "ok":
+            console.print(
+                f"{r['model']} b{r['batch_size']} {r['dtype']}: {r['status']}: {r['reason']}"
+            )
+    energy_notes = {
+        n
+        for r in rows
+        for n in str(r.get("notes", "")).split(" | ")
+        if n.startswith("energy: unavailable")
+    }
+    for note in sorted(energy_notes):
+        console.print(note)
+    if args.out is not None:
+        csv_path, json_path = write_profile(rows, args.out)
+        console.print(f"wrote {csv_path} and {json_path}")
+    return 1 if any(r["status"] == "failed" for r in rows) else 0

@@ -1,0 +1,237 @@
+"""``fcasearch profile`` logic: resolve model names, measure a (model x batch x dtype) grid, write it.
+
+Models are registry names (``fcaformer_l1`` ...), baseline names (``convnext_tiny``, ``swin_t``,
+``deit_s_like``) or paths to spec JSON files. Each grid cell becomes one row with the columns of
+:data:`PROFILE_COLUMNS`; a cell that runs out of memory stays, with ``status`` ``oom`` (and larger
+batch sizes of the same model and dtype are then marked ``oom`` without being run).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from fcasearch.measure.baselines import build_baseline, check_baseline, list_baselines
+from fcasearch.measure.cost import METRIC_KEYS, measure_cost
+from fcasearch.measure.fingerprint import fingerprint_id, hardware_fingerprint
+from fcasearch.measure.latency import cpu_threads
+from fcasearch.measure.prepare import check_device, parse_dtype
+from fcasearch.spec import ArchSpec, SpecError
+
+__all__ = ["PROFILE_COLUMNS", "ProfileTarget", "profile_grid", "resolve_target", "write_profile"]
+
+PROFILE_COLUMNS = (
+    "model",
+    "arch_id",
+    "batch_size",
+    "dtype",
+    "device",
+    *METRIC_KEYS,
+    "avg_power_w",
+    "status",
+    "reason",
+    "notes",
+    "measure_seconds",
+    "fingerprint_id",
+    "fingerprint",
+)
+
+
+@dataclass(frozen=True)
+class ProfileTarget:
+    """One model to profile: an FcaFormer spec, or a baseline built on demand."""
+
+    label: str
+    spec: ArchSpec | None = None
+    baseline: str | None = None
+    img_size: int = 224
+    num_classes: int = 1000
+
+    def build(self) -> ArchSpec | nn.Module:
+        """The spec itself, or a freshly built baseline module."""
+        if self.spec is not None:
+            return self.spec
+        assert self.baseline is not None
+        return build_baseline(self.baseline, img_size=self.img_size, num_classes=self.num_classes)
+
+    @property
+    def arch_id(self) -> str:
+        return self.spec.arch_id if self.spec is not None else ""
+
+
+def _override(spec: ArchSpec, img_size: int | None, num_classes: int | None) -> ArchSpec:
+    data = spec.to_dict()
+    if img_size is not None:
+        data["img_size"] = [img_size, img_size]
+    if num_classes is not None:
+        data["num_classes"] = num_classes
+    return ArchSpec.from_dict(data)
+
+
+def resolve_target(
+    name: str, *, img_size: int | None = None, num_classes: int | None = None
+) -> ProfileTarget:
+    """Turn a command-line model name into a :class:`ProfileTarget`.
+
+    Args:
+        name: a registry name, a baseline name, or a path to a spec JSON file.
+        img_size: square input side (default: 224 for named models, the file's for spec files).
+        num_classes: classifier outputs (default: 1000 for named models, the file's for files).
+
+    Raises:
+        ValueError: an unknown name, an unreadable file or an invalid spec (the message says which).
+    """
+    from fcasearch.models import get_spec, list_models
+
+    if name in list_models():
+        kwargs: dict[str, Any] = {"img_size": img_size or 224, "num_classes": num_classes or 1000}
+        return ProfileTarget(name, spec=get_spec(name, **kwargs))
+    if name in list_baselines():
+        side = img_size or 224
+        check_baseline(name, img_size=side, num_classes=num_classes or 1000)
+        return ProfileTarget(name, baseline=name, img_size=side, num_classes=num_classes or 1000)
+    path = Path(name)
+    if path.suffix == ".json" or path.exists():
+        if not path.is_file():
+            raise ValueError(f"model {name!r}: spec file {path} does not exist")
+        try:
+            spec = ArchSpec.from_json(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"model {name!r}: cannot read a spec from {path}: {exc}") from None
+        except SpecError as exc:
+            raise ValueError(f"model {name!r}: {path} is not a valid spec: {exc}") from None
+        return ProfileTarget(path.stem, spec=_override(spec, img_size, num_classes))
+    known = ", ".join([*list_models(), *list_baselines()])
+    raise ValueError(
+        f"model {name!r} is not a registry model, a baseline or a spec JSON file; known: {known}"
+    )
+
+
+def _failed_row(
+    target: ProfileTarget, bs: int, dtype: str, device: str, status: str, reason: str, fp: dict
+) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(PROFILE_COLUMNS, "")
+    row.update({k: math.nan for k in (*METRIC_KEYS, "avg_power_w")})
+    row.update(
+        model=target.label,
+        arch_id=target.arch_id,
+        batch_size=bs,
+        dtype=dtype,
+        device=device,
+        status=status,
+        reason=reason,
+        measure_seconds=0.0,
+        fingerprint_id=fingerprint_id(fp),
+        fingerprint=json.dumps(fp, sort_keys=True),
+    )
+    return row
+
+
+def profile_grid(
+    targets: Sequence[ProfileTarget],
+    *,
+    device: str = "cpu",
+    batch_sizes: Sequence[int] = (1,),
+    dtypes: Sequence[str] = ("fp32",),
+    threads: int | None = None,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+    **measure_kwargs: Any,
+) -> list[dict[str, Any]]:
+    """Measure every (model, batch size, dtype) cell with :func:`measure_cost`.
+
+    Args:
+        targets: models from :func:`resolve_target`.
+        device: ``cpu`` or ``cuda[:N]``.
+        batch_sizes: batch sizes, each measured separately (ascending order skips sizes above
+            one that ran out of memory).
+        dtypes: ``fp32``, ``bf16``, ``fp16``.
+        threads: CPU threads for every cell.
+        on_row: called with each row as it is finished (progress display).
+        **measure_kwargs: passed to :func:`measure_cost` (``channels_last``, ``compile``,
+            ``latency``, ``memory``, ``energy``, the timing caps).
+
+    Returns:
+        The rows, in grid order. A cell that raised is kept with ``status`` ``failed``.
+    """
+    dev = str(check_device(device))
+    for d in dtypes:
+        parse_dtype(d)
+    bad = [b for b in batch_sizes if not isinstance(b, int) or b < 1]
+    if bad:
+        raise ValueError(f"batch_sizes: {bad} are not positive integers")
+    rows: list[dict[str, Any]] = []
+    with cpu_threads(threads) as used:
+        fp = hardware_fingerprint(dev, used)
+        cell = {"device": dev, "threads": used, "fingerprint": fp, **measure_kwargs}
+        for target in targets:
+            model = None  # a baseline is built once and copied by every measurement
+            for dtype in dtypes:
+                oom_at: int | None = None
+                for bs in batch_sizes:
+                    if oom_at is not None and bs > oom_at:
+                        reason = f"skipped: batch size {oom_at} already ran out of memory"
+                        row = _failed_row(target, bs, dtype, dev, "oom", reason, fp)
+                    else:
+                        try:
+                            if model is None:
+                                model = target.build()
+                            res = measure_cost(
+                                model, batch_size=bs, dtype=dtype, img_size=target.img_size, **cell
+                            )
+                            row = {"model": target.label, **res.to_row()}
+                            if res.status == "oom":
+                                oom_at = bs
+                        except Exception as exc:  # one bad cell must not end the whole profile
+                            text = str(exc).strip().splitlines()
+                            reason = f"{type(exc).__name__}: {text[0] if text else ''}"
+                            row = _failed_row(target, bs, dtype, dev, "failed", reason, fp)
+                    rows.append(row)
+                    if on_row is not None:
+                        on_row(row)
+    return rows
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    return value
+
+
+def _json_value(key: str, value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if key == "fingerprint" and isinstance(value, str) and value:
+        return json.loads(value)
+    return value
+
+
+def write_profile(rows: Sequence[dict[str, Any]], out: str | Path) -> tuple[Path, Path]:
+    """Write rows to ``out`` (CSV; NaN as empty cells) and to the same name with ``.json``.
+
+    The JSON file holds a list of row objects (NaN as null, the fingerprint as an object).
+
+    Returns:
+        The CSV path and the JSON path.
+    """
+    out = Path(out)
+    if out.suffix.lower() != ".csv":
+        raise ValueError(f"out: {str(out)!r} must name a .csv file (the JSON goes next to it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    extra = sorted({k for r in rows for k in r} - set(PROFILE_COLUMNS))
+    columns = [*PROFILE_COLUMNS, *extra]
+    with out.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: _csv_value(r.get(k, "")) for k in columns})
+    json_path = out.with_suffix(".json")
+    payload = [{k: _json_value(k, r.get(k, "")) for k in columns} for r in rows]
+    json_path.write_text(json.dumps(payload, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    return out, json_path

@@ -1,0 +1,110 @@
+"""Latency statistics and the timing loop (no wall-clock values are asserted)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+import torch
+from torch import nn
+
+from fcasearch.measure.latency import cpu_threads, summarize_times, time_callable
+
+
+def test_summary_statistics_of_known_times():
+    times = [5.0, 1.0, 4.0, 2.0, 3.0]
+    s = summarize_times(times, warmup=2, target_cv=0.5, min_repeats=3, method="test")
+    assert s.median_ms == 3.0
+    assert s.p90_ms == pytest.approx(4.6)  # linear interpolation between 4 and 5
+    assert s.mean_ms == 3.0
+    assert s.cv == pytest.approx(statistics.stdev(times) / 3.0)
+    # MAD = 1 -> sigma 1.4826 -> s.e. of the median 1.2533 * 1.4826 / sqrt(5), relative to 3
+    assert s.median_rel_se == pytest.approx(1.2533 * 1.4826 / math.sqrt(5) / 3.0)
+    assert s.stable and s.n == 5 and s.warmup == 2 and s.times_ms == tuple(times)
+    assert s.throughput(8) == pytest.approx(8 / 0.003)
+
+
+def test_single_run_is_never_called_stable():
+    s = summarize_times([2.0], target_cv=0.02, min_repeats=5)
+    assert s.median_ms == s.p90_ms == 2.0 and s.cv == 0.0
+    assert not s.stable
+
+
+def test_time_callable_on_a_tiny_model_gives_sane_stats():
+    model = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 10)).eval()
+    x = torch.randn(4, 32)
+    calls = []
+
+    def run():
+        calls.append(1)
+        return model(x)
+
+    with torch.inference_mode():
+        s = time_callable(
+            run, warmup=2, min_repeats=4, max_repeats=12, target_cv=0.05, max_seconds=5.0
+        )
+    assert 4 <= s.n <= 12
+    assert len(calls) == 2 + s.n  # warm-up runs are not timed
+    assert len(s.times_ms) == s.n and all(t > 0 for t in s.times_ms)
+    assert 0 < min(s.times_ms) <= s.median_ms <= s.p90_ms <= max(s.times_ms)
+    assert s.cv >= 0 and s.median_rel_se >= 0
+    assert s.stable == (s.median_rel_se <= 0.05)
+    assert s.throughput(4) == pytest.approx(4000.0 / s.median_ms)
+    assert "perf_counter" in s.method
+
+
+def test_zero_target_runs_to_the_repeat_cap():
+    s = time_callable(
+        lambda: None, warmup=0, min_repeats=3, max_repeats=7, target_cv=0.0, max_seconds=60.0
+    )
+    assert s.n == 7
+
+
+def test_time_cap_still_honours_min_repeats():
+    s = time_callable(
+        lambda: sum(range(1000)),
+        warmup=0,
+        min_repeats=3,
+        max_repeats=50,
+        target_cv=0.0,
+        max_seconds=1e-9,
+    )
+    assert s.n == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"warmup": -1}, "warmup"),
+        ({"min_repeats": 0}, "min_repeats"),
+        ({"min_repeats": 5, "max_repeats": 2}, "max_repeats"),
+        ({"target_cv": -0.1}, "target_cv"),
+        ({"max_seconds": 0}, "max_seconds"),
+    ],
+)
+def test_bad_caps_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        time_callable(lambda: None, **kwargs)
+
+
+def test_cpu_threads_fixes_and_restores():
+    before = torch.get_num_threads()
+    with cpu_threads(1) as used:
+        assert used == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with cpu_threads(None) as used:
+        assert used == before
+    with pytest.raises(ValueError, match="threads"):
+        with cpu_threads(0):
+            pass
+
+
+@pytest.mark.gpu
+def test_cuda_timing_uses_events():
+    model = nn.Linear(256, 256).cuda().eval()
+    x = torch.randn(64, 256, device="cuda")
+    with torch.inference_mode():
+        s = time_callable(lambda: model(x), device="cuda", warmup=3, min_repeats=5, max_repeats=20)
+    assert "cuda events" in s.method
+    assert s.n >= 5 and s.median_ms > 0 and s.p90_ms >= s.median_ms

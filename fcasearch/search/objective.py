@@ -21,7 +21,7 @@ from fcasearch.measure.counting import count_macs, count_params
 from fcasearch.search.options import HARDWARE_METRICS, PROXY_PREFIX, SearchOptions
 from fcasearch.spec import ArchSpec
 
-__all__ = ["TrialContext", "TrialResult", "arch_columns", "evaluate"]
+__all__ = ["TrialContext", "TrialResult", "arch_columns", "check_data", "evaluate"]
 
 # epoch, metrics -> True to stop (pruned)
 Reporter = Callable[[int, dict[str, float]], bool]
@@ -143,12 +143,8 @@ class TrialContext:
 
 
 def _needs_measure(options: SearchOptions, space: Any) -> bool:
-    cons = space.constraints
-    limits = (
-        getattr(cons, "max_latency_ms", None) is not None
-        or getattr(cons, "max_memory_mb", None) is not None
-    )
-    return options.measure or limits or any(o.name in HARDWARE_METRICS for o in options.objectives)
+    hardware = any(o.name in HARDWARE_METRICS for o in options.objectives)
+    return options.measure or space.constraints.has_measured or hardware
 
 
 def evaluate(spec: ArchSpec, ctx: TrialContext, report: Reporter | None = None) -> TrialResult:
@@ -164,7 +160,6 @@ def evaluate(spec: ArchSpec, ctx: TrialContext, report: Reporter | None = None) 
         if violations:
             res.status, res.reason = "infeasible", "; ".join(violations)
             return res
-        _check_data_fits(spec, ctx)
         from fcasearch.models import build_model
 
         model = build_model(spec)
@@ -189,18 +184,32 @@ def evaluate(spec: ArchSpec, ctx: TrialContext, report: Reporter | None = None) 
     return res
 
 
-def _check_data_fits(spec: ArchSpec, ctx: TrialContext) -> None:
-    if not ctx.options.trains and not any(
-        ob.name.startswith(PROXY_PREFIX) for ob in ctx.options.objectives
-    ):
+def check_data(ctx: TrialContext) -> None:
+    """Load the data once per input size of the space and check the space's models fit it.
+
+    Raises:
+        ValueError: the dataset cannot be loaded, or its channels/classes differ from the space's.
+    """
+    o = ctx.options
+    if not (o.trains or any(ob.name.startswith(PROXY_PREFIX) for ob in o.objectives)):
         return
-    data = ctx.data_for(spec)
-    if spec.num_classes != data.num_classes or spec.in_chans != data.in_chans:
-        raise ValueError(
-            f"the space builds models for {spec.in_chans} channels and {spec.num_classes} classes, "
-            f"but dataset {data.name!r} has {data.in_chans} channels and {data.num_classes} classes; "
-            "set in_chans/num_classes in the space YAML to match the data"
+    for side in ctx.space.img_sizes:
+        probe = ArchSpec.hybrid(
+            [1],
+            [2],
+            [],
+            conv_stages=1,
+            img_size=side,
+            in_chans=ctx.space.in_chans,
+            num_classes=ctx.space.num_classes,
         )
+        data = ctx.data_for(probe)
+        if (ctx.space.in_chans, ctx.space.num_classes) != (data.in_chans, data.num_classes):
+            raise ValueError(
+                f"the space builds models for {ctx.space.in_chans} channel(s) and "
+                f"{ctx.space.num_classes} classes, but dataset {data.name!r} has {data.in_chans} "
+                f"and {data.num_classes}; set in_chans/num_classes in the space YAML to match the data"
+            )
 
 
 def _measure(model, spec: ArchSpec, ctx: TrialContext, res: TrialResult) -> None:

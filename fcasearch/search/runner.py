@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import time
@@ -112,12 +113,13 @@ def run_search(
         space_dict: the space as stored in run.yaml (resume); otherwise ``options.space`` is read.
     """
     from fcasearch.measure import fingerprint_id, hardware_fingerprint
-    from fcasearch.search.objective import TrialContext
+    from fcasearch.search.objective import TrialContext, check_data
     from fcasearch.search.progress import SearchProgress
     from fcasearch.search.study import open_study, recover_interrupted
     from fcasearch.space import load_space
 
     run = RunDir(Path(options.out) if options.out else default_out(options))
+    options = dataclasses.replace(options, out=str(run.root))
     if run.run_yaml.exists() and not resume:
         raise SearchError(
             f"{run.root} already holds a run; pass --resume to continue it, or choose another --out"
@@ -134,6 +136,11 @@ def run_search(
             raise SearchError(
                 "device: cuda was asked but torch sees no CUDA device here; use --device cpu"
             )
+    ctx = TrialContext(options=options, space=space, checkpoint_dir=run.checkpoints)
+    try:
+        check_data(ctx)  # once, before any trial: a wrong dataset is the run's error, not a trial's
+    except ValueError as exc:
+        raise SearchError(f"data: {exc}") from None
     if options.threads:
         import torch
 
@@ -152,7 +159,6 @@ def run_search(
         _enqueue_grid(study, space, options.n_trials)
     n_left = None if options.n_trials is None else max(0, options.n_trials - len(done_rows))
     deadline = None if options.time_budget is None else time.monotonic() + options.time_budget
-    ctx = TrialContext(options=options, space=space, checkpoint_dir=run.checkpoints)
     progress = SearchProgress(n_left, options.objectives, done_rows, enabled=options.progress)
     try:
         if options.executor == "ray":

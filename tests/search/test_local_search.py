@@ -143,7 +143,11 @@ def test_existing_run_needs_resume(tiny_space, search_args, tmp_path):
 
 def test_search_builds_its_report(tiny_space, search_args, tmp_path, capsys):
     out = tmp_path / "run"
-    args = [a for a in search_args(tiny_space, out, "--n-trials", "3", "--objectives", "accuracy", "macs") if a != "--no-report"]
+    args = [
+        a
+        for a in search_args(tiny_space, out, "--n-trials", "3", "--objectives", "accuracy", "macs")
+        if a != "--no-report"
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     html = out / "report" / "index.html"
@@ -152,3 +156,17 @@ def test_search_builds_its_report(tiny_space, search_args, tmp_path, capsys):
     assert "data:image/png;base64" in page
     for arch_id in pd.read_csv(out / "pareto.csv")["arch_id"]:
         assert arch_id in page
+
+
+def test_data_that_does_not_fit_the_space_fails_before_any_trial(
+    tiny_space, search_args, tmp_path, capsys
+):
+    space = yaml.safe_load(tiny_space.read_text())
+    space["num_classes"] = 5  # digits has 10
+    path = tmp_path / "five.yaml"
+    path.write_text(yaml.safe_dump(space))
+    out = tmp_path / "run"
+    assert main(search_args(path, out, "--n-trials", "2", "--objectives", "accuracy", "macs")) == 2
+    err = capsys.readouterr().err
+    assert "5 classes" in err and "'digits'" in err and "num_classes" in err
+    assert not (out / "run.yaml").exists()

@@ -10,7 +10,7 @@ from fcasearch.models.checkpoint import (
 )
 from fcasearch.models.fca import attention_impl
 from fcasearch.models.fcaformer import FcaFormer, build_model
-from fcasearch.models.fuse import fuse_for_inference
+from fcasearch.models.fuse import calibrate_batchnorm, fuse_for_inference
 from fcasearch.models.registry import PAPER_DROP_PATH, get_spec, list_models
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "FcaFormer",
     "attention_impl",
     "build_model",
+    "calibrate_batchnorm",
     "fuse_for_inference",
     "get_spec",
     "list_models",

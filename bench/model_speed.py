@@ -1,0 +1,257 @@
+"""Latency of FcaFormer L1/L2 (inference form) against this machine's compute floor.
+
+The floor of one forward pass is ``2 * MACs / R``: the multiply-adds of the network (convolutions,
+linear layers, attention matmuls; ``fcasearch.measure.counting``) at the float32 matrix-multiply
+rate ``R`` measured here, in the same run (a square SGEMM, interleaved with the model timings
+round by round: 2048x2048 products before and after each round). The ratio latency / floor is
+printed per model and batch size, as the median over rounds; each round's ratio uses that round's
+GEMM rate, so machine noise (these machines are shared) largely cancels. Latency is the median of
+``--repeats`` calls after 2 warm-up calls, per round.
+
+Models are measured in their deployable form: ``fuse_for_inference`` (Conv-BN and layer scales
+folded, attention bias frozen, oneDNN fused kernels), eval, ``torch.inference_mode``, fixed threads.
+BN statistics are calibrated first (``calibrate_batchnorm``): an untrained FcaFormer's late-stage
+activations are ~1e-20 and would run on denormal floats, which no trained model does.
+
+For context it also times (unless ``--no-reference``) a straightforward re-implementation of the
+reference forward (NCHW, Conv-BN unfused, queries for the cross tokens, bias gathered every call,
+explicit softmax) loaded with the same weights, and the GEMM rate at L1's main MLP shape.
+``--malloc-tune`` keeps freed memory in glibc's heap (process-wide; it removes the page faults
+that large-batch activations otherwise take on every call).
+
+Run: ``python bench/model_speed.py`` (about 30 s on 2 idle cores; ``--quick`` for a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from fcasearch.measure.counting import count_macs
+from fcasearch.models import (
+    build_model,
+    calibrate_batchnorm,
+    fuse_for_inference,
+    get_spec,
+    to_reference_state_dict,
+)
+from fcasearch.spec import CONV, ArchSpec
+
+MODELS = {"L1": "fcaformer_l1", "L2": "fcaformer_l2"}
+
+
+def gemm_rates(m: int, k: int, n: int, reps: int) -> list[float]:
+    """Float32 matrix-multiply rates, FLOP/s, of ``reps`` (m x k) @ (k x n) products."""
+    a, b, out = torch.randn(m, k), torch.randn(k, n), torch.empty(m, n)
+    torch.mm(a, b, out=out)  # warm-up
+    rates = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=out)
+        rates.append(2 * m * k * n / (time.perf_counter() - t0))
+    return rates
+
+
+def tune_malloc() -> str:
+    """Keep freed memory in glibc's heap (no munmap/trim between forwards): large activations
+    then do not page-fault on every call. Process-wide; opt-in (``--malloc-tune``)."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    ok = libc.mallopt(m_mmap_threshold, 32 * 2**20) and libc.mallopt(m_trim_threshold, 2**30)
+    return "glibc mallopt(M_MMAP_THRESHOLD=32 MiB, M_TRIM_THRESHOLD=1 GiB)" + (
+        "" if ok else " FAILED"
+    )
+
+
+def latency(fn: Callable[[], object], warmup: int, repeats: int) -> list[float]:
+    """Wall times (s) of ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def reference_style(
+    spec: ArchSpec, sd: dict[str, torch.Tensor]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A plain forward in the reference's manner, reading the official state dict."""
+    idx = {}
+    for s, st in enumerate(spec.stages):
+        if st.kind != CONV:
+            rh, rw = spec.grid(s)
+            r, c = torch.arange(rh).repeat_interleave(rw), torch.arange(rw).repeat(rh)
+            idx[s] = (r[:, None] - r[None, :]).abs() * rw + (c[:, None] - c[None, :]).abs()
+
+    def conv_bn(x, p, stride=1, pad=0, groups=1):
+        x = F.conv2d(x, sd[f"{p}.c.weight"], None, stride, pad, 1, groups)
+        return F.batch_norm(x, sd[f"{p}.bn.running_mean"], sd[f"{p}.bn.running_var"], sd[f"{p}.bn.weight"], sd[f"{p}.bn.bias"], False, 0.0, 1e-5)  # fmt: skip
+
+    def ln(x, p, eps=1e-5):
+        return F.layer_norm(x, x.shape[-1:], sd[f"{p}.weight"], sd[f"{p}.bias"], eps)
+
+    def lin(x, p):
+        return F.linear(x, sd[f"{p}.weight"], sd[f"{p}.bias"])
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        x = conv_bn(F.gelu(conv_bn(x, "patch_embed.seq.0", 2, 1)), "patch_embed.seq.2", 2, 1)
+        for s, st in enumerate(spec.stages):
+            b, c, hh, ww = x.shape
+            if st.kind == CONV:
+                for j in range(st.depth):
+                    p = f"layer_{s}.blocks.{j}"
+                    y = F.conv2d(x, sd[f"{p}.dwconv.weight"], sd[f"{p}.dwconv.bias"], 1, 3, 1, c)
+                    y = lin(F.gelu(lin(ln(y.permute(0, 2, 3, 1), f"{p}.norm", 1e-6), f"{p}.pwconv1")), f"{p}.pwconv2")  # fmt: skip
+                    x = x + (sd[f"{p}.gamma"] * y).permute(0, 3, 1, 2)
+            else:
+                t, emitted, n, h = x.flatten(2).transpose(1, 2), {}, hh * ww, st.heads
+                for j in range(st.depth):
+                    p = f"layer_{s}.blocks.{j}"
+                    xs = ln(t, f"{p}.norm1")
+                    if st.sources(j):
+                        cross = torch.cat([emitted[i] for i in st.sources(j)], dim=1)
+                        xs = torch.cat(
+                            [xs, ln(cross * sd[f"{p}.s_scale_factors"], f"{p}.s_norm")], 1
+                        )
+                    qkv = lin(xs, f"{p}.qkv").reshape(b, xs.shape[1], 3, h, c // h).permute(2, 0, 3, 1, 4)  # fmt: skip
+                    q, k, v = qkv[0][:, :, :n], qkv[1], qkv[2]
+                    bias = sd[f"{p}.attention_biases"][:, idx[s]]  # gathered on every call
+                    if st.sources(j):
+                        stb = sd[f"{p}.s_token_bias"]
+                        bias = torch.cat(
+                            [bias.unsqueeze(0), stb.expand(1, h, n, stb.shape[-1])], -1
+                        )
+                    attn = ((q * (c // h) ** -0.5) @ k.transpose(-2, -1) + bias).softmax(-1)
+                    out = lin((attn @ v).transpose(1, 2).reshape(b, n, c), f"{p}.proj")
+                    t = t + sd[f"{p}.gamma_1"] * out
+                    grid = t.transpose(1, 2).reshape(b, c, hh, ww)
+                    if f"{p}.dw_conv.weight" in sd:
+                        y = F.conv2d(grid, sd[f"{p}.dw_conv.weight"], None, 4, 3, 1, c)
+                        emitted[j] = y.flatten(2).transpose(1, 2)
+                    t = conv_bn(grid, f"{p}.local_conv", 1, 1, c).flatten(2).transpose(1, 2)
+                    y = lin(F.gelu(lin(ln(ln(t, f"{p}.norm2"), f"{p}.mlp.norm"), f"{p}.mlp.fc1")), f"{p}.mlp.fc2")  # fmt: skip
+                    t = t + sd[f"{p}.gamma_2"] * y
+                x = t.transpose(1, 2).reshape(b, c, hh, ww)
+            if s + 1 < len(spec.stages):
+                p, o = f"layer_{s}.downsample", spec.stages[s + 1].width
+                x = conv_bn(F.gelu(conv_bn(F.gelu(conv_bn(x, f"{p}.conv1")), f"{p}.conv2", 2, 1, o)), f"{p}.conv3")  # fmt: skip
+        return lin(ln(x.flatten(2).mean(-1), "norm_head"), "head")
+
+    return forward
+
+
+def cpu_name() -> str:
+    """The CPU model name (Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    ap.add_argument("--img", type=int, default=224)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median reported)")
+    ap.add_argument("--repeats", type=int, default=7, help="timed calls per model per round")
+    ap.add_argument("--gemm", type=int, default=2048, help="side of the square SGEMM for the rate")
+    ap.add_argument(
+        "--no-reference",
+        dest="reference",
+        action="store_false",
+        help="skip the reference-style forward (timed for context at L1 b1)",
+    )
+    ap.add_argument("--target", type=float, default=1.6)
+    ap.add_argument(
+        "--malloc-tune",
+        action="store_true",
+        help="keep freed memory mapped (glibc mallopt): removes page faults at large batch",
+    )
+    ap.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 repeats, 64 px")
+    args = ap.parse_args()
+    if args.quick:
+        args.rounds, args.repeats, args.img, args.gemm = 1, 2, 64, 512
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    allocator = tune_malloc() if args.malloc_tune else "default allocator"
+
+    cases, floors_macs = [], {}
+    for tag in args.models:
+        spec = get_spec(MODELS[tag], img_size=args.img)
+        model = calibrate_batchnorm(build_model(spec))
+        ref_sd = {k: v.clone() for k, v in to_reference_state_dict(model).items()}
+        x1 = torch.randn(1, 3, args.img, args.img)
+        with torch.inference_mode():
+            unfused = model(x1)
+            fused = fuse_for_inference(model)
+            diff = (fused(x1) - unfused).abs().max().item()
+        print(
+            f"{tag}: {spec.short()} | arch_id {spec.arch_id} | fused vs unfused max |diff| {diff:.2e}"
+        )
+        floors_macs[tag] = count_macs(spec)
+        for b in args.batches:
+            x = torch.randn(b, 3, args.img, args.img)
+            cases.append((tag, b, (lambda m=fused, x=x: m(x)), floors_macs[tag] * b))
+        if args.reference and tag == "L1":
+            ref = reference_style(spec, ref_sd)
+            with torch.inference_mode():
+                rdiff = (ref(x1) - fused(x1)).abs().max().item()
+            print(f"{tag}: reference-style forward vs inference form max |diff| {rdiff:.2e}")
+            cases.append(("L1-reference-style", 1, (lambda r=ref, x=x1: r(x)), floors_macs[tag]))
+
+    # The L1 MLP GEMM at batch 1 (196 tokens, 192 -> 768), for context only.
+    shape = (196 * args.img**2 // 224**2 or 1, 192, 768)
+    rates, shape_rates, results = [], [], {(c[0], c[1]): [] for c in cases}
+    with torch.inference_mode():
+        for _ in range(args.rounds):
+            before = gemm_rates(args.gemm, args.gemm, args.gemm, reps=5)
+            timed = [statistics.median(latency(c[2], 2, args.repeats)) for c in cases]
+            after = gemm_rates(args.gemm, args.gemm, args.gemm, reps=5)  # bracket the round
+            rate = statistics.median(before + after)
+            rates.append(rate)
+            shape_rates += gemm_rates(*shape, reps=20)
+            for (tag, b, _, macs), med in zip(cases, timed):
+                results[(tag, b)].append((med, 2 * macs / rate))
+
+    print()
+    print(f"machine: {cpu_name()}, torch {torch.__version__}, threads {args.threads}, {allocator}")
+    print(f"float32 GEMM {args.gemm}x{args.gemm}: {statistics.median(rates) / 1e9:.1f} GFLOP/s (median of {args.rounds} rounds, {min(rates) / 1e9:.1f}-{max(rates) / 1e9:.1f})")  # fmt: skip
+    print(f"  context: at L1's MLP GEMM shape {shape[0]}x{shape[1]} @ {shape[1]}x{shape[2]}: {statistics.median(shape_rates) / 1e9:.1f} GFLOP/s")  # fmt: skip
+    print(
+        "floor = 2 * MACs / GEMM rate; MACs/image: "
+        + ", ".join(f"{t} {m:,}" for t, m in floors_macs.items())
+    )
+    for (tag, b), rows in results.items():
+        lat = statistics.median(r[0] for r in rows)
+        floor = statistics.median(r[1] for r in rows)
+        ratios = [r[0] / r[1] for r in rows]
+        ratio = statistics.median(ratios)
+        target = (
+            f"target <= {args.target}x" if tag in MODELS and b == 1 and tag == "L1" else "context"
+        )
+        print(
+            f"{tag} b{b} fp32 {args.img}: {lat * 1e3:.1f} ms | floor {floor * 1e3:.1f} ms | "
+            f"ratio {ratio:.2f}x ({target}) | rounds {min(ratios):.2f}-{max(ratios):.2f}x"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""``fcasearch summary NAME_OR_SPEC_JSON``: build a model and print its per-stage summary.
+
+Rows: the stem, each stage (its blocks plus the downsample after it) and the head, with the
+parameters counted on the built model, the closed-form count (:mod:`fcasearch.measure.counting`)
+beside them, the MACs per image and the token grid. The total must equal ``count_params(spec)``;
+the command exits with status 1 if it does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model",
+        metavar="NAME_OR_SPEC_JSON",
+        help="a registered model name (fcaformer_l1 ... l4, fcaformer_tiny, fcaformer_nano), a spec "
+        "as JSON text, or the path of a .json file holding one",
+    )
+    parser.add_argument(
+        "--img-size",
+        default=None,
+        help="input side, or HxW (e.g. 224x160); default 224 for a name, the spec's own for JSON",
+    )
+    parser.add_argument(
+        "--classes", type=int, default=None, help="classifier outputs (default 1000)"
+    )
+
+
+def _parse_img(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        parts = [int(p) for p in str(text).lower().split("x")]
+    except ValueError:
+        raise ValueError(
+            f"--img-size: {text!r} is not an int or HxW (e.g. 224 or 224x160)"
+        ) from None
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return tuple(parts)
+    raise ValueError(f"--img-size: {text!r} is not an int or HxW (e.g. 224 or 224x160)")
+
+
+def resolve_spec(model: str, img_size: Any = None, classes: int | None = None):
+    """The :class:`~fcasearch.spec.ArchSpec` named or given as JSON (text or file), with overrides."""
+    import dataclasses
+
+    from fcasearch.models.registry import get_spec, list_models
+    from fcasearch.spec import ArchSpec
+
+    text = model.strip()
+    if text in list_models():
+        kwargs = {"img_size": 224 if img_size is None else img_size}
+        if classes is not None:
+            kwargs["num_classes"] = classes
+        return get_spec(text, **kwargs)
+    if not text.startswith("{"):
+        path = Path(text)
+        if not path.is_file():
+            raise ValueError(
+                f"model: {model!r} is neither a registered name ({', '.join(list_models())}), "
+                "a JSON spec nor a JSON file"
+            )
+        text = path.read_text()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"model: the spec is not valid JSON ({exc})") from None
+    spec = ArchSpec.from_dict(data)
+    changes: dict[str, Any] = {}
+    if img_size is not None:
+        changes["img_size"] = img_size
+    if classes is not None:
+        changes["num_classes"] = classes
+    return dataclasses.replace(spec, **changes) if changes else spec
+
+
+def summary_rows(spec) -> list[dict[str, Any]]:
+    """One dict per piece (stem, each stage, head): params on the built model and in closed form,
+    MACs per image, grid."""
+    import torch
+
+    from fcasearch.measure.counting import cost_breakdown
+    from fcasearch.models import build_model
+
+    with torch.device("meta"):  # real modules, no memory
+        model = build_model(spec)
+
+    def n_params(*modules) -> int:
+        return sum(p.numel() for m in modules for p in m.parameters())
+
+    costs = cost_breakdown(spec)
+    stem = next(c for c in costs if c.name == "stem")
+    head = next(c for c in costs if c.name == "head")
+    rows = [{"piece": "stem", "params": n_params(model.stem), "closed_form": stem.params, "macs": stem.macs, "grid": "x".join(map(str, spec.grid(0)))}]  # fmt: skip
+    for s, st in enumerate(spec.stages):
+        mine = [c for c in costs if c.name.startswith(f"stage{s}.")]
+        desc = f"stage{s} {st.kind} d{st.width}x{st.depth}" + (f" h{st.heads}" if st.heads else "")
+        rows.append({
+            "piece": desc,
+            "params": n_params(model.stages[s]),
+            "closed_form": sum(c.params for c in mine),
+            "macs": sum(c.macs for c in mine),
+            "grid": "x".join(map(str, spec.grid(s))),
+        })  # fmt: skip
+    rows.append({"piece": "head", "params": n_params(model.norm_head, model.head), "closed_form": head.params, "macs": head.macs, "grid": ""})  # fmt: skip
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    from fcasearch.measure.counting import count_macs, count_params
+    from fcasearch.spec import SpecError
+
+    try:
+        spec = resolve_spec(args.model, _parse_img(args.img_size), args.classes)
+    except (SpecError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rows = summary_rows(spec)
+    print(f"arch_id {spec.arch_id}")
+    print(f"spec    {spec.short()}")
+    print()
+    print(f"{'piece':<28} {'grid':>7} {'params':>12} {'closed form':>12} {'MACs':>15}")
+    for r in rows:
+        print(
+            f"{r['piece']:<28} {r['grid']:>7} {r['params']:>12,} {r['closed_form']:>12,} {r['macs']:>15,}"
+        )
+    total = sum(r["params"] for r in rows)
+    expected = count_params(spec)
+    macs = count_macs(spec)
+    print(f"{'total':<28} {'':>7} {total:>12,} {expected:>12,} {macs:>15,}")
+    print(
+        f"MACs as the reference counts (queries for cross tokens too): {count_macs(spec, reference=True):,}"
+    )
+    if total != expected:
+        print(
+            f"error: the model has {total:,} parameters, count_params(spec) says {expected:,}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"params check: model == count_params(spec) == {expected:,}")
+    return 0

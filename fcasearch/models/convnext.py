@@ -1,0 +1,122 @@
+"""The convolutional parts of an FcaFormer: stem, ConvNeXt blocks and stages, downsampling.
+
+Feature maps travel as ``(B, C, H, W)`` tensors; the model keeps them in channels-last memory, so
+that the ``(B, H, W, C)`` view the ConvNeXt MLP needs (and the ``(B, N, C)`` token view of the
+FcaFormer stages) is free.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fcasearch.models.layers import ConvBN, DropPath, conv_gelu, fast_path, linear_add, linear_gelu
+
+__all__ = ["ConvNeXtBlock", "ConvStage", "Downsample", "Stem"]
+
+
+class Stem(nn.Module):
+    """Stride-4 conv stem: Conv-BN 3x3/2 (in -> d/2), GELU, Conv-BN 3x3/2 (d/2 -> d), no last act."""
+
+    def __init__(self, in_chans: int, dim: int) -> None:
+        super().__init__()
+        self.conv1 = ConvBN(in_chans, dim // 2, 3, 2, 1)
+        self.conv2 = ConvBN(dim // 2, dim, 3, 2, 1)
+        self.fast = False  # fused kernels; set by fuse_for_inference
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in, H, W) -> (B, d, H/4, W/4)
+        if fast_path(self.fast, x):
+            return self.conv2(conv_gelu(x, self.conv1, True))
+        return self.conv2(F.gelu(self.conv1(x)))
+
+
+class Downsample(nn.Module):
+    """Between stages, d -> o at half the side: Conv-BN 1x1, GELU, depthwise Conv-BN 3x3/2, GELU,
+    Conv-BN 1x1. No residual, no final activation."""
+
+    def __init__(self, dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.conv1 = ConvBN(dim, out_dim, 1)
+        self.conv2 = ConvBN(out_dim, out_dim, 3, 2, 1, groups=out_dim)
+        self.conv3 = ConvBN(out_dim, out_dim, 1)
+        self.fast = False  # fused kernels; set by fuse_for_inference
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d, H, W) -> (B, o, H/2, W/2)
+        if fast_path(self.fast, x):  # the 1x1 convs as GEMMs over the (B, H, W, C) view
+            c1, c3 = self.conv1, self.conv3
+            w1, w3 = c1.weight.flatten(1), c3.weight.flatten(1)  # (o, d), (o, o)
+            y = linear_gelu(x.permute(0, 2, 3, 1), w1, c1.bias, True).permute(0, 3, 1, 2)
+            y = conv_gelu(y, self.conv2, True).permute(0, 2, 3, 1)  # (B, H/2, W/2, o)
+            return F.linear(y, w3, c3.bias).permute(0, 3, 1, 2)
+        return self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(x)))))
+
+
+class ConvNeXtBlock(nn.Module):
+    """ConvNeXt block: depthwise 7x7 (bias) -> LayerNorm (eps 1e-6) -> Linear d->hidden -> GELU ->
+    Linear hidden->d -> layer scale ``gamma``; output ``x + DropPath(branch)``.
+
+    Args:
+        dim: channels ``d``.
+        hidden: MLP hidden width (``4d`` in the paper).
+        drop_path: stochastic-depth rate of this block.
+        layer_scale_init: initial value of ``gamma``.
+    """
+
+    def __init__(self, dim: int, hidden: int, drop_path: float, layer_scale_init: float) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, hidden)
+        self.pwconv2 = nn.Linear(hidden, dim)
+        # None once fuse_for_inference folded it into pwconv2.
+        self.gamma: nn.Parameter | None = nn.Parameter(torch.full((dim,), float(layer_scale_init)))
+        self.drop_path = DropPath(drop_path)
+        self.fast = False  # fused kernels (layer scale folded); set by fuse_for_inference
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d, H, W) channels-last
+        y = self.dwconv(x).permute(0, 2, 3, 1)  # (B, H, W, d), a view for channels-last input
+        if fast_path(self.fast, x) and not self.training and self.gamma is None:
+            h = linear_gelu(self.norm(y), self.pwconv1.weight, self.pwconv1.bias, True)
+            res = x.permute(0, 2, 3, 1)  # (B, H, W, d)
+            out = linear_add(h, self.pwconv2.weight, self.pwconv2.bias, res, True)
+            return out.permute(0, 3, 1, 2)
+        y = self.pwconv2(F.gelu(self.pwconv1(self.norm(y))))
+        if self.gamma is not None:
+            y = y * self.gamma
+        return x + self.drop_path(y.permute(0, 3, 1, 2))
+
+
+class ConvStage(nn.Module):
+    """A stage of ConvNeXt blocks, optionally followed by the downsample to the next stage.
+
+    Args:
+        dim: channels of the stage.
+        depth: number of blocks.
+        hidden: MLP hidden width.
+        drop_paths: one stochastic-depth rate per block.
+        layer_scale_init: initial layer scale.
+        out_dim: width of the next stage (a :class:`Downsample` is added), or ``None`` if last.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        hidden: int,
+        drop_paths: list[float],
+        layer_scale_init: float,
+        out_dim: int | None,
+    ) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            ConvNeXtBlock(dim, hidden, drop_paths[j], layer_scale_init) for j in range(depth)
+        )
+        self.downsample = Downsample(dim, out_dim) if out_dim is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d, H, W) -> next stage's map
+        for blk in self.blocks:
+            x = blk(x)
+        if self.downsample is not None:
+            x = self.downsample(x)
+        return x

@@ -1,0 +1,285 @@
+"""FcaFormer attention, block and stage (forward cross attention), as in ``fcaformer-spec.md``.
+
+Same function as the reference, computed with less work:
+
+* queries are computed for the main tokens only (the reference projects the cross tokens to
+  queries too and discards them);
+* the attention logits' additive bias (position table gathered by the ``|drow|*Rw + |dcol|`` index,
+  then the per-head cross-token bias) is one ``(1, h, N, N + M)`` float mask, passed to
+  ``scaled_dot_product_attention``; in eval mode without autograd it is gathered once and cached
+  (the cache is keyed on the parameters' version counters, so an in-place update or a
+  ``load_state_dict`` invalidates it);
+* token maps are channels-last, so the map/token views around the convolutions are free.
+
+``attn_impl = "explicit"`` selects a plain ``softmax(q k^T * scale + bias) v`` path (for tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fcasearch.models.layers import ConvBN, DropPath, Mlp, fast_path, linear_add
+
+__all__ = ["ATTENTION_IMPLS", "FcaBlock", "FcaStage", "attention_impl", "relative_index"]
+
+ATTENTION_IMPLS = ("sdpa", "explicit")
+
+
+def relative_index(rows: int, cols: int) -> torch.Tensor:
+    """``(N, N)`` index into the bias table: ``|drow| * cols + |dcol|`` for every query/key pair."""
+    r = torch.arange(rows).repeat_interleave(cols)  # (N,) row of each token, row-major
+    c = torch.arange(cols).repeat(rows)  # (N,)
+    return (r[:, None] - r[None, :]).abs() * cols + (c[:, None] - c[None, :]).abs()
+
+
+class FcaBlock(nn.Module):
+    """One FcaFormer block (attention with cross tokens, token merge, local conv, MLP).
+
+    Args:
+        dim: channels ``d``.
+        heads: attention heads ``h``.
+        hidden: MLP hidden width.
+        grid: token grid ``(Rh, Rw)`` of the stage.
+        cross_in: ``M``, how many cross tokens this block reads (0: none).
+        merge_stride: stride ``s`` of the token merge (kernel ``2s-1``) if the block emits, else
+            ``None``.
+        enhancement: add the local depthwise 3x3 Conv-BN that replaces the token stream.
+        scale_factors: learnable per-cross-token scale factors (only if ``cross_in``).
+        cross_bias: learnable per-head per-cross-token attention bias (only if ``cross_in``).
+        drop_path: stochastic-depth rate for both residuals.
+        layer_scale_init: initial ``gamma_1`` and ``gamma_2``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        hidden: int,
+        grid: tuple[int, int],
+        cross_in: int,
+        merge_stride: int | None,
+        enhancement: bool,
+        scale_factors: bool,
+        cross_bias: bool,
+        drop_path: float,
+        layer_scale_init: float,
+    ) -> None:
+        super().__init__()
+        self.dim, self.num_heads, self.grid, self.cross_in = dim, heads, tuple(grid), cross_in
+        self.attn_impl = "sdpa"
+        n = grid[0] * grid[1]
+        self.norm1 = nn.LayerNorm(dim, eps=1e-5)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.attention_biases = nn.Parameter(torch.zeros(heads, n))  # (h, Rh*Rw)
+        self.register_buffer("attention_bias_idxs", relative_index(*grid), persistent=False)
+        # gamma_* become None once fuse_for_inference folded them into proj / mlp.fc2.
+        self.gamma_1: nn.Parameter | None = nn.Parameter(
+            torch.full((dim,), float(layer_scale_init))
+        )
+        self.gamma_2: nn.Parameter | None = nn.Parameter(
+            torch.full((dim,), float(layer_scale_init))
+        )
+        self.dw_conv = None
+        if merge_stride is not None:
+            s = merge_stride
+            self.dw_conv = nn.Conv2d(dim, dim, 2 * s - 1, s, s - 1, groups=dim, bias=False)
+        self.local_conv = ConvBN(dim, dim, 3, 1, 1, groups=dim) if enhancement else None
+        self.norm2 = nn.LayerNorm(dim, eps=1e-5)
+        self.mlp = Mlp(dim, hidden)
+        self.s_norm = nn.LayerNorm(dim, eps=1e-5) if cross_in else None
+        self.s_token_bias = None
+        self.s_scale_factors = None
+        if cross_in and cross_bias:
+            self.s_token_bias = nn.Parameter(torch.zeros(1, heads, 1, cross_in))  # (1, h, 1, M)
+        if cross_in and scale_factors:
+            self.s_scale_factors = nn.Parameter(torch.ones(1, cross_in, 1))  # (1, M, 1)
+        self.drop_path = DropPath(drop_path)
+        self.register_buffer("frozen_mask", None, persistent=False)  # set by freeze_mask()
+        self._mask_cache: tuple[tuple, torch.Tensor] | None = None
+        self.fast = False  # fused kernels (layer scales folded); set by fuse_for_inference
+
+    # ---- the additive attention bias --------------------------------------------------------
+    def attention_mask(self) -> torch.Tensor:
+        """The ``(1, h, N, N + M)`` additive logit bias: gathered position bias, then cross bias.
+
+        Gathered afresh when autograd may need it (training, or grad enabled on the tables);
+        otherwise cached until the tables change (version counter, storage, device or dtype).
+        After :func:`~fcasearch.models.fuse.fuse_for_inference` it is a frozen buffer.
+        """
+        if self.frozen_mask is not None:
+            return self.frozen_mask
+        params = [p for p in (self.attention_biases, self.s_token_bias) if p is not None]
+        need_grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+        if self.training or need_grad:
+            self._mask_cache = None
+            return self._build_mask()
+        # An inference-mode tensor must not leak into autograd outside inference mode: keyed too.
+        key = (torch.is_inference_mode_enabled(), *((p.data_ptr(), p._version, p.device, p.dtype) for p in params))  # fmt: skip
+        if self._mask_cache is None or self._mask_cache[0] != key:
+            with torch.no_grad():
+                self._mask_cache = (key, self._build_mask())
+        return self._mask_cache[1]
+
+    def _build_mask(self) -> torch.Tensor:
+        n, m, h = self.attention_bias_idxs.shape[0], self.cross_in, self.num_heads
+        main = self.attention_biases[:, self.attention_bias_idxs]  # (h, N, N)
+        if not m:
+            return main.unsqueeze(0)
+        if self.s_token_bias is not None:
+            cross = self.s_token_bias[0].expand(h, n, m)  # (h, N, M)
+        else:
+            cross = main.new_zeros(h, n, m)
+        return torch.cat([main, cross], dim=-1).unsqueeze(0)  # (1, h, N, N+M)
+
+    def freeze_mask(self) -> None:
+        """Store the current mask as a buffer (inference only: later table edits are ignored)."""
+        with torch.inference_mode(False), torch.no_grad():
+            mask = self._build_mask().contiguous()
+        self.frozen_mask = mask
+        self._mask_cache = None
+
+    def _apply(self, fn, recurse=True):  # device/dtype moves invalidate the cache
+        self._mask_cache = None
+        return super()._apply(fn, recurse)
+
+    def train(self, mode: bool = True) -> FcaBlock:
+        self._mask_cache = None
+        return super().train(mode)
+
+    # ---- forward ----------------------------------------------------------------------------
+    def attention(self, xn: torch.Tensor, cross: torch.Tensor | None) -> torch.Tensor:
+        """Multi-head attention of the normalized main tokens over main + cross tokens.
+
+        Args:
+            xn: ``(B, N, d)`` main tokens after ``norm1``.
+            cross: ``(B, M, d)`` raw cross tokens (before scale factors and ``s_norm``) or None.
+
+        Returns:
+            ``(B, N, d)`` heads merged, before ``proj``.
+        """
+        b, n, d = xn.shape
+        h = self.num_heads
+        hd = d // h
+        if cross is None:
+            qkv = self.qkv(xn).view(b, n, 3, h, hd).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)
+            q, k, v = qkv.unbind(0)
+        else:
+            if self.s_scale_factors is not None:
+                cross = cross * self.s_scale_factors  # (B, M, d)
+            cross = self.s_norm(cross)
+            w, bias = self.qkv.weight, self.qkv.bias
+            q = F.linear(xn, w[:d], bias[:d]).view(b, n, h, hd).transpose(1, 2)  # (B, h, N, hd)
+            kv = F.linear(torch.cat([xn, cross], dim=1), w[d:], bias[d:])  # (B, N+M, 2d)
+            kv = kv.view(b, -1, 2, h, hd).permute(2, 0, 3, 1, 4)  # (2, B, h, N+M, hd)
+            k, v = kv.unbind(0)
+        mask = self.attention_mask()
+        if mask.dtype != q.dtype:
+            mask = mask.to(q.dtype)
+        if self.attn_impl == "sdpa":
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, h, N, hd)
+        elif self.attn_impl == "explicit":
+            logits = (q * hd**-0.5) @ k.transpose(-2, -1) + mask  # (B, h, N, N+M)
+            out = logits.softmax(dim=-1) @ v
+        else:
+            raise ValueError(f"attn_impl: {self.attn_impl!r} is not one of {ATTENTION_IMPLS}")
+        return out.transpose(1, 2).reshape(b, n, d)
+
+    def forward(
+        self, x: torch.Tensor, cross: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One block.
+
+        Args:
+            x: ``(B, N, d)`` main tokens, row-major over the grid.
+            cross: ``(B, M, d)`` cross tokens read by this block (oldest emitter first) or None.
+
+        Returns:
+            The new ``(B, N, d)`` tokens and the ``(B, S, d)`` cross tokens emitted (or None).
+        """
+        b, n, d = x.shape
+        # The inference kernels need the layer scales folded (fuse_for_inference does both).
+        fast = fast_path(self.fast, x) and not self.training and self.gamma_1 is None
+        o = self.attention(self.norm1(x), cross)  # (B, N, d)
+        if fast:
+            x = linear_add(o, self.proj.weight, self.proj.bias, x, True)
+        else:
+            y = self.proj(o)
+            x = x + self.drop_path(y if self.gamma_1 is None else y * self.gamma_1)
+        emitted = None
+        if self.dw_conv is not None or self.local_conv is not None:
+            xmap = x.view(b, self.grid[0], self.grid[1], d).permute(0, 3, 1, 2)  # (B, d, Rh, Rw)
+            if self.dw_conv is not None:  # token merge, taken before the local conv
+                emitted = self.dw_conv(xmap).flatten(2).transpose(1, 2)  # (B, S, d)
+            if self.local_conv is not None:  # replaces the stream: no residual
+                x = self.local_conv(xmap).permute(0, 2, 3, 1).reshape(b, n, d)
+        if fast:
+            return self.mlp.forward_add(self.norm2(x), x, True), emitted
+        y = self.mlp(self.norm2(x))
+        return x + self.drop_path(y if self.gamma_2 is None else y * self.gamma_2), emitted
+
+
+class FcaStage(nn.Module):
+    """A stage of FcaFormer blocks with forward cross attention, then the optional downsample.
+
+    Args:
+        blocks: the stage's blocks, in order.
+        sources: for each block, the indices of the emitting blocks it reads, oldest first.
+        downsample: module applied to the ``(B, d, Rh, Rw)`` map after the last block, or None.
+    """
+
+    def __init__(
+        self,
+        blocks: list[FcaBlock],
+        sources: list[tuple[int, ...]],
+        downsample: nn.Module | None,
+    ) -> None:
+        super().__init__()
+        if len(blocks) != len(sources):
+            raise ValueError(f"sources: {len(sources)} entries for {len(blocks)} blocks")
+        self.blocks = nn.ModuleList(blocks)
+        self.sources = [tuple(s) for s in sources]
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d, Rh, Rw) -> next map
+        b, d, rh, rw = x.shape
+        t = x.permute(0, 2, 3, 1).reshape(b, rh * rw, d)  # (B, N, d); a view if channels-last
+        emitted: dict[int, torch.Tensor] = {}
+        for i, blk in enumerate(self.blocks):
+            src = self.sources[i]
+            cross = None
+            if len(src) == 1:
+                cross = emitted[src[0]]
+            elif src:
+                cross = torch.cat([emitted[j] for j in src], dim=1)  # (B, M, d)
+            t, new = blk(t, cross)
+            if new is not None:
+                emitted[i] = new
+        x = t.view(b, rh, rw, d).permute(0, 3, 1, 2)  # (B, d, Rh, Rw), channels-last
+        if self.downsample is not None:
+            x = self.downsample(x)
+        return x
+
+
+@contextlib.contextmanager
+def attention_impl(model: nn.Module, impl: str) -> Iterator[nn.Module]:
+    """Temporarily run every :class:`FcaBlock` of ``model`` with ``impl`` (``"sdpa"`` or
+    ``"explicit"``); the previous choice of each block is restored on exit."""
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(
+            f"impl: {impl!r} is not an attention implementation; use one of {ATTENTION_IMPLS}"
+        )
+    blocks = [m for m in model.modules() if isinstance(m, FcaBlock)]
+    before = [blk.attn_impl for blk in blocks]
+    for blk in blocks:
+        blk.attn_impl = impl
+    try:
+        yield model
+    finally:
+        for blk, old in zip(blocks, before):
+            blk.attn_impl = old

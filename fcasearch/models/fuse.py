@@ -1,0 +1,117 @@
+"""The deployable inference form: every Conv-BN folded, layer scales folded, attention bias frozen.
+
+:func:`fuse_for_inference` works **in place** and returns the same model object, in eval mode,
+with ``model.fused = True``. What it folds (each exact up to float rounding):
+
+* every :class:`~fcasearch.models.layers.ConvBN` becomes one ``Conv2d`` with bias (BN running
+  statistics, eval semantics): stem, downsamples, local convs;
+* every layer scale (``gamma``, ``gamma_1``, ``gamma_2``) is multiplied into the Linear before it
+  (``pwconv2``, ``proj``, ``mlp.fc2``);
+* each FcaFormer block's additive attention mask (gathered position bias and cross-token bias) is
+  computed once and stored as a buffer;
+* on CPU float32 without autograd, the blocks switch to the inference kernels of
+  :mod:`fcasearch.models.layers` (in-place activations; oneDNN Linear+GELU, Linear+residual and
+  Conv+GELU for large activations; the downsample's 1x1 convs as GEMMs on the channels-last view).
+
+What it keeps: the scale factors (they act before ``s_norm``, so they change that LayerNorm's
+effective epsilon and cannot be folded exactly) and the two LayerNorms in a row of the MLP path.
+The fused model is for inference only: it no longer has the official state-dict layout, and
+training it would not update the frozen masks.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fcasearch.models.convnext import ConvNeXtBlock, Downsample, Stem
+from fcasearch.models.fca import FcaBlock
+from fcasearch.models.layers import ConvBN
+
+__all__ = ["calibrate_batchnorm", "fuse_for_inference"]
+
+
+def _fold_scale(linear: nn.Linear, scale: torch.Tensor) -> None:
+    """``scale * linear(x)`` == ``linear'(x)`` with rows of weight and bias scaled."""
+    linear.weight.mul_(scale[:, None])
+    if linear.bias is not None:
+        linear.bias.mul_(scale)
+
+
+@torch.no_grad()
+def fuse_for_inference(model: nn.Module) -> nn.Module:
+    """Fold ``model`` into its inference form, in place (see the module docstring).
+
+    Args:
+        model: an :class:`~fcasearch.models.fcaformer.FcaFormer` (any module tree works: every
+            ConvBN, ConvNeXt block and FcaFormer block inside is folded).
+
+    Returns:
+        The same object, in eval mode; calling it again is a no-op.
+    """
+    model.eval()
+    if getattr(model, "fused", False):
+        return model
+    convbns = [(name, m) for name, m in model.named_modules() if isinstance(m, ConvBN)]
+    for name, m in convbns:
+        parent_name, _, leaf = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, leaf, m.fuse())
+    for m in model.modules():
+        if isinstance(m, ConvNeXtBlock) and m.gamma is not None:
+            _fold_scale(m.pwconv2, m.gamma)
+            m.gamma = None
+        elif isinstance(m, FcaBlock):
+            if m.gamma_1 is not None:
+                _fold_scale(m.proj, m.gamma_1)
+                m.gamma_1 = None
+            if m.gamma_2 is not None:
+                _fold_scale(m.mlp.fc2, m.gamma_2)
+                m.gamma_2 = None
+            m.freeze_mask()
+    for m in model.modules():
+        if isinstance(m, (Stem, Downsample, ConvNeXtBlock, FcaBlock)):
+            m.fast = True
+    model.requires_grad_(False)
+    model.fused = True
+    return model.eval()
+
+
+@torch.no_grad()
+def calibrate_batchnorm(
+    model: nn.Module, steps: int = 3, batch_size: int = 8, generator: torch.Generator | None = None
+) -> nn.Module:
+    """Set every BatchNorm's running statistics from random-normal inputs, then return to eval.
+
+    Why: at initialization BN is the identity, and each downsample and local conv shrinks the
+    activations (weights of std 0.02), so an untrained FcaFormer carries activations of 1e-12 to
+    1e-25 in its last stages; on CPU the LayerNorm variances and attention logits then become
+    denormal floats and run several times slower. Latency measured on such a model is not the
+    latency of a trained one. Calibrating BN (cumulative average over ``steps`` batches, no
+    gradients) restores unit-scale activations. Only BN buffers change; the model ends in eval mode.
+
+    Args:
+        model: a model with ``.spec`` (for the input shape), unfused.
+        steps: forward passes.
+        batch_size: images per pass.
+        generator: random source for the inputs.
+
+    Returns:
+        ``model``, in eval mode.
+    """
+    spec = model.spec
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    if not bns:
+        return model.eval()
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average
+    device = next(model.parameters()).device
+    model.train()
+    for _ in range(steps):
+        x = torch.randn(batch_size, spec.in_chans, *spec.img_size, generator=generator)
+        model(x.to(device))
+    for bn, momentum in zip(bns, momenta):
+        bn.momentum = momentum
+    return model.eval()

@@ -1,0 +1,206 @@
+"""Small building blocks shared by the FcaFormer stem, ConvNeXt stages and FcaFormer stages.
+
+Everything here follows ``fcaformer-spec.md``: Conv-BN is a bias-free ``Conv2d`` followed by
+``BatchNorm2d`` (eps 1e-5), GELU is the exact (erf) form, and weights are initialized with a normal
+of std 0.02 truncated at +-2 (which truncates nothing in practice).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "ConvBN",
+    "DropPath",
+    "Mlp",
+    "conv_gelu",
+    "drop_path_rates",
+    "fast_path",
+    "init_weights",
+    "linear_add",
+    "linear_gelu",
+    "onednn_fusion_available",
+]
+
+
+class ConvBN(nn.Module):
+    """A bias-free ``Conv2d`` (``c``) followed by ``BatchNorm2d`` (``bn``), as in the reference.
+
+    Args:
+        in_chans: input channels.
+        out_chans: output channels.
+        kernel_size: square kernel side.
+        stride: convolution stride.
+        padding: zero padding on each side.
+        groups: convolution groups (``in_chans`` for depthwise).
+    """
+
+    def __init__(
+        self,
+        in_chans: int,
+        out_chans: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        padding: int = 0,
+        groups: int = 1,
+    ) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(
+            in_chans, out_chans, kernel_size, stride, padding, groups=groups, bias=False
+        )
+        self.bn = nn.BatchNorm2d(out_chans, eps=1e-5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.c(x))
+
+    @torch.no_grad()
+    def fuse(self) -> nn.Conv2d:
+        """The equivalent ``Conv2d`` with bias, using the BN running statistics (eval semantics)."""
+        c, bn = self.c, self.bn
+        inv_std = torch.rsqrt(bn.running_var + bn.eps)  # (O,)
+        scale = bn.weight * inv_std  # (O,)
+        fused = nn.Conv2d(
+            c.in_channels,
+            c.out_channels,
+            c.kernel_size,
+            c.stride,
+            c.padding,
+            dilation=c.dilation,
+            groups=c.groups,
+            bias=True,
+            padding_mode=c.padding_mode,
+        ).to(device=c.weight.device, dtype=c.weight.dtype)
+        fused.weight.copy_(c.weight * scale.view(-1, 1, 1, 1))
+        fused.bias.copy_(bn.bias - bn.running_mean * scale)
+        return fused
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample: zero a residual branch with probability ``p`` (training only)."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        mask = x.new_empty(shape).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p:g}"
+
+
+class Mlp(nn.Module):
+    """The FcaFormer MLP: its own LayerNorm (eps 1e-5), Linear d->hidden, exact GELU, Linear back."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=1e-5)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, d) -> (B, N, d)
+        return self.fc2(F.gelu(self.fc1(self.norm(x))))
+
+    def forward_add(self, x: torch.Tensor, residual: torch.Tensor, fast: bool) -> torch.Tensor:
+        """``residual + mlp(x)`` (``fast``: the inference kernels, see below)."""
+        h = linear_gelu(self.norm(x), self.fc1.weight, self.fc1.bias, fast)
+        return linear_add(h, self.fc2.weight, self.fc2.bias, residual, fast)
+
+
+# ---- inference kernels ------------------------------------------------------------------------
+# In the inference form (fuse_for_inference) on CPU float32 without autograd, these helpers write
+# activations in place and, for large activations, run Linear+GELU, Linear+residual and
+# Conv+GELU as single oneDNN primitives (GELU in its exact erf form, as unfused). Small GEMMs go
+# to MKL (F.linear) with an in-place pass instead: oneDNN's per-call cost (primitive setup and a
+# weight reorder) outweighs the saved pass below about a thousand rows (measured on a 2-core
+# Xeon). Everywhere else (GPU, other dtypes, autograd) they run the plain ops.
+FUSED_MIN_ROWS = 1024
+
+
+def onednn_fusion_available() -> bool:
+    """Whether this torch build has the oneDNN fused Linear/Conv + pointwise CPU operators."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    ops = torch.ops.mkldnn
+    return hasattr(ops, "_linear_pointwise") and hasattr(ops, "_convolution_pointwise")
+
+
+def fast_path(enabled: bool, x: torch.Tensor) -> bool:
+    """Whether the inference kernels apply to ``x``: enabled, CPU float32, no autograd needed."""
+    return (
+        enabled
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not (x.requires_grad and torch.is_grad_enabled())
+    )
+
+
+def _big(x: torch.Tensor) -> bool:
+    """A contiguous activation of at least FUSED_MIN_ROWS rows, and oneDNN at hand."""
+    return (
+        x.numel() >= FUSED_MIN_ROWS * x.shape[-1]
+        and x.is_contiguous()
+        and onednn_fusion_available()
+    )
+
+
+def linear_gelu(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, fast: bool
+) -> torch.Tensor:
+    """``gelu(x @ weight.T + bias)``, exact GELU (``fast``: the inference kernels)."""
+    if not fast:
+        return F.gelu(F.linear(x, weight, bias))
+    if _big(x):
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu", [], "none")
+    return torch.ops.aten.gelu_(F.linear(x, weight, bias))
+
+
+def linear_add(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    residual: torch.Tensor,
+    fast: bool,
+) -> torch.Tensor:
+    """``residual + (x @ weight.T + bias)`` (``residual`` has the output's shape)."""
+    if not fast:
+        return residual + F.linear(x, weight, bias)
+    if _big(x) and residual.is_contiguous():
+        return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, "add")
+    return F.linear(x, weight, bias).add_(residual)
+
+
+def conv_gelu(x: torch.Tensor, conv: nn.Conv2d, fast: bool) -> torch.Tensor:
+    """``gelu(conv(x))`` for a plain zero-padded ``Conv2d`` (a folded Conv-BN)."""
+    if not fast:
+        return F.gelu(conv(x))
+    if onednn_fusion_available():
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups,
+            "gelu", [], "none",
+        )  # fmt: skip
+    return torch.ops.aten.gelu_(conv(x))
+
+
+def drop_path_rates(rate: float, total_blocks: int) -> list[float]:
+    """``linspace(0, rate, total_blocks)`` over all blocks of the network, in order."""
+    return torch.linspace(0.0, float(rate), total_blocks, device="cpu").tolist()
+
+
+def init_weights(module: nn.Module) -> None:
+    """Reference init for one module: Conv2d/Linear weights N(0, 0.02) truncated at +-2, bias 0.
+
+    LayerNorm and BatchNorm keep PyTorch's defaults (weight 1, bias 0); the FcaFormer-specific
+    parameters (bias tables, scale factors, layer scales) are initialized by their own modules.
+    """
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        nn.init.trunc_normal_(module.weight, std=0.02, a=-2.0, b=2.0)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)

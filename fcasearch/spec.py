@@ -370,6 +370,7 @@ class ArchSpec:
         num_classes: int = 1000,
         in_chans: int = 3,
         drop_path_rate: float = 0.0,
+        layer_scale_init: float = 1e-6,
         **fca: Any,
     ) -> ArchSpec:
         """Spec from per-stage lists; ``heads`` lists the fca stages only; ``fca`` keywords
@@ -384,7 +385,7 @@ class ArchSpec:
             StageSpec(FCA, d, w, h, **fca)
             for d, w, h in zip(depths[conv_stages:], widths[conv_stages:], heads)
         ]
-        return cls(tuple(stages), img_size, in_chans, num_classes, drop_path_rate)
+        return cls(tuple(stages), img_size, in_chans, num_classes, drop_path_rate, layer_scale_init)
 
     def short(self) -> str:
         """A one-line human form, e.g. ``224 C2x64 C2x128 F6x192h6[s4,w12,all] F2x320h10[...]``."""

@@ -97,10 +97,16 @@ def deployable(model: nn.Module) -> tuple[nn.Module, str]:
         The model and a note saying what was done.
     """
     if isinstance(getattr(model, "spec", None), ArchSpec):
-        from fcasearch.models import fuse_for_inference
+        from fcasearch.models import calibrate_batchnorm, fuse_for_inference
 
+        if getattr(model, "fused", False):
+            return model.eval(), "eval, already fused for inference"
+        # An untrained model's late activations are denormal floats on CPU (slow); BN statistics
+        # from random inputs give trained-like scales (see calibrate_batchnorm).
+        model = calibrate_batchnorm(model, generator=torch.Generator().manual_seed(0))
         return fuse_for_inference(model).eval(), (
-            "eval, fuse_for_inference (Conv-BN and layer scales folded, attention masks frozen)"
+            "eval, BN statistics calibrated on random inputs, fuse_for_inference (Conv-BN and "
+            "layer scales folded, attention masks frozen)"
         )
     return model.eval(), "eval (not an FcaFormer: used as built, nothing folded)"
 

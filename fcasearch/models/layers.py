@@ -133,9 +133,12 @@ def onednn_fusion_available() -> bool:
 
 
 def fast_path(enabled: bool, x: torch.Tensor) -> bool:
-    """Whether the inference kernels apply to ``x``: enabled, CPU float32, no autograd needed."""
+    """Whether the inference kernels apply to ``x``: enabled, CPU float32, no autograd needed,
+    and not under ``torch.compile`` or tracing (they cannot see through the oneDNN ops)."""
     return (
         enabled
+        and not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and not (x.requires_grad and torch.is_grad_enabled())

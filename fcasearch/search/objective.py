@@ -160,20 +160,21 @@ def evaluate(spec: ArchSpec, ctx: TrialContext, report: Reporter | None = None) 
         if violations:
             res.status, res.reason = "infeasible", "; ".join(violations)
             return res
-        from fcasearch.models import build_model
-
-        model = build_model(spec)
         if _needs_measure(o, ctx.space):
-            _measure(model, spec, ctx, res)
+            _measure(spec, ctx, res)
             if res.status != "complete":
                 return res
         proxies = [
             ob.name[len(PROXY_PREFIX) :] for ob in o.objectives if ob.name.startswith(PROXY_PREFIX)
         ]
-        if proxies:
-            _proxies(model, proxies, ctx, res)
-        if o.trains:
-            _train(model, spec, ctx, res, report)
+        if proxies or o.trains:
+            from fcasearch.models import build_model
+
+            model = build_model(spec)
+            if proxies:
+                _proxies(model, proxies, ctx, res)
+            if o.trains:
+                _train(model, spec, ctx, res, report)
     except Exception as exc:  # a trial that raises is a result, never the end of the search
         res.status = "failed"
         res.reason = f"{type(exc).__name__}: {exc}"
@@ -212,13 +213,13 @@ def check_data(ctx: TrialContext) -> None:
             )
 
 
-def _measure(model, spec: ArchSpec, ctx: TrialContext, res: TrialResult) -> None:
+def _measure(spec: ArchSpec, ctx: TrialContext, res: TrialResult) -> None:
     from fcasearch.measure import measure_cost
 
     o = ctx.options
     t = time.perf_counter()
     cost = measure_cost(
-        model,
+        spec,  # its own copy: measurement folds BN in place, and this model is still to train
         device=o.device,
         batch_size=o.latency_batch_size,
         dtype=o.latency_dtype,

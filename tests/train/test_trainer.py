@@ -211,7 +211,7 @@ def test_bf16_autocast_on_cpu(small):
     r = train_model(
         nano(), small, "steps=2", TrainConfig(amp="bf16", channels_last=True), progress=False
     )
-    assert r.status == "complete" and math.isfinite(r.accuracy)
+    assert r.status == "complete" and math.isfinite(r.accuracy), r.reason
 
 
 def test_batchnorm_recalibration_matches_the_data():

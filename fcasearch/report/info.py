@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fcasearch.metrics import HARDWARE_METRICS, METRICS
+
 __all__ = [
     "HARDWARE_METRICS",
     "METRIC_COLUMNS",
@@ -30,30 +32,8 @@ __all__ = [
     "load_runs",
 ]
 
-# metrics whose values depend on the machine that measured them
-HARDWARE_METRICS = (
-    "latency_ms",
-    "latency_p90_ms",
-    "latency_cv",
-    "throughput_ips",
-    "peak_mem_mb",
-    "train_mem_mb",
-    "energy_mj_per_image",
-)
 # every numeric metric a trial may carry, in the order tables show them
-METRIC_COLUMNS = (
-    "accuracy",
-    "params",
-    "macs",
-    "latency_ms",
-    "latency_p90_ms",
-    "latency_cv",
-    "throughput_ips",
-    "peak_mem_mb",
-    "train_mem_mb",
-    "energy_mj_per_image",
-    "epochs",
-)
+METRIC_COLUMNS = (*METRICS, "epochs")
 _NUMERIC_EXTRA = ("trial", "train_seconds", "measure_seconds", "trial_seconds")
 _MAXIMIZED_BY_DEFAULT = ("accuracy", "throughput_ips")
 

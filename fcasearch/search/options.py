@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from fcasearch.metrics import HARDWARE_METRICS, METRICS
+
 __all__ = [
     "HARDWARE_METRICS",
     "METRICS",
@@ -20,27 +22,6 @@ __all__ = [
     "parse_objectives",
 ]
 
-# metric column -> its natural direction
-METRICS: dict[str, str] = {
-    "accuracy": "maximize",
-    "params": "minimize",
-    "macs": "minimize",
-    "latency_ms": "minimize",
-    "latency_p90_ms": "minimize",
-    "throughput_ips": "maximize",
-    "peak_mem_mb": "minimize",
-    "train_mem_mb": "minimize",
-    "energy_mj_per_image": "minimize",
-}
-# metrics that need a measurement on the search device (not closed form)
-HARDWARE_METRICS = {
-    "latency_ms",
-    "latency_p90_ms",
-    "throughput_ips",
-    "peak_mem_mb",
-    "train_mem_mb",
-    "energy_mj_per_image",
-}
 PROXY_PREFIX = "proxy."
 SAMPLERS = ("nsga2", "tpe", "random", "grid")
 EXECUTORS = ("local", "ray")

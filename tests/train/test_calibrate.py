@@ -7,21 +7,12 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from fcasearch.cli import main
 from fcasearch.data import get_dataset
 from fcasearch.space import load_space
 from fcasearch.train import Budget, TrainConfig
 from fcasearch.train.calibrate import CalibrationError, calibrate, rank_correlations
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

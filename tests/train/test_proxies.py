@@ -13,15 +13,6 @@ from fcasearch.train import PROXY_NAMES, ProxyError, compute_proxies, fixed_batc
 from fcasearch.train.proxies import naswot
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # two threads on two shared cores oversubscribe badly; the scores do not depend on it
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def batch():
     data = get_dataset("digits", img_size=32)

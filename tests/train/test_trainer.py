@@ -13,15 +13,6 @@ from fcasearch.models import build_model, get_spec
 from fcasearch.train import Budget, TrainConfig, TrainError, recalibrate_batchnorm, train_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # two threads on two shared cores oversubscribe badly; results do not depend on it
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits() -> DataBundle:
     return get_dataset("digits", img_size=32)

@@ -1,0 +1,66 @@
+"""--address joins a Ray cluster that is already running (here: a head started by the test)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from netwatch import PeerWatch
+
+from fcasearch.cli import main
+from fcasearch.search.ray_env import local_ray_env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pids_using(marker: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            try:
+                if marker in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.mark.slow
+def test_search_joins_an_existing_cluster_by_address(tiny_space, search_args, tmp_path):
+    head = tmp_path / "head"
+    env = {**os.environ, **local_ray_env(head)}  # the head, too, stays on loopback
+    temp_dir = env["RAY_TMPDIR"]
+    port = _free_port()
+    ray_cli = Path(sys.executable).with_name("ray")  # the ray script of this environment
+    start = [str(ray_cli) if ray_cli.exists() else "ray", "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+             f"--temp-dir={temp_dir}", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]  # fmt: skip
+    try:
+        with PeerWatch() as watch:
+            subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
+            out = tmp_path / "run"
+            args = search_args(tiny_space, out, "--n-trials", "2", "--objectives", "accuracy", "macs",
+                               "--no-measure", "--executor", "ray", "--address", f"127.0.0.1:{port}")  # fmt: skip
+            assert main(args) == 0
+        df = pd.read_parquet(out / "trials.parquet")
+        assert len(df) == 2 and set(df["status"]) == {"complete"}
+        assert _pids_using(temp_dir), "the cluster must outlive the search that joined it"
+        assert not watch.outside(), f"connections beyond loopback: {watch.outside()}"
+    finally:  # stop only the Ray this test started (never `ray stop`: it stops every Ray here)
+        for pid in _pids_using(temp_dir):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.5)
+    assert not _pids_using(temp_dir)

@@ -11,7 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fcasearch.models.layers import ConvBN, DropPath, conv_gelu, fast_path, linear_add, linear_gelu
+from fcasearch.models.layers import (
+    ConvBN,
+    DropPath,
+    conv_gelu,
+    fast_path,
+    linear_add,
+    linear_gelu,
+    padded_conv,
+)
 
 __all__ = ["ConvNeXtBlock", "ConvStage", "Downsample", "Stem"]
 
@@ -75,7 +83,8 @@ class ConvNeXtBlock(nn.Module):
         self.fast = False  # fused kernels (layer scale folded); set by fuse_for_inference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d, H, W) channels-last
-        y = self.dwconv(x).permute(0, 2, 3, 1)  # (B, H, W, d), a view for channels-last input
+        y = padded_conv(self.dwconv, x)  # (B, d, H, W)
+        y = y.permute(0, 2, 3, 1)  # (B, H, W, d), a view for channels-last input
         if fast_path(self.fast, x) and not self.training and self.gamma is None:
             h = linear_gelu(self.norm(y), self.pwconv1.weight, self.pwconv1.bias, True)
             res = x.permute(0, 2, 3, 1)  # (B, H, W, d)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fcasearch.models.layers import ConvBN, DropPath, Mlp, fast_path, linear_add
+from fcasearch.models.layers import ConvBN, DropPath, Mlp, fast_path, linear_add, padded_conv
 
 __all__ = ["ATTENTION_IMPLS", "FcaBlock", "FcaStage", "attention_impl", "relative_index"]
 
@@ -215,7 +215,7 @@ class FcaBlock(nn.Module):
         if self.dw_conv is not None or self.local_conv is not None:
             xmap = x.view(b, self.grid[0], self.grid[1], d).permute(0, 3, 1, 2)  # (B, d, Rh, Rw)
             if self.dw_conv is not None:  # token merge, taken before the local conv
-                emitted = self.dw_conv(xmap).flatten(2).transpose(1, 2)  # (B, S, d)
+                emitted = padded_conv(self.dw_conv, xmap).flatten(2).transpose(1, 2)  # (B, S, d)
             if self.local_conv is not None:  # replaces the stream: no residual
                 x = self.local_conv(xmap).permute(0, 2, 3, 1).reshape(b, n, d)
         if fast:

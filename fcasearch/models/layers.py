@@ -22,6 +22,7 @@ __all__ = [
     "linear_add",
     "linear_gelu",
     "onednn_fusion_available",
+    "padded_conv",
 ]
 
 
@@ -53,7 +54,7 @@ class ConvBN(nn.Module):
         self.bn = nn.BatchNorm2d(out_chans, eps=1e-5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.c(x))
+        return self.bn(padded_conv(self.c, x))
 
     @torch.no_grad()
     def fuse(self) -> nn.Conv2d:
@@ -75,6 +76,50 @@ class ConvBN(nn.Module):
         fused.weight.copy_(c.weight * scale.view(-1, 1, 1, 1))
         fused.bias.copy_(bn.bias - bn.running_mean * scale)
         return fused
+
+
+# ---- a CPU low-precision convolution backward bug ------------------------------------------------
+# On CPU, the bfloat16 (autocast or bf16 weights) Conv2d backward computes a garbage weight
+# gradient when the output is one column wide and a window reaches into the implicit zero padding:
+# the kernel reads memory it never wrote, so the gradient depends on whatever the heap held (NaN,
+# 1e30, or plausible values), for dense convolutions in any layout and depthwise ones on
+# channels-last input. FcaFormer's token-merge conv (kernel 2s-1, stride s) hits it whenever a
+# stage grid is narrower than s, e.g. fcaformer_nano at 32 px. Padding the input explicitly and
+# convolving without padding computes the same values and avoids the faulty kernel; it is used
+# only where the bug can strike (a tiny copy there), so inference and float32 are untouched.
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def _cpu_compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a CPU convolution of ``x`` computes in (autocast's, if it is on)."""
+    if torch.is_autocast_enabled("cpu"):
+        return torch.get_autocast_dtype("cpu")
+    return x.dtype
+
+
+def _needs_explicit_padding(conv: nn.Conv2d, x: torch.Tensor) -> bool:
+    """Whether ``conv(x)`` would take the faulty backward described above."""
+    if x.device.type != "cpu" or not torch.is_grad_enabled() or x.ndim != 4:
+        return False
+    if conv.padding_mode != "zeros" or isinstance(conv.padding, str) or not any(conv.padding):
+        return False
+    if not (x.requires_grad or conv.weight.requires_grad):
+        return False
+    if _cpu_compute_dtype(x) not in _LOW_PRECISION:
+        return False
+    width, k, s = x.shape[-1], conv.kernel_size[1], conv.stride[1]
+    p, d = conv.padding[1], conv.dilation[1]
+    return (width + 2 * p - d * (k - 1) - 1) // s + 1 == 1  # output width
+
+
+def padded_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)``; where CPU low-precision training would hit the faulty backward above, the
+    same convolution computed on an explicitly zero-padded input instead."""
+    if not _needs_explicit_padding(conv, x):
+        return conv(x)
+    ph, pw = conv.padding
+    xp = F.pad(x, (pw, pw, ph, ph))  # (B, C, H + 2ph, W + 2pw)
+    return F.conv2d(xp, conv.weight, conv.bias, conv.stride, 0, conv.dilation, conv.groups)
 
 
 class DropPath(nn.Module):

@@ -129,7 +129,7 @@ def main() -> None:
         "--proxy", default="naswot", help="zero-cost proxy used as the accuracy stand-in"
     )
     p.add_argument("--overhead-trials", type=int, default=6)
-    p.add_argument("--overhead-budget", default="epochs=1")
+    p.add_argument("--overhead-budget", default="epochs=2", help="the quickstart's budget")
     p.add_argument("--skip-overhead", action="store_true")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="fcs-bench-") as tmp:

@@ -7,6 +7,7 @@ reports -> a :class:`TrialResult`. Every failure becomes a result with a reason.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -168,9 +169,7 @@ def evaluate(spec: ArchSpec, ctx: TrialContext, report: Reporter | None = None) 
             ob.name[len(PROXY_PREFIX) :] for ob in o.objectives if ob.name.startswith(PROXY_PREFIX)
         ]
         if proxies or o.trains:
-            from fcasearch.models import build_model
-
-            model = build_model(spec)
+            model = _build_seeded(spec, o.seed)
             if proxies:
                 _proxies(model, proxies, ctx, res)
             if o.trains:
@@ -211,6 +210,20 @@ def check_data(ctx: TrialContext) -> None:
                 f"{ctx.space.num_classes} classes, but dataset {data.name!r} has {data.in_chans} "
                 f"and {data.num_classes}; set in_chans/num_classes in the space YAML to match the data"
             )
+
+
+def _build_seeded(spec: ArchSpec, seed: int):
+    """The model with weights drawn from a seed of (run seed, arch_id) alone: the same
+    architecture starts from the same weights in any trial, process or resumed run, and the
+    caller's random state is left as it was."""
+    import torch
+
+    from fcasearch.models import build_model
+
+    digest = hashlib.sha256(f"{seed}:{spec.arch_id}".encode()).hexdigest()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(digest[:15], 16))
+        return build_model(spec)
 
 
 def _measure(spec: ArchSpec, ctx: TrialContext, res: TrialResult) -> None:

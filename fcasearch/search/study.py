@@ -137,8 +137,8 @@ def tell(
     constraints: Any,
 ) -> None:
     """Record a finished trial in the study: values and constraint, or its failed/pruned state."""
+    # few attributes: each is one storage write (the full row is in trials.parquet)
     trial.set_user_attr("arch_id", result.spec.arch_id)
-    trial.set_user_attr("spec_short", result.spec.short())
     trial.set_user_attr("status", result.status)
     if result.reason:
         trial.set_user_attr("reason", result.reason[:2000])

@@ -170,3 +170,30 @@ def test_data_that_does_not_fit_the_space_fails_before_any_trial(
     err = capsys.readouterr().err
     assert "5 classes" in err and "'digits'" in err and "num_classes" in err
     assert not (out / "run.yaml").exists()
+
+
+def test_same_seed_same_search(tiny_space, search_args, tmp_path):
+    frames = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        assert (
+            main(
+                search_args(
+                    tiny_space,
+                    out,
+                    "--n-trials",
+                    "3",
+                    "--objectives",
+                    "accuracy",
+                    "macs",
+                    "--no-measure",
+                    "--seed",
+                    "7",
+                )
+            )
+            == 0
+        )
+        frames.append(_frame(out))
+    a, b = frames
+    assert list(a["arch_id"]) == list(b["arch_id"])
+    assert a["accuracy"].tolist() == b["accuracy"].tolist()

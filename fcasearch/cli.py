@@ -18,7 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "search": ("search", "run a multi-objective architecture search"),
     "report": ("report", "build a Pareto report from one or more results directories"),
     "profile": ("profile", "measure params, MACs, latency, memory and energy on this hardware"),
-    "calibrate": ("calibrate", "correlate short-budget training and zero-cost proxies with long-budget accuracy"),
+    "calibrate": (
+        "calibrate",
+        "correlate short-budget training and zero-cost proxies with long-budget accuracy",
+    ),
 }
 
 

@@ -107,7 +107,9 @@ class StageSpec:
                 )
             return
         if not _is_int(self.heads) or self.heads < 1:
-            raise SpecError(f"{where}.heads: {self.heads!r} must be a positive integer for an fca stage")
+            raise SpecError(
+                f"{where}.heads: {self.heads!r} must be a positive integer for an fca stage"
+            )
         if self.width % self.heads:
             divisors = [h for h in range(1, self.width + 1) if self.width % h == 0]
             hint = ", ".join(str(h) for h in divisors[:12]) + (" ..." if len(divisors) > 12 else "")
@@ -117,7 +119,9 @@ class StageSpec:
             )
         if not _is_int(self.merge_stride) or self.merge_stride < 1:
             raise SpecError(f"{where}.merge_stride: {self.merge_stride!r} must be an integer >= 1")
-        if self.cross_window is not None and (not _is_int(self.cross_window) or self.cross_window < 1):
+        if self.cross_window is not None and (
+            not _is_int(self.cross_window) or self.cross_window < 1
+        ):
             raise SpecError(
                 f"{where}.cross_window: {self.cross_window!r} must be an integer >= 1 or null "
                 "(unlimited); to switch cross attention off use tme: none"
@@ -182,7 +186,9 @@ class StageSpec:
         window = self.cross_window
         if window is not None and window >= len(emit):
             window = None
-        return dataclasses.replace(self, mlp_ratio=float(self.mlp_ratio), cross_window=window, tme=emit)
+        return dataclasses.replace(
+            self, mlp_ratio=float(self.mlp_ratio), cross_window=window, tme=emit
+        )
 
 
 @dataclass(frozen=True)
@@ -223,7 +229,9 @@ class ArchSpec:
             raise SpecError("stages: at least one stage is needed")
         for i, st in enumerate(self.stages):
             if not isinstance(st, StageSpec):
-                raise SpecError(f"stages[{i}]: {st!r} is not a StageSpec (use ArchSpec.from_dict for dicts)")
+                raise SpecError(
+                    f"stages[{i}]: {st!r} is not a StageSpec (use ArchSpec.from_dict for dicts)"
+                )
             st._validate(f"stages[{i}]")
         kinds = [st.kind for st in self.stages]
         if FCA in kinds and CONV in kinds[kinds.index(FCA) :]:
@@ -389,7 +397,11 @@ class ArchSpec:
 
     def short(self) -> str:
         """A one-line human form, e.g. ``224 C2x64 C2x128 F6x192h6[s4,w12,all] F2x320h10[...]``."""
-        img = f"{self.img_size[0]}" if self.img_size[0] == self.img_size[1] else "x".join(map(str, self.img_size))
+        img = (
+            f"{self.img_size[0]}"
+            if self.img_size[0] == self.img_size[1]
+            else "x".join(map(str, self.img_size))
+        )
         parts = [img]
         for st in self.canonical().stages:
             if st.kind == CONV:

@@ -73,7 +73,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=d, help="training batch size (default 64)")
     p.add_argument("--lr", type=float, default=d, help="AdamW learning rate (default 2e-3)")
     p.add_argument("--device", default=d, help="cpu (default) | cuda | cuda:N")
-    p.add_argument("--threads", type=int, default=d, help="CPU threads for training and measurement (default: torch's)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=d,
+        help="CPU threads for training and measurement (default: torch's)",
+    )
     p.add_argument(
         "--no-measure",
         dest="measure",

@@ -2,7 +2,8 @@
 
 Part 1 runs the real search (``run_search``, SQLite study, trial log) on the micro space with a
 cheap objective: a zero-cost proxy (``--cheap proxy``, the default) or a short training
-(``--cheap train``) maximized, and closed-form MACs minimized; no latency. For each sampler and seed it records the hypervolume of the first k trials (objectives
+(``--cheap train``) maximized, and closed-form MACs minimized; no latency. For each sampler and
+seed it records the hypervolume of the first k trials (objectives
 normalized over every point any run found, maximized ones flipped, reference 1.1), averages over
 seeds, and prints how many trials NSGA-II and TPE need to reach random search's final hypervolume.
 Target: <= 50% of the trials.
@@ -128,8 +129,13 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--trials", type=int, default=40)
     p.add_argument(
-        "--proxy", default="naswot", help="zero-cost proxy used as the accuracy stand-in"
+        "--cheap",
+        choices=["proxy", "train"],
+        default="proxy",
+        help="the cheap accuracy stand-in: a zero-cost proxy, or a short training",
     )
+    p.add_argument("--proxy", default="naswot", help="zero-cost proxy (with --cheap proxy)")
+    p.add_argument("--short-budget", default="steps=10", help="training budget (--cheap train)")
     p.add_argument("--overhead-trials", type=int, default=6)
     p.add_argument("--overhead-budget", default="epochs=2", help="the quickstart's budget")
     p.add_argument("--skip-overhead", action="store_true")

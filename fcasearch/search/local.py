@@ -4,37 +4,15 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
 
 import optuna
 
-from fcasearch.search.objective import TrialContext, TrialResult, evaluate
-from fcasearch.search.options import METRICS, PROXY_PREFIX
+from fcasearch.search.objective import TrialContext, evaluate, reused_result
 from fcasearch.search.progress import SearchProgress
 from fcasearch.search.study import tell
 from fcasearch.storage.records import TrialLog
 
 __all__ = ["run_local"]
-
-
-def _reuse(cached: dict[str, Any], spec) -> TrialResult:
-    """A result copied from an earlier complete trial of the same arch and budget."""
-    metrics = {
-        k: float(v)
-        for k, v in cached.items()
-        if (k in METRICS or k.startswith(PROXY_PREFIX)) and isinstance(v, (int, float))
-    }
-    return TrialResult(
-        spec=spec,
-        status="complete",
-        reason="",
-        metrics=metrics,
-        budget=cached.get("budget", ""),
-        epochs=float(cached.get("epochs", 0.0)),
-        device=cached.get("device", "cpu"),
-        fingerprint_id=cached.get("fingerprint_id", ""),
-        notes={"reused_from_trial": str(cached.get("trial"))},
-    )
 
 
 def run_local(
@@ -60,7 +38,7 @@ def run_local(
         spec = ctx.space.sample(trial)
         cached = cache.get(spec.arch_id)
         if cached is not None:
-            result = _reuse(cached, spec)
+            result = reused_result(cached, spec)
             trial.set_user_attr("reused_from", int(cached["trial"]))
         else:
 

@@ -19,10 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from fcasearch.measure.counting import count_macs, count_params
-from fcasearch.search.options import HARDWARE_METRICS, PROXY_PREFIX, SearchOptions
+from fcasearch.search.options import HARDWARE_METRICS, METRICS, PROXY_PREFIX, SearchOptions
 from fcasearch.spec import ArchSpec
 
-__all__ = ["TrialContext", "TrialResult", "arch_columns", "check_data", "evaluate"]
+__all__ = [
+    "TrialContext",
+    "TrialResult",
+    "arch_columns",
+    "check_data",
+    "evaluate",
+    "reused_result",
+]
 
 # epoch, metrics -> True to stop (pruned)
 Reporter = Callable[[int, dict[str, float]], bool]
@@ -78,6 +85,26 @@ class TrialResult:
         if self.notes:
             row["notes"] = json.dumps(self.notes, sort_keys=True)
         return row
+
+
+def reused_result(cached: dict[str, Any], spec) -> TrialResult:
+    """A result copied from an earlier complete trial of the same arch and budget."""
+    metrics = {
+        k: float(v)
+        for k, v in cached.items()
+        if (k in METRICS or k.startswith(PROXY_PREFIX)) and isinstance(v, (int, float))
+    }
+    return TrialResult(
+        spec=spec,
+        status="complete",
+        reason="",
+        metrics=metrics,
+        budget=cached.get("budget", ""),
+        epochs=float(cached.get("epochs", 0.0)),
+        device=cached.get("device", "cpu"),
+        fingerprint_id=cached.get("fingerprint_id", ""),
+        notes={"reused_from_trial": str(cached.get("trial"))},
+    )
 
 
 def arch_columns(spec: ArchSpec) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import optuna
 
-from fcasearch.search.objective import TrialContext, TrialResult, evaluate
+from fcasearch.search.objective import TrialContext, TrialResult, evaluate, reused_result
 from fcasearch.search.options import METRICS, PROXY_PREFIX, SearchOptions
 from fcasearch.search.progress import SearchProgress
 from fcasearch.search.study import tell
@@ -118,13 +118,7 @@ def run_ray(
         cfg = {"spec": spec.to_json(), "trial_number": trial.ot_trial.number, "run": log.run.name}
         cached = cache.get(spec.arch_id)
         if cached is not None:
-            row = dict(
-                cached,
-                trial=trial.ot_trial.number,
-                reason="",
-                notes=f'{{"reused_from_trial": "{cached["trial"]}"}}',
-            )
-            cfg["reuse"] = row
+            cfg["reuse"] = reused_result(cached, spec).row(trial.ot_trial.number, log.run.name)
         return cfg
 
     class _LoggedOptunaSearch(OptunaSearch):

@@ -47,23 +47,13 @@ from fcasearch.measure.prepare import (
     parse_dtype,
     train_step_fn,
 )
+from fcasearch.metrics import HARDWARE_METRICS
 from fcasearch.spec import ArchSpec
 
 __all__ = ["METRIC_KEYS", "CostResult", "measure_cost"]
 
 # the trials columns of results/README.md that measurement fills, plus weights_mb
-METRIC_KEYS = (
-    "params",
-    "macs",
-    "latency_ms",
-    "latency_p90_ms",
-    "latency_cv",
-    "throughput_ips",
-    "peak_mem_mb",
-    "train_mem_mb",
-    "energy_mj_per_image",
-    "weights_mb",
-)
+METRIC_KEYS = ("params", "macs", *HARDWARE_METRICS, "weights_mb")
 
 
 @dataclass

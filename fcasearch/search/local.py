@@ -61,5 +61,6 @@ def run_local(
         if result.status == "complete" and cached is None:
             cache.setdefault(spec.arch_id, row)
         progress.finish_trial(row)
+        log.export_every([(ob.name, ob.direction) for ob in o.objectives])
         ran += 1
     return ran

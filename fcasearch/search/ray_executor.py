@@ -152,6 +152,7 @@ def run_ray(
             if row["status"] == "complete" and not cfg.get("reuse"):
                 cache.setdefault(spec.arch_id, row)
             progress.finish_trial(row)
+            log.export_every([(ob.name, ob.direction) for ob in o.objectives])
             ran += 1
 
         def save(self, checkpoint_path: str) -> None:

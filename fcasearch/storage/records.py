@@ -2,8 +2,8 @@
 
 Every finished trial is one JSON line in ``trials.jsonl``, appended and fsynced by the process
 that decides the trial's fate (the search driver), so a run killed at any moment keeps every
-completed trial. ``trials.parquet``, ``trials.csv`` and ``pareto.csv`` are rebuilt from that log;
-the column meanings are in ``results/README.md``.
+completed trial. ``trials.parquet``, ``trials.csv`` and ``pareto.csv`` are rebuilt from that log
+every 30 s while a search runs and when it ends; the column meanings are in ``results/README.md``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,7 @@ class TrialLog:
 
     def __init__(self, run: RunDir) -> None:
         self.run = run
+        self._exported_at = time.monotonic()
 
     def append(self, row: dict[str, Any]) -> None:
         """Append one finished trial durably (write, flush, fsync)."""
@@ -133,8 +135,15 @@ class TrialLog:
                 out.setdefault(row["arch_id"], row)
         return out
 
+    def export_every(self, objectives: Sequence[tuple[str, str]], seconds: float = 30.0) -> None:
+        """:meth:`export` when the last one is ``seconds`` old, so that the tables of a running
+        (or killed) search stay close to its log without rewriting them after every trial."""
+        if time.monotonic() - self._exported_at >= seconds:
+            self.export(objectives)
+
     def export(self, objectives: Sequence[tuple[str, str]]) -> pd.DataFrame:
         """Rewrite trials.parquet, trials.csv and pareto.csv; returns the Pareto rows."""
+        self._exported_at = time.monotonic()
         df = self.frame()
         tmp = self.run.root / ".trials.parquet.tmp"
         df.to_parquet(tmp, index=False)

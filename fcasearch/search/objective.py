@@ -321,7 +321,8 @@ def _train(
         budget,
         TrainConfig(lr=o.lr, batch_size=o.batch_size, seed=o.seed),
         device=o.device,
-        callback=report,
+        # per-epoch reports carry the trial's costs too, so a trial stopped early keeps them
+        callback=None if report is None else (lambda e, m: report(e, {**res.metrics, **m})),
         checkpoint_path=ckpt,
         progress=False,
     )

@@ -52,7 +52,7 @@ def _trainable(
     )
 
     def report(epoch: int, metrics: dict[str, float]) -> bool:
-        tune.report({"accuracy": float(metrics.get("accuracy", math.nan)), "epoch": epoch})
+        tune.report({**{k: float(v) for k, v in metrics.items() if k in METRICS}, "epoch": epoch})
         return False  # Tune's scheduler stops a trial by not resuming it
 
     result = evaluate(spec, ctx, report)
@@ -80,9 +80,9 @@ def _row_for_stopped(
         else "stopped by the ASHA scheduler"
     )
     res.metrics = {"params": float(count_params(spec)), "macs": float(count_macs(spec))}
-    if last:
-        res.metrics["accuracy"] = float(last.get("accuracy", math.nan))
-        res.epochs = float(last.get("epoch", 0)) + 1.0
+    if last:  # the last per-epoch report: accuracy so far and the costs measured before training
+        res.metrics.update({k: float(v) for k, v in last.items() if k in METRICS})
+        res.epochs = float(last.get("epoch", 0))  # epochs completed (the trainer counts from 1)
     return res.row(trial_number, run)
 
 

@@ -197,3 +197,24 @@ def test_same_seed_same_search(tiny_space, search_args, tmp_path):
     a, b = frames
     assert list(a["arch_id"]) == list(b["arch_id"])
     assert a["accuracy"].tolist() == b["accuracy"].tolist()
+
+
+def test_storage_url_and_study_name_are_honoured(tiny_space, search_args, tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"  # any SQLAlchemy URL; PostgreSQL on a cluster
+    out = tmp_path / "run"
+    args = [
+        "--n-trials",
+        "2",
+        "--objectives",
+        "macs",
+        "--no-measure",
+        "--storage",
+        url,
+        "--study-name",
+        "shared",
+    ]
+    assert main(search_args(tiny_space, out, *args)) == 0
+    assert not (out / "study.db").exists()
+    study = optuna.load_study(study_name="shared", storage=url)
+    assert len(study.trials) == 2
+    assert yaml.safe_load((out / "run.yaml").read_text())["options"]["storage"] == url

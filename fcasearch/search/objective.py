@@ -286,15 +286,9 @@ def _measure(spec: ArchSpec, ctx: TrialContext, res: TrialResult) -> None:
 
 
 def _proxies(model, names: list[str], ctx: TrialContext, res: TrialResult) -> None:
-    import torch
+    from fcasearch.train import compute_proxies, fixed_batch
 
-    from fcasearch.train import compute_proxies
-
-    data = ctx.data_for(res.spec)
-    g = torch.Generator().manual_seed(ctx.options.seed)
-    idx = torch.randperm(len(data.train), generator=g)[: min(64, len(data.train))]
-    xs, ys = zip(*(data.train[int(i)] for i in idx))
-    batch = (torch.stack(xs), torch.as_tensor(ys))
+    batch = fixed_batch(ctx.data_for(res.spec).train, size=64, seed=ctx.options.seed)
     values = compute_proxies(model, batch, names=tuple(names), device=ctx.options.device)
     for name, value in values.items():
         res.metrics[f"{PROXY_PREFIX}{name}"] = float(value)

@@ -218,3 +218,25 @@ def test_storage_url_and_study_name_are_honoured(tiny_space, search_args, tmp_pa
     study = optuna.load_study(study_name="shared", storage=url)
     assert len(study.trials) == 2
     assert yaml.safe_load((out / "run.yaml").read_text())["options"]["storage"] == url
+
+
+def test_zero_cost_proxy_objective_trains_nothing(tiny_space, search_args, tmp_path):
+    out = tmp_path / "run"
+    assert (
+        main(
+            search_args(
+                tiny_space,
+                out,
+                "--n-trials",
+                "3",
+                "--objectives",
+                "proxy.naswot:max",
+                "macs:min",
+                "--no-measure",
+            )
+        )
+        == 0
+    )
+    df = _frame(out)
+    assert (df["status"] == "complete").all() and df["proxy.naswot"].notna().all()
+    assert (df["train_seconds"] == 0).all() and df["accuracy"].isna().all()

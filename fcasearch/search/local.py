@@ -61,6 +61,6 @@ def run_local(
         if result.status == "complete" and cached is None:
             cache.setdefault(spec.arch_id, row)
         progress.finish_trial(row)
-        log.export_every([(ob.name, ob.direction) for ob in o.objectives])
+        log.export_every(o.objective_pairs)
         ran += 1
     return ran

@@ -139,6 +139,11 @@ class SearchOptions:
         return self.sampler or ("tpe" if len(self.objectives) == 1 else "nsga2")
 
     @property
+    def objective_pairs(self) -> list[tuple[str, str]]:
+        """(metric, direction) pairs, the form the trial log's exports take."""
+        return [(o.name, o.direction) for o in self.objectives]
+
+    @property
     def trains(self) -> bool:
         """Whether trials train (only when accuracy is an objective)."""
         return any(o.name == "accuracy" for o in self.objectives)

@@ -110,7 +110,6 @@ def run_ray(
     run_root = log.run.root
     cache = log.completed(o.budget)
     space = ctx.space
-    space_dict = _stored_space(log)
     ran = 0
 
     def define(trial) -> dict[str, Any]:
@@ -152,7 +151,7 @@ def run_ray(
             if row["status"] == "complete" and not cfg.get("reuse"):
                 cache.setdefault(spec.arch_id, row)
             progress.finish_trial(row)
-            log.export_every([(ob.name, ob.direction) for ob in o.objectives])
+            log.export_every(o.objective_pairs)
             ran += 1
 
         def save(self, checkpoint_path: str) -> None:
@@ -194,7 +193,7 @@ def run_ray(
     trainable = tune.with_parameters(
         _trainable,
         options=o.to_dict(),
-        space=space_dict,
+        space=space.to_dict(),  # workers rebuild the space from this plain dict
         checkpoint_dir=str(ctx.checkpoint_dir)
         if (ctx.checkpoint_dir and o.address is None)
         else None,
@@ -229,9 +228,3 @@ def _local_cpus(o: SearchOptions) -> int:
     import os
 
     return max(math.ceil(o.cpus_per_trial * o.max_concurrent), min(os.cpu_count() or 1, 2))
-
-
-def _stored_space(log: TrialLog) -> dict[str, Any]:
-    import yaml
-
-    return yaml.safe_load(log.run.run_yaml.read_text())["space"]

@@ -173,7 +173,7 @@ def run_search(
             ran = run_local(study, ctx, log, n_left, deadline, progress)
     finally:
         progress.close()
-        front = log.export([(o.name, o.direction) for o in options.objectives])
+        front = log.export(options.objective_pairs)
     counts = progress.counts()
     return SearchOutcome(
         run=run, counts=counts, pareto_size=len(front), trials_ran=ran, recovered=recovered

@@ -151,9 +151,8 @@ class TrialContext:
     checkpoint_dir: Path | None = None
     _data: dict = field(default_factory=dict)
 
-    def data_for(self, spec: ArchSpec):
-        """The dataset at the spec's input size (loaded once per size and process)."""
-        size = spec.img_size
+    def data_for(self, size: tuple[int, int]):
+        """The dataset at input size ``size`` (loaded once per size and process)."""
         if size not in self._data:
             from fcasearch.data import get_dataset
 
@@ -221,16 +220,7 @@ def check_data(ctx: TrialContext) -> None:
     if not (o.trains or any(ob.name.startswith(PROXY_PREFIX) for ob in o.objectives)):
         return
     for side in ctx.space.img_sizes:
-        probe = ArchSpec.hybrid(
-            [1],
-            [2],
-            [],
-            conv_stages=1,
-            img_size=side,
-            in_chans=ctx.space.in_chans,
-            num_classes=ctx.space.num_classes,
-        )
-        data = ctx.data_for(probe)
+        data = ctx.data_for((side, side))
         if (ctx.space.in_chans, ctx.space.num_classes) != (data.in_chans, data.num_classes):
             raise ValueError(
                 f"the space builds models for {ctx.space.in_chans} channel(s) and "
@@ -288,7 +278,7 @@ def _measure(spec: ArchSpec, ctx: TrialContext, res: TrialResult) -> None:
 def _proxies(model, names: list[str], ctx: TrialContext, res: TrialResult) -> None:
     from fcasearch.train import compute_proxies, fixed_batch
 
-    batch = fixed_batch(ctx.data_for(res.spec).train, size=64, seed=ctx.options.seed)
+    batch = fixed_batch(ctx.data_for(res.spec.img_size).train, size=64, seed=ctx.options.seed)
     values = compute_proxies(model, batch, names=tuple(names), device=ctx.options.device)
     for name, value in values.items():
         res.metrics[f"{PROXY_PREFIX}{name}"] = float(value)
@@ -311,7 +301,7 @@ def _train(
     t = time.perf_counter()
     out = train_model(
         model,
-        ctx.data_for(spec),
+        ctx.data_for(spec.img_size),
         budget,
         TrainConfig(lr=o.lr, batch_size=o.batch_size, seed=o.seed),
         device=o.device,

@@ -19,27 +19,25 @@ def front_hypervolume(
     """(Pareto size, hypervolume) of the complete rows, objectives normalized to [0, 1] over
     those rows (maximized ones flipped) with the reference point 1.1 in every coordinate."""
     from fcasearch.report import hypervolume, pareto_mask
+    from fcasearch.report.pareto import normalize_front
 
     names = [o.name for o in objectives]
     pts = [
-        [float(r[n]) * o.sign for n, o in zip(names, objectives)]
+        [float(r[n]) for n in names]
         for r in rows
         if r.get("status") == "complete"
         and all(np.isfinite(float(r.get(n, np.nan))) for n in names)
     ]
     if not pts:
         return 0, 0.0
-    x = np.asarray(pts, dtype=float)
+    x = normalize_front(np.asarray(pts), [o.direction for o in objectives])
     front = x[pareto_mask(x)]
-    lo, hi = x.min(axis=0), x.max(axis=0)
-    span = np.where(hi > lo, hi - lo, 1.0)
-    norm = (front - lo) / span
-    return len(front), float(hypervolume(norm, np.full(x.shape[1], 1.1)))
+    return len(front), float(hypervolume(front, np.full(x.shape[1], 1.1)))
 
 
 class SearchProgress:
-    """A tqdm bar over trials (off when ``enabled`` is false or stderr is not a terminal and
-    ``force`` is false); one summary line per trial in the bar's postfix."""
+    """A tqdm bar over trials (none when ``enabled`` is false), its postfix updated after every
+    trial with the counts by status, the Pareto size and the hypervolume."""
 
     def __init__(
         self,

@@ -25,28 +25,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fcasearch.report import hypervolume, pareto_mask
+from fcasearch.metrics import Objective
+from fcasearch.report.analysis import fit_normalization, hv_history, rank_trials
 from fcasearch.search.options import SearchOptions
 from fcasearch.search.runner import run_search
 
 SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "micro.yaml"
 
 
-def hv_curve(
-    df: pd.DataFrame, names: list[str], signs: np.ndarray, lo: np.ndarray, span: np.ndarray
-) -> np.ndarray:
-    """Hypervolume of the first k trials, k = 1..len(df)."""
-    df = df.sort_values("trial")
-    out = np.zeros(len(df))
-    pts: list[np.ndarray] = []
-    for k, (_, row) in enumerate(df.iterrows()):
-        vals = np.array([row.get(n, np.nan) for n in names], dtype=float)
-        if row["status"] == "complete" and np.isfinite(vals).all():
-            pts.append((vals * signs - lo) / span)
-        if pts:
-            x = np.array(pts)
-            out[k] = hypervolume(x[pareto_mask(x)], np.full(len(names), 1.1))
-    return out
+def hv_curves(frames: dict[tuple[str, int], pd.DataFrame], objectives: list[Objective]) -> dict:
+    """(sampler, seed) -> hypervolume after each trial, with the report's normalization fitted
+    over every run at once (so all curves share one scale)."""
+    runs = [df.assign(run_label=f"{s}-{k}", sampler=s) for (s, k), df in frames.items()]
+    trials = pd.concat(runs, ignore_index=True)
+    ranked = rank_trials(trials, objectives)
+    hist = hv_history(trials, ranked, fit_normalization(ranked, objectives))
+    hist = hist[hist["axis"] == "trial"].sort_values("x", kind="stable")
+    return {
+        key: hist.loc[hist["run_label"] == f"{key[0]}-{key[1]}", "hypervolume"].to_numpy()
+        for key in frames
+    }
 
 
 def part1(args, root: Path) -> None:
@@ -63,13 +61,7 @@ def part1(args, root: Path) -> None:
             )  # fmt: skip
             frames[(sampler, seed)] = pd.read_parquet(run_search(opts).run.trials_parquet)
     wall = time.perf_counter() - t0
-    names = [quality, "macs"]
-    signs = np.array([-1.0, 1.0])
-    allpts = pd.concat(frames.values())
-    allpts = allpts[allpts["status"] == "complete"][names].to_numpy(float) * signs
-    lo, hi = allpts.min(0), allpts.max(0)
-    span = np.where(hi > lo, hi - lo, 1.0)
-    curves = {key: hv_curve(df, names, signs, lo, span) for key, df in frames.items()}
+    curves = hv_curves(frames, [Objective(quality, "maximize"), Objective("macs", "minimize")])
     mean = {
         s: np.mean([curves[(s, k)] for k in range(args.seeds)], axis=0)
         for s in ("random", "nsga2", "tpe")

@@ -6,7 +6,9 @@ standard library: every layer may use this module.
 
 from __future__ import annotations
 
-__all__ = ["HARDWARE_METRICS", "METRICS"]
+from dataclasses import dataclass
+
+__all__ = ["HARDWARE_METRICS", "METRICS", "Objective"]
 
 # metric -> its natural direction as an objective, in the order tables show them
 METRICS: dict[str, str] = {
@@ -31,3 +33,23 @@ HARDWARE_METRICS: tuple[str, ...] = (
     "train_mem_mb",
     "energy_mj_per_image",
 )
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One objective: a metric column and its direction (``"maximize"`` or ``"minimize"``)."""
+
+    name: str
+    direction: str
+
+    @property
+    def maximize(self) -> bool:
+        return self.direction == "maximize"
+
+    @property
+    def sign(self) -> float:
+        """+1 for minimize, -1 for maximize (multiply to get a minimized value)."""
+        return -1.0 if self.maximize else 1.0
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.direction[:3]}"

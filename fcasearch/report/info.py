@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fcasearch.metrics import HARDWARE_METRICS, METRICS
+from fcasearch.metrics import HARDWARE_METRICS, METRICS, Objective
 
 __all__ = [
     "HARDWARE_METRICS",
@@ -54,18 +54,6 @@ class MixedHardwareError(ValueError):
             "comparable across machines. Compare runs from one machine, or pass "
             "--allow-mixed-hardware (allow_mixed_hardware=True) to report them anyway."
         )
-
-
-@dataclass(frozen=True)
-class Objective:
-    """One objective of a run: a trial column and whether larger or smaller is better."""
-
-    name: str
-    direction: str  # "minimize" | "maximize"
-
-    @property
-    def maximize(self) -> bool:
-        return self.direction == "maximize"
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from fcasearch.metrics import HARDWARE_METRICS, METRICS
+from fcasearch.metrics import HARDWARE_METRICS, METRICS, Objective
 
 __all__ = [
     "HARDWARE_METRICS",
@@ -29,22 +29,6 @@ EXECUTORS = ("local", "ray")
 
 class SearchError(ValueError):
     """A search that cannot run as asked; the message says what to change."""
-
-
-@dataclass(frozen=True)
-class Objective:
-    """One objective: a metric column and its direction (``maximize`` or ``minimize``)."""
-
-    name: str
-    direction: str
-
-    @property
-    def sign(self) -> float:
-        """+1 for minimize, -1 for maximize (multiply to get a minimized value)."""
-        return 1.0 if self.direction == "minimize" else -1.0
-
-    def __str__(self) -> str:
-        return f"{self.name}:{self.direction[:3]}"
 
 
 def parse_objectives(items: list[str] | str) -> tuple[Objective, ...]:

@@ -177,15 +177,7 @@ class CanonicalTable:
             stages.append(
                 StageSpec(FCA, depth, width, heads, mlp, stride, window, emit, enh, scale, bias)
             )
-        d = self.d
-        return ArchSpec(
-            tuple(stages),
-            (img, img),
-            d.in_chans,
-            d.num_classes,
-            d.drop_path_rate,
-            d.layer_scale_init,
-        )
+        return self.d.spec(tuple(stages), img)
 
     def iterate(self) -> Iterator[ArchSpec]:
         """Every distinct canonical architecture once, in a fixed order."""

@@ -17,6 +17,7 @@ from typing import Any
 from fcasearch.space.choices import RULES, Choice, parse_choice
 from fcasearch.space.constraints import Constraints
 from fcasearch.space.errors import SpaceError, did_you_mean
+from fcasearch.spec import ArchSpec, StageSpec
 
 __all__ = [
     "CROSS_KEYS",
@@ -109,6 +110,17 @@ class SpaceDef:
     share: Mapping[str, Choice]
     constraints: Constraints
     raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    def spec(self, stages: tuple[StageSpec, ...], img: int) -> ArchSpec:
+        """The network of these stages at input side ``img``, with the space's fixed settings."""
+        return ArchSpec(
+            stages,
+            (img, img),
+            self.in_chans,
+            self.num_classes,
+            self.drop_path_rate,
+            self.layer_scale_init,
+        )
 
 
 def parse_space(data: Any, *, source: str, name: str | None = None) -> SpaceDef:

@@ -125,15 +125,7 @@ class SearchSpace:
             stages.append(
                 StageSpec(FCA, depth, width, heads, mlp, tme=tme, enhancement=enhancement, **cross)
             )
-        spec = ArchSpec(
-            tuple(stages),
-            (img, img),
-            d.in_chans,
-            d.num_classes,
-            d.drop_path_rate,
-            d.layer_scale_init,
-        )
-        return spec.canonical()
+        return d.spec(tuple(stages), img).canonical()
 
     def sample(self, trial_or_rng: Any) -> ArchSpec:
         """One canonical member, chosen by an Optuna trial or a ``numpy.random.Generator``.

@@ -13,18 +13,23 @@ folded, attention bias frozen, oneDNN fused kernels), eval, ``torch.inference_mo
 BN statistics are calibrated first (``calibrate_batchnorm``): an untrained FcaFormer's late-stage
 activations are ~1e-20 and would run on denormal floats, which no trained model does.
 
+It also times the compiled inference form (``compile_for_inference``: Inductor with frozen
+weights and, on CPU, the C++ wrapper; ``--compiled l1b1`` by default, ``all`` or ``none``); its
+compilation (about 20 s a case) is done before the timed rounds.
+
 For context it also times (unless ``--no-reference``) a straightforward re-implementation of the
 reference forward (NCHW, Conv-BN unfused, queries for the cross tokens, bias gathered every call,
 explicit softmax) loaded with the same weights, and the GEMM rate at L1's main MLP shape.
 ``--malloc-tune`` keeps freed memory in glibc's heap (process-wide; it removes the page faults
 that large-batch activations otherwise take on every call).
 
-Run: ``python bench/model_speed.py`` (about 30 s on 2 idle cores; ``--quick`` for a smoke run).
+Run: ``python bench/model_speed.py`` (about 50 s on 2 idle cores; ``--quick`` for a smoke run).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 import statistics
 import time
@@ -35,8 +40,10 @@ import torch.nn.functional as F
 
 from fcasearch.measure.counting import count_macs
 from fcasearch.models import (
+    CompileError,
     build_model,
     calibrate_batchnorm,
+    compile_for_inference,
     fuse_for_inference,
     get_spec,
     to_reference_state_dict,
@@ -151,6 +158,29 @@ def reference_style(
     return forward
 
 
+def compiled_case(
+    fused: torch.nn.Module, x: torch.Tensor, check: tuple[torch.Tensor, torch.Tensor] | None
+) -> Callable[[], object] | None:
+    """``compile_for_inference`` of a copy of the fused model for ``x``'s shape, or None (reason
+    printed); ``check``: an input of that shape and the unfused model's output on it."""
+    t0 = time.perf_counter()
+    try:
+        compiled = compile_for_inference(copy.deepcopy(fused), x)
+    except CompileError as e:
+        print(f"  compiled form skipped: {e}")
+        return None
+    diff = ""
+    if check is not None:
+        with torch.inference_mode():
+            diff = (
+                f", max |diff| vs unfused {(compiled(check[0]) - check[1]).abs().max().item():.2e}"
+            )
+    print(
+        f"  compiled inference form for batch {x.shape[0]}: {time.perf_counter() - t0:.0f} s{diff}"
+    )
+    return lambda c=compiled, x=x: c(x)
+
+
 def cpu_name() -> str:
     """The CPU model name (Linux), else what ``platform`` knows."""
     try:
@@ -184,6 +214,13 @@ def main() -> int:
         action="store_true",
         help="keep freed memory mapped (glibc mallopt): removes page faults at large batch",
     )
+    ap.add_argument(
+        "--compiled",
+        choices=["none", "l1b1", "all"],
+        default="l1b1",
+        help="also time the compiled inference form (compile_for_inference; about 25 s of "
+        "compilation per model and batch): for L1 b1 only (default), every case, or none",
+    )
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 repeats, 64 px")
     args = ap.parse_args()
     if args.quick:
@@ -209,6 +246,10 @@ def main() -> int:
         for b in args.batches:
             x = torch.randn(b, 3, args.img, args.img)
             cases.append((tag, b, (lambda m=fused, x=x: m(x)), floors_macs[tag] * b))
+            if args.compiled == "all" or (args.compiled == "l1b1" and (tag, b) == ("L1", 1)):
+                compiled = compiled_case(fused, x, (x1, unfused) if b == 1 else None)
+                if compiled is not None:
+                    cases.append((f"{tag}-compiled", b, compiled, floors_macs[tag] * b))
         if args.reference and tag == "L1":
             ref = reference_style(spec, ref_sd)
             with torch.inference_mode():
@@ -243,9 +284,7 @@ def main() -> int:
         floor = statistics.median(r[1] for r in rows)
         ratios = [r[0] / r[1] for r in rows]
         ratio = statistics.median(ratios)
-        target = (
-            f"target <= {args.target}x" if tag in MODELS and b == 1 and tag == "L1" else "context"
-        )
+        target = f"target <= {args.target}x" if (tag, b) == ("L1", 1) else "context"
         print(
             f"{tag} b{b} fp32 {args.img}: {lat * 1e3:.1f} ms | floor {floor * 1e3:.1f} ms | "
             f"ratio {ratio:.2f}x ({target}) | rounds {min(ratios):.2f}-{max(ratios):.2f}x"

@@ -131,11 +131,13 @@ def main() -> None:
     p.add_argument("--overhead-trials", type=int, default=6)
     p.add_argument("--overhead-budget", default="epochs=2", help="the quickstart's budget")
     p.add_argument("--skip-overhead", action="store_true")
+    p.add_argument("--keep", metavar="DIR", help="keep the run directories under DIR")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="fcs-bench-") as tmp:
-        part1(args, Path(tmp))
+        root = Path(args.keep) if args.keep else Path(tmp)
+        part1(args, root)
         if not args.skip_overhead:
-            part2(args, Path(tmp))
+            part2(args, root)
 
 
 if __name__ == "__main__":

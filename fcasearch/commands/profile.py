@@ -77,7 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--channels-last", action="store_true", help="channels-last weights and inputs"
     )
-    parser.add_argument("--compile", action="store_true", help="torch.compile the deployable model")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the deployable model (Inductor, frozen weights; needs a C++ compiler on CPU)",
+    )
     parser.add_argument(
         "--no-memory", action="store_true", help="skip inference/training peak memory"
     )

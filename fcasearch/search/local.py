@@ -35,7 +35,7 @@ def run_local(
         deadline is None or time.monotonic() < deadline
     ):
         trial = study.ask()
-        spec = ctx.space.sample(trial)
+        spec = ctx.space.sample(trial, flat=True)
         cached = cache.get(spec.arch_id)
         if cached is not None:
             result = reused_result(cached, spec)

@@ -113,7 +113,7 @@ def run_ray(
     ran = 0
 
     def define(trial) -> dict[str, Any]:
-        spec = space.sample(trial.ot_trial)
+        spec = space.sample(trial.ot_trial, flat=True)
         cfg = {"spec": spec.to_json(), "trial_number": trial.ot_trial.number, "run": log.run.name}
         cached = cache.get(spec.arch_id)
         if cached is not None:

@@ -11,7 +11,8 @@ Parameters, in the order a build asks for them (a fixed choice makes no paramete
 
 A shared key is one parameter named by the key alone (``merge_stride``), asked the first time a
 stage needs it. Every name always has the same choice list, as Optuna's TPE and NSGA-II require;
-explicit TME lists appear to Optuna as strings like ``"[0,2]"``.
+explicit TME lists appear to Optuna as strings like ``"[0,2]"``. ``sample(trial, flat=True)``
+(what a search uses) asks for every parameter in every trial, used or not.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ class SearchSpace:
             )
         return d.spec(tuple(stages), img).canonical()
 
-    def sample(self, trial_or_rng: Any) -> ArchSpec:
+    def sample(self, trial_or_rng: Any, flat: bool = False) -> ArchSpec:
         """One canonical member, chosen by an Optuna trial or a ``numpy.random.Generator``.
 
         With a trial, parameters are suggested as the module docstring lists (so any Optuna
@@ -135,8 +136,18 @@ class SearchSpace:
         its stored parameters. With a Generator, each parameter is uniform over its choices, as
         Optuna's RandomSampler draws (see :meth:`sample_uniform` for uniform architectures).
         Constraints are not applied (see :meth:`sample_feasible`).
+
+        ``flat=True`` first asks for every parameter of :meth:`parameters`, in that order, used
+        or not, so that each trial carries the same parameter set: Optuna's NSGA-II and
+        multivariate TPE then model every parameter jointly instead of sampling the conditional
+        ones (those of a stage that is only sometimes FcaFormer, cross settings of a stage that
+        only sometimes emits) independently at random. Unused values are ignored by the build.
         """
-        return self._build(make_picker(trial_or_rng))
+        picker = make_picker(trial_or_rng)
+        if flat:
+            for name, choice in self.parameters().items():
+                picker.pick(name, choice)
+        return self._build(picker)
 
     def sample_uniform(self, rng: np.random.Generator) -> ArchSpec:
         """One member drawn uniformly among the distinct canonical architectures."""

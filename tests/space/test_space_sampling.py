@@ -119,6 +119,25 @@ def test_optuna_samplers_draw_members(sampler):
             assert (f"s{i}.merge_stride" in t.params) == bool(st.emitters)
 
 
+@pytest.mark.parametrize("name", SHIPPED)
+def test_flat_sampling_asks_every_parameter_in_every_trial(spaces, name):
+    space = spaces[name]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    everything = set(space.parameters())
+    for _ in range(30):
+        trial = study.ask()
+        spec = space.sample(trial, flat=True)
+        assert set(trial.params) == everything  # one fixed search space for NSGA-II / TPE
+        assert space.contains(spec)
+        assert space.from_params(trial.params) == spec  # unused values are ignored
+        used = space.to_params(spec)
+        assert space.from_params(used) == spec and used.keys() <= everything
+        study.tell(trial, float(count_params(spec)))
+    # the non-flat form of the same draws asks only what the architecture uses
+    frozen = study.trials[0]
+    assert space.sample(frozen, flat=True) == space.sample(frozen)
+
+
 def test_parameter_names_are_stable_and_readable():
     space = load_space("fcaformer_imagenet")
     names = list(space.parameters())

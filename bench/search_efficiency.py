@@ -18,8 +18,11 @@ Run: ``python bench/search_efficiency.py [--seeds 5] [--trials 40] [--proxy nasw
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +32,7 @@ from fcasearch.metrics import Objective
 from fcasearch.report.analysis import fit_normalization, hv_history, rank_trials
 from fcasearch.search.options import SearchOptions
 from fcasearch.search.runner import run_search
+from fcasearch.search.study import make_sampler
 
 SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "micro.yaml"
 
@@ -47,48 +51,84 @@ def hv_curves(frames: dict[tuple[str, int], pd.DataFrame], objectives: list[Obje
     }
 
 
+SAMPLERS = ("random", "nsga2", "tpe")
+
+
+def one_run(opts: SearchOptions) -> str:
+    """One search (in a worker process with ``--jobs``); the path of its trials.parquet."""
+    return str(run_search(opts).run.trials_parquet)
+
+
+def reach(curve: np.ndarray, target: float) -> int | None:
+    """1-based trial at which ``curve`` first reaches ``target``, or None."""
+    hit = np.nonzero(curve >= target - 1e-12)[0]
+    return int(hit[0]) + 1 if len(hit) else None
+
+
 def part1(args, root: Path) -> None:
     quality = "accuracy" if args.cheap == "train" else f"proxy.{args.proxy}"
     objectives = f"{quality}:max macs:min"
-    frames = {}
+    runs = {
+        (sampler, seed): SearchOptions(
+            space=str(SPACE),
+            objectives=objectives,
+            sampler=sampler,
+            n_trials=args.trials,
+            seed=seed,
+            measure=False,
+            progress=False,
+            out=str(root / f"{sampler}-{seed}"),
+            budget=args.short_budget,
+            threads=1,  # the same numbers whatever --jobs is
+        )
+        for sampler in SAMPLERS
+        for seed in range(args.seeds)
+    }
     t0 = time.perf_counter()
-    for sampler in ("random", "nsga2", "tpe"):
-        for seed in range(args.seeds):
-            opts = SearchOptions(
-                space=str(SPACE), objectives=objectives, sampler=sampler, n_trials=args.trials,
-                seed=seed, measure=False, progress=False, out=str(root / f"{sampler}-{seed}"),
-                budget=args.short_budget,
-            )  # fmt: skip
-            frames[(sampler, seed)] = pd.read_parquet(run_search(opts).run.trials_parquet)
+    if args.jobs > 1:  # whole runs in parallel processes
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
+            paths = dict(zip(runs, pool.map(one_run, runs.values())))
+    else:
+        paths = {key: one_run(opts) for key, opts in runs.items()}
+    frames = {key: pd.read_parquet(path) for key, path in paths.items()}
     wall = time.perf_counter() - t0
     curves = hv_curves(frames, [Objective(quality, "maximize"), Objective("macs", "minimize")])
-    mean = {
-        s: np.mean([curves[(s, k)] for k in range(args.seeds)], axis=0)
-        for s in ("random", "nsga2", "tpe")
-    }
-    target = mean["random"][-1]
+    mean = {s: np.mean([curves[(s, k)] for k in range(args.seeds)], axis=0) for s in SAMPLERS}
+    n = args.trials
     print(
-        f"micro space, objective {objectives}, {args.trials} trials x {args.seeds} seeds per sampler ({wall:.0f} s in all)"
+        f"micro space, objective {objectives}, {n} trials x {args.seeds} seeds per sampler "
+        f"({wall:.0f} s in all, {args.jobs} job(s)); samplers as `search.py` makes them for "
+        f"{n} trials (NSGA-II population {make_sampler(runs[('nsga2', 0)])._population_size})"
     )
-    for s in ("random", "nsga2", "tpe"):
+    for s in SAMPLERS:
         finals = [curves[(s, k)][-1] for k in range(args.seeds)]
         print(
             f"  {s:6s} final hypervolume {np.mean(finals):.4f} +- {np.std(finals):.4f}  "
-            f"(at 25%: {mean[s][len(mean[s]) // 4 - 1]:.4f}, at 50%: {mean[s][len(mean[s]) // 2 - 1]:.4f})"
+            f"(at 25%: {mean[s][n // 4 - 1]:.4f}, at 50%: {mean[s][n // 2 - 1]:.4f})"
         )
+    target = mean["random"][-1]
     for s in ("nsga2", "tpe"):
-        reached = np.nonzero(mean[s] >= target - 1e-12)[0]
-        if len(reached):
-            k = int(reached[0]) + 1
+        k = reach(mean[s], target)
+        if k is not None:
             print(
-                f"  {s} reaches random's final hypervolume {target:.4f} at trial {k}/{args.trials} "
-                f"= {k / args.trials:.0%} of the trials (target <= 50%)"
+                f"  {s} reaches random's final hypervolume {target:.4f} at trial {k}/{n} "
+                f"= {k / n:.0%} of the trials (target <= 50%)"
             )
         else:
             print(
-                f"  {s} does not reach random's final hypervolume {target:.4f} within {args.trials} trials "
+                f"  {s} does not reach random's final hypervolume {target:.4f} within {n} trials "
                 f"(its final mean is {mean[s][-1]:.4f}; target <= 50% of the trials)"
             )
+    # The same runs cut shorter: how the advantage grows with the budget (context only; the
+    # samplers were configured for the full count).
+    cuts = [c for c in (n // 4, n // 2) if c >= 20]
+    for c in cuts:
+        parts = []
+        for s in ("nsga2", "tpe"):
+            k = reach(mean[s][:c], mean["random"][c - 1])
+            parts.append(f"{s} {k / c:.0%}" if k is not None else f"{s} not within {c}")
+        print(f"  context, the first {c} trials of the same runs: random's HV reached at " + ", ".join(parts))  # fmt: skip
 
 
 def part2(args, root: Path) -> None:
@@ -131,11 +171,19 @@ def main() -> None:
     p.add_argument("--overhead-trials", type=int, default=6)
     p.add_argument("--overhead-budget", default="epochs=2", help="the quickstart's budget")
     p.add_argument("--skip-overhead", action="store_true")
+    p.add_argument("--skip-hypervolume", action="store_true")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="runs in parallel processes (each run uses 1 thread; results do not depend on it)",
+    )
     p.add_argument("--keep", metavar="DIR", help="keep the run directories under DIR")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="fcs-bench-") as tmp:
         root = Path(args.keep) if args.keep else Path(tmp)
-        part1(args, root)
+        if not args.skip_hypervolume:
+            part1(args, root)
         if not args.skip_overhead:
             part2(args, root)
 

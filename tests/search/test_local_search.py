@@ -9,6 +9,7 @@ import yaml
 from fcasearch.cli import main
 from fcasearch.search.options import SearchOptions
 from fcasearch.search.runner import run_search
+from fcasearch.space import load_space
 
 
 def _frame(run):
@@ -49,6 +50,10 @@ def test_tiny_local_search_end_to_end(tiny_space, search_args, tmp_path):
     study = optuna.load_study(study_name="run", storage=f"sqlite:///{out / 'study.db'}")
     assert len(study.trials) == 6
     assert all(t.user_attrs["arch_id"] in set(df["arch_id"]) for t in study.trials)
+    # every trial asks every space parameter (flat), so NSGA-II sees one fixed search space
+    space = load_space(tiny_space)
+    assert all(set(t.params) == set(space.parameters()) for t in study.trials)
+    assert all(space.from_params(t.params).arch_id == t.user_attrs["arch_id"] for t in study.trials)
     pareto = pd.read_csv(out / "pareto.csv")
     assert 1 <= len(pareto) <= len(done)
 

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import optuna
 import pytest
 
 from fcasearch.search.options import SearchError, SearchOptions, parse_objectives
+from fcasearch.search.study import make_sampler, nsga2_population
 
 
 def test_objectives_parse_directions_and_defaults():
@@ -35,6 +37,18 @@ def test_config_unknown_key_names_file_and_suggestion():
 def test_default_sampler_follows_objective_count():
     assert SearchOptions(space="s.yaml", objectives="accuracy macs").sampler_name == "nsga2"
     assert SearchOptions(space="s.yaml", objectives="accuracy").sampler_name == "tpe"
+
+
+def test_samplers_are_sized_for_the_search():
+    nsga = make_sampler(SearchOptions(space="s.yaml", objectives="accuracy macs", n_trials=400))
+    assert isinstance(nsga, optuna.samplers.NSGAIISampler)
+    # about as many generations as members: 25 x 16 at 400 trials; 10 to 50 members
+    assert nsga2_population(400) == 25 and nsga2_population(100) == 12
+    assert (
+        nsga2_population(5) == 10 and nsga2_population(10**6) == 50 and nsga2_population(None) == 10
+    )
+    tpe = make_sampler(SearchOptions(space="s.yaml", objectives="accuracy", n_trials=100))
+    assert isinstance(tpe, optuna.samplers.TPESampler)
 
 
 def test_search_needs_an_end_and_measurement_for_hardware_objectives():

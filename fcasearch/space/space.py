@@ -170,13 +170,20 @@ class SearchSpace:
             path="constraints",
         )
 
-    def from_params(self, params: Mapping[str, Any]) -> ArchSpec:
+    def from_params(
+        self, params: Mapping[str, Any], rng: np.random.Generator | None = None
+    ) -> ArchSpec:
         """The member an Optuna parameter dict (``trial.params``, :meth:`to_params`) describes.
 
+        Args:
+            params: parameter values; names the build does not ask for are ignored.
+            rng: draws the parameters the build needs but ``params`` lacks (else an error).
+
         Raises:
-            SpaceError: a needed parameter is missing or not one of its choices.
+            SpaceError: a needed parameter is missing (and no ``rng``) or not one of its choices.
         """
-        return self._build(ParamsPicker(params, source=self.definition.source))
+        fallback = RngPicker(rng) if rng is not None else None
+        return self._build(ParamsPicker(params, fallback=fallback, source=self.definition.source))
 
     # ---- membership -----------------------------------------------------------------------------
     def _compatible(self, spec: ArchSpec) -> tuple[dict[str, list[Any]], str]:

@@ -1,0 +1,89 @@
+"""ArchitectureOffspring: NSGA-II children that are new architectures of the space."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.study import StudyDirection
+
+from fcasearch.measure.counting import count_macs, count_params
+from fcasearch.search.offspring import ArchitectureOffspring
+from fcasearch.space import load_space
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _search(space, children, n_trials: int) -> optuna.Study:
+    """A two-objective NSGA-II study told the way the search tells it (arch_id user attr)."""
+    sampler = optuna.samplers.NSGAIISampler(
+        seed=0, population_size=8, child_generation_strategy=children
+    )
+    study = optuna.create_study(sampler=sampler, directions=["minimize", "minimize"])
+    for _ in range(n_trials):
+        trial = study.ask()
+        spec = space.sample(trial, flat=True)
+        trial.set_user_attr("arch_id", spec.arch_id)
+        trial.set_constraint("space", count_params(spec) - 60_000)  # about half feasible
+        study.tell(trial, [float(count_params(spec)), float(count_macs(spec))])
+    return study
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_children_are_new_members_of_the_space():
+    space = load_space("micro")
+    study = _search(space, ArchitectureOffspring(space, seed=1), n_trials=64)
+    ids = [t.user_attrs["arch_id"] for t in study.trials]
+    assert len(set(ids)) == len(ids)  # no trial spent on an architecture already evaluated
+    for t in study.trials:
+        assert space.contains(space.from_params(t.params))
+        assert set(t.params) == set(space.parameters())
+    # children (after the first population) come from the population: the search converges on
+    # feasible, small networks
+    late = study.trials[32:]
+    assert sum(t.constraints["space"] <= 0 for t in late) > len(late) // 2
+
+
+def test_tournament_prefers_feasible_then_dominating():
+    space = load_space("micro")
+    kid = ArchitectureOffspring(space, seed=0)
+    dirs = [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE]
+
+    def frozen(values, violation):
+        return optuna.trial.create_trial(
+            values=values, params={}, distributions={}, constraints={"space": violation}
+        )
+
+    good, worse = frozen([0.9, 10.0], 0.0), frozen([0.8, 12.0], 0.0)
+    infeasible = frozen([0.99, 1.0], 5.0)
+    less_bad = frozen([0.1, 100.0], 1.0)
+    for _ in range(5):
+        assert kid._better(dirs, good, worse) is good
+        assert kid._better(dirs, worse, good) is good
+        assert kid._better(dirs, worse, infeasible) is worse  # feasibility first
+        assert kid._better(dirs, infeasible, less_bad) is less_bad  # then the smaller violation
+    trade_a, trade_b = frozen([0.9, 20.0], 0.0), frozen([0.8, 10.0], 0.0)
+    picks = {id(kid._better(dirs, trade_a, trade_b)) for _ in range(40)}
+    assert picks == {id(trade_a), id(trade_b)}  # neither dominates: a coin flip
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"crossover_prob": 1.5}, {"swapping_prob": -0.1}, {"mutation_prob": 2}, {"max_tries": -1}],
+)
+def test_bad_settings_say_which(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        ArchitectureOffspring(load_space("micro"), **kwargs)
+
+
+def test_from_params_draws_what_is_missing_only_when_asked():
+    import numpy as np
+
+    from fcasearch.space import SpaceError
+
+    space = load_space("micro")
+    params = space.to_params(space.sample(np.random.default_rng(0)))
+    params.pop("s0.width")
+    with pytest.raises(SpaceError, match=r"s0\.width"):
+        space.from_params(params)
+    spec = space.from_params(params, rng=np.random.default_rng(1))
+    assert space.contains(spec)

@@ -9,6 +9,11 @@ repeats. :class:`ArchitectureOffspring` keeps the crossover and replaces the mut
 space's own (:meth:`~fcasearch.space.SearchSpace.mutate`: one choice changed so that the network
 changes), applied with probability ``mutation_prob`` and always while the child is an architecture
 the study already holds (up to ``max_tries`` steps away).
+
+Measured (``bench/search_efficiency.py``, micro space, 400 trials, population 25): it removes the
+repeats, but the hypervolume gain is within seed noise: random search's final hypervolume was
+reached at 44% of the trials on seeds 0-9 (46% with Optuna's own children) and at 57% on seeds
+10-19 (53% with Optuna's).
 """
 
 from __future__ import annotations

@@ -10,10 +10,11 @@ space's own (:meth:`~fcasearch.space.SearchSpace.mutate`: one choice changed so 
 changes), applied with probability ``mutation_prob`` and always while the child is an architecture
 the study already holds (up to ``max_tries`` steps away).
 
-Measured (``bench/search_efficiency.py``, micro space, 400 trials, population 25): it removes the
-repeats, but the hypervolume gain is within seed noise: random search's final hypervolume was
-reached at 44% of the trials on seeds 0-9 (46% with Optuna's own children) and at 57% on seeds
-10-19 (53% with Optuna's).
+Measured (``bench/search_efficiency.py``, micro space, 400 trials, population 25, 10 seeds a
+set): it removes the repeats, but random search's final hypervolume was reached at 48% of the
+trials on seeds 0-9 and 57% on seeds 10-19, against 44% and 53% with Optuna's own children. So
+``search.py`` keeps Optuna's children; this class is for spaces where a repeat is expensive
+(pass it as ``NSGAIISampler(child_generation_strategy=ArchitectureOffspring(space))``).
 """
 
 from __future__ import annotations

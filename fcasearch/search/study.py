@@ -38,27 +38,19 @@ def nsga2_population(n_trials: int | None) -> int:
     return max(10, min(50, round(1.25 * math.sqrt(n))))
 
 
-def make_sampler(options: SearchOptions, space: Any = None) -> optuna.samplers.BaseSampler:
+def make_sampler(options: SearchOptions) -> optuna.samplers.BaseSampler:
     """The sampler named by the options (``grid`` is random sampling over an enqueued grid).
 
-    With the run's ``space``, NSGA-II makes its children with
-    :class:`~fcasearch.search.offspring.ArchitectureOffspring` (crossover, then the space's own
-    mutation, repeated while the child is an architecture already evaluated).
+    NSGA-II keeps Optuna's own children (crossover and per-parameter mutation): the
+    space-aware :class:`~fcasearch.search.offspring.ArchitectureOffspring` removes repeated
+    architectures but measured no better (see its module docstring); pass it yourself through
+    ``NSGAIISampler(child_generation_strategy=...)`` if repeats cost you more than here.
     """
     name, seed = options.sampler_name, options.seed
     if name == "nsga2":
-        children = None
-        if space is not None:
-            from fcasearch.search.offspring import ArchitectureOffspring
-
-            children = ArchitectureOffspring(space, seed=seed)
-        with warnings.catch_warnings():  # child_generation_strategy is "experimental"
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.NSGAIISampler(
-                seed=seed,
-                population_size=nsga2_population(options.n_trials),
-                child_generation_strategy=children,
-            )
+        return optuna.samplers.NSGAIISampler(
+            seed=seed, population_size=nsga2_population(options.n_trials)
+        )
     if name == "tpe":
         with warnings.catch_warnings():  # multivariate/group are "experimental" since Optuna 2.2
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -100,16 +92,14 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     return storage
 
 
-def open_study(
-    options: SearchOptions, storage: str, study_name: str, sampler=None, space: Any = None
-) -> optuna.Study:
+def open_study(options: SearchOptions, storage: str, study_name: str, sampler=None) -> optuna.Study:
     """Create or load the run's study (``load_if_exists``: resuming is loading)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         storage=make_storage(storage),
         study_name=study_name,
         directions=[o.direction for o in options.objectives],
-        sampler=sampler if sampler is not None else make_sampler(options, space),
+        sampler=sampler if sampler is not None else make_sampler(options),
         pruner=make_pruner(options),
         load_if_exists=True,
     )

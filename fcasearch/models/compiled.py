@@ -21,11 +21,16 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["CompileError", "compile_for_inference"]
+__all__ = ["CompileError", "compile_for_inference", "cpp_compiler_available"]
 
 
 class CompileError(RuntimeError):
     """``torch.compile`` could not build the inference form (the message says why and what to do)."""
+
+
+def cpp_compiler_available() -> bool:
+    """Whether a C++ compiler is on PATH (Inductor needs one to compile for CPU)."""
+    return any(shutil.which(name) for name in ("g++", "c++", "clang++"))
 
 
 def compile_for_inference(
@@ -52,7 +57,7 @@ def compile_for_inference(
         fuse_for_inference(model)
     model.eval()
     cpu = example.device.type == "cpu"
-    if cpu and not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
+    if cpu and not cpp_compiler_available():
         raise CompileError(
             "compile_for_inference: torch.compile on CPU needs a C++ compiler (g++ or clang++) on "
             "PATH; install one (e.g. `apt install g++`) or measure the eager inference form "

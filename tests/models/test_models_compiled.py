@@ -14,10 +14,10 @@ from fcasearch.models import (
     compile_for_inference,
     get_spec,
 )
+from fcasearch.models.compiled import cpp_compiler_available
 
 needs_cxx = pytest.mark.skipif(
-    not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")),
-    reason="torch.compile on CPU needs a C++ compiler",
+    not cpp_compiler_available(), reason="torch.compile on CPU needs a C++ compiler"
 )
 
 

@@ -40,7 +40,7 @@ from fcasearch.metrics import Objective
 from fcasearch.report.analysis import fit_normalization, hv_history, rank_trials
 from fcasearch.search.options import SearchOptions
 from fcasearch.search.runner import run_search
-from fcasearch.search.study import make_sampler
+from fcasearch.search.study import nsga2_population
 
 SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "micro.yaml"
 
@@ -107,7 +107,7 @@ def part1(args, root: Path) -> None:
     print(
         f"micro space, objective {objectives}, {n} trials x {args.seeds} seeds per sampler "
         f"({wall:.0f} s in all, {args.jobs} job(s)); samplers as `search.py` makes them for "
-        f"{n} trials (NSGA-II population {make_sampler(runs[('nsga2', 0)])._population_size})"
+        f"{n} trials (NSGA-II population {nsga2_population(n)})"
     )
     for s in SAMPLERS:
         finals = [curves[(s, k)][-1] for k in range(args.seeds)]

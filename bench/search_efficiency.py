@@ -7,9 +7,10 @@ seed it records the hypervolume of the first k trials (objectives
 normalized over every point any run found, maximized ones flipped, reference 1.1), averages over
 seeds, and prints how many trials NSGA-II and TPE need to reach random search's final hypervolume.
 Target: <= 50% of the trials. The samplers are the ones ``search.py`` builds for that many trials
-(``make_sampler``: NSGA-II population ~1.25*sqrt(n), multivariate TPE after 10 random trials);
-every trial asks every space parameter (flat), see ``search_spaces/README.md``. Defaults: 400
-trials x 10 seeds (with 5 seeds the reach moved by 20 points or more between seed sets),
+(``make_sampler``: NSGA-II population ~1.25*sqrt(n) with children that are new architectures,
+multivariate TPE after 10 random trials); every trial asks every space parameter (flat), see
+``search_spaces/README.md``. Defaults: 400 trials x 20 seeds (with 5 seeds the reach moved by 20
+points or more between seed sets, with 10 seeds by up to 9),
 runs in parallel processes (``--jobs``), one thread each, so the numbers do not depend on the
 job count. The same runs cut at 1/4 and 1/2 of the trials are printed for context.
 
@@ -18,7 +19,7 @@ build, measurement, training) and everything the framework adds (sampling, stora
 exports), after a 1-trial search has paid the process's one-time start-up (printed apart).
 Target: overhead < 5%.
 
-Run: ``python bench/search_efficiency.py`` (about 10 min with 2 jobs on 2 cores, of which the
+Run: ``python bench/search_efficiency.py`` (about 16 min with 2 jobs on 2 cores, of which the
 overhead part is 1 min; ``--trials 100 --seeds 5`` for a shorter look)
 """
 
@@ -107,7 +108,7 @@ def part1(args, root: Path) -> None:
     print(
         f"micro space, objective {objectives}, {n} trials x {args.seeds} seeds per sampler "
         f"({wall:.0f} s in all, {args.jobs} job(s)); samplers as `search.py` makes them for "
-        f"{n} trials (NSGA-II population {nsga2_population(n)})"
+        f"{n} trials (NSGA-II population {nsga2_population(n)}, children new architectures)"
     )
     for s in SAMPLERS:
         finals = [curves[(s, k)][-1] for k in range(args.seeds)]
@@ -173,7 +174,7 @@ def part2(args, root: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--seeds", type=int, default=20)
     p.add_argument("--trials", type=int, default=400)
     p.add_argument(
         "--cheap",

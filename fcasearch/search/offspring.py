@@ -1,20 +1,30 @@
 """NSGA-II offspring for an architecture space (Optuna's ``child_generation_strategy`` hook).
 
-Optuna's NSGA-II makes a child by uniform crossover of two tournament-chosen parents and mutates
-each parameter with probability ``1/len(params)``. On an architecture space that wastes trials:
-many children are an architecture already evaluated (the same parameters, or parameters that
-differ only where the build ignores them), and a search answers those from the store without
-learning anything. On the micro space at 400 trials about 13% of NSGA-II's trials were such
-repeats. :class:`ArchitectureOffspring` keeps the crossover and replaces the mutation by the
-space's own (:meth:`~fcasearch.space.SearchSpace.mutate`: one choice changed so that the network
-changes), applied with probability ``mutation_prob`` and always while the child is an architecture
-the study already holds (up to ``max_tries`` steps away).
+Optuna's NSGA-II makes a child by uniform crossover of two tournament-chosen parents and redraws
+each parameter at random with probability ``1/len(params)``. On an architecture space many such
+children are an architecture already evaluated (the same parameters, or parameters that differ
+only where the build ignores them: an unused block's setting, say), and a search answers those
+from the store without learning anything: on the micro space at 400 trials 13% of NSGA-II's
+trials were repeats. :class:`ArchitectureOffspring` makes children the same way (binary tournament
+on feasibility then dominance, uniform crossover, per-parameter redraw) and **draws again** while
+the child is an architecture the study already holds: the duplicate elimination that evolutionary
+libraries offer for discrete problems. After ``max_tries`` draws it falls back to the space's own
+mutation (:meth:`~fcasearch.space.SearchSpace.mutate`), which always changes the network.
 
-Measured (``bench/search_efficiency.py``, micro space, 400 trials, population 25, 10 seeds a
-set): it removes the repeats, but random search's final hypervolume was reached at 48% of the
-trials on seeds 0-9 and 57% on seeds 10-19, against 44% and 53% with Optuna's own children. So
-``search.py`` keeps Optuna's children; this class is for spaces where a repeat is expensive
-(pass it as ``NSGAIISampler(child_generation_strategy=ArchitectureOffspring(space))``).
+Measured (micro space, naswot and MACs, 400 trials, population 25; share of the trials NSGA-II
+needs to reach random search's final hypervolume, mean curves of 10 seeds per set, seeds 0-39, one normalization over
+all these runs and random search's):
+
+=====================  ========  =========  =========  =========  ===============
+children               0-9       10-19      20-29      30-39      all 40 seeds
+=====================  ========  =========  =========  =========  ===============
+Optuna's own           44%       51%        41%        52%        48%
+this class             46%       45%        37%        44%        43%
+=====================  ========  =========  =========  =========  ===============
+
+So ``search.py``'s NSGA-II uses it (:func:`~fcasearch.search.study.make_sampler`). An earlier
+variant that replaced the per-parameter redraw by one ``mutate`` step on half of the children
+also removed the repeats but did worse (48% and 57% on seeds 0-9 and 10-19).
 """
 
 from __future__ import annotations
@@ -24,7 +34,12 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 
@@ -45,11 +60,13 @@ class ArchitectureOffspring:
 
     Args:
         space: the search space the study samples (trials ask every parameter: ``flat=True``).
-        seed: random seed of the crossover and mutation.
+        seed: random seed of the selection, crossover and mutation.
         crossover_prob: probability of a crossover (else the child starts as one parent).
         swapping_prob: per parameter, probability of taking the second parent's value.
-        mutation_prob: probability of one :meth:`SearchSpace.mutate` step on a child that is new.
-        max_tries: mutation steps at most while the child is an evaluated architecture.
+        mutation_prob: per parameter, probability of a redraw from its distribution (``None``:
+            ``1 / number of parameters``, Optuna's default).
+        max_tries: children drawn at most while the child is an evaluated architecture; as many
+            :meth:`SearchSpace.mutate` steps after that.
     """
 
     def __init__(
@@ -58,13 +75,13 @@ class ArchitectureOffspring:
         seed: int | None = None,
         crossover_prob: float = 0.9,
         swapping_prob: float = 0.5,
-        mutation_prob: float = 0.5,
-        max_tries: int = 30,
+        mutation_prob: float | None = None,
+        max_tries: int = 20,
     ) -> None:
         for name, p in (
             ("crossover_prob", crossover_prob),
             ("swapping_prob", swapping_prob),
-            ("mutation_prob", mutation_prob),
+            ("mutation_prob", 0.0 if mutation_prob is None else mutation_prob),
         ):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name}: {p!r} is not a probability in [0, 1]")
@@ -74,6 +91,8 @@ class ArchitectureOffspring:
         self.rng = np.random.default_rng(seed)
         self.crossover_prob, self.swapping_prob = crossover_prob, swapping_prob
         self.mutation_prob, self.max_tries = mutation_prob, max_tries
+        self.redraws = 0  # children that repeated an evaluated architecture (and were redrawn)
+        self.fallbacks = 0  # children that needed SearchSpace.mutate after max_tries draws
 
     # ---- selection ------------------------------------------------------------------------------
     def _better(
@@ -107,24 +126,58 @@ class ArchitectureOffspring:
         search_space: dict[str, BaseDistribution],
         parent_population: list[FrozenTrial],
     ) -> dict[str, Any]:
-        """Parameters of one child (Optuna samples any it leaves out independently)."""
-        directions = study.directions
-        first = self._tournament(directions, parent_population)
-        params = {k: v for k, v in first.params.items() if k in search_space}
+        """Parameters of one child, every parameter of ``search_space`` set."""
+        seen = {t.user_attrs.get("arch_id") for t in study.get_trials(deepcopy=False)}
+        for _ in range(max(1, self.max_tries)):
+            params = self._child(study.directions, search_space, parent_population)
+            spec = self.space.from_params(params, rng=self.rng)
+            if spec.arch_id not in seen:
+                return params
+            self.redraws += 1
+        self.fallbacks += 1
+        for _ in range(self.max_tries):
+            spec = self._mutate(spec)
+            if spec.arch_id not in seen:
+                break
+        params.update(self.space.to_params(spec))
+        return {k: v for k, v in params.items() if k in search_space}
+
+    def _child(
+        self,
+        directions: Sequence[StudyDirection],
+        search_space: dict[str, BaseDistribution],
+        parents: list[FrozenTrial],
+    ) -> dict[str, Any]:
+        """Tournament, uniform crossover, per-parameter redraw (Optuna's NSGA-II recipe)."""
+        first = self._tournament(directions, parents)
+        params = {k: first.params[k] for k in search_space if k in first.params}
         if self.rng.random() < self.crossover_prob:
-            second = self._tournament(directions, parent_population)
+            second = self._tournament(directions, parents)
             for name in params:
                 if name in second.params and self.rng.random() < self.swapping_prob:
                     params[name] = second.params[name]
-        spec = self.space.from_params(params, rng=self.rng)
-        seen = {t.user_attrs.get("arch_id") for t in study.get_trials(deepcopy=False)}
-        tries = 0
-        if self.rng.random() < self.mutation_prob:
-            spec, tries = self._mutate(spec), 1
-        while spec.arch_id in seen and tries < self.max_tries:
-            spec, tries = self._mutate(spec), tries + 1
-        params.update(self.space.to_params(spec))
-        return {k: v for k, v in params.items() if k in search_space}
+        p = self.mutation_prob if self.mutation_prob is not None else 1 / max(1, len(search_space))
+        for name, dist in search_space.items():
+            if name not in params or self.rng.random() < p:
+                params[name] = self._draw(dist)
+        return params
+
+    def _draw(self, dist: BaseDistribution) -> Any:
+        """A uniform draw from one Optuna distribution (log-uniform where it says log)."""
+        if isinstance(dist, CategoricalDistribution):
+            return dist.choices[int(self.rng.integers(len(dist.choices)))]
+        if isinstance(dist, IntDistribution):
+            if dist.log:
+                x = np.exp(self.rng.uniform(np.log(dist.low), np.log(dist.high)))
+                return int(np.clip(np.rint(x), dist.low, dist.high))
+            return int(
+                dist.low + dist.step * self.rng.integers((dist.high - dist.low) // dist.step + 1)
+            )
+        if isinstance(dist, FloatDistribution):
+            if dist.log:
+                return float(np.exp(self.rng.uniform(np.log(dist.low), np.log(dist.high))))
+            return float(self.rng.uniform(dist.low, dist.high))
+        raise TypeError(f"no uniform draw for the distribution {dist!r}")
 
     def _mutate(self, spec):
         try:

@@ -172,7 +172,7 @@ def run_ray(
         space=define,
         metric=[ob.name for ob in o.objectives],
         mode=["max" if ob.direction == "maximize" else "min" for ob in o.objectives],
-        sampler=make_sampler(o),
+        sampler=make_sampler(o, space),
         storage=study._storage,
         study_name=study_name,
         seed=o.seed,

@@ -152,7 +152,7 @@ def run_search(
     log = TrialLog(run)
     storage = options.storage or run.storage_url()
     study_name = options.study_name or run.name
-    study = open_study(options, storage, study_name)
+    study = open_study(options, storage, study_name, space=space)
     recovered = recover_interrupted(study)
     done_rows = log.rows()
     if options.sampler_name == "grid" and not resume:

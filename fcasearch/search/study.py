@@ -5,12 +5,16 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from fcasearch.search.objective import TrialResult
+from fcasearch.search.offspring import ArchitectureOffspring
 from fcasearch.search.options import Objective, SearchOptions
+
+if TYPE_CHECKING:
+    from fcasearch.space import SearchSpace
 
 __all__ = [
     "constraint_violation",
@@ -38,18 +42,27 @@ def nsga2_population(n_trials: int | None) -> int:
     return max(10, min(50, round(1.25 * math.sqrt(n))))
 
 
-def make_sampler(options: SearchOptions) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    options: SearchOptions, space: SearchSpace | None = None
+) -> optuna.samplers.BaseSampler:
     """The sampler named by the options (``grid`` is random sampling over an enqueued grid).
 
-    NSGA-II keeps Optuna's own children (crossover and per-parameter mutation): the
-    space-aware :class:`~fcasearch.search.offspring.ArchitectureOffspring` removes repeated
-    architectures but measured no better (see its module docstring); pass it yourself through
-    ``NSGAIISampler(child_generation_strategy=...)`` if repeats cost you more than here.
+    NSGA-II makes its children with :class:`~fcasearch.search.offspring.ArchitectureOffspring`:
+    Optuna's recipe (tournament, uniform crossover, per-parameter redraw), drawn again while the
+    child is an architecture the study already evaluated (on the micro space, 40 seeds, it
+    reached random search's final hypervolume at 43% of 400 trials, Optuna's own children at
+    48%). ``space`` is the space the trials sample (read from ``options.space`` when not given).
     """
     name, seed = options.sampler_name, options.seed
     if name == "nsga2":
+        if space is None:
+            from fcasearch.space import load_space
+
+            space = load_space(options.space)
         return optuna.samplers.NSGAIISampler(
-            seed=seed, population_size=nsga2_population(options.n_trials)
+            seed=seed,
+            population_size=nsga2_population(options.n_trials),
+            child_generation_strategy=ArchitectureOffspring(space, seed=seed),
         )
     if name == "tpe":
         with warnings.catch_warnings():  # multivariate/group are "experimental" since Optuna 2.2
@@ -92,14 +105,21 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     return storage
 
 
-def open_study(options: SearchOptions, storage: str, study_name: str, sampler=None) -> optuna.Study:
-    """Create or load the run's study (``load_if_exists``: resuming is loading)."""
+def open_study(
+    options: SearchOptions,
+    storage: str,
+    study_name: str,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    space: SearchSpace | None = None,
+) -> optuna.Study:
+    """Create or load the run's study (``load_if_exists``: resuming is loading); without a
+    ``sampler``, the one :func:`make_sampler` makes for ``options`` and ``space``."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         storage=make_storage(storage),
         study_name=study_name,
         directions=[o.direction for o in options.objectives],
-        sampler=sampler if sampler is not None else make_sampler(options),
+        sampler=sampler if sampler is not None else make_sampler(options, space),
         pruner=make_pruner(options),
         load_if_exists=True,
     )

@@ -31,9 +31,11 @@ def _search(space, children, n_trials: int) -> optuna.Study:
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_children_are_new_members_of_the_space():
     space = load_space("micro")
-    study = _search(space, ArchitectureOffspring(space, seed=1), n_trials=64)
+    kid = ArchitectureOffspring(space, seed=1)
+    study = _search(space, kid, n_trials=64)
     ids = [t.user_attrs["arch_id"] for t in study.trials]
     assert len(set(ids)) == len(ids)  # no trial spent on an architecture already evaluated
+    assert kid.redraws > 0  # converging parents do propose repeats: they were drawn again
     for t in study.trials:
         assert space.contains(space.from_params(t.params))
         assert set(t.params) == set(space.parameters())
@@ -87,3 +89,42 @@ def test_from_params_draws_what_is_missing_only_when_asked():
         space.from_params(params)
     spec = space.from_params(params, rng=np.random.default_rng(1))
     assert space.contains(spec)
+
+
+def test_a_population_of_clones_still_gives_a_new_architecture():
+    """No crossover and no redraw can only copy the parent: after max_tries copies the space's
+    own mutation makes the child a new network."""
+    space = load_space("micro")
+    kid = ArchitectureOffspring(space, seed=0, crossover_prob=0.0, mutation_prob=0.0, max_tries=5)
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    trial = study.ask()
+    parent = space.sample(trial, flat=True)
+    trial.set_user_attr("arch_id", parent.arch_id)
+    study.tell(trial, [1.0, 1.0])
+    done = study.trials
+    dists = done[0].distributions
+    child = kid(study, dists, done * 4)
+    assert kid.redraws == 5 and kid.fallbacks == 1
+    assert set(child) == set(dists)
+    spec = space.from_params(child)
+    assert spec.arch_id != parent.arch_id and space.contains(spec)
+
+
+def test_redraws_stay_inside_each_distribution():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    kid = ArchitectureOffspring(load_space("micro"), seed=3)
+    cases = {
+        "cat": CategoricalDistribution(["a", None, 4]),
+        "int": IntDistribution(1, 7, step=2),
+        "logint": IntDistribution(2, 64, log=True),
+        "float": FloatDistribution(0.5, 1.5),
+        "logfloat": FloatDistribution(1e-4, 1e-1, log=True),
+    }
+    draws = {name: [kid._draw(d) for _ in range(300)] for name, d in cases.items()}
+    assert set(draws["cat"]) == {"a", None, 4} and set(draws["int"]) == {1, 3, 5, 7}
+    assert all(isinstance(v, int) and 2 <= v <= 64 for v in draws["logint"])
+    assert min(draws["logint"]) < 8 and max(draws["logint"]) > 16  # spread over the octaves
+    assert all(0.5 <= v <= 1.5 for v in draws["float"])
+    assert all(1e-4 <= v <= 1e-1 for v in draws["logfloat"])
+    assert sum(v < 1e-2 for v in draws["logfloat"]) > 150  # log-uniform: 2 of 3 decades

@@ -5,6 +5,7 @@ import pytest
 
 from fcasearch.search.options import SearchError, SearchOptions, parse_objectives
 from fcasearch.search.study import make_sampler, nsga2_population
+from fcasearch.space import SpaceError
 
 
 def test_objectives_parse_directions_and_defaults():
@@ -40,8 +41,10 @@ def test_default_sampler_follows_objective_count():
 
 
 def test_samplers_are_sized_for_the_search():
-    nsga = make_sampler(SearchOptions(space="s.yaml", objectives="accuracy macs", n_trials=400))
+    nsga = make_sampler(SearchOptions(space="micro", objectives="accuracy macs", n_trials=400))
     assert isinstance(nsga, optuna.samplers.NSGAIISampler)
+    with pytest.raises(SpaceError, match=r"nowhere\.yaml"):  # NSGA-II's children need the space
+        make_sampler(SearchOptions(space="nowhere.yaml", objectives="accuracy macs"))
     # about as many generations as members: 25 x 16 at 400 trials; 10 to 50 members
     assert nsga2_population(400) == 25 and nsga2_population(100) == 12
     assert (

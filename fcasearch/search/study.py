@@ -59,11 +59,13 @@ def make_sampler(
             from fcasearch.space import load_space
 
             space = load_space(options.space)
-        return optuna.samplers.NSGAIISampler(
-            seed=seed,
-            population_size=nsga2_population(options.n_trials),
-            child_generation_strategy=ArchitectureOffspring(space, seed=seed),
-        )
+        with warnings.catch_warnings():  # child_generation_strategy is "experimental" (Optuna 3.3)
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.NSGAIISampler(
+                seed=seed,
+                population_size=nsga2_population(options.n_trials),
+                child_generation_strategy=ArchitectureOffspring(space, seed=seed),
+            )
     if name == "tpe":
         with warnings.catch_warnings():  # multivariate/group are "experimental" since Optuna 2.2
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

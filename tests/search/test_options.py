@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import warnings
+
 import optuna
 import pytest
 
@@ -41,7 +43,9 @@ def test_default_sampler_follows_objective_count():
 
 
 def test_samplers_are_sized_for_the_search():
-    nsga = make_sampler(SearchOptions(space="micro", objectives="accuracy macs", n_trials=400))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ExperimentalWarning for the children hook on every run
+        nsga = make_sampler(SearchOptions(space="micro", objectives="accuracy macs", n_trials=400))
     assert isinstance(nsga, optuna.samplers.NSGAIISampler)
     with pytest.raises(SpaceError, match=r"nowhere\.yaml"):  # NSGA-II's children need the space
         make_sampler(SearchOptions(space="nowhere.yaml", objectives="accuracy macs"))

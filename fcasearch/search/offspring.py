@@ -12,8 +12,8 @@ libraries offer for discrete problems. After ``max_tries`` draws it falls back t
 mutation (:meth:`~fcasearch.space.SearchSpace.mutate`), which always changes the network.
 
 Measured (micro space, naswot and MACs, 400 trials, population 25; share of the trials NSGA-II
-needs to reach random search's final hypervolume, mean curves of 10 seeds per set, seeds 0-39, one normalization over
-all these runs and random search's):
+needs to reach random search's final hypervolume, mean curves of 10 seeds per set, seeds 0-39,
+one normalization over these runs and random search's):
 
 =====================  ========  =========  =========  =========  ===============
 children               0-9       10-19      20-29      30-39      all 40 seeds

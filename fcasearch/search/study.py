@@ -54,21 +54,20 @@ def make_sampler(
     48%). ``space`` is the space the trials sample (read from ``options.space`` when not given).
     """
     name, seed = options.sampler_name, options.seed
-    if name == "nsga2":
-        if space is None:
-            from fcasearch.space import load_space
+    if name == "nsga2" and space is None:
+        from fcasearch.space import load_space
 
-            space = load_space(options.space)
-        with warnings.catch_warnings():  # child_generation_strategy is "experimental" (Optuna 3.3)
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        space = load_space(options.space)
+    # Optuna marks child_generation_strategy (3.3) and TPE's multivariate/group (2.2) experimental
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "nsga2":
             return optuna.samplers.NSGAIISampler(
                 seed=seed,
                 population_size=nsga2_population(options.n_trials),
                 child_generation_strategy=ArchitectureOffspring(space, seed=seed),
             )
-    if name == "tpe":
-        with warnings.catch_warnings():  # multivariate/group are "experimental" since Optuna 2.2
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "tpe":
             return optuna.samplers.TPESampler(
                 seed=seed,
                 multivariate=True,

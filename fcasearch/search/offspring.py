@@ -9,7 +9,10 @@ trials were repeats. :class:`ArchitectureOffspring` makes children the same way 
 on feasibility then dominance, uniform crossover, per-parameter redraw) and **draws again** while
 the child is an architecture the study already holds: the duplicate elimination that evolutionary
 libraries offer for discrete problems. After ``max_tries`` draws it falls back to the space's own
-mutation (:meth:`~fcasearch.space.SearchSpace.mutate`), which always changes the network.
+mutation (:meth:`~fcasearch.space.SearchSpace.mutate`), which always changes the network. Both
+executors record a trial's ``arch_id`` as soon as it is sampled
+(:func:`~fcasearch.search.study.mark_architecture`), so with concurrent trials (Ray) a child also
+avoids the architectures still running.
 
 Measured (micro space, naswot and MACs, 400 trials, population 25; share of the trials NSGA-II
 needs to reach random search's final hypervolume, mean curves of 10 seeds per set, seeds 0-39,

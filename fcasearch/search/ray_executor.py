@@ -18,7 +18,7 @@ import optuna
 from fcasearch.search.objective import TrialContext, TrialResult, evaluate, reused_result
 from fcasearch.search.options import METRICS, PROXY_PREFIX, SearchOptions
 from fcasearch.search.progress import SearchProgress
-from fcasearch.search.study import tell
+from fcasearch.search.study import mark_architecture, tell
 from fcasearch.spec import ArchSpec
 from fcasearch.storage.records import TrialLog
 
@@ -63,6 +63,21 @@ def _trainable(
     )
 
 
+def trial_config(
+    ot_trial: optuna.Trial, space: Any, cache: dict[str, dict[str, Any]], run: str
+) -> dict[str, Any]:
+    """The Tune config of one trial: its sampled architecture (marked in the study at once, so
+    NSGA-II's next children avoid it while it runs) and, if a completed trial of this run already
+    measured that architecture, the row to reuse instead of training again."""
+    spec = space.sample(ot_trial, flat=True)
+    mark_architecture(ot_trial, spec)
+    cfg = {"spec": spec.to_json(), "trial_number": ot_trial.number, "run": run}
+    cached = cache.get(spec.arch_id)
+    if cached is not None:
+        cfg["reuse"] = reused_result(cached, spec).row(ot_trial.number, run)
+    return cfg
+
+
 def _row_for_stopped(
     spec: ArchSpec,
     trial_number: int,
@@ -103,7 +118,6 @@ def run_ray(
     from ray.tune.search.optuna import OptunaSearch
 
     from fcasearch.search.ray_env import ray_session
-    from fcasearch.search.study import make_sampler
     from fcasearch.train import Budget
 
     o = ctx.options
@@ -112,13 +126,8 @@ def run_ray(
     space = ctx.space
     ran = 0
 
-    def define(trial) -> dict[str, Any]:
-        spec = space.sample(trial.ot_trial, flat=True)
-        cfg = {"spec": spec.to_json(), "trial_number": trial.ot_trial.number, "run": log.run.name}
-        cached = cache.get(spec.arch_id)
-        if cached is not None:
-            cfg["reuse"] = reused_result(cached, spec).row(trial.ot_trial.number, log.run.name)
-        return cfg
+    def define(trial) -> dict[str, Any]:  # Tune's define-by-run hook: trial.ot_trial is Optuna's
+        return trial_config(trial.ot_trial, space, cache, log.run.name)
 
     class _LoggedOptunaSearch(OptunaSearch):
         def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -172,7 +181,7 @@ def run_ray(
         space=define,
         metric=[ob.name for ob in o.objectives],
         mode=["max" if ob.direction == "maximize" else "min" for ob in o.objectives],
-        sampler=make_sampler(o, space),
+        sampler=study.sampler,  # the run's one sampler (same storage and study name)
         storage=study._storage,
         study_name=study_name,
         seed=o.seed,

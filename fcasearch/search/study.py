@@ -15,12 +15,14 @@ from fcasearch.search.options import Objective, SearchOptions
 
 if TYPE_CHECKING:
     from fcasearch.space import SearchSpace
+    from fcasearch.spec import ArchSpec
 
 __all__ = [
     "constraint_violation",
     "make_pruner",
     "make_sampler",
     "make_storage",
+    "mark_architecture",
     "nsga2_population",
     "open_study",
     "recover_interrupted",
@@ -170,6 +172,12 @@ def values_for(objectives: Sequence[Objective], metrics: dict[str, float]) -> li
     return out
 
 
+def mark_architecture(trial: optuna.Trial, spec: ArchSpec) -> None:
+    """Record the trial's ``arch_id`` as soon as its architecture is sampled, so that a trial
+    still running counts as evaluated for NSGA-II's children (:class:`ArchitectureOffspring`)."""
+    trial.set_user_attr("arch_id", spec.arch_id)
+
+
 def tell(
     study: optuna.Study,
     trial: optuna.Trial,
@@ -179,7 +187,8 @@ def tell(
 ) -> None:
     """Record a finished trial in the study: values and constraint, or its failed/pruned state."""
     # few attributes: each is one storage write (the full row is in trials.parquet)
-    trial.set_user_attr("arch_id", result.spec.arch_id)
+    if trial.user_attrs.get("arch_id") != result.spec.arch_id:  # usually set at ask time
+        mark_architecture(trial, result.spec)
     trial.set_user_attr("status", result.status)
     if result.reason:
         trial.set_user_attr("reason", result.reason[:2000])

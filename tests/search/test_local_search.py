@@ -245,3 +245,33 @@ def test_zero_cost_proxy_objective_trains_nothing(tiny_space, search_args, tmp_p
     df = _frame(out)
     assert (df["status"] == "complete").all() and df["proxy.naswot"].notna().all()
     assert (df["train_seconds"] == 0).all() and df["accuracy"].isna().all()
+
+
+def test_a_trial_is_marked_with_its_arch_id_before_it_runs(tiny_space, tmp_path, monkeypatch):
+    import fcasearch.search.local as local
+
+    seen = []
+    real = local.evaluate
+
+    def evaluate(spec, ctx, report):
+        storage = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
+        running = optuna.load_study(study_name="run", storage=storage).get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
+        )
+        seen.append([t.user_attrs.get("arch_id") for t in running] == [spec.arch_id])
+        return real(spec, ctx, report)
+
+    monkeypatch.setattr(local, "evaluate", evaluate)
+    opts = SearchOptions(
+        space=str(tiny_space),
+        objectives="accuracy macs",
+        n_trials=3,
+        budget="steps=1",
+        batch_size=32,
+        sampler="nsga2",
+        out=str(tmp_path / "run"),
+        progress=False,
+        measure=False,
+    )
+    run_search(opts)
+    assert seen and all(seen)

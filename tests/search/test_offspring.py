@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import optuna
 import pytest
 from optuna.study import StudyDirection
@@ -128,3 +130,48 @@ def test_redraws_stay_inside_each_distribution():
     assert all(0.5 <= v <= 1.5 for v in draws["float"])
     assert all(1e-4 <= v <= 1e-1 for v in draws["logfloat"])
     assert sum(v < 1e-2 for v in draws["logfloat"]) > 150  # log-uniform: 2 of 3 decades
+
+
+def test_a_running_trial_is_marked_and_not_proposed_again():
+    """Ray runs trials concurrently: the architecture of a trial still running is recorded when
+    it is sampled (``trial_config``), so children generated meanwhile avoid it too."""
+    from fcasearch.search.ray_executor import trial_config
+    from fcasearch.spec import ArchSpec
+
+    space = load_space("micro")
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    running = study.ask()
+    cfg = trial_config(running, space, {}, "run")
+    spec = ArchSpec.from_json(cfg["spec"])
+    (frozen,) = study.get_trials(deepcopy=False)
+    assert frozen.state == optuna.trial.TrialState.RUNNING
+    assert frozen.user_attrs["arch_id"] == spec.arch_id and "reuse" not in cfg
+    # parents that all are the running architecture: the child must differ from it
+    parents = [
+        optuna.trial.create_trial(
+            values=[1.0, 1.0],
+            params=running.params,
+            distributions=frozen.distributions,
+            constraints={"space": 0.0},
+        )
+        for _ in range(4)
+    ]
+    kid = ArchitectureOffspring(space, seed=0, crossover_prob=0.0, mutation_prob=0.0)
+    child = kid(study, dict(frozen.distributions), parents)
+    assert space.from_params(child).arch_id != spec.arch_id and kid.fallbacks == 1
+
+
+def test_trial_config_reuses_a_completed_row():
+    from fcasearch.search.ray_executor import trial_config
+    from fcasearch.spec import ArchSpec
+
+    space = load_space("micro")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    first = trial_config(study.ask(), space, {}, "run")
+    spec = ArchSpec.from_json(first["spec"])
+    done = {"trial": 7, "status": "complete", "arch_id": spec.arch_id, "accuracy": 0.5}
+    study2 = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    again = trial_config(study2.ask(), space, {spec.arch_id: done}, "run")
+    assert again["spec"] == first["spec"]
+    assert again["reuse"]["accuracy"] == 0.5 and again["reuse"]["trial"] == 0
+    assert json.loads(again["reuse"]["notes"]) == {"reused_from_trial": "7"}

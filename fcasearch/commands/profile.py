@@ -83,6 +83,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch.compile the deployable model (Inductor, frozen weights; needs a C++ compiler on CPU)",
     )
     parser.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="time a CUDA graph replay of the forward (no per-kernel launch cost; CUDA only)",
+    )
+    parser.add_argument(
         "--no-memory", action="store_true", help="skip inference/training peak memory"
     )
     parser.add_argument("--no-energy", action="store_true", help="skip energy (NVML)")
@@ -206,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
                 on_row=on_row,
                 channels_last=args.channels_last,
                 compile=args.compile,
+                cuda_graph=args.cuda_graph,
                 memory=not args.no_memory,
                 energy=not args.no_energy,
                 warmup=args.warmup,

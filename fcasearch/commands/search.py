@@ -9,9 +9,9 @@ import sys
 _FIELDS = (
     "space", "objectives", "sampler", "n_trials", "time_budget", "budget", "trial_timeout", "data",
     "data_root", "download", "subset_classes", "subset_fraction", "batch_size", "lr", "device",
-    "threads", "measure", "latency_batch_size", "latency_dtype", "pruner", "seed", "out",
-    "executor", "storage", "study_name", "address", "cpus_per_trial", "gpus_per_trial",
-    "max_concurrent", "asha", "progress",
+    "threads", "measure", "latency_batch_size", "latency_dtype", "latency_cuda_graph", "pruner",
+    "seed", "out", "executor", "storage", "study_name", "address", "cpus_per_trial",
+    "gpus_per_trial", "max_concurrent", "asha", "progress",
 )  # fmt: skip
 # what may change when a run is resumed
 _RESUMABLE = ("n_trials", "time_budget", "progress", "max_concurrent", "address", "executor")
@@ -93,6 +93,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="batch size of latency measurement (default 1)",
     )
     p.add_argument("--latency-dtype", default=d, help="fp32 (default) | bf16 | fp16")
+    p.add_argument(
+        "--latency-cuda-graph",
+        action="store_true",
+        default=d,
+        help="time a CUDA graph replay of each candidate (no kernel-launch cost; CUDA only)",
+    )
     p.add_argument(
         "--pruner",
         choices=["median", "none"],

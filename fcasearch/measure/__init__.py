@@ -39,6 +39,8 @@ _EXPORTS = {
     "METRIC_KEYS": "cost",
     "CostResult": "cost",
     "measure_cost": "cost",
+    "CudaGraphError": "graphs",
+    "capture_cuda_graph": "graphs",
     "build_baseline": "baselines",
     "list_baselines": "baselines",
     "PROFILE_COLUMNS": "profile",

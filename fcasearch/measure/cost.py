@@ -32,6 +32,7 @@ from fcasearch.measure.counting import count_macs, count_params
 from fcasearch.measure.energy import EnergyResult, measure_energy, unavailable_energy
 from fcasearch.measure.fingerprint import fingerprint_id, hardware_fingerprint
 from fcasearch.measure.flops import count_flops_fvcore
+from fcasearch.measure.graphs import capture_cuda_graph, check_graph_device
 from fcasearch.measure.latency import LatencyStats, cpu_threads, time_callable
 from fcasearch.measure.memory import MIB, peak_memory, tensor_bytes
 from fcasearch.measure.prepare import (
@@ -248,6 +249,12 @@ def _measure(
             mp = peak_memory(run, [*weights, x], device=dev)
             m["peak_mem_mb"] = mp.peak_mb
             notes["peak_mem"] = f"inference of batch {res.batch_size} in {res.dtype}; {mp.method}"
+        if opts["cuda_graph"] and (opts["latency"] or opts["energy"]):
+            run = capture_cuda_graph(run, dev)
+            notes["cuda_graph"] = (
+                "latency and energy of a CUDA graph replay (the forward captured once after 3 "
+                "warm-up runs; no per-kernel launches); peak memory of the plain forward"
+            )
         if opts["latency"]:
             stats = time_callable(run, device=dev, **opts["timing"])
             res.latency = stats
@@ -257,8 +264,9 @@ def _measure(
                 stats.cv,
             )
             m["throughput_ips"] = stats.throughput(res.batch_size)
+            replayed = ", CUDA graph replay" if opts["cuda_graph"] else ""
             notes["latency"] = (
-                f"one batch of {res.batch_size}, {res.dtype}, {stats.method}; {stats.warmup} warm-up + "
+                f"one batch of {res.batch_size}, {res.dtype}, {stats.method}{replayed}; {stats.warmup} warm-up + "
                 f"{stats.n} timed runs, median rel. s.e. {stats.median_rel_se:.1%} "
                 f"({'stable' if stats.stable else 'cap reached'}); threads {res.fingerprint.get('threads')}"
             )
@@ -300,6 +308,7 @@ def measure_cost(
     energy: bool = True,
     channels_last: bool = False,
     compile: bool = False,
+    cuda_graph: bool = False,
     warmup: int = 3,
     min_repeats: int = 5,
     max_repeats: int = 30,
@@ -325,6 +334,8 @@ def measure_cost(
         energy: measure energy per image (CUDA with NVML; otherwise reported unavailable).
         channels_last: use channels-last memory format for weights and inputs.
         compile: wrap the deployable model in ``torch.compile``.
+        cuda_graph: time (and take energy of) a CUDA graph replay of the forward instead of
+            launching its kernels one by one (:mod:`~fcasearch.measure.graphs`); CUDA only.
         warmup: untimed runs before timing.
         min_repeats: timed runs before the stability check.
         max_repeats: cap on timed runs.
@@ -344,6 +355,8 @@ def measure_cost(
     started = time.perf_counter()
     dev = check_device(device)
     tdtype = parse_dtype(dtype)
+    if cuda_graph:
+        check_graph_device(dev)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size: {batch_size!r} must be a positive integer")
     if isinstance(spec_or_model, ArchSpec):
@@ -374,6 +387,7 @@ def measure_cost(
         "energy": energy,
         "channels_last": channels_last,
         "compile": compile,
+        "cuda_graph": cuda_graph,
         "energy_seconds": energy_seconds,
         "nvml": nvml,
         "timing": {

@@ -21,6 +21,7 @@ from torch import nn
 from fcasearch.measure.baselines import build_baseline, check_baseline, list_baselines
 from fcasearch.measure.cost import METRIC_KEYS, measure_cost
 from fcasearch.measure.fingerprint import fingerprint_id, hardware_fingerprint
+from fcasearch.measure.graphs import check_graph_device
 from fcasearch.measure.latency import cpu_threads
 from fcasearch.measure.prepare import check_device, parse_dtype
 from fcasearch.spec import ArchSpec, SpecError
@@ -155,12 +156,14 @@ def profile_grid(
         threads: CPU threads for every cell.
         on_row: called with each row as it is finished (progress display).
         **measure_kwargs: passed to :func:`measure_cost` (``channels_last``, ``compile``,
-            ``latency``, ``memory``, ``energy``, the timing caps).
+            ``cuda_graph``, ``latency``, ``memory``, ``energy``, the timing caps).
 
     Returns:
         The rows, in grid order. A cell that raised is kept with ``status`` ``failed``.
     """
     dev = str(check_device(device))
+    if measure_kwargs.get("cuda_graph"):
+        check_graph_device(dev)  # once for the grid, not a failed row per cell
     for d in dtypes:
         parse_dtype(d)
     bad = [b for b in batch_sizes if not isinstance(b, int) or b < 1]

@@ -254,6 +254,7 @@ def _measure(spec: ArchSpec, ctx: TrialContext, res: TrialResult) -> None:
         batch_size=o.latency_batch_size,
         dtype=o.latency_dtype,
         threads=o.threads,
+        cuda_graph=o.latency_cuda_graph,
     )
     res.measure_seconds = time.perf_counter() - t
     res.fingerprint = dict(cost.fingerprint)

@@ -86,6 +86,7 @@ class SearchOptions:
     measure: bool = True
     latency_batch_size: int = 1
     latency_dtype: str = "fp32"
+    latency_cuda_graph: bool = False  # time a CUDA graph replay (CUDA only)
     pruner: str = "median"
     seed: int = 0
     out: str = ""
@@ -112,6 +113,11 @@ class SearchOptions:
             raise SearchError(f"n_trials: {self.n_trials} must be >= 1")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise SearchError(f"device: {self.device!r} must be 'cpu', 'cuda' or 'cuda:N'")
+        if self.latency_cuda_graph and not self.device.startswith("cuda"):
+            raise SearchError(
+                "latency_cuda_graph: CUDA graphs need a CUDA device; add --device cuda or drop "
+                "--latency-cuda-graph"
+            )
         if self.pruner not in ("median", "none"):
             raise SearchError(f"pruner: {self.pruner!r} must be 'median' or 'none'")
         if not self.measure and any(o.name in HARDWARE_METRICS for o in self.objectives):

@@ -93,6 +93,11 @@ def test_cuda_without_gpu_is_a_user_error(capsys):
     assert "use --device cpu" in capsys.readouterr().err
 
 
+def test_cuda_graph_on_cpu_is_a_user_error(capsys):
+    assert run_cli(["fcaformer_nano", "--cuda-graph"]) == 2
+    assert "CUDA graphs need a CUDA device" in capsys.readouterr().err
+
+
 def test_bad_option_values_are_rejected():
     parser = argparse.ArgumentParser()
     profile_cmd.add_arguments(parser)

@@ -4,6 +4,7 @@ import json
 
 import optuna
 import pandas as pd
+import pytest
 import yaml
 
 from fcasearch.cli import main
@@ -275,3 +276,14 @@ def test_a_trial_is_marked_with_its_arch_id_before_it_runs(tiny_space, tmp_path,
     )
     run_search(opts)
     assert seen and all(seen)
+
+
+@pytest.mark.gpu
+def test_cuda_search_times_candidates_as_cuda_graphs(tiny_space, search_args, tmp_path):
+    out = tmp_path / "run"
+    args = ["--n-trials", "2", "--objectives", "latency_ms:min", "macs:min", "--device", "cuda"]
+    assert main(search_args(tiny_space, out, *args, "--latency-cuda-graph")) == 0
+    df = _frame(out)
+    assert (df["status"] == "complete").all() and df["latency_ms"].gt(0).all()
+    notes = df["notes"].map(json.loads)
+    assert notes.map(lambda n: "CUDA graph replay" in n["measure.latency"]).all()

@@ -63,3 +63,11 @@ def test_search_needs_an_end_and_measurement_for_hardware_objectives():
         SearchOptions(space="s.yaml", n_trials=None, time_budget=None)
     with pytest.raises(SearchError, match="latency_ms"):
         SearchOptions(space="s.yaml", objectives="accuracy latency_ms", measure=False)
+
+
+def test_cuda_graph_latency_needs_a_cuda_device():
+    with pytest.raises(SearchError, match="--device cuda"):
+        SearchOptions(space="s.yaml", latency_cuda_graph=True)
+    assert SearchOptions(space="s.yaml", device="cuda:1", latency_cuda_graph=True).to_dict()[
+        "latency_cuda_graph"
+    ]

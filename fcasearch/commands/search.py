@@ -13,8 +13,11 @@ _FIELDS = (
     "seed", "out", "executor", "storage", "study_name", "address", "cpus_per_trial",
     "gpus_per_trial", "max_concurrent", "asha", "progress",
 )  # fmt: skip
-# what may change when a run is resumed
-_RESUMABLE = ("n_trials", "time_budget", "progress", "max_concurrent", "address", "executor")
+# what may change when a run is resumed (how long and where it runs, not what a trial measures)
+_RESUMABLE = (
+    "n_trials", "time_budget", "progress", "max_concurrent", "address", "executor",
+    "cpus_per_trial", "gpus_per_trial",
+)  # fmt: skip
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -146,16 +149,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def resolve(args: argparse.Namespace):
     """SearchOptions from a config file, run.yaml (resume) and the command line, in that order."""
-    from fcasearch.search.options import SearchOptions, load_config
+    from fcasearch.search.options import SearchError, SearchOptions, load_config
     from fcasearch.search.runner import load_run_options
 
     given = {f: getattr(args, f) for f in _FIELDS if hasattr(args, f)}
     space_dict = None
     if args.resume:
         stored, space_dict = load_run_options(args.resume)
+        stored["out"] = str(args.resume)
+        source = f"{args.resume}/run.yaml"
+        kept = SearchOptions.from_mapping(stored, source=source).to_dict()
+        asked = SearchOptions.from_mapping({**stored, **given}, source="command line").to_dict()
+        fixed = [k for k in given if k not in _RESUMABLE and asked[k] != kept[k]]
+        if fixed:
+            changes = ", ".join(f"{k} {kept[k]!r} -> {asked[k]!r}" for k in fixed)
+            raise SearchError(
+                f"--resume {args.resume}: {changes} would change what the run's trials measure; "
+                f"a resumed run may change only {', '.join(_RESUMABLE)}. Start a new run (another "
+                "--out) for the new settings"
+            )
         stored.update({k: v for k, v in given.items() if k in _RESUMABLE})
-        stored["out"] = args.resume
-        return SearchOptions.from_mapping(stored, source=f"{args.resume}/run.yaml"), space_dict
+        return SearchOptions.from_mapping(stored, source=source), space_dict
     merged = load_config(args.config) if args.config else {}
     merged.update(given)
     return SearchOptions.from_mapping(merged, source=args.config or "command line"), space_dict

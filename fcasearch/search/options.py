@@ -118,6 +118,18 @@ class SearchOptions:
                 "latency_cuda_graph: CUDA graphs need a CUDA device; add --device cuda or drop "
                 "--latency-cuda-graph"
             )
+        if self.executor == "ray" and self.device.startswith("cuda"):
+            if self.gpus_per_trial <= 0:
+                raise SearchError(
+                    f"gpus_per_trial: {self.gpus_per_trial:g} with --device {self.device} on Ray: "
+                    "Ray hides the GPUs from a trial that reserves none; give --gpus-per-trial 1 "
+                    "(or 0.5 for two trials per GPU)"
+                )
+            if self.device not in ("cuda", "cuda:0"):
+                raise SearchError(
+                    f"device: {self.device!r} on Ray: each trial sees only the GPU Ray gives it "
+                    "(as cuda:0); use --device cuda"
+                )
         if self.pruner not in ("median", "none"):
             raise SearchError(f"pruner: {self.pruner!r} must be 'median' or 'none'")
         if not self.measure and any(o.name in HARDWARE_METRICS for o in self.objectives):

@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 
 from fcasearch.search.objective import TrialContext, TrialResult, evaluate, reused_result
-from fcasearch.search.options import METRICS, PROXY_PREFIX, SearchOptions
+from fcasearch.search.options import METRICS, PROXY_PREFIX, SearchError, SearchOptions
 from fcasearch.search.progress import SearchProgress
 from fcasearch.search.study import mark_architecture, tell
 from fcasearch.spec import ArchSpec
@@ -211,7 +211,9 @@ def run_ray(
     if n_trials == 0:
         return 0
     time_budget = None if deadline is None else max(1.0, deadline - time.monotonic())
-    with ray_session(run_root, address=o.address, num_cpus=None if o.address else _local_cpus(o)):
+    local_cpus = None if o.address else _local_cpus(o)
+    with ray_session(run_root, address=o.address, num_cpus=local_cpus) as resources:
+        check_resources(resources, o)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
@@ -231,6 +233,20 @@ def run_ray(
         )
         tuner.fit()
     return ran
+
+
+def check_resources(resources: dict[str, float], o: SearchOptions) -> None:
+    """SearchError if one trial's reservation exceeds what the Ray cluster has: Tune would wait
+    for it forever."""
+    where = f"the Ray cluster at {o.address}" if o.address else "the local Ray"
+    for kind, need, flag in (("GPU", o.gpus_per_trial, "gpus"), ("CPU", o.cpus_per_trial, "cpus")):
+        have = float(resources.get(kind, 0.0))
+        if need > have:
+            raise SearchError(
+                f"{flag}_per_trial: {need:g}, but {where} has {have:g} {kind}(s), so no trial "
+                f"could start; lower --{flag}-per-trial, or join a cluster with {kind}s (one that "
+                "adds nodes on demand must have started one)"
+            )
 
 
 def _local_cpus(o: SearchOptions) -> int:

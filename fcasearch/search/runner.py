@@ -129,12 +129,17 @@ def run_search(
         space_dict = space.to_dict()
     else:
         space = load_space(space_dict, source=f"{run.run_yaml} (space)")
-    if options.device.startswith("cuda"):
+    # On a Ray cluster the trials run (and are fingerprinted) on its workers: this driver's
+    # machine, often a head node without a GPU, needs none.
+    remote = options.executor == "ray" and options.address is not None
+    driver_device = "cpu" if remote else options.device
+    if driver_device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             raise SearchError(
-                "device: cuda was asked but torch sees no CUDA device here; use --device cpu"
+                "device: cuda was asked but torch sees no CUDA device here; use --device cpu "
+                "(or --executor ray --address HOST:PORT to train on a cluster's GPUs)"
             )
     ctx = TrialContext(options=options, space=space, checkpoint_dir=run.checkpoints)
     try:
@@ -146,7 +151,7 @@ def run_search(
 
         torch.set_num_threads(options.threads)  # training and measurement in this process
     run.root.mkdir(parents=True, exist_ok=True)
-    fp = hardware_fingerprint(options.device, threads=options.threads)
+    fp = hardware_fingerprint(driver_device, threads=options.threads)
     if not resume:
         _write_run_yaml(run, options, space_dict, fp, fingerprint_id(fp))
     log = TrialLog(run)

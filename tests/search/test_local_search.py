@@ -147,6 +147,21 @@ def test_existing_run_needs_resume(tiny_space, search_args, tmp_path):
     assert main(args) == 2  # refuses to overwrite; says to pass --resume
 
 
+def test_resume_refuses_settings_that_change_what_trials_measure(
+    tiny_space, search_args, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    args = search_args(tiny_space, out, "--n-trials", "1", "--objectives", "macs", "--no-measure")
+    assert main(args) == 0
+    resume = ["search", "--resume", str(out), "--no-progress", "--no-report"]
+    assert main([*resume, "--budget", "steps=9", "--sampler", "random"]) == 2
+    err = capsys.readouterr().err
+    assert "budget 'steps=3' -> 'steps=9'" in err and "sampler" in err and "another --out" in err
+    # the same values again, and what may change (length, resources), are accepted
+    assert main([*resume, "--budget", "steps=3", "--n-trials", "2", "--cpus-per-trial", "2"]) == 0
+    assert len(_frame(out)) == 2
+
+
 def test_search_builds_its_report(tiny_space, search_args, tmp_path, capsys):
     out = tmp_path / "run"
     args = [

@@ -71,3 +71,24 @@ def test_cuda_graph_latency_needs_a_cuda_device():
     assert SearchOptions(space="s.yaml", device="cuda:1", latency_cuda_graph=True).to_dict()[
         "latency_cuda_graph"
     ]
+
+
+def test_cuda_trials_on_ray_must_reserve_a_gpu():
+    with pytest.raises(SearchError, match="--gpus-per-trial 1"):
+        SearchOptions(space="s.yaml", executor="ray", device="cuda")
+    with pytest.raises(SearchError, match="use --device cuda"):
+        SearchOptions(space="s.yaml", executor="ray", device="cuda:1", gpus_per_trial=1)
+    ok = SearchOptions(space="s.yaml", executor="ray", device="cuda", gpus_per_trial=0.5)
+    assert ok.gpus_per_trial == 0.5
+
+
+def test_ray_reservations_must_fit_the_cluster():
+    from fcasearch.search.ray_executor import check_resources
+
+    o = SearchOptions(space="s.yaml", executor="ray", device="cuda", gpus_per_trial=1)
+    check_resources({"CPU": 8.0, "GPU": 2.0}, o)  # fits
+    with pytest.raises(SearchError, match=r"the local Ray has 0 GPU\(s\)"):
+        check_resources({"CPU": 8.0}, o)
+    far = SearchOptions(space="s.yaml", executor="ray", address="10.0.0.1:6379", cpus_per_trial=4)
+    with pytest.raises(SearchError, match=r"cpus_per_trial: 4, but the Ray cluster at 10\.0\.0\.1"):
+        check_resources({"CPU": 2.0}, far)

@@ -37,13 +37,13 @@ def _pids_using(marker: str) -> list[int]:
 
 
 @pytest.mark.slow
-def test_search_joins_an_existing_cluster_by_address(tiny_space, search_args, tmp_path):
+def test_search_joins_an_existing_cluster_by_address(tiny_space, search_args, tmp_path, capsys):
     head = tmp_path / "head"
     env = {**os.environ, **local_ray_env(head)}  # the head, too, stays on loopback
     temp_dir = env["RAY_TMPDIR"]
     port = _free_port()
     ray_cli = Path(sys.executable).with_name("ray")  # the ray script of this environment
-    start = [str(ray_cli) if ray_cli.exists() else "ray", "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+    start = [str(ray_cli) if ray_cli.exists() else "ray", "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
              f"--temp-dir={temp_dir}", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]  # fmt: skip
     try:
         with PeerWatch() as watch:
@@ -52,6 +52,13 @@ def test_search_joins_an_existing_cluster_by_address(tiny_space, search_args, tm
             args = search_args(tiny_space, out, "--n-trials", "2", "--objectives", "accuracy", "macs",
                                "--no-measure", "--executor", "ray", "--address", f"127.0.0.1:{port}")  # fmt: skip
             assert main(args) == 0
+            # GPU trials on a cluster without GPUs: a clear error, not a search that waits forever
+            # (the driver itself needs no GPU: on a cluster the workers train)
+            gpu = search_args(tiny_space, tmp_path / "gpu", "--n-trials", "1", "--objectives", "macs",
+                              "--no-measure", "--executor", "ray", "--address", f"127.0.0.1:{port}",
+                              "--device", "cuda", "--gpus-per-trial", "1")  # fmt: skip
+            assert main(gpu) == 2
+            assert "gpus_per_trial: 1, but the Ray cluster at" in capsys.readouterr().err
         df = pd.read_parquet(out / "trials.parquet")
         assert len(df) == 2 and set(df["status"]) == {"complete"}
         assert _pids_using(temp_dir), "the cluster must outlive the search that joined it"

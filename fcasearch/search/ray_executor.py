@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
@@ -22,7 +22,10 @@ from fcasearch.search.study import mark_architecture, tell
 from fcasearch.spec import ArchSpec
 from fcasearch.storage.records import TrialLog
 
-__all__ = ["run_ray"]
+if TYPE_CHECKING:
+    from fcasearch.space import SearchSpace
+
+__all__ = ["check_resources", "run_ray", "trial_config"]
 
 
 def _trainable(
@@ -64,7 +67,7 @@ def _trainable(
 
 
 def trial_config(
-    ot_trial: optuna.Trial, space: Any, cache: dict[str, dict[str, Any]], run: str
+    ot_trial: optuna.Trial, space: SearchSpace, cache: dict[str, dict[str, Any]], run: str
 ) -> dict[str, Any]:
     """The Tune config of one trial: its sampled architecture (marked in the study at once, so
     NSGA-II's next children avoid it while it runs) and, if a completed trial of this run already

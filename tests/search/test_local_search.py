@@ -17,6 +17,20 @@ def _frame(run):
     return pd.read_parquet(run / "trials.parquet")
 
 
+def _tiny_options(space, tmp_path, **overrides) -> SearchOptions:
+    """Options of a short in-process search on the tiny space: no measurement, no bar."""
+    base = dict(
+        space=str(space),
+        objectives="accuracy macs",
+        budget="steps=2",
+        batch_size=32,
+        out=str(tmp_path / "run"),
+        progress=False,
+        measure=False,
+    )
+    return SearchOptions(**{**base, **overrides})
+
+
 def test_tiny_local_search_end_to_end(tiny_space, search_args, tmp_path):
     out = tmp_path / "run"
     assert (
@@ -120,19 +134,7 @@ def test_a_trial_that_raises_does_not_stop_the_search(tiny_space, tmp_path, monk
         return real(spec)
 
     monkeypatch.setattr(models, "build_model", flaky)
-    opts = SearchOptions(
-        space=str(tiny_space),
-        objectives="accuracy macs",
-        n_trials=6,
-        budget="steps=2",
-        batch_size=32,
-        sampler="random",
-        seed=3,
-        out=str(tmp_path / "run"),
-        progress=False,
-        measure=False,
-    )
-    outcome = run_search(opts)
+    outcome = run_search(_tiny_options(tiny_space, tmp_path, n_trials=6, sampler="random", seed=3))
     df = _frame(outcome.run.root)
     assert len(df) == 6
     failed = df[df["status"] == "failed"]
@@ -278,18 +280,7 @@ def test_a_trial_is_marked_with_its_arch_id_before_it_runs(tiny_space, tmp_path,
         return real(spec, ctx, report)
 
     monkeypatch.setattr(local, "evaluate", evaluate)
-    opts = SearchOptions(
-        space=str(tiny_space),
-        objectives="accuracy macs",
-        n_trials=3,
-        budget="steps=1",
-        batch_size=32,
-        sampler="nsga2",
-        out=str(tmp_path / "run"),
-        progress=False,
-        measure=False,
-    )
-    run_search(opts)
+    run_search(_tiny_options(tiny_space, tmp_path, n_trials=3, budget="steps=1", sampler="nsga2"))
     assert seen and all(seen)
 
 

@@ -32,7 +32,7 @@ from fcasearch.measure.counting import count_macs, count_params
 from fcasearch.measure.energy import EnergyResult, measure_energy, unavailable_energy
 from fcasearch.measure.fingerprint import fingerprint_id, hardware_fingerprint
 from fcasearch.measure.flops import count_flops_fvcore
-from fcasearch.measure.graphs import capture_cuda_graph, check_graph_device
+from fcasearch.measure.graphs import CAPTURE_WARMUP, capture_cuda_graph, check_graph_device
 from fcasearch.measure.latency import LatencyStats, cpu_threads, time_callable
 from fcasearch.measure.memory import MIB, peak_memory, tensor_bytes
 from fcasearch.measure.prepare import (
@@ -252,8 +252,9 @@ def _measure(
         if opts["cuda_graph"] and (opts["latency"] or opts["energy"]):
             run = capture_cuda_graph(run, dev)
             notes["cuda_graph"] = (
-                "latency and energy of a CUDA graph replay (the forward captured once after 3 "
-                "warm-up runs; no per-kernel launches); peak memory of the plain forward"
+                "latency and energy of a CUDA graph replay (the forward captured once after "
+                f"{CAPTURE_WARMUP} warm-up runs; no per-kernel launches); peak memory of the "
+                "plain forward"
             )
         if opts["latency"]:
             stats = time_callable(run, device=dev, **opts["timing"])

@@ -19,7 +19,9 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["CudaGraphError", "capture_cuda_graph", "check_graph_device"]
+__all__ = ["CAPTURE_WARMUP", "CudaGraphError", "capture_cuda_graph", "check_graph_device"]
+
+CAPTURE_WARMUP = 3  # runs on a side stream before capture
 
 
 class CudaGraphError(RuntimeError):
@@ -38,7 +40,7 @@ def check_graph_device(device: torch.device | str) -> torch.device:
 
 
 def capture_cuda_graph(
-    fn: Callable[[], torch.Tensor], device: torch.device | str, warmup: int = 3
+    fn: Callable[[], torch.Tensor], device: torch.device | str, warmup: int = CAPTURE_WARMUP
 ) -> Callable[[], torch.Tensor]:
     """Capture ``fn()`` (a forward on fixed inputs) into a CUDA graph.
 

@@ -9,7 +9,7 @@ import optuna
 
 from fcasearch.search.objective import TrialContext, evaluate, reused_result
 from fcasearch.search.progress import SearchProgress
-from fcasearch.search.study import mark_architecture, tell
+from fcasearch.search.study import sample_architecture, tell
 from fcasearch.storage.records import TrialLog
 
 __all__ = ["run_local"]
@@ -35,8 +35,7 @@ def run_local(
         deadline is None or time.monotonic() < deadline
     ):
         trial = study.ask()
-        spec = ctx.space.sample(trial, flat=True)
-        mark_architecture(trial, spec)
+        spec = sample_architecture(trial, ctx.space)
         cached = cache.get(spec.arch_id)
         if cached is not None:
             result = reused_result(cached, spec)

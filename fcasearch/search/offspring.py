@@ -11,7 +11,7 @@ the child is an architecture the study already holds: the duplicate elimination 
 libraries offer for discrete problems. After ``max_tries`` draws it falls back to the space's own
 mutation (:meth:`~fcasearch.space.SearchSpace.mutate`), which always changes the network. Both
 executors record a trial's ``arch_id`` as soon as it is sampled
-(:func:`~fcasearch.search.study.mark_architecture`), so with concurrent trials (Ray) a child also
+(:func:`~fcasearch.search.study.sample_architecture`), so with concurrent trials (Ray) a child also
 avoids the architectures still running.
 
 Measured (micro space, naswot and MACs, 400 trials, population 25; share of the trials NSGA-II

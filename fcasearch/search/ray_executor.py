@@ -18,7 +18,7 @@ import optuna
 from fcasearch.search.objective import TrialContext, TrialResult, evaluate, reused_result
 from fcasearch.search.options import METRICS, PROXY_PREFIX, SearchError, SearchOptions
 from fcasearch.search.progress import SearchProgress
-from fcasearch.search.study import mark_architecture, tell
+from fcasearch.search.study import sample_architecture, tell
 from fcasearch.spec import ArchSpec
 from fcasearch.storage.records import TrialLog
 
@@ -72,8 +72,7 @@ def trial_config(
     """The Tune config of one trial: its sampled architecture (marked in the study at once, so
     NSGA-II's next children avoid it while it runs) and, if a completed trial of this run already
     measured that architecture, the row to reuse instead of training again."""
-    spec = space.sample(ot_trial, flat=True)
-    mark_architecture(ot_trial, spec)
+    spec = sample_architecture(ot_trial, space)
     cfg = {"spec": spec.to_json(), "trial_number": ot_trial.number, "run": run}
     cached = cache.get(spec.arch_id)
     if cached is not None:

@@ -22,10 +22,10 @@ __all__ = [
     "make_pruner",
     "make_sampler",
     "make_storage",
-    "mark_architecture",
     "nsga2_population",
     "open_study",
     "recover_interrupted",
+    "sample_architecture",
     "tell",
     "values_for",
 ]
@@ -172,10 +172,13 @@ def values_for(objectives: Sequence[Objective], metrics: dict[str, float]) -> li
     return out
 
 
-def mark_architecture(trial: optuna.Trial, spec: ArchSpec) -> None:
-    """Record the trial's ``arch_id`` as soon as its architecture is sampled, so that a trial
-    still running counts as evaluated for NSGA-II's children (:class:`ArchitectureOffspring`)."""
+def sample_architecture(trial: optuna.Trial, space: SearchSpace) -> ArchSpec:
+    """The trial's architecture (every space parameter asked: ``flat``), its ``arch_id`` recorded
+    in the study at once, so that a trial still running counts as evaluated for NSGA-II's
+    children (:class:`ArchitectureOffspring`). Both executors sample through here."""
+    spec = space.sample(trial, flat=True)
     trial.set_user_attr("arch_id", spec.arch_id)
+    return spec
 
 
 def tell(
@@ -186,9 +189,8 @@ def tell(
     constraints: Any,
 ) -> None:
     """Record a finished trial in the study: values and constraint, or its failed/pruned state."""
-    # few attributes: each is one storage write (the full row is in trials.parquet)
-    if trial.user_attrs.get("arch_id") != result.spec.arch_id:  # usually set at ask time
-        mark_architecture(trial, result.spec)
+    # few attributes: each is one storage write (the full row is in trials.parquet); arch_id was
+    # written when the trial was sampled (sample_architecture)
     trial.set_user_attr("status", result.status)
     if result.reason:
         trial.set_user_attr("reason", result.reason[:2000])

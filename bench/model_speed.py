@@ -3,14 +3,14 @@
 The floor of one forward pass is ``2 * MACs / R``: the multiply-adds of the network (convolutions,
 linear layers, attention matmuls; ``fcasearch.measure.counting``) at the float32 matrix-multiply
 rate ``R`` measured here, in the same run (a square SGEMM, interleaved with the model timings
-round by round: 2048x2048 products before and after each round). ``R`` is the faster of torch's two
-float32 GEMM libraries, each timed: ``torch.mm`` (MKL in x86 builds) and oneDNN (the library of
-the inference form's fused Linear ops). They differ by machine: on a 2-core Xeon MKL is the faster
-or as fast, on a 2-core AMD EPYC (Zen 4) oneDNN runs a 2048^2 SGEMM about 1.3x faster than MKL,
-whose generic code path AMD CPUs get; taking the faster keeps the floor a floor. The ratio latency / floor is
-printed per model and batch size, as the median over rounds; each round's ratio uses that round's
-GEMM rate, so machine noise (these machines are shared) largely cancels. Latency is the median of
-``--repeats`` calls after 2 warm-up calls, per round.
+round by round: 2048x2048 products before and after each round). ``R`` is the faster of torch's
+two float32 GEMM libraries, both timed: ``torch.mm`` (MKL in x86 builds) and oneDNN (the library
+of the inference form's fused Linear ops). Which is faster depends on the machine: on a 2-core AMD
+EPYC (Zen 4), oneDNN ran the 2048^2 SGEMM at about 210 GFLOP/s and MKL at about 165; a floor from
+the slower library would flatter every ratio. The ratio latency / floor is printed per model and
+batch size, as the median over rounds; each round's ratio uses that round's GEMM rate, so machine
+noise (these machines are shared) largely cancels. Latency is the median of ``--repeats`` calls
+after 2 warm-up calls, per round.
 
 Models are measured in their deployable form: ``fuse_for_inference`` (Conv-BN and layer scales
 folded, attention bias frozen, oneDNN fused kernels), eval, ``torch.inference_mode``, fixed threads.
@@ -23,7 +23,12 @@ compilation (about 20 s a case) is done before the timed rounds.
 
 For context it also times (unless ``--no-reference``) a straightforward re-implementation of the
 reference forward (NCHW, Conv-BN unfused, queries for the cross tokens, bias gathered every call,
-explicit softmax) loaded with the same weights, and the GEMM rate at L1's main MLP shape.
+explicit softmax) loaded with the same weights, and the GEMM rate at L1's main MLP shape. And it
+prints what L1's Linear GEMMs at batch 1 cost when each is timed alone at its shape (recorded from
+one forward, timed in every round with both libraries), in units of that round's floor: a lower
+bound on what any forward built on these libraries spends in its GEMMs, and so how much of the
+target is left for the convolutions, attention and elementwise work.
+
 ``--malloc-tune`` keeps freed memory in glibc's heap (process-wide; it removes the page faults
 that large-batch activations otherwise take on every call).
 
@@ -37,10 +42,12 @@ import copy
 import platform
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from fcasearch.measure.counting import count_macs
 from fcasearch.models import (
@@ -80,6 +87,41 @@ def gemm_rates(kernel: Callable[[], object], flops: int, reps: int) -> list[floa
         kernel()
         rates.append(flops / (time.perf_counter() - t0))
     return rates
+
+
+class GemmShapes(TorchDispatchMode):
+    """Records the (rows, inner, cols) of every matrix product of a Linear layer (``linear``,
+    ``addmm`` or ``mm``) dispatched while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, int, int]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        aten = torch.ops.aten
+        if func is aten.linear.default:
+            x, weight = args[:2]
+            self.shapes.append((x.numel() // x.shape[-1], weight.shape[1], weight.shape[0]))
+        elif func in (aten.addmm.default, aten.mm.default):
+            a, b = args[-2:] if func is aten.addmm.default else args[:2]
+            self.shapes.append((a.shape[0], a.shape[1], b.shape[1]))
+        return func(*args, **(kwargs or {}))
+
+
+def gemms_alone(shapes: list[tuple[int, int, int]], reps: int = 10) -> dict[str, float]:
+    """Seconds the products of ``shapes`` take when each is timed alone (median of ``reps``),
+    per library, and ``best`` (the faster library per shape)."""
+    total: dict[str, float] = {"best": 0.0}
+    for shape, count in Counter(shapes).items():
+        flops = 2 * shape[0] * shape[1] * shape[2]
+        times = {
+            lib: flops / statistics.median(gemm_rates(k, flops, reps))
+            for lib, k in gemm_kernels(*shape).items()
+        }
+        for lib, t in times.items():
+            total[lib] = total.get(lib, 0.0) + t * count
+        total["best"] += min(times.values()) * count
+    return total
 
 
 def tune_malloc() -> str:
@@ -246,14 +288,17 @@ def main() -> int:
     torch.manual_seed(0)
     allocator = tune_malloc() if args.malloc_tune else "default allocator"
 
-    cases, floors_macs = [], {}
+    cases, floors_macs, l1_gemms = [], {}, []
     for tag in args.models:
         spec = get_spec(MODELS[tag], img_size=args.img)
         model = calibrate_batchnorm(build_model(spec))
         ref_sd = {k: v.clone() for k, v in to_reference_state_dict(model).items()}
         x1 = torch.randn(1, 3, args.img, args.img)
-        with torch.inference_mode():
+        with torch.inference_mode(), GemmShapes() as recorder:
             unfused = model(x1)
+        if tag == "L1":
+            l1_gemms = recorder.shapes
+        with torch.inference_mode():
             fused = fuse_for_inference(model)
             diff = (fused(x1) - unfused).abs().max().item()
         print(
@@ -282,6 +327,7 @@ def main() -> int:
     lib_rates = {lib: [] for lib in square}  # per library, one median per round
     rates, shape_rates = [], {lib: [] for lib in at_shape}
     results = {(c[0], c[1]): [] for c in cases}
+    alone: list[dict[str, float]] = []  # L1 b1's GEMMs timed alone, per round
     with torch.inference_mode():
         for _ in range(args.rounds):
             before = {lib: gemm_rates(k, square_flops, reps=5) for lib, k in square.items()}
@@ -294,6 +340,8 @@ def main() -> int:
                 shape_rates[lib] += gemm_rates(k, shape_flops, reps=20)
             for (tag, b, _, macs), med in zip(cases, timed):
                 results[(tag, b)].append((med, 2 * macs / rate))
+            if l1_gemms:
+                alone.append({k: t / (2 * floors_macs["L1"] / rate) for k, t in gemms_alone(l1_gemms).items()})  # fmt: skip
 
     def per_lib(table: dict[str, list[float]]) -> str:
         return ", ".join(f"{lib} {statistics.median(r) / 1e9:.1f}" for lib, r in table.items())
@@ -315,6 +363,15 @@ def main() -> int:
         print(
             f"{tag} b{b} fp32 {args.img}: {lat * 1e3:.1f} ms | floor {floor * 1e3:.1f} ms | "
             f"ratio {ratio:.2f}x ({target}) | rounds {min(ratios):.2f}-{max(ratios):.2f}x"
+        )
+    if alone:  # what the GEMMs alone take, in units of the floor
+        share = {k: statistics.median(r[k] for r in alone) for k in alone[0]}
+        libs = ", ".join(f"{k} alone {v:.2f}x" for k, v in share.items() if k != "best")
+        print(
+            f"L1 b1: its {len(l1_gemms)} Linear GEMMs, each timed alone at its shape with the "
+            f"faster library: {share['best']:.2f}x the floor ({libs}); a {args.target}x forward leaves "
+            f"{args.target - share['best']:.2f}x the floor for everything else (convolutions, "
+            "attention, normalization, activations, copies)"
         )
     return 0
 

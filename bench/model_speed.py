@@ -66,14 +66,16 @@ MODELS = {"L1": "fcaformer_l1", "L2": "fcaformer_l2"}
 
 
 def gemm_kernels(m: int, k: int, n: int) -> dict[str, Callable[[], object]]:
-    """One float32 (m x k) @ (k x n) product per GEMM library torch has here: ``torch.mm`` (its
-    BLAS, MKL on x86) and, where available, oneDNN (``mkldnn._linear_pointwise``)."""
-    a, b, out = torch.randn(m, k), torch.randn(k, n), torch.empty(m, n)
-    kernels: dict[str, Callable[[], object]] = {"torch.mm": lambda: torch.mm(a, b, out=out)}
+    """A float32 product of an (m x k) input with an (n x k) Linear weight, transposed (what a
+    Linear layer computes), per GEMM library torch has here: ``torch.mm`` (its BLAS, MKL on x86)
+    and, where available, oneDNN (``mkldnn._linear_pointwise``)."""
+    x, weight, out = torch.randn(m, k), torch.randn(n, k), torch.empty(m, n)
+    kernels: dict[str, Callable[[], object]] = {
+        "torch.mm": lambda: torch.mm(x, weight.t(), out=out)
+    }
     if onednn_fusion_available():
-        weight = b.t().contiguous()  # (n, k), Linear's layout
         kernels["oneDNN"] = lambda: torch.ops.mkldnn._linear_pointwise(
-            a, weight, None, "none", [], ""
+            x, weight, None, "none", [], ""
         )
     return kernels
 
@@ -108,20 +110,27 @@ class GemmShapes(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def gemms_alone(shapes: list[tuple[int, int, int]], reps: int = 10) -> dict[str, float]:
-    """Seconds the products of ``shapes`` take when each is timed alone (median of ``reps``),
-    per library, and ``best`` (the faster library per shape)."""
-    total: dict[str, float] = {"best": 0.0}
-    for shape, count in Counter(shapes).items():
-        flops = 2 * shape[0] * shape[1] * shape[2]
-        times = {
-            lib: flops / statistics.median(gemm_rates(k, flops, reps))
-            for lib, k in gemm_kernels(*shape).items()
-        }
-        for lib, t in times.items():
-            total[lib] = total.get(lib, 0.0) + t * count
-        total["best"] += min(times.values()) * count
-    return total
+def gemms_alone(shapes: list[tuple[int, int, int]]) -> Callable[[], dict[str, float]]:
+    """A timer of the products of ``shapes`` (with repeats), each timed alone: it returns the
+    seconds they take in all per library, and ``best`` (the faster library for each shape)."""
+    cases = [
+        (count, 2 * m * k * n, gemm_kernels(m, k, n))
+        for (m, k, n), count in Counter(shapes).items()
+    ]
+
+    def timer(reps: int = 10) -> dict[str, float]:
+        total: dict[str, float] = {"best": 0.0}
+        for count, flops, kernels in cases:
+            times = {
+                lib: flops / statistics.median(gemm_rates(kernel, flops, reps))
+                for lib, kernel in kernels.items()
+            }
+            for lib, t in times.items():
+                total[lib] = total.get(lib, 0.0) + t * count
+            total["best"] += min(times.values()) * count
+        return total
+
+    return timer
 
 
 def tune_malloc() -> str:
@@ -327,6 +336,7 @@ def main() -> int:
     lib_rates = {lib: [] for lib in square}  # per library, one median per round
     rates, shape_rates = [], {lib: [] for lib in at_shape}
     results = {(c[0], c[1]): [] for c in cases}
+    time_l1_gemms = gemms_alone(l1_gemms)
     alone: list[dict[str, float]] = []  # L1 b1's GEMMs timed alone, per round
     with torch.inference_mode():
         for _ in range(args.rounds):
@@ -341,7 +351,7 @@ def main() -> int:
             for (tag, b, _, macs), med in zip(cases, timed):
                 results[(tag, b)].append((med, 2 * macs / rate))
             if l1_gemms:
-                alone.append({k: t / (2 * floors_macs["L1"] / rate) for k, t in gemms_alone(l1_gemms).items()})  # fmt: skip
+                alone.append({k: t / (2 * floors_macs["L1"] / rate) for k, t in time_l1_gemms().items()})  # fmt: skip
 
     def per_lib(table: dict[str, list[float]]) -> str:
         return ", ".join(f"{lib} {statistics.median(r) / 1e9:.1f}" for lib, r in table.items())

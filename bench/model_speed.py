@@ -24,10 +24,11 @@ compilation (about 20 s a case) is done before the timed rounds.
 For context it also times (unless ``--no-reference``) a straightforward re-implementation of the
 reference forward (NCHW, Conv-BN unfused, queries for the cross tokens, bias gathered every call,
 explicit softmax) loaded with the same weights, and the GEMM rate at L1's main MLP shape. And it
-prints what L1's Linear GEMMs at batch 1 cost when each is timed alone at its shape (recorded from
-one forward, timed in every round with both libraries), in units of that round's floor: a lower
-bound on what any forward built on these libraries spends in its GEMMs, and so how much of the
-target is left for the convolutions, attention and elementwise work.
+prints what L1's Linear GEMMs at batch 1 cost on their own, in units of that round's floor (their
+shapes recorded from one forward; each with its own weights; both libraries; every round): each
+timed alone with warm caches, and all of them back to back in model order, as a forward meets
+them. The second is a lower bound on what a forward built on these libraries spends in its GEMMs,
+so the target minus it is what is left for the convolutions, attention and elementwise work.
 
 ``--malloc-tune`` keeps freed memory in glibc's heap (process-wide; it removes the page faults
 that large-batch activations otherwise take on every call).
@@ -42,7 +43,6 @@ import copy
 import platform
 import statistics
 import time
-from collections import Counter
 from collections.abc import Callable
 
 import torch
@@ -110,27 +110,43 @@ class GemmShapes(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def gemms_alone(shapes: list[tuple[int, int, int]]) -> Callable[[], dict[str, float]]:
-    """A timer of the products of ``shapes`` (with repeats), each timed alone: it returns the
-    seconds they take in all per library, and ``best`` (the faster library for each shape)."""
-    cases = [
-        (count, 2 * m * k * n, gemm_kernels(m, k, n))
-        for (m, k, n), count in Counter(shapes).items()
-    ]
+class LinearGemms:
+    """The Linear GEMMs of one forward (shapes from :class:`GemmShapes`, in order), each with its
+    own input, weight and output, timed per library (see :func:`gemm_kernels`)."""
 
-    def timer(reps: int = 10) -> dict[str, float]:
+    def __init__(self, shapes: list[tuple[int, int, int]]) -> None:
+        self.count = len(shapes)
+        self.kernels = [gemm_kernels(*shape) for shape in shapes]
+        self.flops = [2 * m * k * n for m, k, n in shapes]
+
+    def alone(self, reps: int = 10) -> dict[str, float]:
+        """Seconds in all when each GEMM is timed alone (median of ``reps``, caches warm), per
+        library and ``best`` (the faster library for each GEMM)."""
         total: dict[str, float] = {"best": 0.0}
-        for count, flops, kernels in cases:
+        for kernels, flops in zip(self.kernels, self.flops):
             times = {
                 lib: flops / statistics.median(gemm_rates(kernel, flops, reps))
                 for lib, kernel in kernels.items()
             }
             for lib, t in times.items():
-                total[lib] = total.get(lib, 0.0) + t * count
-            total["best"] += min(times.values()) * count
+                total[lib] = total.get(lib, 0.0) + t
+            total["best"] += min(times.values())
         return total
 
-    return timer
+    def in_sequence(self, reps: int = 5) -> dict[str, float]:
+        """Seconds for all of them back to back in model order (median of ``reps`` runs), per
+        library: each GEMM then finds the caches as the previous ones left them, as in a forward."""
+        total = {}
+        for lib in self.kernels[0]:
+            sequence = [kernels[lib] for kernels in self.kernels]
+            times = []
+            for _ in range(reps + 1):  # the first run warms up
+                t0 = time.perf_counter()
+                for kernel in sequence:
+                    kernel()
+                times.append(time.perf_counter() - t0)
+            total[lib] = statistics.median(times[1:])
+        return total
 
 
 def tune_malloc() -> str:
@@ -336,8 +352,8 @@ def main() -> int:
     lib_rates = {lib: [] for lib in square}  # per library, one median per round
     rates, shape_rates = [], {lib: [] for lib in at_shape}
     results = {(c[0], c[1]): [] for c in cases}
-    time_l1_gemms = gemms_alone(l1_gemms)
-    alone: list[dict[str, float]] = []  # L1 b1's GEMMs timed alone, per round
+    gemms = LinearGemms(l1_gemms)
+    alone, in_sequence = [], []  # L1 b1's GEMMs per round, in units of the round's floor
     with torch.inference_mode():
         for _ in range(args.rounds):
             before = {lib: gemm_rates(k, square_flops, reps=5) for lib, k in square.items()}
@@ -350,8 +366,10 @@ def main() -> int:
                 shape_rates[lib] += gemm_rates(k, shape_flops, reps=20)
             for (tag, b, _, macs), med in zip(cases, timed):
                 results[(tag, b)].append((med, 2 * macs / rate))
-            if l1_gemms:
-                alone.append({k: t / (2 * floors_macs["L1"] / rate) for k, t in time_l1_gemms().items()})  # fmt: skip
+            if gemms.count:
+                floor = 2 * floors_macs["L1"] / rate
+                alone.append({k: t / floor for k, t in gemms.alone().items()})
+                in_sequence.append({k: t / floor for k, t in gemms.in_sequence().items()})
 
     def per_lib(table: dict[str, list[float]]) -> str:
         return ", ".join(f"{lib} {statistics.median(r) / 1e9:.1f}" for lib, r in table.items())
@@ -374,14 +392,20 @@ def main() -> int:
             f"{tag} b{b} fp32 {args.img}: {lat * 1e3:.1f} ms | floor {floor * 1e3:.1f} ms | "
             f"ratio {ratio:.2f}x ({target}) | rounds {min(ratios):.2f}-{max(ratios):.2f}x"
         )
-    if alone:  # what the GEMMs alone take, in units of the floor
-        share = {k: statistics.median(r[k] for r in alone) for k in alone[0]}
-        libs = ", ".join(f"{k} alone {v:.2f}x" for k, v in share.items() if k != "best")
+    if alone:  # what L1's GEMMs take, in units of the floor
+
+        def shares(rows: list[dict[str, float]]) -> dict[str, float]:
+            return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+
+        each, seq = shares(alone), shares(in_sequence)
+        libs = ", ".join(f"{k} {v:.2f}x" for k, v in each.items() if k != "best")
         print(
-            f"L1 b1: its {len(l1_gemms)} Linear GEMMs, each timed alone at its shape with the "
-            f"faster library: {share['best']:.2f}x the floor ({libs}); a {args.target}x forward leaves "
-            f"{args.target - share['best']:.2f}x the floor for everything else (convolutions, "
-            "attention, normalization, activations, copies)"
+            f"L1 b1, its {gemms.count} Linear GEMMs (own weights each), in units of the floor: "
+            f"each timed alone {each['best']:.2f}x with the faster library per GEMM ({libs}); "
+            "back to back in model order "
+            + ", ".join(f"{k} {v:.2f}x" for k, v in seq.items())
+            + f"; so a {args.target}x forward leaves at most {args.target - min(seq.values()):.2f}x "
+            "the floor for everything else (convolutions, attention, normalization, activations)"
         )
     return 0
 

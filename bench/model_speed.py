@@ -27,8 +27,9 @@ explicit softmax) loaded with the same weights, and the GEMM rate at L1's main M
 prints what L1's Linear GEMMs at batch 1 cost on their own, in units of that round's floor (their
 shapes recorded from one forward; each with its own weights; both libraries; every round): each
 timed alone with warm caches, and all of them back to back in model order, as a forward meets
-them. The second is a lower bound on what a forward built on these libraries spends in its GEMMs,
-so the target minus it is what is left for the convolutions, attention and elementwise work.
+them. The second is a lower bound on what a forward built on these libraries spends in its GEMMs;
+the other MACs (convolutions, attention matmuls) need at least their share of the floor; what the
+target leaves after both is the most a forward can spend on its elementwise work and overhead.
 
 ``--malloc-tune`` keeps freed memory in glibc's heap (process-wide; it removes the page faults
 that large-batch activations otherwise take on every call).
@@ -399,13 +400,17 @@ def main() -> int:
 
         each, seq = shares(alone), shares(in_sequence)
         libs = ", ".join(f"{k} {v:.2f}x" for k, v in each.items() if k != "best")
+        # the other MACs (convolutions, attention matmuls) take their share of the floor at least
+        other = 1 - sum(m * k * n for m, k, n in l1_gemms) / floors_macs["L1"]
+        left = args.target - min(seq.values()) - other
         print(
             f"L1 b1, its {gemms.count} Linear GEMMs (own weights each), in units of the floor: "
             f"each timed alone {each['best']:.2f}x with the faster library per GEMM ({libs}); "
             "back to back in model order "
             + ", ".join(f"{k} {v:.2f}x" for k, v in seq.items())
-            + f"; so a {args.target}x forward leaves at most {args.target - min(seq.values()):.2f}x "
-            "the floor for everything else (convolutions, attention, normalization, activations)"
+            + f". The other {other:.0%} of the MACs (convolutions, attention) take at least "
+            f"{other:.2f}x, so a {args.target}x forward leaves at most {left:.2f}x the floor for "
+            "normalization, activations, softmax, copies and per-op overhead"
         )
     return 0
 

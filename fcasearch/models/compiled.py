@@ -68,14 +68,23 @@ def compile_for_inference(
 
     wrapper = cpu if cpp_wrapper is None else bool(cpp_wrapper)
     compiled = torch.compile(model, dynamic=False)
+    # Dynamo and Inductor read these settings whenever they compile: on the first call and on
+    # any recompile (an input made under inference_mode, say, fails the guards of an ordinary
+    # tensor; without freezing that recompile would be another, slower program). So every call
+    # carries them (one reused patch: about 8 us a call on a 2-core EPYC).
+    settings = inductor_config.patch(freezing=True, cpp_wrapper=wrapper)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with settings:
+            return compiled(x)
+
     try:
-        # Inductor reads its config when it compiles, i.e. during this first call.
-        with inductor_config.patch(freezing=True, cpp_wrapper=wrapper), torch.inference_mode():
-            compiled(example)
+        with torch.inference_mode():
+            run(example)
     except Exception as e:  # Inductor raises many types (BackendCompilerFailed, CppCompileError)
         raise CompileError(
             f"compile_for_inference: torch.compile failed for input {tuple(example.shape)} "
             f"{example.dtype} on {example.device} ({type(e).__name__}: {str(e)[:300]}); measure "
             "the eager inference form (fuse_for_inference) instead"
         ) from e
-    return compiled
+    return run

@@ -13,7 +13,9 @@ noise (these machines are shared) largely cancels. Latency is the median of ``--
 after 2 warm-up calls, per round.
 
 Models are measured in their deployable form: ``fuse_for_inference`` (Conv-BN and layer scales
-folded, attention bias frozen, oneDNN fused kernels), eval, ``torch.inference_mode``, fixed threads.
+folded, attention bias frozen, oneDNN fused kernels; the Linear GEMMs on the library that
+``--gemm-library`` names, by default the one ``"auto"`` picks for this CPU), eval,
+``torch.inference_mode``, fixed threads.
 BN statistics are calibrated first (``calibrate_batchnorm``): an untrained FcaFormer's late-stage
 activations are ~1e-20 and would run on denormal floats, which no trained model does.
 
@@ -60,7 +62,7 @@ from fcasearch.models import (
     get_spec,
     to_reference_state_dict,
 )
-from fcasearch.models.layers import onednn_fusion_available
+from fcasearch.models.layers import GEMM_LIBRARIES, onednn_fusion_available
 from fcasearch.spec import CONV, ArchSpec
 
 MODELS = {"L1": "fcaformer_l1", "L2": "fcaformer_l2"}
@@ -295,6 +297,14 @@ def main() -> int:
     )
     ap.add_argument("--target", type=float, default=1.6)
     ap.add_argument(
+        "--gemm-library",
+        nargs="+",
+        choices=GEMM_LIBRARIES,
+        default=["auto"],
+        help="library of the inference form's Linear GEMMs (fuse_for_inference(gemm=...)); "
+        "several: each is timed, side by side (cases named MODEL/LIBRARY)",
+    )
+    ap.add_argument(
         "--malloc-tune",
         action="store_true",
         help="keep freed memory mapped (glibc mallopt): removes page faults at large batch",
@@ -324,25 +334,28 @@ def main() -> int:
             unfused = model(x1)
         if tag == "L1":
             l1_gemms = recorder.shapes
-        with torch.inference_mode():
-            fused = fuse_for_inference(model)
-            diff = (fused(x1) - unfused).abs().max().item()
-        print(
-            f"{tag}: {spec.short()} | arch_id {spec.arch_id} | fused vs unfused max |diff| {diff:.2e}"
-        )
         floors_macs[tag] = count_macs(spec)
-        for b in args.batches:
-            x = torch.randn(b, 3, args.img, args.img)
-            cases.append((tag, b, (lambda m=fused, x=x: m(x)), floors_macs[tag] * b))
-            if args.compiled == "all" or (args.compiled == "l1b1" and (tag, b) == ("L1", 1)):
-                compiled = compiled_case(fused, x, (x1, unfused) if b == 1 else None)
-                if compiled is not None:
-                    cases.append((f"{tag}-compiled", b, compiled, floors_macs[tag] * b))
+        for library in args.gemm_library:
+            name = tag if len(args.gemm_library) == 1 else f"{tag}/{library}"
+            with torch.inference_mode():
+                fused = fuse_for_inference(copy.deepcopy(model), gemm=library)
+                diff = (fused(x1) - unfused).abs().max().item()
+            print(
+                f"{name}: {spec.short()} | arch_id {spec.arch_id} | Linear GEMMs on {fused.gemm}"
+                f" | fused vs unfused max |diff| {diff:.2e}"
+            )
+            for b in args.batches:
+                x = torch.randn(b, 3, args.img, args.img)
+                cases.append((name, b, (lambda m=fused, x=x: m(x)), floors_macs[tag] * b))
+                if args.compiled == "all" or (args.compiled == "l1b1" and (tag, b) == ("L1", 1)):
+                    compiled = compiled_case(fused, x, (x1, unfused) if b == 1 else None)
+                    if compiled is not None:
+                        cases.append((f"{name}-compiled", b, compiled, floors_macs[tag] * b))
         if args.reference and tag == "L1":
             ref = reference_style(spec, ref_sd)
             with torch.inference_mode():
-                rdiff = (ref(x1) - fused(x1)).abs().max().item()
-            print(f"{tag}: reference-style forward vs inference form max |diff| {rdiff:.2e}")
+                rdiff = (ref(x1) - unfused).abs().max().item()
+            print(f"{tag}: reference-style forward vs unfused max |diff| {rdiff:.2e}")
             cases.append(("L1-reference-style", 1, (lambda r=ref, x=x1: r(x)), floors_macs[tag]))
 
     # The L1 MLP GEMM at batch 1 (196 tokens, 192 -> 768), for context only.
@@ -388,7 +401,8 @@ def main() -> int:
         floor = statistics.median(r[1] for r in rows)
         ratios = [r[0] / r[1] for r in rows]
         ratio = statistics.median(ratios)
-        target = f"target <= {args.target}x" if (tag, b) == ("L1", 1) else "context"
+        eager_l1 = tag == "L1" or (tag.startswith("L1/") and "-" not in tag)
+        target = f"target <= {args.target}x" if eager_l1 and b == 1 else "context"
         print(
             f"{tag} b{b} fp32 {args.img}: {lat * 1e3:.1f} ms | floor {floor * 1e3:.1f} ms | "
             f"ratio {ratio:.2f}x ({target}) | rounds {min(ratios):.2f}-{max(ratios):.2f}x"

@@ -103,10 +103,12 @@ def deployable(model: nn.Module) -> tuple[nn.Module, str]:
             return model.eval(), "eval, already fused for inference"
         # An untrained model's late activations are denormal floats on CPU (slow); BN statistics
         # from random inputs give trained-like scales (see calibrate_batchnorm).
-        model = calibrate_batchnorm(model, generator=torch.Generator().manual_seed(0))
-        return fuse_for_inference(model).eval(), (
+        model = fuse_for_inference(
+            calibrate_batchnorm(model, generator=torch.Generator().manual_seed(0))
+        )
+        return model.eval(), (
             "eval, BN statistics calibrated on random inputs, fuse_for_inference (Conv-BN and "
-            "layer scales folded, attention masks frozen)"
+            f"layer scales folded, attention masks frozen, Linear GEMMs on {model.gemm})"
         )
     return model.eval(), "eval (not an FcaFormer: used as built, nothing folded)"
 

@@ -16,8 +16,10 @@ from fcasearch.models.layers import (
     DropPath,
     conv_gelu,
     fast_path,
+    linear,
     linear_add,
     linear_gelu,
+    onednn_gemm,
     padded_conv,
 )
 
@@ -49,14 +51,16 @@ class Downsample(nn.Module):
         self.conv2 = ConvBN(out_dim, out_dim, 3, 2, 1, groups=out_dim)
         self.conv3 = ConvBN(out_dim, out_dim, 1)
         self.fast = False  # fused kernels; set by fuse_for_inference
+        self.gemm = "torch"  # library of the fused 1x1 convs as GEMMs; set by fuse_for_inference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d, H, W) -> (B, o, H/2, W/2)
         if fast_path(self.fast, x):  # the 1x1 convs as GEMMs over the (B, H, W, C) view
             c1, c3 = self.conv1, self.conv3
             w1, w3 = c1.weight.flatten(1), c3.weight.flatten(1)  # (o, d), (o, o)
-            y = linear_gelu(x.permute(0, 2, 3, 1), w1, c1.bias, True).permute(0, 3, 1, 2)
+            od = onednn_gemm(self.gemm, x)
+            y = linear_gelu(x.permute(0, 2, 3, 1), w1, c1.bias, True, od).permute(0, 3, 1, 2)
             y = conv_gelu(y, self.conv2, True).permute(0, 2, 3, 1)  # (B, H/2, W/2, o)
-            return F.linear(y, w3, c3.bias).permute(0, 3, 1, 2)
+            return linear(y, w3, c3.bias, od).permute(0, 3, 1, 2)
         return self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(x)))))
 
 
@@ -81,16 +85,19 @@ class ConvNeXtBlock(nn.Module):
         self.gamma: nn.Parameter | None = nn.Parameter(torch.full((dim,), float(layer_scale_init)))
         self.drop_path = DropPath(drop_path)
         self.fast = False  # fused kernels (layer scale folded); set by fuse_for_inference
+        self.gemm = "torch"  # library of the Linear GEMMs once fused; set by fuse_for_inference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d, H, W) channels-last
         y = padded_conv(self.dwconv, x)  # (B, d, H, W)
         y = y.permute(0, 2, 3, 1)  # (B, H, W, d), a view for channels-last input
+        od = onednn_gemm(self.gemm, x)
+        fc1, fc2 = self.pwconv1, self.pwconv2
         if fast_path(self.fast, x) and not self.training and self.gamma is None:
-            h = linear_gelu(self.norm(y), self.pwconv1.weight, self.pwconv1.bias, True)
+            h = linear_gelu(self.norm(y), fc1.weight, fc1.bias, True, od)
             res = x.permute(0, 2, 3, 1)  # (B, H, W, d)
-            out = linear_add(h, self.pwconv2.weight, self.pwconv2.bias, res, True)
-            return out.permute(0, 3, 1, 2)
-        y = self.pwconv2(F.gelu(self.pwconv1(self.norm(y))))
+            return linear_add(h, fc2.weight, fc2.bias, res, True, od).permute(0, 3, 1, 2)
+        h = linear_gelu(self.norm(y), fc1.weight, fc1.bias, False, od)
+        y = linear(h, fc2.weight, fc2.bias, od)
         if self.gamma is not None:
             y = y * self.gamma
         return x + self.drop_path(y.permute(0, 3, 1, 2))

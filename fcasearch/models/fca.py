@@ -23,7 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fcasearch.models.layers import ConvBN, DropPath, Mlp, fast_path, linear_add, padded_conv
+from fcasearch.models.layers import (
+    ConvBN,
+    DropPath,
+    Mlp,
+    fast_path,
+    linear,
+    linear_add,
+    onednn_gemm,
+    padded_conv,
+)
 
 __all__ = ["ATTENTION_IMPLS", "FcaBlock", "FcaStage", "attention_impl", "relative_index"]
 
@@ -103,6 +112,7 @@ class FcaBlock(nn.Module):
         self.register_buffer("frozen_mask", None, persistent=False)  # set by freeze_mask()
         self._mask_cache: tuple[tuple, torch.Tensor] | None = None
         self.fast = False  # fused kernels (layer scales folded); set by fuse_for_inference
+        self.gemm = "torch"  # library of the Linear GEMMs once fused; set by fuse_for_inference
 
     # ---- the additive attention bias --------------------------------------------------------
     def attention_mask(self) -> torch.Tensor:
@@ -153,12 +163,15 @@ class FcaBlock(nn.Module):
         return super().train(mode)
 
     # ---- forward ----------------------------------------------------------------------------
-    def attention(self, xn: torch.Tensor, cross: torch.Tensor | None) -> torch.Tensor:
+    def attention(
+        self, xn: torch.Tensor, cross: torch.Tensor | None, onednn: bool = False
+    ) -> torch.Tensor:
         """Multi-head attention of the normalized main tokens over main + cross tokens.
 
         Args:
             xn: ``(B, N, d)`` main tokens after ``norm1``.
             cross: ``(B, M, d)`` raw cross tokens (before scale factors and ``s_norm``) or None.
+            onednn: run the query/key/value GEMMs as oneDNN primitives (see ``layers.linear``).
 
         Returns:
             ``(B, N, d)`` heads merged, before ``proj``.
@@ -166,16 +179,18 @@ class FcaBlock(nn.Module):
         b, n, d = xn.shape
         h = self.num_heads
         hd = d // h
+        w, bias = self.qkv.weight, self.qkv.bias
         if cross is None:
-            qkv = self.qkv(xn).view(b, n, 3, h, hd).permute(2, 0, 3, 1, 4)  # (3, B, h, N, hd)
-            q, k, v = qkv.unbind(0)
+            qkv = linear(xn, w, bias, onednn).view(b, n, 3, h, hd).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.unbind(0)  # (B, h, N, hd) each
         else:
             if self.s_scale_factors is not None:
                 cross = cross * self.s_scale_factors  # (B, M, d)
             cross = self.s_norm(cross)
-            w, bias = self.qkv.weight, self.qkv.bias
-            q = F.linear(xn, w[:d], bias[:d]).view(b, n, h, hd).transpose(1, 2)  # (B, h, N, hd)
-            kv = F.linear(torch.cat([xn, cross], dim=1), w[d:], bias[d:])  # (B, N+M, 2d)
+            q = (
+                linear(xn, w[:d], bias[:d], onednn).view(b, n, h, hd).transpose(1, 2)
+            )  # (B, h, N, hd)
+            kv = linear(torch.cat([xn, cross], dim=1), w[d:], bias[d:], onednn)  # (B, N+M, 2d)
             kv = kv.view(b, -1, 2, h, hd).permute(2, 0, 3, 1, 4)  # (2, B, h, N+M, hd)
             k, v = kv.unbind(0)
         mask = self.attention_mask()
@@ -205,11 +220,12 @@ class FcaBlock(nn.Module):
         b, n, d = x.shape
         # The inference kernels need the layer scales folded (fuse_for_inference does both).
         fast = fast_path(self.fast, x) and not self.training and self.gamma_1 is None
-        o = self.attention(self.norm1(x), cross)  # (B, N, d)
+        od = onednn_gemm(self.gemm, x)
+        o = self.attention(self.norm1(x), cross, od)  # (B, N, d)
         if fast:
-            x = linear_add(o, self.proj.weight, self.proj.bias, x, True)
+            x = linear_add(o, self.proj.weight, self.proj.bias, x, True, od)
         else:
-            y = self.proj(o)
+            y = linear(o, self.proj.weight, self.proj.bias, od)
             x = x + self.drop_path(y if self.gamma_1 is None else y * self.gamma_1)
         emitted = None
         if self.dw_conv is not None or self.local_conv is not None:
@@ -219,8 +235,8 @@ class FcaBlock(nn.Module):
             if self.local_conv is not None:  # replaces the stream: no residual
                 x = self.local_conv(xmap).permute(0, 2, 3, 1).reshape(b, n, d)
         if fast:
-            return self.mlp.forward_add(self.norm2(x), x, True), emitted
-        y = self.mlp(self.norm2(x))
+            return self.mlp.forward_add(self.norm2(x), x, True, od), emitted
+        y = self.mlp(self.norm2(x), od)
         return x + self.drop_path(y if self.gamma_2 is None else y * self.gamma_2), emitted
 
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from fcasearch.models.convnext import ConvStage, Downsample, Stem
 from fcasearch.models.fca import ATTENTION_IMPLS, FcaBlock, FcaStage
-from fcasearch.models.layers import drop_path_rates, init_weights
+from fcasearch.models.layers import drop_path_rates, init_weights, linear, onednn_gemm
 from fcasearch.spec import CONV, ArchSpec, SpecError
 
 __all__ = ["FcaFormer", "build_model"]
@@ -57,6 +57,7 @@ class FcaFormer(nn.Module):
             self.stages.append(stage)
         self.norm_head = nn.LayerNorm(stages[-1].width, eps=1e-5)
         self.head = nn.Linear(stages[-1].width, spec.num_classes)
+        self.gemm = "torch"  # library of the head's GEMM once fused; set by fuse_for_inference
         self.apply(init_weights)
 
     def _fca_stage(self, s: int, dps: list[float], out_dim: int | None) -> FcaStage:
@@ -104,7 +105,8 @@ class FcaFormer(nn.Module):
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         """Mean over tokens, LayerNorm, Linear: ``(B, d, h, w)`` -> ``(B, classes)``."""
-        return self.head(self.norm_head(x.mean(dim=(2, 3))))
+        x = self.norm_head(x.mean(dim=(2, 3)))  # (B, d)
+        return linear(x, self.head.weight, self.head.bias, onednn_gemm(self.gemm, x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in, H, W) -> (B, classes)
         return self.forward_head(self.forward_features(x))

@@ -11,7 +11,10 @@ with ``model.fused = True``. What it folds (each exact up to float rounding):
   computed once and stored as a buffer;
 * on CPU float32 without autograd, the blocks switch to the inference kernels of
   :mod:`fcasearch.models.layers` (in-place activations; oneDNN Linear+GELU, Linear+residual and
-  Conv+GELU for large activations; the downsample's 1x1 convs as GEMMs on the channels-last view).
+  Conv+GELU for large activations; the downsample's 1x1 convs as GEMMs on the channels-last view);
+* ``gemm`` picks the library of every Linear GEMM there, in eager mode and under
+  ``torch.compile``: torch's own (MKL on x86) or oneDNN; ``"auto"`` takes oneDNN on AMD CPUs,
+  where it measured faster (``layers.default_gemm_library``).
 
 What it keeps: the scale factors (they act before ``s_norm``, so they change that LayerNorm's
 effective epsilon and cannot be folded exactly) and the two LayerNorms in a row of the MLP path.
@@ -26,7 +29,7 @@ from torch import nn
 
 from fcasearch.models.convnext import ConvNeXtBlock, Downsample, Stem
 from fcasearch.models.fca import FcaBlock
-from fcasearch.models.layers import ConvBN
+from fcasearch.models.layers import ConvBN, resolve_gemm_library
 
 __all__ = ["calibrate_batchnorm", "fuse_for_inference"]
 
@@ -39,16 +42,25 @@ def _fold_scale(linear: nn.Linear, scale: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def fuse_for_inference(model: nn.Module) -> nn.Module:
+def fuse_for_inference(model: nn.Module, gemm: str = "auto") -> nn.Module:
     """Fold ``model`` into its inference form, in place (see the module docstring).
 
     Args:
         model: an :class:`~fcasearch.models.fcaformer.FcaFormer` (any module tree works: every
             ConvBN, ConvNeXt block and FcaFormer block inside is folded).
+        gemm: library of the Linear GEMMs on CPU float32: ``"auto"`` (oneDNN on AMD CPUs, torch's
+            elsewhere), ``"torch"`` or ``"onednn"``.
 
     Returns:
-        The same object, in eval mode; calling it again is a no-op.
+        The same object, in eval mode; calling it again only applies ``gemm``.
+
+    Raises:
+        ValueError: an unknown ``gemm``, or ``"onednn"`` without oneDNN in this torch build.
     """
+    library = resolve_gemm_library(gemm)
+    for m in model.modules():
+        if hasattr(m, "gemm"):
+            m.gemm = library
     model.eval()
     if getattr(model, "fused", False):
         return model

@@ -12,9 +12,11 @@ from fcasearch.models import (
     build_model,
     calibrate_batchnorm,
     compile_for_inference,
+    fuse_for_inference,
     get_spec,
 )
 from fcasearch.models.compiled import cpp_compiler_available
+from fcasearch.models.layers import onednn_fusion_available
 
 needs_cxx = pytest.mark.skipif(
     not cpp_compiler_available(), reason="torch.compile on CPU needs a C++ compiler"
@@ -37,10 +39,28 @@ def test_compiled_equals_unfused():
     assert model.fused  # folded on the way
     with torch.inference_mode():
         got = compiled(x)
-        other = compiled(x + 1.0)  # a second input of the same shape reuses the compiled graph
+        other = compiled(x + 1.0)  # an inference tensor: dynamo recompiles, with the same settings
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     with torch.no_grad():
         torch.testing.assert_close(other, model(x + 1.0), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+@needs_cxx
+@pytest.mark.skipif(not onednn_fusion_available(), reason="no oneDNN fused operators")
+def test_compiled_onednn_gemms_equal_unfused_and_survive_a_recompile():
+    # oneDNN Linear ops lower only with frozen (constant) weights: a recompile that lost the
+    # freezing setting would fail here instead of silently running another program
+    model = calibrate_batchnorm(build_model(get_spec("fcaformer_nano", img_size=32)))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want, want_next = model(x), model(x * 2.0)
+    compiled = compile_for_inference(fuse_for_inference(model, gemm="onednn"), x)
+    with torch.inference_mode():
+        got = compiled(x)
+        got_next = compiled(x * 2.0)  # an inference tensor: dynamo recompiles for it
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got_next, want_next, rtol=1e-4, atol=1e-4)
 
 
 def test_compile_without_cxx_says_what_to_do(monkeypatch):

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from fcasearch.models import build_model, fuse_for_inference, get_spec
-from fcasearch.models.layers import ConvBN
+from fcasearch.models import layers as layers_module
+from fcasearch.models.convnext import Downsample
+from fcasearch.models.layers import ConvBN, default_gemm_library, onednn_fusion_available
 from fcasearch.spec import ArchSpec, StageSpec
+
+needs_onednn = pytest.mark.skipif(
+    not onednn_fusion_available(), reason="this torch build has no oneDNN fused operators"
+)
 
 
 def _trained_looking(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -99,3 +107,77 @@ def test_calibrate_batchnorm_restores_unit_scale_activations():
     assert not model.training
     assert before < 1e-6 and 0.1 < after < 10
     assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+class _OpNames(TorchDispatchMode):
+    """The names of the operators dispatched while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+TORCH_GEMMS = {"aten.linear.default", "aten.addmm.default", "aten.mm.default"}
+
+
+@pytest.mark.parametrize("gemm", ["torch", pytest.param("onednn", marks=needs_onednn)])
+def test_gemm_library_runs_every_linear_and_keeps_the_outputs(gemm: str):
+    # img 64, batch 2: at most 512 rows per GEMM, so "torch" never takes the large-activation
+    # oneDNN kernels and "onednn" is the only reason a oneDNN Linear runs
+    spec = get_spec("fcaformer_tiny", img_size=64, num_classes=5)
+    model = _trained_looking(build_model(spec), seed=3).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode(), _OpNames() as unfused_ops:
+        want = model(x)
+    linears = sum(n in TORCH_GEMMS for n in unfused_ops.names)
+    downsamples = sum(isinstance(m, Downsample) for m in model.modules())
+    fuse_for_inference(model, gemm=gemm)
+    assert {m.gemm for m in model.modules() if hasattr(m, "gemm")} == {gemm}
+    with torch.inference_mode(), _OpNames() as ops:
+        got = model(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    onednn_linears = sum(n.startswith("mkldnn._linear_pointwise") for n in ops.names)
+    torch_linears = sum(n in TORCH_GEMMS for n in ops.names)
+    # fused, each downsample runs its two 1x1 convs as GEMMs too
+    if gemm == "onednn":
+        assert (torch_linears, onednn_linears) == (0, linears + 2 * downsamples)
+    else:
+        assert (torch_linears, onednn_linears) == (linears + 2 * downsamples, 0)
+
+
+@needs_onednn
+def test_onednn_gemm_leaves_autograd_to_torch_and_a_second_fuse_switches_back():
+    spec = get_spec("fcaformer_nano", img_size=32, num_classes=3)
+    model = fuse_for_inference(_trained_looking(build_model(spec), seed=4), gemm="onednn")
+    x = torch.randn(2, 3, 32, 32, requires_grad=True)  # autograd needed: F.linear runs
+    with _OpNames() as ops:
+        model(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert not any(n.startswith("mkldnn._linear_pointwise") for n in ops.names)
+    fuse_for_inference(model, gemm="torch")  # already fused: only the library changes
+    with torch.inference_mode(), _OpNames() as ops:
+        model(x.detach())
+    assert not any(n.startswith("mkldnn._linear_pointwise") for n in ops.names)
+
+
+def test_unknown_gemm_library_is_a_clear_error():
+    model = build_model(get_spec("fcaformer_nano", img_size=32, num_classes=3))
+    with pytest.raises(ValueError, match="gemm: 'mkl' is not one of auto, torch, onednn"):
+        fuse_for_inference(model, gemm="mkl")
+    assert not getattr(model, "fused", False)  # nothing was folded
+
+
+@needs_onednn
+@pytest.mark.parametrize(
+    ("vendor", "library"),
+    [("AuthenticAMD", "onednn"), ("GenuineIntel", "torch"), ("", "torch")],
+)
+def test_auto_takes_onednn_on_amd_cpus_only(monkeypatch, vendor: str, library: str):
+    monkeypatch.setattr(layers_module, "_cpu_vendor", lambda: vendor)
+    assert default_gemm_library() == library
+    model = fuse_for_inference(build_model(get_spec("fcaformer_nano", img_size=32)))
+    assert model.gemm == library

@@ -187,9 +187,8 @@ class FcaBlock(nn.Module):
             if self.s_scale_factors is not None:
                 cross = cross * self.s_scale_factors  # (B, M, d)
             cross = self.s_norm(cross)
-            q = (
-                linear(xn, w[:d], bias[:d], onednn).view(b, n, h, hd).transpose(1, 2)
-            )  # (B, h, N, hd)
+            q = linear(xn, w[:d], bias[:d], onednn)  # (B, N, d)
+            q = q.view(b, n, h, hd).transpose(1, 2)  # (B, h, N, hd)
             kv = linear(torch.cat([xn, cross], dim=1), w[d:], bias[d:], onednn)  # (B, N+M, 2d)
             kv = kv.view(b, -1, 2, h, hd).permute(2, 0, 3, 1, 4)  # (2, B, h, N+M, hd)
             k, v = kv.unbind(0)

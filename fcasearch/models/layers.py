@@ -157,7 +157,7 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor, onednn: bool = False) -> torch.Tensor:  # (B, N, d)
         """``mlp(x)`` (``onednn``: the Linear ops as oneDNN primitives, see :func:`linear`)."""
-        h = F.gelu(linear(self.norm(x), self.fc1.weight, self.fc1.bias, onednn))
+        h = linear_gelu(self.norm(x), self.fc1.weight, self.fc1.bias, False, onednn)
         return linear(h, self.fc2.weight, self.fc2.bias, onednn)
 
     def forward_add(
@@ -187,17 +187,20 @@ def onednn_fusion_available() -> bool:
     return hasattr(ops, "_linear_pointwise") and hasattr(ops, "_convolution_pointwise")
 
 
+def _inference_input(x: torch.Tensor) -> bool:
+    """CPU float32, no autograd needed, not traced by TorchScript."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not (x.requires_grad and torch.is_grad_enabled())
+        and not torch.jit.is_tracing()
+    )
+
+
 def fast_path(enabled: bool, x: torch.Tensor) -> bool:
     """Whether the inference kernels apply to ``x``: enabled, CPU float32, no autograd needed,
     and not under ``torch.compile`` or tracing (they cannot see through the oneDNN ops)."""
-    return (
-        enabled
-        and not torch.compiler.is_compiling()
-        and not torch.jit.is_tracing()
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and not (x.requires_grad and torch.is_grad_enabled())
-    )
+    return enabled and not torch.compiler.is_compiling() and _inference_input(x)
 
 
 def _fused_linear(x: torch.Tensor, onednn: bool) -> bool:
@@ -300,13 +303,7 @@ def onednn_gemm(gemm: str, x: torch.Tensor) -> bool:
     """Whether a module whose fused form chose ``gemm`` runs its Linear ops on ``x`` as oneDNN
     primitives: ``gemm == "onednn"``, CPU float32, no autograd needed, not traced by TorchScript.
     It holds in eager mode and under ``torch.compile`` alike."""
-    return (
-        gemm == "onednn"
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and not (x.requires_grad and torch.is_grad_enabled())
-        and not torch.jit.is_tracing()
-    )
+    return gemm == "onednn" and _inference_input(x)
 
 
 def linear(

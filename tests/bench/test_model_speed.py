@@ -79,4 +79,7 @@ def test_quick_run_prints_the_ratio_and_gemm_lines() -> None:
     lines = done.stdout.splitlines()
     assert any(line.startswith("L1 b1 fp32 64:") and "target <= 1.6x" in line for line in lines)
     assert any(line.startswith("float32 GEMM 512x512:") and "torch.mm" in line for line in lines)
-    assert any(line.startswith("L1 b1, its ") and "back to back" in line and "leaves at most" in line for line in lines)
+    assert any(
+        line.startswith("L1 b1, its ") and "back to back" in line and "leaves at most" in line
+        for line in lines
+    )

@@ -160,13 +160,38 @@ def count_flops_fvcore(
     )
 
 
+def _onednn_linear_flops(x_shape: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    """FLOPs of ``mkldnn._linear_pointwise`` (plain or ``.binary``): rows x in x out, doubled."""
+    return 2 * math.prod(x_shape[:-1]) * x_shape[-1] * out_shape[-1]
+
+
+def _onednn_conv_flops(x_shape: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    """FLOPs of ``mkldnn._convolution_pointwise``: output elements x (in/groups) x kh x kw,
+    doubled. The weight is the second input, or the third for ``.binary`` (after ``other``)."""
+    weight = args[1] if args[1] is not None and len(args[1]) == 4 else args[0]
+    return 2 * math.prod(out_shape) * math.prod(weight[1:])
+
+
+def _onednn_flop_formulas() -> dict[Any, Any]:
+    """``FlopCounterMode`` formulas for the oneDNN operators of the inference form (it counts
+    none of them itself), where this torch build has them."""
+    if not torch.backends.mkldnn.is_available():
+        return {}
+    ops = torch.ops.mkldnn
+    return {
+        ops._linear_pointwise: _onednn_linear_flops,
+        ops._convolution_pointwise: _onednn_conv_flops,
+    }
+
+
 def count_macs_torch(
     model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor], *, meta: bool = False
 ) -> int:
     """MACs of ``model(*inputs)`` by torch's ``FlopCounterMode`` (its FLOPs halved).
 
     Attention runs on the math backend so that its matmuls are counted whatever kernel would
-    otherwise be chosen. ``FlopCounterMode`` counts convolutions and matmuls only (no norms).
+    otherwise be chosen. ``FlopCounterMode`` counts convolutions and matmuls only (no norms); the
+    oneDNN Linear and convolution operators of a fused model are counted by formulas added here.
 
     Args:
         model: the module (not modified).
@@ -182,7 +207,7 @@ def count_macs_torch(
 
         model = copy.deepcopy(model).to("meta")
         args = tuple(torch.empty_like(a, device="meta") for a in args)
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=_onednn_flop_formulas())
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
         model(*args)
     flops = counter.get_total_flops()

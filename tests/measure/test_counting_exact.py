@@ -155,3 +155,18 @@ def test_breakdown_sums_and_l1_pieces():
     assert rows["stage3.block1"].params == 1_238_934
     assert rows["head"].params == 321_640
     assert sum(r.params for r in rows.values()) == count_params(spec)
+
+
+@pytest.mark.parametrize("gemm", ["torch", "onednn"])
+def test_torch_counter_sees_the_onednn_ops_of_a_fused_model(gemm):
+    # img 128: stage 0 has 32x32 = 1024 rows, so even the "torch" library runs its MLP as fused
+    # oneDNN Linear+GELU/+residual ops, and the stem and downsample run oneDNN Conv+GELU
+    from fcasearch.models import calibrate_batchnorm, fuse_for_inference
+    from fcasearch.models.layers import onednn_fusion_available
+
+    if not onednn_fusion_available():
+        pytest.skip("this torch build has no oneDNN fused operators")
+    spec = get_spec("fcaformer_tiny", img_size=128, num_classes=10)
+    model = fuse_for_inference(calibrate_batchnorm(build_model(spec)), gemm=gemm)
+    x = torch.randn(2, 3, 128, 128)
+    assert count_macs_torch(model, x) == 2 * count_macs(spec)

@@ -118,15 +118,17 @@ class FcaBlock(nn.Module):
     def attention_mask(self) -> torch.Tensor:
         """The ``(1, h, N, N + M)`` additive logit bias: gathered position bias, then cross bias.
 
-        Gathered afresh when autograd may need it (training, or grad enabled on the tables);
-        otherwise cached until the tables change (version counter, storage, device or dtype).
+        Gathered afresh when autograd may need it (training, or grad enabled on the tables) or
+        when the tables are inference tensors (a model built under ``inference_mode``: they keep
+        no version counter); otherwise cached until the tables change (version counter, storage,
+        device or dtype).
         After :func:`~fcasearch.models.fuse.fuse_for_inference` it is a frozen buffer.
         """
         if self.frozen_mask is not None:
             return self.frozen_mask
         params = [p for p in (self.attention_biases, self.s_token_bias) if p is not None]
         need_grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
-        if self.training or need_grad:
+        if self.training or need_grad or any(p.is_inference() for p in params):
             self._mask_cache = None
             return self._build_mask()
         # An inference-mode tensor must not leak into autograd outside inference mode: keyed too.

@@ -79,6 +79,22 @@ def test_bias_cached_in_eval_and_invalidated_on_change():
         assert blk.attention_mask() is not blk.attention_mask()  # training: gathered every call
 
 
+def test_model_built_under_inference_mode_runs_and_tracks_its_tables():
+    # its tables are inference tensors: no version counter, so the mask is gathered every call
+    spec = get_spec("fcaformer_nano", img_size=64)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        model = build_model(spec).eval()
+        before = model(x)
+        _block(model).attention_biases.add_(1.0)  # in place, no version bump
+        after = model(x)
+    assert not torch.equal(before, after)
+    reference = build_model(spec).eval()
+    reference.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(after, reference(x))
+
+
 def test_bias_cache_reflects_load_state_dict():
     spec = get_spec("fcaformer_nano", img_size=64)
     model, other = build_model(spec).eval(), build_model(spec).eval()

@@ -337,8 +337,8 @@ def main() -> int:
         floors_macs[tag] = count_macs(spec)
         for library in args.gemm_library:
             name = tag if len(args.gemm_library) == 1 else f"{tag}/{library}"
+            fused = fuse_for_inference(copy.deepcopy(model), gemm=library)
             with torch.inference_mode():
-                fused = fuse_for_inference(copy.deepcopy(model), gemm=library)
                 diff = (fused(x1) - unfused).abs().max().item()
             print(
                 f"{name}: {spec.short()} | arch_id {spec.arch_id} | Linear GEMMs on {fused.gemm}"

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -52,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from fcasearch.cpuinfo import cpu_model
 from fcasearch.measure.counting import count_macs
 from fcasearch.models import (
     CompileError,
@@ -268,18 +268,6 @@ def compiled_case(
     return lambda c=compiled, x=x: c(x)
 
 
-def cpu_name() -> str:
-    """The CPU model name (Linux), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
@@ -373,7 +361,8 @@ def main() -> int:
             before = {lib: gemm_rates(k, square_flops, reps=5) for lib, k in square.items()}
             timed = [statistics.median(latency(c[2], 2, args.repeats)) for c in cases]
             for lib, k in square.items():  # bracket the round
-                lib_rates[lib].append(statistics.median(before[lib] + gemm_rates(k, square_flops, reps=5)))  # fmt: skip
+                after = gemm_rates(k, square_flops, reps=5)
+                lib_rates[lib].append(statistics.median(before[lib] + after))
             rate = max(r[-1] for r in lib_rates.values())  # the faster library this round
             rates.append(rate)
             for lib, k in at_shape.items():
@@ -389,7 +378,7 @@ def main() -> int:
         return ", ".join(f"{lib} {statistics.median(r) / 1e9:.1f}" for lib, r in table.items())
 
     print()
-    print(f"machine: {cpu_name()}, torch {torch.__version__}, threads {args.threads}, {allocator}")
+    print(f"machine: {cpu_model()}, torch {torch.__version__}, threads {args.threads}, {allocator}")
     print(f"float32 GEMM {args.gemm}x{args.gemm}: {statistics.median(rates) / 1e9:.1f} GFLOP/s, the faster library per round (median of {args.rounds} rounds, {min(rates) / 1e9:.1f}-{max(rates) / 1e9:.1f}); per library: {per_lib(lib_rates)} GFLOP/s")  # fmt: skip
     print(f"  context: at L1's MLP GEMM shape {shape[0]}x{shape[1]} @ {shape[1]}x{shape[2]}: {per_lib(shape_rates)} GFLOP/s")  # fmt: skip
     print(

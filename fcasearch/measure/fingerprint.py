@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from fcasearch.cpuinfo import cpu_model
 from fcasearch.measure.nvml import close_nvml, device_handle, open_nvml
 
 __all__ = ["IDENTIFYING_FIELDS", "fingerprint_id", "hardware_fingerprint"]
@@ -34,17 +35,6 @@ IDENTIFYING_FIELDS = (
     "power_limit_w",
     "mig_mode",
 )
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def _affinity() -> int | None:
@@ -129,7 +119,7 @@ def hardware_fingerprint(
     dev = torch.device(device)
     fp: dict[str, Any] = {
         "device": dev.type,
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "cpu_affinity": _affinity(),
         "threads": int(threads) if threads is not None else torch.get_num_threads(),

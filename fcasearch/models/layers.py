@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fcasearch.cpuinfo import cpuinfo_field
+
 __all__ = [
     "GEMM_LIBRARIES",
     "ConvBN",
@@ -263,22 +265,16 @@ def conv_gelu(x: torch.Tensor, conv: nn.Conv2d, fast: bool) -> torch.Tensor:
 # side (bench/model_speed.py --gemm-library torch onednn): a 2048^2 SGEMM at 211 GFLOP/s on oneDNN
 # against 158 on MKL; FcaFormer-L1's 47 Linear GEMMs at batch 1, back to back, in 1.22x the
 # compute floor against 1.41x; the L1 batch 1 forward compiled in 24.0 against 27.0 ms, eager in
-# 28.7 against 29.8 ms. On Intel CPUs MKL stays (earlier measurements there were made with it). fuse_for_inference(gemm=...) chooses; the model's Linear ops then use it
-# in eager inference and under torch.compile (Inductor fuses GELU and residual adds into the
-# oneDNN primitive). Training and autograd always use F.linear.
+# 28.7 against 29.8 ms. On Intel CPUs MKL stays (earlier measurements there were made with it).
+# fuse_for_inference(gemm=...) chooses; the model's Linear ops then use it in eager inference and
+# under torch.compile (Inductor fuses GELU and residual adds into the oneDNN primitive). Training
+# and autograd always use F.linear.
 GEMM_LIBRARIES = ("auto", "torch", "onednn")
 
 
 def _cpu_vendor() -> str:
     """The CPU's vendor id (``AuthenticAMD``, ``GenuineIntel``, ...; Linux), else ``""``."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
+    return cpuinfo_field("vendor_id")
 
 
 def default_gemm_library() -> str:

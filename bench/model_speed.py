@@ -14,7 +14,8 @@ after 2 warm-up calls, per round.
 
 Models are measured in their deployable form: ``fuse_for_inference`` (Conv-BN and layer scales
 folded, attention bias frozen, oneDNN fused kernels; the Linear GEMMs on the library that
-``--gemm-library`` names, by default the one ``"auto"`` picks for this CPU), eval,
+``--gemm-library`` names, by default the one ``"auto"`` picks for this CPU; attention and
+depthwise convs on fcasearch's CPU kernels where they build, or as ``--kernels`` says), eval,
 ``torch.inference_mode``, fixed threads.
 BN statistics are calibrated first (``calibrate_batchnorm``): an untrained FcaFormer's late-stage
 activations are ~1e-20 and would run on denormal floats, which no trained model does.
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -62,6 +64,7 @@ from fcasearch.models import (
     get_spec,
     to_reference_state_dict,
 )
+from fcasearch.models.fuse import KERNEL_CHOICES
 from fcasearch.models.layers import GEMM_LIBRARIES, onednn_fusion_available
 from fcasearch.spec import CONV, ArchSpec
 
@@ -293,6 +296,15 @@ def main() -> int:
         "several: each is timed, side by side (cases named MODEL/LIBRARY)",
     )
     ap.add_argument(
+        "--kernels",
+        nargs="+",
+        choices=KERNEL_CHOICES,
+        default=["auto"],
+        help="fcasearch's CPU kernels for attention and depthwise convs in the inference form "
+        "(fuse_for_inference(kernels=...)): auto (where they build), on, off (SDPA, oneDNN); "
+        "several: each is timed, side by side (cases named MODEL/kernels-CHOICE)",
+    )
+    ap.add_argument(
         "--malloc-tune",
         action="store_true",
         help="keep freed memory mapped (glibc mallopt): removes page faults at large batch",
@@ -323,13 +335,18 @@ def main() -> int:
         if tag == "L1":
             l1_gemms = recorder.shapes
         floors_macs[tag] = count_macs(spec)
-        for library in args.gemm_library:
-            name = tag if len(args.gemm_library) == 1 else f"{tag}/{library}"
-            fused = fuse_for_inference(copy.deepcopy(model), gemm=library)
+        for library, kernels in itertools.product(args.gemm_library, args.kernels):
+            name = "/".join(
+                [tag]
+                + ([library] if len(args.gemm_library) > 1 else [])
+                + ([f"kernels-{kernels}"] if len(args.kernels) > 1 else [])
+            )
+            fused = fuse_for_inference(copy.deepcopy(model), gemm=library, kernels=kernels)
             with torch.inference_mode():
                 diff = (fused(x1) - unfused).abs().max().item()
             print(
                 f"{name}: {spec.short()} | arch_id {spec.arch_id} | Linear GEMMs on {fused.gemm}"
+                f" | attention, depthwise convs on {fused.kernels_note}"
                 f" | fused vs unfused max |diff| {diff:.2e}"
             )
             for b in args.batches:

@@ -172,16 +172,33 @@ def _onednn_conv_flops(x_shape: Any, *args: Any, out_shape: Any = None, **kwargs
     return 2 * math.prod(out_shape) * math.prod(weight[1:])
 
 
-def _onednn_flop_formulas() -> dict[Any, Any]:
-    """``FlopCounterMode`` formulas for the oneDNN operators of the inference form (it counts
-    none of them itself), where this torch build has them."""
-    if not torch.backends.mkldnn.is_available():
-        return {}
-    ops = torch.ops.mkldnn
-    return {
-        ops._linear_pointwise: _onednn_linear_flops,
-        ops._convolution_pointwise: _onednn_conv_flops,
-    }
+def _fca_attention_flops(q_shape: Any, k_shape: Any, *args: Any, **kwargs: Any) -> int:
+    """FLOPs of ``fcasearch_kernels.fca_attention``: ``q k^T`` and ``p v``, each B h N T D MACs,
+    doubled (as torch counts SDPA)."""
+    b, h, n, d = q_shape
+    return 2 * 2 * b * h * n * k_shape[2] * d
+
+
+def _dwconv_flops(x_shape: Any, w_shape: Any, *args: Any, out_shape: Any = None, **kw: Any) -> int:
+    """FLOPs of ``fcasearch_kernels.dwconv2d``: output elements x k x k, doubled."""
+    return 2 * math.prod(out_shape) * w_shape[2] * w_shape[3]
+
+
+def _inference_flop_formulas() -> dict[Any, Any]:
+    """``FlopCounterMode`` formulas for the operators of the inference form that it does not
+    count itself: oneDNN's Linear and convolution (where this torch build has them) and
+    fcasearch's attention and depthwise-conv kernels (where they are loaded)."""
+    formulas: dict[Any, Any] = {}
+    if torch.backends.mkldnn.is_available():
+        ops = torch.ops.mkldnn
+        formulas[ops._linear_pointwise] = _onednn_linear_flops
+        formulas[ops._convolution_pointwise] = _onednn_conv_flops
+    from fcasearch.models.kernels import kernels_loaded
+
+    if kernels_loaded():
+        formulas[torch.ops.fcasearch_kernels.fca_attention] = _fca_attention_flops
+        formulas[torch.ops.fcasearch_kernels.dwconv2d] = _dwconv_flops
+    return formulas
 
 
 def count_macs_torch(
@@ -191,7 +208,8 @@ def count_macs_torch(
 
     Attention runs on the math backend so that its matmuls are counted whatever kernel would
     otherwise be chosen. ``FlopCounterMode`` counts convolutions and matmuls only (no norms); the
-    oneDNN Linear and convolution operators of a fused model are counted by formulas added here.
+    oneDNN Linear and convolution operators and fcasearch's kernels in a fused model are counted
+    by formulas added here.
 
     Args:
         model: the module (not modified).
@@ -207,7 +225,7 @@ def count_macs_torch(
 
         model = copy.deepcopy(model).to("meta")
         args = tuple(torch.empty_like(a, device="meta") for a in args)
-    counter = FlopCounterMode(display=False, custom_mapping=_onednn_flop_formulas())
+    counter = FlopCounterMode(display=False, custom_mapping=_inference_flop_formulas())
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
         model(*args)
     flops = counter.get_total_flops()

@@ -108,7 +108,8 @@ def deployable(model: nn.Module) -> tuple[nn.Module, str]:
         )
         return model.eval(), (
             "eval, BN statistics calibrated on random inputs, fuse_for_inference (Conv-BN and "
-            f"layer scales folded, attention masks frozen, Linear GEMMs on {model.gemm})"
+            f"layer scales folded, attention masks frozen, Linear GEMMs on {model.gemm}, "
+            f"attention and depthwise convs on {model.kernels_note})"
         )
     return model.eval(), "eval (not an FcaFormer: used as built, nothing folded)"
 

@@ -15,12 +15,12 @@ from fcasearch.models.layers import (
     ConvBN,
     DropPath,
     conv_gelu,
+    depthwise_conv,
     fast_path,
     linear,
     linear_add,
     linear_gelu,
     onednn_gemm,
-    padded_conv,
 )
 
 __all__ = ["ConvNeXtBlock", "ConvStage", "Downsample", "Stem"]
@@ -52,6 +52,9 @@ class Downsample(nn.Module):
         self.conv3 = ConvBN(out_dim, out_dim, 1)
         self.fast = False  # fused kernels; set by fuse_for_inference
         self.gemm = "torch"  # library of the fused 1x1 convs as GEMMs; set by fuse_for_inference
+        self.dw_kernel = (
+            False  # the depthwise conv on fcasearch's kernel; set by fuse_for_inference
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d, H, W) -> (B, o, H/2, W/2)
         if fast_path(self.fast, x):  # the 1x1 convs as GEMMs over the (B, H, W, C) view
@@ -59,7 +62,8 @@ class Downsample(nn.Module):
             w1, w3 = c1.weight.flatten(1), c3.weight.flatten(1)  # (o, d), (o, o)
             od = onednn_gemm(self.gemm, x)
             y = linear_gelu(x.permute(0, 2, 3, 1), w1, c1.bias, True, od).permute(0, 3, 1, 2)
-            y = conv_gelu(y, self.conv2, True).permute(0, 2, 3, 1)  # (B, H/2, W/2, o)
+            y = depthwise_conv(self.conv2, y, self.dw_kernel, gelu=True, fast=True)
+            y = y.permute(0, 2, 3, 1)  # (B, H/2, W/2, o)
             return linear(y, w3, c3.bias, od).permute(0, 3, 1, 2)
         return self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(x)))))
 
@@ -86,9 +90,12 @@ class ConvNeXtBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
         self.fast = False  # fused kernels (layer scale folded); set by fuse_for_inference
         self.gemm = "torch"  # library of the Linear GEMMs once fused; set by fuse_for_inference
+        self.dw_kernel = (
+            False  # the depthwise conv on fcasearch's kernel; set by fuse_for_inference
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d, H, W) channels-last
-        y = padded_conv(self.dwconv, x)  # (B, d, H, W)
+        y = depthwise_conv(self.dwconv, x, self.dw_kernel)  # (B, d, H, W)
         y = y.permute(0, 2, 3, 1)  # (B, H, W, d), a view for channels-last input
         od = onednn_gemm(self.gemm, x)
         fc1, fc2 = self.pwconv1, self.pwconv2

@@ -11,7 +11,12 @@ Same function as the reference, computed with less work:
   ``load_state_dict`` invalidates it);
 * token maps are channels-last, so the map/token views around the convolutions are free.
 
-``attn_impl = "explicit"`` selects a plain ``softmax(q k^T * scale + bias) v`` path (for tests).
+``attn_impl`` selects how the logits, softmax and weighted values are computed: ``"sdpa"``
+(``scaled_dot_product_attention``, the default), ``"explicit"`` (a plain ``softmax(q k^T * scale +
+bias) v``, for tests) or ``"kernel"`` (fcasearch's own CPU kernel, see
+:mod:`fcasearch.models.kernels`, where it applies: float32 inference on CPU, head dim up to 128;
+SDPA elsewhere). :func:`~fcasearch.models.fuse.fuse_for_inference` picks the kernel
+where it can be built.
 """
 
 from __future__ import annotations
@@ -23,20 +28,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fcasearch.models.kernels import attention_kernel_applies
 from fcasearch.models.layers import (
     ConvBN,
     DropPath,
     Mlp,
+    depthwise_conv,
     fast_path,
     linear,
     linear_add,
     onednn_gemm,
-    padded_conv,
 )
 
 __all__ = ["ATTENTION_IMPLS", "FcaBlock", "FcaStage", "attention_impl", "relative_index"]
 
-ATTENTION_IMPLS = ("sdpa", "explicit")
+ATTENTION_IMPLS = ("sdpa", "explicit", "kernel")
 
 
 def relative_index(rows: int, cols: int) -> torch.Tensor:
@@ -113,6 +119,7 @@ class FcaBlock(nn.Module):
         self._mask_cache: tuple[tuple, torch.Tensor] | None = None
         self.fast = False  # fused kernels (layer scales folded); set by fuse_for_inference
         self.gemm = "torch"  # library of the Linear GEMMs once fused; set by fuse_for_inference
+        self.dw_kernel = False  # depthwise convs on fcasearch's kernel; set by fuse_for_inference
 
     # ---- the additive attention bias --------------------------------------------------------
     def attention_mask(self) -> torch.Tensor:
@@ -197,7 +204,10 @@ class FcaBlock(nn.Module):
         mask = self.attention_mask()
         if mask.dtype != q.dtype:
             mask = mask.to(q.dtype)
-        if self.attn_impl == "sdpa":
+        if self.attn_impl == "kernel" and attention_kernel_applies(q):
+            out = torch.ops.fcasearch_kernels.fca_attention(q, k, v, mask, hd**-0.5)  # (B,N,h,hd)
+            return out.view(b, n, d)
+        if self.attn_impl in ("sdpa", "kernel"):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, h, N, hd)
         elif self.attn_impl == "explicit":
             logits = (q * hd**-0.5) @ k.transpose(-2, -1) + mask  # (B, h, N, N+M)
@@ -232,9 +242,14 @@ class FcaBlock(nn.Module):
         if self.dw_conv is not None or self.local_conv is not None:
             xmap = x.view(b, self.grid[0], self.grid[1], d).permute(0, 3, 1, 2)  # (B, d, Rh, Rw)
             if self.dw_conv is not None:  # token merge, taken before the local conv
-                emitted = padded_conv(self.dw_conv, xmap).flatten(2).transpose(1, 2)  # (B, S, d)
+                merged = depthwise_conv(self.dw_conv, xmap, self.dw_kernel)  # (B, d, Sh, Sw)
+                emitted = merged.flatten(2).transpose(1, 2)  # (B, S, d)
             if self.local_conv is not None:  # replaces the stream: no residual
-                x = self.local_conv(xmap).permute(0, 2, 3, 1).reshape(b, n, d)
+                if isinstance(self.local_conv, nn.Conv2d):  # folded by fuse_for_inference
+                    x = depthwise_conv(self.local_conv, xmap, self.dw_kernel)
+                else:
+                    x = self.local_conv(xmap)
+                x = x.permute(0, 2, 3, 1).reshape(b, n, d)
         if fast:
             return self.mlp.forward_add(self.norm2(x), x, True, od), emitted
         y = self.mlp(self.norm2(x), od)
@@ -285,8 +300,8 @@ class FcaStage(nn.Module):
 
 @contextlib.contextmanager
 def attention_impl(model: nn.Module, impl: str) -> Iterator[nn.Module]:
-    """Temporarily run every :class:`FcaBlock` of ``model`` with ``impl`` (``"sdpa"`` or
-    ``"explicit"``); the previous choice of each block is restored on exit."""
+    """Temporarily run every :class:`FcaBlock` of ``model`` with ``impl`` (one of
+    :data:`ATTENTION_IMPLS`); the previous choice of each block is restored on exit."""
     if impl not in ATTENTION_IMPLS:
         raise ValueError(
             f"impl: {impl!r} is not an attention implementation; use one of {ATTENTION_IMPLS}"

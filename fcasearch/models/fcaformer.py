@@ -58,6 +58,7 @@ class FcaFormer(nn.Module):
         self.norm_head = nn.LayerNorm(stages[-1].width, eps=1e-5)
         self.head = nn.Linear(stages[-1].width, spec.num_classes)
         self.gemm = "torch"  # library of the head's GEMM once fused; set by fuse_for_inference
+        self.kernels_note = "library operators"  # fcasearch's kernels or not; fuse_for_inference
         self.apply(init_weights)
 
     def _fca_stage(self, s: int, dps: list[float], out_dim: int | None) -> FcaStage:
@@ -113,7 +114,9 @@ class FcaFormer(nn.Module):
 
     # ---- options ----------------------------------------------------------------------------
     def set_attention_impl(self, impl: str) -> FcaFormer:
-        """Choose ``"sdpa"`` (default) or ``"explicit"`` softmax attention for every block."""
+        """Choose ``"sdpa"`` (default), ``"explicit"`` or ``"kernel"`` attention for every block
+        (see :mod:`fcasearch.models.fca`; ``"kernel"`` needs
+        :func:`fcasearch.models.kernels.load_kernels` to have succeeded, else it runs SDPA)."""
         if impl not in ATTENTION_IMPLS:
             raise ValueError(
                 f"impl: {impl!r} is not an attention implementation; use one of {ATTENTION_IMPLS}"

@@ -14,7 +14,12 @@ with ``model.fused = True``. What it folds (each exact up to float rounding):
   Conv+GELU for large activations; the downsample's 1x1 convs as GEMMs on the channels-last view);
 * ``gemm`` picks the library of every Linear GEMM there, in eager mode and under
   ``torch.compile``: torch's own (MKL on x86) or oneDNN; ``"auto"`` takes oneDNN on AMD CPUs,
-  where it measured faster (``layers.default_gemm_library``).
+  where it measured faster (``layers.default_gemm_library``);
+* ``kernels`` picks fcasearch's own CPU kernels (:mod:`fcasearch.models.kernels`: attention and
+  depthwise convolutions, faster than SDPA and oneDNN at FcaFormer's sizes): ``"auto"`` builds
+  them (once per machine) and uses them for a model on the CPU, the library operators where they
+  cannot be built or on other devices; ``"off"`` never; ``"on"`` requires them. The choice, and why
+  they are missing if they are, is in ``model.kernels_note``.
 
 What it keeps: the scale factors (they act before ``s_norm``, so they change that LayerNorm's
 effective epsilon and cannot be folded exactly) and the two LayerNorms in a row of the MLP path.
@@ -29,9 +34,12 @@ from torch import nn
 
 from fcasearch.models.convnext import ConvNeXtBlock, Downsample, Stem
 from fcasearch.models.fca import FcaBlock
+from fcasearch.models.kernels import kernel_status, load_kernels
 from fcasearch.models.layers import ConvBN, resolve_gemm_library
 
-__all__ = ["calibrate_batchnorm", "fuse_for_inference"]
+__all__ = ["KERNEL_CHOICES", "calibrate_batchnorm", "fuse_for_inference"]
+
+KERNEL_CHOICES = ("auto", "on", "off")
 
 
 def _fold_scale(linear: nn.Linear, scale: torch.Tensor) -> None:
@@ -41,8 +49,30 @@ def _fold_scale(linear: nn.Linear, scale: torch.Tensor) -> None:
         linear.bias.mul_(scale)
 
 
+def _choose_kernels(model: nn.Module, kernels: str) -> tuple[bool, str]:
+    """Whether the model runs fcasearch's CPU kernels for ``kernels``, and a note on the choice."""
+    if kernels not in KERNEL_CHOICES:
+        raise ValueError(f"kernels: {kernels!r} is not one of {', '.join(KERNEL_CHOICES)}")
+    if kernels == "off":
+        return False, "library operators (SDPA, oneDNN)"
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    if kernels == "auto" and device.type != "cpu":
+        return (
+            False,
+            f"library operators (fcasearch's kernels are for CPU, the model is on {device})",
+        )
+    if load_kernels():
+        return True, "fcasearch's CPU kernels (library operators off CPU float32 inference)"
+    if kernels == "on":
+        raise ValueError(
+            f"kernels: 'on' but fcasearch's CPU kernels are {kernel_status()}; use 'auto' or 'off'"
+        )
+    return False, f"library operators (fcasearch's CPU kernels are {kernel_status()})"
+
+
 @torch.no_grad()
-def fuse_for_inference(model: nn.Module, gemm: str = "auto") -> nn.Module:
+def fuse_for_inference(model: nn.Module, gemm: str = "auto", kernels: str = "auto") -> nn.Module:
     """Fold ``model`` into its inference form, in place (see the module docstring).
 
     Args:
@@ -50,17 +80,29 @@ def fuse_for_inference(model: nn.Module, gemm: str = "auto") -> nn.Module:
             ConvBN, ConvNeXt block and FcaFormer block inside is folded).
         gemm: library of the Linear GEMMs on CPU float32: ``"auto"`` (oneDNN on AMD CPUs, torch's
             elsewhere), ``"torch"`` or ``"onednn"``.
+        kernels: fcasearch's CPU kernels for attention and depthwise convs: ``"auto"`` (for a
+            model on the CPU, where they can be built), ``"on"`` (an error if they cannot be
+            built) or ``"off"`` (SDPA and oneDNN).
 
     Returns:
-        The same object, in eval mode; calling it again only applies ``gemm``.
+        The same object, in eval mode, with ``model.kernels_note``; calling it again only
+        applies ``gemm`` and ``kernels``.
 
     Raises:
-        ValueError: an unknown ``gemm``, or ``"onednn"`` without oneDNN in this torch build.
+        ValueError: an unknown ``gemm`` or ``kernels``, ``"onednn"`` without oneDNN in this
+            torch build, or ``"on"`` where the kernels cannot be built.
     """
     library = resolve_gemm_library(gemm)
     for m in model.modules():
         if hasattr(m, "gemm"):
             m.gemm = library
+    use, note = _choose_kernels(model, kernels)
+    for m in model.modules():
+        if isinstance(m, FcaBlock):
+            m.attn_impl = "kernel" if use else "sdpa"
+        if hasattr(m, "dw_kernel"):
+            m.dw_kernel = use
+    model.kernels_note = note
     model.eval()
     if getattr(model, "fused", False):
         return model

@@ -1,0 +1,256 @@
+"""fcasearch's own CPU kernels, compiled at run time for the machine that runs them.
+
+Two kernels, for float32 inference on CPU, where the library operators spend most of their time
+outside arithmetic at FcaFormer's batch-1 sizes (each source file says why and how):
+
+* :func:`fca_attention` (``fca_attention.cpp``): the FcaFormer attention, ``softmax(q k^T * scale
+  + bias) v`` over main and cross tokens; at L1's shapes about 0.5-0.6x the time of ATen's CPU
+  ``scaled_dot_product_attention``;
+* :func:`dwconv2d` (``dwconv.cpp``): depthwise convolution on channels-last maps, optionally with
+  the exact GELU, for the token merge, the local conv, the downsample's strided conv and the
+  ConvNeXt 7x7.
+
+:func:`~fcasearch.models.fuse.fuse_for_inference` uses them where they are available.
+
+The first use on a machine builds them with ``torch.utils.cpp_extension`` (a C++ compiler with
+OpenMP, and ninja; 10-60 s) into a cache directory named after the sources, the torch version and
+the CPU (the build targets this CPU's instruction set, so nodes with different CPUs never share a
+binary): ``$FCASEARCH_KERNEL_CACHE`` or ``~/.cache/fcasearch/kernels``. Later processes load the
+cached library in well under a second. Where they cannot be built (no compiler, no ninja, a failed
+build) or ``FCASEARCH_KERNELS=0`` is set, :func:`load_kernels` returns False and
+:func:`kernel_status` says why; the models then use the library operators (SDPA, oneDNN).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import sys
+import threading
+from pathlib import Path
+
+import torch
+
+from fcasearch.cpuinfo import cpu_model, cpuinfo_field
+
+__all__ = [
+    "attention_kernel_applies",
+    "dwconv2d",
+    "dwconv_kernel_applies",
+    "fca_attention",
+    "kernel_cache_dir",
+    "kernel_status",
+    "kernels_loaded",
+    "load_kernels",
+]
+
+_HERE = Path(__file__).parent
+_SOURCES = (_HERE / "fca_attention.cpp", _HERE / "dwconv.cpp")
+_HEADERS = (_HERE / "simd.h",)
+_CFLAGS = ("-O3", "-march=native", "-fopenmp")
+_lock = threading.Lock()
+_state: dict[str, object] = {"loaded": None, "status": "not built yet (load_kernels builds it)"}
+
+
+def _build_tag() -> str:
+    """A hash of what the binary depends on: source, flags, torch, Python, compiler target, CPU."""
+    h = hashlib.sha256()
+    for path in (*_SOURCES, *_HEADERS):
+        h.update(path.read_bytes())
+    for part in (*_CFLAGS, torch.__version__, sys.version, platform.machine(), cpu_model(),
+                 cpuinfo_field("flags")):  # fmt: skip
+        h.update(part.encode())
+    return h.hexdigest()[:16]
+
+
+def kernel_cache_dir() -> Path:
+    """Where built kernels are kept: ``$FCASEARCH_KERNEL_CACHE`` or ``~/.cache/fcasearch/kernels``."""
+    root = os.environ.get("FCASEARCH_KERNEL_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "fcasearch" / "kernels"
+
+
+def _why_not_buildable() -> str | None:
+    """Why the kernels cannot be built here, or None."""
+    if os.environ.get("FCASEARCH_KERNELS", "1").strip().lower() in ("0", "false", "no", "off"):
+        return "disabled by FCASEARCH_KERNELS=0"
+    from torch.utils.cpp_extension import is_ninja_available
+
+    from fcasearch.models.compiled import cpp_compiler_available
+
+    if not cpp_compiler_available():
+        return "no C++ compiler on PATH (install g++ or clang++)"
+    if not is_ninja_available():
+        return "ninja is not installed (pip install ninja)"
+    return None
+
+
+def load_kernels(verbose: bool = True) -> bool:
+    """Build (first time on this machine) and load the kernels into this process; thread-safe.
+
+    Args:
+        verbose: say on stderr when a build starts and how it ended.
+
+    Returns:
+        Whether ``torch.ops.fcasearch_kernels`` is usable; if not, :func:`kernel_status` says why.
+        A failed build is not retried in the same process.
+    """
+    with _lock:
+        if _state["loaded"] is not None:
+            return bool(_state["loaded"])
+        reason = _why_not_buildable()
+        if reason is not None:
+            _state.update(loaded=False, status=f"unavailable: {reason}")
+            return False
+        tag = _build_tag()
+        build_dir = kernel_cache_dir() / f"kernels-{tag}"
+        cached = any(build_dir.glob("*.so"))
+        if verbose and not cached:
+            print(
+                f"fcasearch: building the CPU kernels for this machine in {build_dir} "
+                "(once per machine and torch version; 10-60 s)",
+                file=sys.stderr,
+                flush=True,
+            )
+        try:
+            from torch.utils.cpp_extension import load
+
+            build_dir.mkdir(parents=True, exist_ok=True)
+            load(
+                name=f"fcasearch_kernels_{tag}",
+                sources=[str(p) for p in _SOURCES],
+                extra_cflags=list(_CFLAGS),
+                extra_ldflags=["-fopenmp"],
+                build_directory=str(build_dir),
+                is_python_module=False,
+                verbose=False,
+            )
+            _register_fake()
+        except Exception as e:  # compiler errors arrive as RuntimeError, OSError, ImportError
+            _state.update(loaded=False, status=f"unavailable: the build failed ({_gist(e)})")
+            if verbose:
+                print(
+                    f"fcasearch: CPU kernels {_state['status']}; using the library operators",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            return False
+        _state.update(loaded=True, status=f"loaded from {build_dir}")
+        return True
+
+
+def _gist(error: Exception) -> str:
+    """The telling line of a build error: the compiler's first ``error:`` line if there is one."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    telling = (
+        [line for line in lines if "error:" in line.lower()] or lines or [type(error).__name__]
+    )
+    return telling[0][:300]
+
+
+def kernel_status() -> str:
+    """``"loaded from DIR"``, ``"unavailable: WHY"``, or ``"not built yet ..."``."""
+    return str(_state["status"])
+
+
+def _register_fake() -> None:
+    """Output shapes for tracing (``torch.compile``, ``torch.export``)."""
+
+    @torch.library.register_fake("fcasearch_kernels::fca_attention")
+    def _(q, k, v, bias, scale):
+        b, h, n, d = q.shape
+        return q.new_empty((b, n, h, d))
+
+    @torch.library.register_fake("fcasearch_kernels::dwconv2d")
+    def _(x, weight, bias, stride, padding, gelu):
+        b, c, h, w = x.shape
+        k = weight.shape[-1]
+        size = (b, c, (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1)
+        return torch.empty(size, dtype=x.dtype, device=x.device).contiguous(
+            memory_format=torch.channels_last
+        )
+
+
+def kernels_loaded() -> bool:
+    """Whether :func:`load_kernels` has loaded the kernels into this process."""
+    return _state["loaded"] is True
+
+
+def _inference_input(x: torch.Tensor) -> bool:
+    """The kernels loaded; ``x`` CPU float32, no autograd needed, not traced by TorchScript."""
+    return (
+        _state["loaded"] is True
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not (x.requires_grad and torch.is_grad_enabled())
+        and not torch.jit.is_tracing()
+    )
+
+
+def attention_kernel_applies(q: torch.Tensor) -> bool:
+    """Whether :func:`fca_attention` serves queries ``q`` (``(B, h, N, D)``): the kernels loaded,
+    CPU float32, no autograd needed, not traced by TorchScript, ``D`` at most 128."""
+    return _inference_input(q) and 0 < q.shape[-1] <= 128
+
+
+def dwconv_kernel_applies(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
+    """Whether :func:`dwconv2d` computes ``conv(x)``: the kernels loaded, ``x`` a CPU float32
+    channels-last map needing no autograd, ``conv`` depthwise with square kernel, stride and zero
+    padding, no dilation."""
+    k, s, p = conv.kernel_size, conv.stride, conv.padding
+    return (
+        _inference_input(x)
+        and x.dim() == 4
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and conv.groups == conv.in_channels == conv.out_channels == x.shape[1]
+        and k[0] == k[1]
+        and s[0] == s[1]
+        and not isinstance(p, str)
+        and p[0] == p[1]
+        and tuple(conv.dilation) == (1, 1)
+        and conv.padding_mode == "zeros"
+        and not (conv.weight.requires_grad and torch.is_grad_enabled())
+    )
+
+
+def fca_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """``softmax(q k^T * scale + bias) v`` with heads last: ``(B, N, h, D)``.
+
+    Args:
+        q: ``(B, h, N, D)`` queries; ``k``, ``v``: ``(B, h, T, D)``; ``bias``: ``(B or 1, h, N,
+            T)``; all float32 on CPU with unit stride along the last dimension.
+        scale: the logits' factor (``D ** -0.5`` for standard attention).
+
+    Raises:
+        RuntimeError: the kernel is not loaded (call :func:`load_kernels`), or the inputs break the
+            rules above (the message names the input).
+    """
+    if _state["loaded"] is not True:
+        raise RuntimeError(f"fca_attention: the kernels are {kernel_status()}; call load_kernels()")
+    return torch.ops.fcasearch_kernels.fca_attention(q, k, v, bias, float(scale))
+
+
+def dwconv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: int,
+    padding: int,
+    gelu: bool = False,
+) -> torch.Tensor:
+    """Depthwise ``conv2d(x, weight, bias, stride, padding, groups=C)``, then the exact GELU if
+    ``gelu``; channels-last in and out.
+
+    Args:
+        x: ``(B, C, H, W)`` float32 on CPU, channels-last contiguous.
+        weight: ``(C, 1, k, k)``; ``bias``: ``(C,)`` or None.
+        stride, padding: square stride and zero padding.
+
+    Raises:
+        RuntimeError: the kernels are not loaded, or the inputs break the rules above.
+    """
+    if _state["loaded"] is not True:
+        raise RuntimeError(f"dwconv2d: the kernels are {kernel_status()}; call load_kernels()")
+    return torch.ops.fcasearch_kernels.dwconv2d(x, weight, bias, int(stride), int(padding), gelu)

@@ -1,0 +1,199 @@
+// Depthwise 2-D convolution for CPU float32 inference on channels-last maps, optionally followed
+// by the exact GELU: FcaFormer's small depthwise convs (the token merge, the local conv, the
+// downsample's strided conv, the ConvNeXt 7x7).
+//
+// Built at run time by fcasearch.models.kernels and registered as the operator
+// fcasearch_kernels::dwconv2d.
+//
+// Why: at FcaFormer's late-stage sizes (a 14x14 or 7x7 map) a depthwise conv is a few thousand
+// vector FMAs, and oneDNN's per-call setup costs several times that. Here output rows are split
+// across threads; each sums its taps over 16 channels at a time (the weights transposed to
+// tap-major once per call), 4 output pixels at a time where it can (see conv_row). Vectors:
+// simd.h.
+//
+// Input x (B, C, H, W), channels-last contiguous; weight (C, 1, k, k); bias (C) or none; square
+// stride and zero padding. Output (B, C, Ho, Wo), channels-last.
+
+#include "simd.h"
+
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#include <torch/types.h>
+
+#include <algorithm>
+#include <optional>
+#include <vector>
+
+namespace {
+
+using namespace fcasearch_simd;
+
+inline v16 load_part(const float* p, int64_t n) {  // n < 16 floats, the rest zero
+  float tmp[16] = {0.f};
+  std::copy(p, p + n, tmp);
+  return load(tmp);
+}
+
+struct Geometry {
+  int64_t H, W, C, Cp, k, stride, padding, Wo;
+  bool gelu;
+};
+
+// 16 channels from c of the pixel at p (FULL: all 16 exist; else C - c < 16, the rest zero).
+template <bool FULL>
+inline v16 pixel(const float* p, const Geometry& g, int64_t c) {
+  return FULL ? load(p) : load_part(p, g.C - c);
+}
+
+template <bool FULL>
+inline void put(float* o, v16 v, const Geometry& g, int64_t c) {
+  if (g.gelu) v = vgelu(v);
+  if (FULL) {
+    store(o, v);
+  } else {
+    for (int64_t l = 0; l < g.C - c; ++l) o[l] = v[l];
+  }
+}
+
+// One output row, channels c..c+15. Blocks of 4 output pixels whose taps all lie inside the map
+// horizontally keep 4 independent accumulators (one FMA chain each) and share each weight load;
+// the other pixels (borders, short rows) go one at a time with two accumulators.
+// Stride 1, a K x K kernel, 16 whole channels: blocks of 8 output pixels, each input row's K + 7
+// pixels loaded once and used by every tap that reads them. Returns the first pixel not done.
+template <int K>
+int64_t conv_row_s1(const Geometry& g, const float* xb, const float* wt, v16 bias, float* orow,
+                    int64_t ih0, int64_t i0, int64_t i1, int64_t c) {
+  const int64_t C = g.C, Cp = g.Cp;
+  int64_t ow = std::max<int64_t>(0, g.padding);  // first pixel whose taps start inside the map
+  ow = std::min(ow, g.Wo);
+  for (; ow + 8 <= g.Wo && ow - g.padding + 7 + K <= g.W; ow += 8) {
+    const int64_t iw0 = ow - g.padding;
+    v16 acc[8];
+    for (int o = 0; o < 8; ++o) acc[o] = bias;
+    for (int64_t i = i0; i < i1; ++i) {
+      const float* xr = xb + ((ih0 + i) * g.W + iw0) * C + c;
+      const float* wr = wt + i * K * Cp + c;
+      v16 xv[K + 7];
+      for (int t = 0; t < K + 7; ++t) xv[t] = load(xr + t * C);
+      for (int j = 0; j < K; ++j) {
+        const v16 w = load(wr + j * Cp);
+        for (int o = 0; o < 8; ++o) acc[o] += xv[o + j] * w;
+      }
+    }
+    for (int o = 0; o < 8; ++o) put<true>(orow + (ow + o) * C + c, acc[o], g, c);
+  }
+  return ow;
+}
+
+template <bool FULL>
+void conv_row(const Geometry& g, const float* xb, const float* wt, const float* bs, float* orow,
+              int64_t oh, int64_t c) {
+  const int64_t ih0 = oh * g.stride - g.padding;
+  const int64_t i0 = std::max<int64_t>(0, -ih0), i1 = std::min<int64_t>(g.k, g.H - ih0);
+  const int64_t k = g.k, s = g.stride, C = g.C, Cp = g.Cp;
+  const v16 bias = load(bs + c);
+  // the interior of the row first, where a stride-1 kernel of a common size has a fast path
+  int64_t done_from = 0, done_to = 0;
+  if (FULL && s == 1 && (k == 3 || k == 5 || k == 7)) {
+    done_from = std::min(std::max<int64_t>(0, g.padding), g.Wo);
+    done_to = k == 3   ? conv_row_s1<3>(g, xb, wt, bias, orow, ih0, i0, i1, c)
+              : k == 5 ? conv_row_s1<5>(g, xb, wt, bias, orow, ih0, i0, i1, c)
+                       : conv_row_s1<7>(g, xb, wt, bias, orow, ih0, i0, i1, c);
+  }
+  int64_t ow = 0;
+  while (ow < g.Wo) {
+    if (ow == done_from && done_to > done_from) {
+      ow = done_to;
+      continue;
+    }
+    const int64_t iw0 = ow * s - g.padding;
+    if (ow + 4 <= g.Wo && (done_to <= done_from || ow + 4 <= done_from || ow >= done_to) &&
+        iw0 >= 0 && iw0 + 3 * s + k <= g.W) {
+      v16 acc[4] = {bias, bias, bias, bias};
+      for (int64_t i = i0; i < i1; ++i) {
+        const float* xr = xb + ((ih0 + i) * g.W + iw0) * C + c;
+        const float* wr = wt + i * k * Cp + c;
+        for (int64_t j = 0; j < k; ++j) {
+          const v16 w = load(wr + j * Cp);
+          for (int o = 0; o < 4; ++o) acc[o] += pixel<FULL>(xr + (o * s + j) * C, g, c) * w;
+        }
+      }
+      for (int o = 0; o < 4; ++o) put<FULL>(orow + (ow + o) * C + c, acc[o], g, c);
+      ow += 4;
+      continue;
+    }
+    const int64_t j0 = std::max<int64_t>(0, -iw0), j1 = std::min<int64_t>(k, g.W - iw0);
+    v16 acc[2] = {bias, splat(0.f)};
+    int n = 0;
+    for (int64_t i = i0; i < i1; ++i) {
+      const float* xr = xb + ((ih0 + i) * g.W + iw0) * C + c;
+      const float* wr = wt + i * k * Cp + c;
+      for (int64_t j = j0; j < j1; ++j, ++n) acc[n & 1] += pixel<FULL>(xr + j * C, g, c) * load(wr + j * Cp);
+    }
+    put<FULL>(orow + ow * C + c, acc[0] + acc[1], g, c);
+    ++ow;
+  }
+}
+
+at::Tensor dwconv2d(const at::Tensor& x, const at::Tensor& weight,
+                    const std::optional<at::Tensor>& bias, int64_t stride, int64_t padding,
+                    bool gelu) {
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && x.dim() == 4,
+              "dwconv2d: x must be a 4-D float32 CPU tensor");
+  TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "dwconv2d: x must be channels-last contiguous");
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  TORCH_CHECK(weight.device().is_cpu() && weight.scalar_type() == at::kFloat &&
+                  weight.dim() == 4 && weight.size(0) == C && weight.size(1) == 1 &&
+                  weight.size(2) == weight.size(3),
+              "dwconv2d: weight ", weight.sizes(), " is not a (C, 1, k, k) float32 CPU tensor for ",
+              C, " channels");
+  TORCH_CHECK(!bias.has_value() || (bias->scalar_type() == at::kFloat && bias->numel() == C),
+              "dwconv2d: bias must hold C float32 values");
+  TORCH_CHECK(stride >= 1 && padding >= 0, "dwconv2d: stride must be >= 1 and padding >= 0");
+  const int64_t k = weight.size(2);
+  const int64_t Ho = (H + 2 * padding - k) / stride + 1, Wo = (W + 2 * padding - k) / stride + 1;
+  TORCH_CHECK(Ho >= 1 && Wo >= 1, "dwconv2d: a ", H, "x", W, " map is smaller than the kernel");
+  at::Tensor out = at::empty({B, C, Ho, Wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  if (B * C == 0) return out;
+
+  const int64_t Cp = (C + 15) / 16 * 16;
+  std::vector<float> wt(k * k * Cp, 0.f), bs(Cp, 0.f);  // (k*k, Cp) tap-major, zero padded
+  {
+    const at::Tensor w = weight.contiguous();
+    const float* wp = w.data_ptr<float>();
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t t = 0; t < k * k; ++t) wt[t * Cp + c] = wp[c * k * k + t];
+    if (bias.has_value()) {
+      const at::Tensor b = bias->contiguous();
+      std::copy(b.data_ptr<float>(), b.data_ptr<float>() + C, bs.begin());
+    }
+  }
+  const float* xp = x.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const Geometry g{H, W, C, Cp, k, stride, padding, Wo, gelu};
+  at::parallel_for(0, B * Ho, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / Ho, oh = row % Ho;
+      const float* xb = xp + b * H * W * C;
+      float* orow = op + (b * Ho + oh) * Wo * C;
+      for (int64_t c = 0; c < Cp; c += 16) {
+        if (c + 16 <= C) {
+          conv_row<true>(g, xb, wt.data(), bs.data(), orow, oh, c);
+        } else {
+          conv_row<false>(g, xb, wt.data(), bs.data(), orow, oh, c);
+        }
+      }
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(fcasearch_kernels, m) {
+  m.def("dwconv2d(Tensor x, Tensor weight, Tensor? bias, int stride, int padding, bool gelu) "
+        "-> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(fcasearch_kernels, CPU, m) { m.impl("dwconv2d", &dwconv2d); }

@@ -1,0 +1,216 @@
+// FcaFormer attention for CPU float32 inference: softmax(q k^T * scale + bias) v, one kernel.
+//
+// Built at run time by fcasearch.models.kernels (torch.utils.cpp_extension, -O3 -march=native,
+// OpenMP) and registered as the operator fcasearch_kernels::fca_attention.
+//
+// Why: at FcaFormer's shapes (head dim 32, a few hundred keys, batch 1) ATen's CPU flash
+// attention spends most of its time outside arithmetic (small GEMM calls per block, several
+// passes over the logits). Here each thread holds one head's keys transposed in cache and, for a
+// block of 8 query rows, computes the 8 x T logits with register-blocked FMAs, adds the bias and
+// exponentiates them in place (after each row's maximum), and accumulates the 8 x D output from the
+// values, all in L1/L2. Vectors: simd.h.
+//
+// Inputs: q (B, h, N, D), k and v (B, h, T, D), bias (B or 1, h, N, T), all float32 on CPU with
+// unit stride along their last dimension (views of a fused qkv projection qualify). D (the head
+// dim) is at most 128; where it is not a multiple of 16, each head's values are copied into rows
+// padded to one. Output: (B, N, h, D), contiguous, so merging the heads is a view.
+
+#include "simd.h"
+
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#include <torch/types.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace {
+
+using namespace fcasearch_simd;
+
+constexpr int RB = 8;          // query rows per block
+constexpr int64_t MAXD = 128;  // largest head dim
+
+void check(const at::Tensor& t, const char* name, int64_t dims) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat,
+              "fca_attention: ", name, " must be a float32 CPU tensor");
+  TORCH_CHECK(t.dim() == dims, "fca_attention: ", name, " must have ", dims, " dimensions");
+  TORCH_CHECK(t.stride(dims - 1) == 1, "fca_attention: ", name,
+              " must have unit stride along its last dimension");
+}
+
+at::Tensor fca_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                         const at::Tensor& bias, double scale) {
+  check(q, "q", 4);
+  check(k, "k", 4);
+  check(v, "v", 4);
+  check(bias, "bias", 4);
+  const int64_t B = q.size(0), H = q.size(1), N = q.size(2), D = q.size(3), T = k.size(2);
+  TORCH_CHECK(D >= 1 && D <= MAXD, "fca_attention: head dim ", D, " is not in 1..", MAXD);
+  TORCH_CHECK(k.size(0) == B && k.size(1) == H && k.size(3) == D && v.sizes() == k.sizes(),
+              "fca_attention: q ", q.sizes(), ", k ", k.sizes(), " and v ", v.sizes(),
+              " do not match");
+  TORCH_CHECK((bias.size(0) == B || bias.size(0) == 1) && bias.size(1) == H &&
+                  bias.size(2) == N && bias.size(3) == T,
+              "fca_attention: bias ", bias.sizes(), " is not (B or 1, h, N, T) for q ", q.sizes(),
+              " and k ", k.sizes());
+  at::Tensor out = at::empty({B, N, H, D}, q.options());
+  if (B * H * N == 0) return out;
+  TORCH_CHECK(T > 0, "fca_attention: no keys");
+
+  const int64_t Tp = (T + 31) / 32 * 32;  // keys padded to whole 32-key chunks
+  const int64_t Dp = (D + 15) / 16 * 16;  // head dim padded to whole vectors
+  const int64_t nrb = (N + RB - 1) / RB;
+  // Work items: (batch, head, run of row blocks); each transposes its head's keys once. Heads
+  // are split into runs when there are too few of them to keep every thread busy.
+  const int64_t threads = at::get_num_threads();
+  const int64_t runs = std::min(nrb, std::max<int64_t>(1, (4 * threads + B * H - 1) / (B * H)));
+  const int64_t per_run = (nrb + runs - 1) / runs;
+  const float sc = static_cast<float>(scale);
+  const float* qp = q.data_ptr<float>();
+  const float* kp = k.data_ptr<float>();
+  const float* vp = v.data_ptr<float>();
+  const float* bp = bias.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  // strides, in elements
+  const int64_t qsb = q.stride(0), qsh = q.stride(1), qsn = q.stride(2);
+  const int64_t ksb = k.stride(0), ksh = k.stride(1), ksn = k.stride(2);
+  const int64_t vsb = v.stride(0), vsh = v.stride(1), vsn = v.stride(2);
+  const int64_t bsb = bias.size(0) == 1 ? 0 : bias.stride(0), bsh = bias.stride(1);
+  const int64_t bsn = bias.stride(2);
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+
+  at::parallel_for(0, B * H * runs, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(RB * Tp + D * Tp + (D % 16 ? T * Dp : 0));
+    float* S = scratch.data();  // (RB, Tp) logits, then probabilities
+    float* kt = S + RB * Tp;    // (D, Tp) keys of the current head, transposed
+    float* vpad = kt + D * Tp;  // (T, Dp) values of the current head, rows padded (if D % 16)
+    int64_t loaded = -1;
+    for (int64_t w = begin; w < end; ++w) {
+      const int64_t bh = w / runs, run = w % runs, b = bh / H, h = bh % H;
+      if (bh != loaded) {
+        const float* kb = kp + b * ksb + h * ksh;
+        for (int64_t d = 0; d < D; ++d) {
+          float* dst = kt + d * Tp;
+          for (int64_t j = 0; j < T; ++j) dst[j] = kb[j * ksn + d];
+          std::fill(dst + T, dst + Tp, 0.f);
+        }
+        if (D % 16) {
+          const float* vsrc = vp + b * vsb + h * vsh;
+          for (int64_t j = 0; j < T; ++j) {
+            std::copy(vsrc + j * vsn, vsrc + j * vsn + D, vpad + j * Dp);
+            std::fill(vpad + j * Dp + D, vpad + (j + 1) * Dp, 0.f);
+          }
+        }
+        loaded = bh;
+      }
+      const float* vb = D % 16 ? vpad : vp + b * vsb + h * vsh;
+      const int64_t vrow = D % 16 ? Dp : vsn;
+      const int64_t rb_end = std::min(nrb, (run + 1) * per_run);
+      for (int64_t rb = run * per_run; rb < rb_end; ++rb) {
+        const int64_t r0 = rb * RB, rn = std::min<int64_t>(RB, N - r0);
+        const float* qb = qp + b * qsb + h * qsh + r0 * qsn;
+        const float* bias_rows[RB];  // rows past N reuse the last one (their results are unused)
+        float qs[RB][MAXD];
+        for (int r = 0; r < RB; ++r) {
+          const int64_t rr = std::min<int64_t>(r, rn - 1);
+          bias_rows[r] = bp + b * bsb + h * bsh + (r0 + rr) * bsn;
+          for (int64_t d = 0; d < D; ++d) qs[r][d] = r < rn ? qb[r * qsn + d] * sc : 0.f;
+        }
+        // 1. logits
+        for (int64_t j = 0; j < Tp; j += 32) {
+          v16 acc[RB][2];
+          for (int r = 0; r < RB; ++r) acc[r][0] = acc[r][1] = splat(0.f);
+          for (int64_t d = 0; d < D; ++d) {
+            const v16 k0 = load(kt + d * Tp + j), k1 = load(kt + d * Tp + j + 16);
+            for (int r = 0; r < RB; ++r) {
+              acc[r][0] += qs[r][d] * k0;
+              acc[r][1] += qs[r][d] * k1;
+            }
+          }
+          for (int r = 0; r < RB; ++r) {
+            store(S + r * Tp + j, acc[r][0]);
+            store(S + r * Tp + j + 16, acc[r][1]);
+          }
+        }
+        // 2. plus bias, row maxima, exponentials in place, row sums
+        const int64_t T16 = T / 16 * 16;
+        float inv[RB];
+        for (int r = 0; r < rn; ++r) {
+          float* sr = S + r * Tp;
+          const float* br = bias_rows[r];
+          v16 mv = splat(neg_inf);
+          for (int64_t j = 0; j < T16; j += 16) {
+            const v16 x = load(sr + j) + load(br + j);
+            store(sr + j, x);
+            mv = vmax(mv, x);
+          }
+          float m = hmax(mv);
+          for (int64_t j = T16; j < T; ++j) {
+            sr[j] += br[j];
+            m = sr[j] > m ? sr[j] : m;
+          }
+          v16 sum = splat(0.f);
+          for (int64_t j = 0; j < T16; j += 16) {
+            const v16 p = vexp(load(sr + j) - m);
+            store(sr + j, p);
+            sum += p;
+          }
+          float total = hsum(sum);
+          for (int64_t j = T16; j < T; ++j) {
+            sr[j] = std::exp(sr[j] - m);
+            total += sr[j];
+          }
+          inv[r] = 1.f / total;
+        }
+        // 3. probabilities times values
+        float* ob = op + ((b * N + r0) * H + h) * D;  // row r at ob + r * H * D
+        if (D == 32) {
+          v16 acc[RB][2];
+          for (int r = 0; r < RB; ++r) acc[r][0] = acc[r][1] = splat(0.f);
+          for (int64_t j = 0; j < T; ++j) {
+            const v16 a0 = load(vb + j * vrow), a1 = load(vb + j * vrow + 16);
+            for (int r = 0; r < RB; ++r) {
+              const float p = S[r * Tp + j];
+              acc[r][0] += p * a0;
+              acc[r][1] += p * a1;
+            }
+          }
+          for (int r = 0; r < rn; ++r) {
+            store(ob + r * H * D, acc[r][0] * inv[r]);
+            store(ob + r * H * D + 16, acc[r][1] * inv[r]);
+          }
+        } else {
+          for (int64_t c = 0; c < Dp; c += 16) {
+            v16 acc[RB];
+            for (int r = 0; r < RB; ++r) acc[r] = splat(0.f);
+            for (int64_t j = 0; j < T; ++j) {
+              const v16 a = load(vb + j * vrow + c);
+              for (int r = 0; r < RB; ++r) acc[r] += S[r * Tp + j] * a;
+            }
+            const int64_t width = std::min<int64_t>(16, D - c);
+            for (int r = 0; r < rn; ++r) {
+              const v16 o = acc[r] * inv[r];
+              if (width == 16) {
+                store(ob + r * H * D + c, o);
+              } else {
+                for (int64_t l = 0; l < width; ++l) ob[r * H * D + c + l] = o[l];
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(fcasearch_kernels, m) {
+  m.def("fca_attention(Tensor q, Tensor k, Tensor v, Tensor bias, float scale) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(fcasearch_kernels, CPU, m) { m.impl("fca_attention", &fca_attention); }

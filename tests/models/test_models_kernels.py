@@ -1,0 +1,287 @@
+"""fcasearch's CPU attention kernel: built for real, equal to SDPA, used by the inference form,
+counted, compiled, and replaced by SDPA with a reason where it cannot be built."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.cpp_extension import is_ninja_available
+
+from fcasearch.models import build_model, calibrate_batchnorm, fuse_for_inference, get_spec
+from fcasearch.models.compiled import cpp_compiler_available
+from fcasearch.models.fca import FcaBlock
+from fcasearch.models.kernels import (
+    attention_kernel_applies,
+    dwconv2d,
+    dwconv_kernel_applies,
+    fca_attention,
+    kernel_status,
+    load_kernels,
+)
+from fcasearch.spec import ArchSpec, StageSpec
+
+BUILDABLE = cpp_compiler_available() and is_ninja_available()
+needs_kernel = pytest.mark.skipif(not BUILDABLE, reason="building the kernel needs g++ and ninja")
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    assert load_kernels(), kernel_status()
+    return fca_attention
+
+
+def _qkv(b, h, n, t, d, gen):
+    """q, k, v as the model makes them: strided views of packed projections."""
+    qkv = torch.randn(b, n, 3, h, d, generator=gen)
+    kv = torch.randn(b, t, 2, h, d, generator=gen)
+    return qkv[:, :, 0].transpose(1, 2), kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    "b,h,n,t,d",
+    [
+        (1, 6, 196, 212, 32),  # L1 stage 2, block 1: T not a multiple of 16
+        (1, 10, 49, 53, 32),  # L1 stage 3: N not a multiple of 8 (the row block)
+        (2, 3, 50, 61, 64),
+        (3, 4, 33, 40, 48),
+        (2, 2, 17, 31, 24),  # head dim not a multiple of 16: padded values
+        (1, 2, 12, 40, 100),
+        (2, 2, 20, 70, 128),
+        (1, 1, 3, 1, 1),  # one key
+    ],
+)
+@pytest.mark.parametrize("per_batch_bias", [False, True])
+def test_kernel_equals_sdpa(kernel, b, h, n, t, d, per_batch_bias):
+    gen = torch.Generator().manual_seed(b * 1000 + t)
+    q, k, v = _qkv(b, h, n, t, d, gen)
+    bias = torch.randn(b if per_batch_bias else 1, h, n, t, generator=gen) * 5
+    with torch.inference_mode():
+        want = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2)
+        got = kernel(q, k, v, bias, d**-0.5)
+    assert got.shape == (b, n, h, d) and got.is_contiguous()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-5)
+
+
+@needs_kernel
+def test_kernel_softmax_is_stable_for_huge_and_tiny_logits(kernel):
+    gen = torch.Generator().manual_seed(1)
+    q, k, v = _qkv(1, 2, 20, 37, 32, gen)
+    bias = torch.randn(1, 2, 20, 37, generator=gen) * 40  # exp overflows without the max
+    bias[..., 5] = 1e4  # one key takes all the weight
+    bias[0, 1, 3] = -1e4  # a row whose logits all lie far below 0
+    bias[0, 1, 3, 7] = -9.0e3
+    with torch.inference_mode():
+        want = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2)
+        got = kernel(q, k, v, bias, 32**-0.5)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-5)
+    torch.testing.assert_close(got[0, 0, 1], v[0, 1, 5], rtol=0, atol=1e-6)  # all on key 5
+
+
+@needs_kernel
+def test_kernel_rejects_bad_inputs_naming_them(kernel):
+    q, k, v = (torch.randn(1, 2, 8, 32) for _ in range(3))
+    bias = torch.zeros(1, 2, 8, 8)
+    with pytest.raises(RuntimeError, match="q must be a float32 CPU tensor"):
+        kernel(q.double(), k, v, bias, 1.0)
+    with pytest.raises(RuntimeError, match=r"bias .* is not"):
+        kernel(q, k, v, torch.zeros(1, 2, 8, 9), 1.0)
+    with pytest.raises(RuntimeError, match="do not match"):
+        kernel(q, torch.randn(1, 2, 8, 16), v, bias, 1.0)
+    with pytest.raises(RuntimeError, match="k must have unit stride"):
+        kernel(q, k.transpose(2, 3), v, bias, 1.0)
+    with pytest.raises(RuntimeError, match="head dim 160"):
+        big = torch.randn(1, 1, 4, 160)
+        kernel(big, big, big, torch.zeros(1, 1, 4, 4), 1.0)
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    "b,c,h,w,k,stride,pad,bias,gelu",
+    [
+        (1, 192, 14, 14, 3, 1, 1, True, False),  # FcaFormer local conv
+        (1, 192, 14, 14, 7, 4, 3, False, False),  # token merge
+        (2, 128, 28, 28, 3, 2, 1, True, True),  # downsample, GELU fused
+        (1, 64, 56, 56, 7, 1, 3, True, False),  # ConvNeXt 7x7 (stride-1 fast path)
+        (2, 48, 9, 23, 5, 1, 2, True, True),  # 5x5 fast path, a row of 23
+        (3, 20, 9, 7, 3, 2, 1, True, True),  # 20 channels: a partial vector
+        (1, 33, 5, 6, 5, 2, 2, False, False),
+        (2, 8, 1, 1, 3, 1, 1, True, False),  # a 1x1 map: every tap but one in the padding
+        (1, 16, 4, 4, 3, 1, 0, True, False),  # no padding
+    ],
+)
+def test_dwconv_equals_conv2d(kernel, b, c, h, w, k, stride, pad, bias, gelu):
+    gen = torch.Generator().manual_seed(c + k)
+    x = torch.randn(b, c, h, w, generator=gen).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(c, 1, k, k, generator=gen)
+    bvec = torch.randn(c, generator=gen) if bias else None
+    with torch.inference_mode():
+        want = F.conv2d(x, weight, bvec, stride, pad, groups=c)
+        if gelu:
+            want = F.gelu(want)
+        got = dwconv2d(x, weight, bvec, stride, pad, gelu)
+    assert got.shape == want.shape and got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+def test_dwconv_rejects_bad_inputs_and_skips_what_it_does_not_serve(kernel):
+    x = torch.randn(1, 8, 5, 5)
+    w = torch.randn(8, 1, 3, 3)
+    with pytest.raises(RuntimeError, match="channels-last"):
+        dwconv2d(x, w, None, 1, 1)
+    xcl = x.contiguous(memory_format=torch.channels_last)
+    with pytest.raises(RuntimeError, match=r"weight \[8, 1, 3, 2\] is not a \(C, 1, k, k\)"):
+        dwconv2d(xcl, torch.randn(8, 1, 3, 2), None, 1, 1)
+    with pytest.raises(RuntimeError, match="smaller than the kernel"):
+        dwconv2d(xcl, torch.randn(8, 1, 9, 9), None, 1, 0)
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8).requires_grad_(False)
+    assert dwconv_kernel_applies(conv, xcl)
+    assert not dwconv_kernel_applies(conv, x)  # not channels-last
+    assert not dwconv_kernel_applies(torch.nn.Conv2d(8, 8, 3, groups=4), xcl)  # not depthwise
+    assert not dwconv_kernel_applies(torch.nn.Conv2d(8, 8, 3, dilation=2, groups=8), xcl)
+    assert not dwconv_kernel_applies(conv, xcl.double())
+
+
+class _Ops(TorchDispatchMode):
+    """Names of the operators dispatched."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
+def _spec() -> ArchSpec:
+    return ArchSpec(
+        (StageSpec("conv", 1, 16), StageSpec("fca", 4, 32, 2, merge_stride=2, cross_window=2),
+         StageSpec("fca", 2, 48, 3)),
+        img_size=(64, 32),
+    )  # fmt: skip
+
+
+def _randomize(model: torch.nn.Module) -> None:
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("attention_biases", "s_token_bias")):
+                p.copy_(torch.randn(p.shape, generator=g))
+
+
+@needs_kernel
+def test_fused_model_runs_attention_on_the_kernel_and_equals_sdpa(kernel):
+    model = build_model(_spec()).eval()  # head dims 16 and 16
+    _randomize(model)
+    x = torch.randn(3, 3, 64, 32)
+    with torch.inference_mode():
+        unfused = model(x)
+    fused = fuse_for_inference(model, kernels="auto")
+    assert fused.kernels_note.startswith("fcasearch's CPU kernels")
+    assert {m.attn_impl for m in fused.modules() if isinstance(m, FcaBlock)} == {"kernel"}
+    with torch.inference_mode(), _Ops() as ops:
+        out = fused(x)
+    assert ops.names.count("fcasearch_kernels.fca_attention") == 6  # every block
+    assert "aten._scaled_dot_product_flash_attention_for_cpu" not in ops.names
+    # depthwise convs (all small here): 6 local convs, 3 + 1 token merges, 2 downsamples, 1 ConvNeXt
+    assert ops.names.count("fcasearch_kernels.dwconv2d") == 13
+    torch.testing.assert_close(out, unfused, rtol=1e-4, atol=1e-5)
+    # switching back: no kernel call, same outputs
+    fuse_for_inference(fused, kernels="off")
+    with torch.inference_mode(), _Ops() as ops:
+        torch.testing.assert_close(fused(x), out, rtol=1e-4, atol=1e-5)
+    assert "fcasearch_kernels.fca_attention" not in ops.names
+    assert "fcasearch_kernels.dwconv2d" not in ops.names
+
+
+@needs_kernel
+def test_kernel_is_skipped_where_autograd_needs_the_graph(kernel):
+    model = build_model(_spec()).set_attention_impl("kernel").eval()
+    x = torch.randn(2, 3, 64, 32)
+    with _Ops() as ops:
+        model(x).sum().backward()  # SDPA instead: the kernel has no backward
+    assert "fcasearch_kernels.fca_attention" not in ops.names
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    q = torch.randn(1, 2, 4, 32)
+    assert attention_kernel_applies(q)
+    assert not attention_kernel_applies(q.double())
+    assert not attention_kernel_applies(torch.randn(1, 2, 4, 160))
+    assert not attention_kernel_applies(q.requires_grad_())
+
+
+def _run(code: str, **env: str) -> dict:
+    """Run ``code`` in a fresh interpreter; it prints one JSON line last."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["stderr"] = proc.stderr
+    return out
+
+
+_PROBE = """
+import json, torch
+from fcasearch.models import build_model, fuse_for_inference, get_spec
+from fcasearch.models.kernels import kernel_status
+m = fuse_for_inference(build_model(get_spec("fcaformer_nano", img_size=64)))
+try:
+    fuse_for_inference(m, kernels="on")
+    forced = "ok"
+except ValueError as e:
+    forced = str(e)
+print(json.dumps({"note": m.kernels_note, "status": kernel_status(), "forced": forced}))
+"""
+
+
+def test_without_the_kernel_sdpa_runs_and_the_reason_is_given():
+    out = _run(_PROBE, FCASEARCH_KERNELS="0")
+    assert out["note"] == "library operators (fcasearch's CPU kernels are unavailable: disabled by FCASEARCH_KERNELS=0)"  # fmt: skip
+    assert out["forced"].startswith("kernels: 'on' but fcasearch's CPU kernels are unavailable")
+
+
+@needs_kernel
+@pytest.mark.slow
+def test_first_use_builds_into_the_cache_and_later_processes_load_it(tmp_path: Path):
+    cache = tmp_path / "kernels"
+    first = _run(_PROBE, FCASEARCH_KERNEL_CACHE=str(cache))
+    assert "building the CPU kernels" in first["stderr"]
+    assert first["note"].startswith("fcasearch's CPU kernels") and first["forced"] == "ok"
+    assert first["status"].startswith(f"loaded from {cache}")
+    assert len(list(cache.glob("kernels-*/*.so"))) == 1
+    second = _run(_PROBE, FCASEARCH_KERNEL_CACHE=str(cache))
+    assert "building" not in second["stderr"] and second["status"] == first["status"]
+
+
+@needs_kernel
+def test_compiled_inference_form_calls_the_kernel(kernel):
+    from fcasearch.models import compile_for_inference
+
+    spec = get_spec("fcaformer_nano", img_size=64)
+    model = calibrate_batchnorm(build_model(spec))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        want = model(x)
+    fused = fuse_for_inference(model)
+    assert {m.attn_impl for m in fused.modules() if isinstance(m, FcaBlock)} == {"kernel"}
+    run = compile_for_inference(fused, x)
+    with torch.inference_mode(), torch.profiler.profile() as prof:
+        got = run(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    calls = [e.name for e in prof.events() if e.name == "fcasearch_kernels::fca_attention"]
+    assert len(calls) == sum(isinstance(m, FcaBlock) for m in fused.modules())

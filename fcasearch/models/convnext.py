@@ -17,6 +17,7 @@ from fcasearch.models.layers import (
     conv_gelu,
     depthwise_conv,
     fast_path,
+    inference_input,
     linear,
     linear_add,
     linear_gelu,
@@ -57,14 +58,17 @@ class Downsample(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d, H, W) -> (B, o, H/2, W/2)
-        if fast_path(self.fast, x):  # the 1x1 convs as GEMMs over the (B, H, W, C) view
+        if self.fast and not self.training and inference_input(x):
+            # Folded, CPU float32 inference (eager or compiled): the 1x1 convs as GEMMs over the
+            # (B, H, W, C) view (faster than oneDNN's 1x1 convolution at these sizes), the
+            # depthwise conv with its GELU on fcasearch's kernel where it serves.
             c1, c3 = self.conv1, self.conv3
             w1, w3 = c1.weight.flatten(1), c3.weight.flatten(1)  # (o, d), (o, o)
             od = onednn_gemm(self.gemm, x)
-            y = linear_gelu(x.permute(0, 2, 3, 1), w1, c1.bias, True, od).permute(0, 3, 1, 2)
-            y = depthwise_conv(self.conv2, y, self.dw_kernel, gelu=True, fast=True)
-            y = y.permute(0, 2, 3, 1)  # (B, H/2, W/2, o)
-            return linear(y, w3, c3.bias, od).permute(0, 3, 1, 2)
+            fast = fast_path(True, x)  # eager only: in-place and oneDNN fused epilogues
+            y = linear_gelu(x.permute(0, 2, 3, 1), w1, c1.bias, fast, od).permute(0, 3, 1, 2)
+            y = depthwise_conv(self.conv2, y, self.dw_kernel, gelu=True, fast=fast)
+            return linear(y.permute(0, 2, 3, 1), w3, c3.bias, od).permute(0, 3, 1, 2)
         return self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(x)))))
 
 

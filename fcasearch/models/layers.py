@@ -25,6 +25,7 @@ __all__ = [
     "depthwise_conv",
     "drop_path_rates",
     "fast_path",
+    "inference_input",
     "init_weights",
     "linear",
     "linear_add",
@@ -192,7 +193,7 @@ def onednn_fusion_available() -> bool:
     return hasattr(ops, "_linear_pointwise") and hasattr(ops, "_convolution_pointwise")
 
 
-def _inference_input(x: torch.Tensor) -> bool:
+def inference_input(x: torch.Tensor) -> bool:
     """CPU float32, no autograd needed, not traced by TorchScript."""
     return (
         x.device.type == "cpu"
@@ -205,7 +206,7 @@ def _inference_input(x: torch.Tensor) -> bool:
 def fast_path(enabled: bool, x: torch.Tensor) -> bool:
     """Whether the inference kernels apply to ``x``: enabled, CPU float32, no autograd needed,
     and not under ``torch.compile`` or tracing (they cannot see through the oneDNN ops)."""
-    return enabled and not torch.compiler.is_compiling() and _inference_input(x)
+    return enabled and not torch.compiler.is_compiling() and inference_input(x)
 
 
 def _fused_linear(x: torch.Tensor, onednn: bool) -> bool:
@@ -337,7 +338,7 @@ def onednn_gemm(gemm: str, x: torch.Tensor) -> bool:
     """Whether a module whose fused form chose ``gemm`` runs its Linear ops on ``x`` as oneDNN
     primitives: ``gemm == "onednn"``, CPU float32, no autograd needed, not traced by TorchScript.
     It holds in eager mode and under ``torch.compile`` alike."""
-    return gemm == "onednn" and _inference_input(x)
+    return gemm == "onednn" and inference_input(x)
 
 
 def linear(

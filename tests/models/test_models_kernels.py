@@ -279,9 +279,16 @@ def test_compiled_inference_form_calls_the_kernel(kernel):
         want = model(x)
     fused = fuse_for_inference(model)
     assert {m.attn_impl for m in fused.modules() if isinstance(m, FcaBlock)} == {"kernel"}
+    with torch.inference_mode(), _Ops() as ops:
+        fused(x)
+    eager_dwconvs = ops.names.count("fcasearch_kernels.dwconv2d")
     run = compile_for_inference(fused, x)
     with torch.inference_mode(), torch.profiler.profile() as prof:
         got = run(x)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
-    calls = [e.name for e in prof.events() if e.name == "fcasearch_kernels::fca_attention"]
-    assert len(calls) == sum(isinstance(m, FcaBlock) for m in fused.modules())
+    names = [e.name for e in prof.events()]
+    assert names.count("fcasearch_kernels::fca_attention") == sum(
+        isinstance(m, FcaBlock) for m in fused.modules()
+    )
+    # every depthwise conv the eager form runs on the kernel (downsamples included) is one too
+    assert eager_dwconvs > 0 and names.count("fcasearch_kernels::dwconv2d") == eager_dwconvs

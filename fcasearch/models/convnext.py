@@ -53,9 +53,7 @@ class Downsample(nn.Module):
         self.conv3 = ConvBN(out_dim, out_dim, 1)
         self.fast = False  # fused kernels; set by fuse_for_inference
         self.gemm = "torch"  # library of the fused 1x1 convs as GEMMs; set by fuse_for_inference
-        self.dw_kernel = (
-            False  # the depthwise conv on fcasearch's kernel; set by fuse_for_inference
-        )
+        self.dw_kernel = False  # depthwise conv on fcasearch's kernel; set by fuse_for_inference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d, H, W) -> (B, o, H/2, W/2)
         if self.fast and not self.training and inference_input(x):
@@ -94,9 +92,7 @@ class ConvNeXtBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
         self.fast = False  # fused kernels (layer scale folded); set by fuse_for_inference
         self.gemm = "torch"  # library of the Linear GEMMs once fused; set by fuse_for_inference
-        self.dw_kernel = (
-            False  # the depthwise conv on fcasearch's kernel; set by fuse_for_inference
-        )
+        self.dw_kernel = False  # depthwise conv on fcasearch's kernel; set by fuse_for_inference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d, H, W) channels-last
         y = depthwise_conv(self.dwconv, x, self.dw_kernel)  # (B, d, H, W)

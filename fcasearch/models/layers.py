@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fcasearch.cpuinfo import cpuinfo_field
-from fcasearch.models.kernels import dwconv_kernel_applies
+from fcasearch.models.kernels import dwconv_kernel_applies, inference_input
 
 __all__ = [
     "DWCONV_KERNEL_MAX_MACS",
@@ -191,16 +191,6 @@ def onednn_fusion_available() -> bool:
         return False
     ops = torch.ops.mkldnn
     return hasattr(ops, "_linear_pointwise") and hasattr(ops, "_convolution_pointwise")
-
-
-def inference_input(x: torch.Tensor) -> bool:
-    """CPU float32, no autograd needed, not traced by TorchScript."""
-    return (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and not (x.requires_grad and torch.is_grad_enabled())
-        and not torch.jit.is_tracing()
-    )
 
 
 def fast_path(enabled: bool, x: torch.Tensor) -> bool:

@@ -39,6 +39,7 @@ __all__ = [
     "dwconv2d",
     "dwconv_kernel_applies",
     "fca_attention",
+    "inference_input",
     "kernel_cache_dir",
     "kernel_status",
     "kernels_loaded",
@@ -176,11 +177,11 @@ def kernels_loaded() -> bool:
     return _state["loaded"] is True
 
 
-def _inference_input(x: torch.Tensor) -> bool:
-    """The kernels loaded; ``x`` CPU float32, no autograd needed, not traced by TorchScript."""
+def inference_input(x: torch.Tensor) -> bool:
+    """``x`` is CPU float32, needs no autograd and is not traced by TorchScript (the inputs that
+    fcasearch's inference kernels, and oneDNN's fused ones in ``layers``, serve)."""
     return (
-        _state["loaded"] is True
-        and x.device.type == "cpu"
+        x.device.type == "cpu"
         and x.dtype == torch.float32
         and not (x.requires_grad and torch.is_grad_enabled())
         and not torch.jit.is_tracing()
@@ -190,7 +191,7 @@ def _inference_input(x: torch.Tensor) -> bool:
 def attention_kernel_applies(q: torch.Tensor) -> bool:
     """Whether :func:`fca_attention` serves queries ``q`` (``(B, h, N, D)``): the kernels loaded,
     CPU float32, no autograd needed, not traced by TorchScript, ``D`` at most 128."""
-    return _inference_input(q) and 0 < q.shape[-1] <= 128
+    return _state["loaded"] is True and inference_input(q) and 0 < q.shape[-1] <= 128
 
 
 def dwconv_kernel_applies(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
@@ -199,7 +200,8 @@ def dwconv_kernel_applies(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
     padding, no dilation."""
     k, s, p = conv.kernel_size, conv.stride, conv.padding
     return (
-        _inference_input(x)
+        _state["loaded"] is True
+        and inference_input(x)
         and x.dim() == 4
         and x.is_contiguous(memory_format=torch.channels_last)
         and conv.groups == conv.in_channels == conv.out_channels == x.shape[1]

@@ -83,3 +83,20 @@ def test_quick_run_prints_the_ratio_and_gemm_lines() -> None:
         line.startswith("L1 b1, its ") and "back to back" in line and "leaves at most" in line
         for line in lines
     )
+
+
+@pytest.mark.slow
+def test_kernel_choices_are_timed_side_by_side() -> None:
+    cmd = [sys.executable, str(BENCH), "--quick", "--compiled", "none", "--no-reference"]
+    done = subprocess.run(
+        [*cmd, "--models", "L1", "--batches", "1", "--kernels", "off", "auto"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "L1/kernels-off:" in out and "on library operators (SDPA, oneDNN)" in out
+    assert "L1/kernels-auto:" in out
+    assert "L1/kernels-off b1 fp32 64:" in out and "L1/kernels-auto b1 fp32 64:" in out

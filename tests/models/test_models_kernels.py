@@ -292,3 +292,19 @@ def test_compiled_inference_form_calls_the_kernel(kernel):
     )
     # every depthwise conv the eager form runs on the kernel (downsamples included) is one too
     assert eager_dwconvs > 0 and names.count("fcasearch_kernels::dwconv2d") == eager_dwconvs
+
+
+@needs_kernel
+@pytest.mark.slow
+def test_a_failed_build_names_the_compiler_error_and_the_library_operators_run(tmp_path: Path):
+    code = (
+        "import fcasearch.models.kernels as K\n"
+        "K._CFLAGS = (*K._CFLAGS, '-fno-such-option-for-fcasearch')\n" + _PROBE
+    )
+    out = _run(code, FCASEARCH_KERNEL_CACHE=str(tmp_path / "kernels"))
+    assert "unrecognized command-line option" in out["status"]
+    assert "-fno-such-option-for-fcasearch" in out["status"]
+    assert out["status"].startswith("unavailable: the build failed (")
+    assert out["note"] == f"library operators (fcasearch's CPU kernels are {out['status']})"
+    assert "using the library operators" in out["stderr"]
+    assert out["forced"].startswith("kernels: 'on' but fcasearch's CPU kernels are unavailable")

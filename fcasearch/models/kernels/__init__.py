@@ -4,7 +4,7 @@ Two kernels, for float32 inference on CPU, where the library operators spend mos
 outside arithmetic at FcaFormer's batch-1 sizes (each source file says why and how):
 
 * :func:`fca_attention` (``fca_attention.cpp``): the FcaFormer attention, ``softmax(q k^T * scale
-  + bias) v`` over main and cross tokens; at L1's shapes about 0.5-0.6x the time of ATen's CPU
+  + bias) v`` over main and cross tokens; at L1's shapes 0.45-0.6x the time of ATen's CPU
   ``scaled_dot_product_attention``;
 * :func:`dwconv2d` (``dwconv.cpp``): depthwise convolution on channels-last maps, optionally with
   the exact GELU, for the token merge, the local conv, the downsample's strided conv and the

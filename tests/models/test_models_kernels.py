@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from test_models_attention import _randomize  # bias tables, layer scales, scale factors
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.cpp_extension import is_ninja_available
 
@@ -170,14 +171,6 @@ def _spec() -> ArchSpec:
          StageSpec("fca", 2, 48, 3)),
         img_size=(64, 32),
     )  # fmt: skip
-
-
-def _randomize(model: torch.nn.Module) -> None:
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(("attention_biases", "s_token_bias")):
-                p.copy_(torch.randn(p.shape, generator=g))
 
 
 @needs_kernel

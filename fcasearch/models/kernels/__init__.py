@@ -156,13 +156,15 @@ def kernel_status() -> str:
 
 def _register_fake() -> None:
     """Output shapes for tracing (``torch.compile``, ``torch.export``)."""
+    # torch < 2.4 names it impl_abstract
+    register_fake = getattr(torch.library, "register_fake", None) or torch.library.impl_abstract
 
-    @torch.library.register_fake("fcasearch_kernels::fca_attention")
+    @register_fake("fcasearch_kernels::fca_attention")
     def _(q, k, v, bias, scale):
         b, h, n, d = q.shape
         return q.new_empty((b, n, h, d))
 
-    @torch.library.register_fake("fcasearch_kernels::dwconv2d")
+    @register_fake("fcasearch_kernels::dwconv2d")
     def _(x, weight, bias, stride, padding, gelu):
         b, c, h, w = x.shape
         k = weight.shape[-1]

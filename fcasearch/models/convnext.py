@@ -63,7 +63,7 @@ class Downsample(nn.Module):
             c1, c3 = self.conv1, self.conv3
             w1, w3 = c1.weight.flatten(1), c3.weight.flatten(1)  # (o, d), (o, o)
             od = onednn_gemm(self.gemm, x)
-            fast = fast_path(True, x)  # eager only: in-place and oneDNN fused epilogues
+            fast = not torch.compiler.is_compiling()  # eager: in-place, oneDNN fused epilogues
             y = linear_gelu(x.permute(0, 2, 3, 1), w1, c1.bias, fast, od).permute(0, 3, 1, 2)
             y = depthwise_conv(self.conv2, y, self.dw_kernel, gelu=True, fast=fast)
             return linear(y.permute(0, 2, 3, 1), w3, c3.bias, od).permute(0, 3, 1, 2)

@@ -193,7 +193,7 @@ def inference_input(x: torch.Tensor) -> bool:
 def attention_kernel_applies(q: torch.Tensor) -> bool:
     """Whether :func:`fca_attention` serves queries ``q`` (``(B, h, N, D)``): the kernels loaded,
     CPU float32, no autograd needed, not traced by TorchScript, ``D`` at most 128."""
-    return _state["loaded"] is True and inference_input(q) and 0 < q.shape[-1] <= 128
+    return kernels_loaded() and inference_input(q) and 0 < q.shape[-1] <= 128
 
 
 def dwconv_kernel_applies(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
@@ -202,7 +202,7 @@ def dwconv_kernel_applies(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
     padding, no dilation."""
     k, s, p = conv.kernel_size, conv.stride, conv.padding
     return (
-        _state["loaded"] is True
+        kernels_loaded()
         and inference_input(x)
         and x.dim() == 4
         and x.is_contiguous(memory_format=torch.channels_last)
@@ -231,7 +231,7 @@ def fca_attention(
         RuntimeError: the kernel is not loaded (call :func:`load_kernels`), or the inputs break the
             rules above (the message names the input).
     """
-    if _state["loaded"] is not True:
+    if not kernels_loaded():
         raise RuntimeError(f"fca_attention: the kernels are {kernel_status()}; call load_kernels()")
     return torch.ops.fcasearch_kernels.fca_attention(q, k, v, bias, float(scale))
 
@@ -255,6 +255,6 @@ def dwconv2d(
     Raises:
         RuntimeError: the kernels are not loaded, or the inputs break the rules above.
     """
-    if _state["loaded"] is not True:
+    if not kernels_loaded():
         raise RuntimeError(f"dwconv2d: the kernels are {kernel_status()}; call load_kernels()")
     return torch.ops.fcasearch_kernels.dwconv2d(x, weight, bias, int(stride), int(padding), gelu)

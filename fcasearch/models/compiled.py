@@ -80,6 +80,9 @@ def compile_for_inference(
 
     try:
         with torch.inference_mode():
+            # One eager forward first: it makes the packed GEMM weights (layers.packed_weight),
+            # which the compiled graph then takes as constants.
+            model(example)
             run(example)
     except Exception as e:  # Inductor raises many types (BackendCompilerFailed, CppCompileError)
         raise CompileError(

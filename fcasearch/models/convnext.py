@@ -19,9 +19,10 @@ from fcasearch.models.layers import (
     fast_path,
     inference_input,
     linear,
-    linear_add,
     linear_gelu,
+    mlp_add,
     onednn_gemm,
+    packed_weight,
 )
 
 __all__ = ["ConvNeXtBlock", "ConvStage", "Downsample", "Stem"]
@@ -64,9 +65,10 @@ class Downsample(nn.Module):
             w1, w3 = c1.weight.flatten(1), c3.weight.flatten(1)  # (o, d), (o, o)
             od = onednn_gemm(self.gemm, x)
             fast = not torch.compiler.is_compiling()  # eager: in-place, oneDNN fused epilogues
-            y = linear_gelu(x.permute(0, 2, 3, 1), w1, c1.bias, fast, od).permute(0, 3, 1, 2)
+            p1, p3 = packed_weight(self, "conv1", w1, od), packed_weight(self, "conv3", w3, od)
+            y = linear_gelu(x.permute(0, 2, 3, 1), w1, c1.bias, fast, od, p1).permute(0, 3, 1, 2)
             y = depthwise_conv(self.conv2, y, self.dw_kernel, gelu=True, fast=fast)
-            return linear(y.permute(0, 2, 3, 1), w3, c3.bias, od).permute(0, 3, 1, 2)
+            return linear(y.permute(0, 2, 3, 1), w3, c3.bias, od, p3).permute(0, 3, 1, 2)
         return self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(x)))))
 
 
@@ -100,11 +102,14 @@ class ConvNeXtBlock(nn.Module):
         od = onednn_gemm(self.gemm, x)
         fc1, fc2 = self.pwconv1, self.pwconv2
         if fast_path(self.fast, x) and not self.training and self.gamma is None:
-            h = linear_gelu(self.norm(y), fc1.weight, fc1.bias, True, od)
             res = x.permute(0, 2, 3, 1)  # (B, H, W, d)
-            return linear_add(h, fc2.weight, fc2.bias, res, True, od).permute(0, 3, 1, 2)
-        h = linear_gelu(self.norm(y), fc1.weight, fc1.bias, False, od)
-        y = linear(h, fc2.weight, fc2.bias, od)
+            return mlp_add(self, self.norm(y), fc1, fc2, res, od).permute(0, 3, 1, 2)
+        p1, p2 = (
+            packed_weight(self, "fc1", fc1.weight, od),
+            packed_weight(self, "fc2", fc2.weight, od),
+        )
+        h = linear_gelu(self.norm(y), fc1.weight, fc1.bias, False, od, p1)
+        y = linear(h, fc2.weight, fc2.bias, od, p2)
         if self.gamma is not None:
             y = y * self.gamma
         return x + self.drop_path(y.permute(0, 3, 1, 2))

@@ -38,6 +38,7 @@ from fcasearch.models.layers import (
     linear,
     linear_add,
     onednn_gemm,
+    packed_weight,
 )
 
 __all__ = ["ATTENTION_IMPLS", "FcaBlock", "FcaStage", "attention_impl", "relative_index"]
@@ -190,15 +191,18 @@ class FcaBlock(nn.Module):
         hd = d // h
         w, bias = self.qkv.weight, self.qkv.bias
         if cross is None:
-            qkv = linear(xn, w, bias, onednn).view(b, n, 3, h, hd).permute(2, 0, 3, 1, 4)
+            pw = packed_weight(self, "qkv", w, onednn)
+            qkv = linear(xn, w, bias, onednn, pw).view(b, n, 3, h, hd).permute(2, 0, 3, 1, 4)
             q, k, v = qkv.unbind(0)  # (B, h, N, hd) each
         else:
             if self.s_scale_factors is not None:
                 cross = cross * self.s_scale_factors  # (B, M, d)
             cross = self.s_norm(cross)
-            q = linear(xn, w[:d], bias[:d], onednn)  # (B, N, d)
+            wq, wkv = w[:d], w[d:]
+            q = linear(xn, wq, bias[:d], onednn, packed_weight(self, "q", wq, onednn))  # (B, N, d)
             q = q.view(b, n, h, hd).transpose(1, 2)  # (B, h, N, hd)
-            kv = linear(torch.cat([xn, cross], dim=1), w[d:], bias[d:], onednn)  # (B, N+M, 2d)
+            xc = torch.cat([xn, cross], dim=1)  # (B, N+M, d)
+            kv = linear(xc, wkv, bias[d:], onednn, packed_weight(self, "kv", wkv, onednn))
             kv = kv.view(b, -1, 2, h, hd).permute(2, 0, 3, 1, 4)  # (2, B, h, N+M, hd)
             k, v = kv.unbind(0)
         mask = self.attention_mask()
@@ -233,10 +237,12 @@ class FcaBlock(nn.Module):
         fast = fast_path(self.fast, x) and not self.training and self.gamma_1 is None
         od = onednn_gemm(self.gemm, x)
         o = self.attention(self.norm1(x), cross, od)  # (B, N, d)
+        wp, bp = self.proj.weight, self.proj.bias
+        pp = packed_weight(self, "proj", wp, od)
         if fast:
-            x = linear_add(o, self.proj.weight, self.proj.bias, x, True, od)
+            x = linear_add(o, wp, bp, x, True, od, pp)
         else:
-            y = linear(o, self.proj.weight, self.proj.bias, od)
+            y = linear(o, wp, bp, od, pp)
             x = x + self.drop_path(y if self.gamma_1 is None else y * self.gamma_1)
         emitted = None
         if self.dw_conv is not None or self.local_conv is not None:
@@ -251,7 +257,7 @@ class FcaBlock(nn.Module):
                     x = self.local_conv(xmap)
                 x = x.permute(0, 2, 3, 1).reshape(b, n, d)
         if fast:
-            return self.mlp.forward_add(self.norm2(x), x, True, od), emitted
+            return self.mlp.forward_add(self.norm2(x), x, od), emitted
         y = self.mlp(self.norm2(x), od)
         return x + self.drop_path(y if self.gamma_2 is None else y * self.gamma_2), emitted
 

@@ -14,7 +14,13 @@ from torch import nn
 
 from fcasearch.models.convnext import ConvStage, Downsample, Stem
 from fcasearch.models.fca import ATTENTION_IMPLS, FcaBlock, FcaStage
-from fcasearch.models.layers import drop_path_rates, init_weights, linear, onednn_gemm
+from fcasearch.models.layers import (
+    drop_path_rates,
+    init_weights,
+    linear,
+    onednn_gemm,
+    packed_weight,
+)
 from fcasearch.spec import CONV, ArchSpec, SpecError
 
 __all__ = ["FcaFormer", "build_model"]
@@ -107,7 +113,8 @@ class FcaFormer(nn.Module):
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         """Mean over tokens, LayerNorm, Linear: ``(B, d, h, w)`` -> ``(B, classes)``."""
         x = self.norm_head(x.mean(dim=(2, 3)))  # (B, d)
-        return linear(x, self.head.weight, self.head.bias, onednn_gemm(self.gemm, x))
+        w, od = self.head.weight, onednn_gemm(self.gemm, x)
+        return linear(x, w, self.head.bias, od, packed_weight(self, "head", w, od))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in, H, W) -> (B, classes)
         return self.forward_head(self.forward_features(x))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import io
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -181,3 +185,100 @@ def test_auto_takes_onednn_on_amd_cpus_only(monkeypatch, vendor: str, library: s
     assert default_gemm_library() == library
     model = fuse_for_inference(build_model(get_spec("fcaformer_nano", img_size=32)))
     assert model.gemm == library
+
+
+class _GemmOutputs(TorchDispatchMode):
+    """Records (op name, output shape) of every GEMM dispatched while active, and the weight
+    conversions to oneDNN's layout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gemms: list[tuple[str, tuple[int, ...]]] = []
+        self.reorders = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = str(func)
+        if name in TORCH_GEMMS or name.startswith("mkldnn._linear_pointwise"):
+            self.gemms.append((name, tuple(out.shape)))
+        elif name.startswith("mkldnn._reorder_linear_weight"):
+            self.reorders += 1
+        return out
+
+
+def _packs(model: nn.Module) -> list:
+    return [
+        entry[0]
+        for m in model.modules()
+        if "_packed_weights" in m.__dict__
+        for entry in m.__dict__["_packed_weights"].entries.values()
+    ]
+
+
+@needs_onednn
+def test_onednn_gemms_run_on_packed_weights_that_follow_edits_and_copy_empty():
+    spec = get_spec("fcaformer_tiny", img_size=64, num_classes=5)
+    model = _trained_looking(build_model(spec), seed=5).eval()
+    fuse_for_inference(model, gemm="onednn")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode(), _GemmOutputs() as first:
+        want = model(x)
+    packs = _packs(model)
+    # one packed copy per distinct GEMM weight, made on the first call, in oneDNN's layout
+    assert first.reorders == len(packs) > 0 and all(p.is_mkldnn for p in packs)
+    with torch.inference_mode(), _GemmOutputs() as second:
+        again = model(x)
+    assert second.reorders == 0 and len(second.gemms) == len(first.gemms)
+    torch.testing.assert_close(again, want, rtol=0, atol=0)
+
+    # an in-place edit of a weight: its copy is made again, and the output follows the edit
+    with torch.no_grad():
+        model.head.weight.mul_(-2.0)
+    with torch.inference_mode(), _GemmOutputs() as edited:
+        got = model(x)
+    assert edited.reorders == 1
+    fuse_for_inference(model, gemm="torch")  # the same weights on torch's GEMM
+    with torch.inference_mode():
+        torch.testing.assert_close(got, model(x), rtol=1e-4, atol=1e-4)
+    fuse_for_inference(model, gemm="onednn")
+
+    # copies and pickles carry no packed tensors (they have no storage); they pack on first use
+    for clone in (copy.deepcopy(model), _pickled(model)):
+        assert _packs(clone) == []
+        with torch.inference_mode():
+            torch.testing.assert_close(clone(x), got, rtol=0, atol=0)
+        assert len(_packs(clone)) == len(packs)
+
+
+def _pickled(model: nn.Module) -> nn.Module:
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=False)
+
+
+@pytest.mark.parametrize("gemm", ["torch", pytest.param("onednn", marks=needs_onednn)])
+def test_inference_mlps_run_in_row_chunks_with_unchanged_outputs(monkeypatch, gemm: str):
+    spec = get_spec("fcaformer_tiny", img_size=64, num_classes=5)
+    model = _trained_looking(build_model(spec), seed=6).eval()
+    x = torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        want = model(x)
+    fuse_for_inference(model, gemm=gemm)
+    with torch.inference_mode(), _GemmOutputs() as whole:
+        model(x)
+    hidden = {m.pwconv1.out_features for m in model.modules() if hasattr(m, "pwconv1")}
+    hidden |= {m.fc1.out_features for m in model.modules() if hasattr(m, "fc1")}
+    limit = 4096  # far below these MLPs' hidden activations: every MLP runs in chunks
+    monkeypatch.setattr(layers_module, "MLP_CHUNK_ELEMENTS", limit)
+    with torch.inference_mode(), _GemmOutputs() as chunked:
+        got = model(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+    def mlp_hidden(rec: _GemmOutputs) -> list[int]:
+        return [math.prod(shape) for _, shape in rec.gemms if shape[-1] in hidden]
+
+    assert max(mlp_hidden(whole)) > limit
+    assert len(chunked.gemms) > len(whole.gemms)
+    # each chunk holds at most the limit, rounded up to whole rows
+    assert all(n <= limit + max(hidden) for n in mlp_hidden(chunked))

@@ -51,6 +51,9 @@ def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
     for t in tensors:
         if not isinstance(t, torch.Tensor) or t.device.type == "meta":
             continue
+        if t.is_mkldnn:  # an opaque tensor (a packed weight): no storage to share or read
+            total += t.numel() * t.element_size()
+            continue
         storage = t.untyped_storage()
         key = (storage.data_ptr(), storage.nbytes())
         if key in seen:

@@ -35,6 +35,7 @@ __all__ = [
     "onednn_fusion_available",
     "onednn_gemm",
     "packed_weight",
+    "packed_weights",
     "padded_conv",
     "resolve_gemm_library",
 ]
@@ -426,6 +427,16 @@ class _PackedWeights:
 
     def __setstate__(self, state: dict) -> None:
         self.entries = {}
+
+
+def packed_weights(model: nn.Module) -> list[torch.Tensor]:
+    """The packed copies that ``model``'s modules hold (see :func:`packed_weight`)."""
+    return [
+        entry[0]
+        for m in model.modules()
+        if (packs := m.__dict__.get("_packed_weights")) is not None
+        for entry in packs.entries.values()
+    ]
 
 
 def packed_weight(

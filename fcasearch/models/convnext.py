@@ -18,6 +18,7 @@ from fcasearch.models.layers import (
     depthwise_conv,
     fast_path,
     inference_input,
+    layer_norm,
     linear,
     linear_gelu,
     mlp_add,
@@ -95,6 +96,7 @@ class ConvNeXtBlock(nn.Module):
         self.fast = False  # fused kernels (layer scale folded); set by fuse_for_inference
         self.gemm = "torch"  # library of the Linear GEMMs once fused; set by fuse_for_inference
         self.dw_kernel = False  # depthwise conv on fcasearch's kernel; set by fuse_for_inference
+        self.ln_kernel = False  # LayerNorm on fcasearch's kernel; set by fuse_for_inference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d, H, W) channels-last
         y = depthwise_conv(self.dwconv, x, self.dw_kernel)  # (B, d, H, W)
@@ -103,7 +105,8 @@ class ConvNeXtBlock(nn.Module):
         fc1, fc2 = self.pwconv1, self.pwconv2
         if fast_path(self.fast, x) and not self.training and self.gamma is None:
             res = x.permute(0, 2, 3, 1)  # (B, H, W, d)
-            return mlp_add(self, self.norm(y), fc1, fc2, res, od).permute(0, 3, 1, 2)
+            xn = layer_norm(self.norm, y, self.ln_kernel)
+            return mlp_add(self, xn, fc1, fc2, res, od).permute(0, 3, 1, 2)
         p1, p2 = (
             packed_weight(self, "fc1", fc1.weight, od),
             packed_weight(self, "fc2", fc2.weight, od),

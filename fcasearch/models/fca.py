@@ -35,6 +35,7 @@ from fcasearch.models.layers import (
     Mlp,
     depthwise_conv,
     fast_path,
+    layer_norm,
     linear,
     linear_add,
     onednn_gemm,
@@ -121,6 +122,7 @@ class FcaBlock(nn.Module):
         self.fast = False  # fused kernels (layer scales folded); set by fuse_for_inference
         self.gemm = "torch"  # library of the Linear GEMMs once fused; set by fuse_for_inference
         self.dw_kernel = False  # depthwise convs on fcasearch's kernel; set by fuse_for_inference
+        self.ln_kernel = False  # LayerNorms on fcasearch's kernel; set by fuse_for_inference
 
     # ---- the additive attention bias --------------------------------------------------------
     def attention_mask(self) -> torch.Tensor:
@@ -197,7 +199,7 @@ class FcaBlock(nn.Module):
         else:
             if self.s_scale_factors is not None:
                 cross = cross * self.s_scale_factors  # (B, M, d)
-            cross = self.s_norm(cross)
+            cross = layer_norm(self.s_norm, cross, self.ln_kernel)
             wq, wkv = w[:d], w[d:]
             q = linear(xn, wq, bias[:d], onednn, packed_weight(self, "q", wq, onednn))  # (B, N, d)
             q = q.view(b, n, h, hd).transpose(1, 2)  # (B, h, N, hd)
@@ -236,7 +238,7 @@ class FcaBlock(nn.Module):
         # The inference kernels need the layer scales folded (fuse_for_inference does both).
         fast = fast_path(self.fast, x) and not self.training and self.gamma_1 is None
         od = onednn_gemm(self.gemm, x)
-        o = self.attention(self.norm1(x), cross, od)  # (B, N, d)
+        o = self.attention(layer_norm(self.norm1, x, self.ln_kernel), cross, od)  # (B, N, d)
         wp, bp = self.proj.weight, self.proj.bias
         pp = packed_weight(self, "proj", wp, od)
         if fast:
@@ -257,7 +259,8 @@ class FcaBlock(nn.Module):
                     x = self.local_conv(xmap)
                 x = x.permute(0, 2, 3, 1).reshape(b, n, d)
         if fast:
-            return self.mlp.forward_add(self.norm2(x), x, od), emitted
+            xn = layer_norm(self.norm2, x, self.ln_kernel)
+            return self.mlp.forward_add(xn, x, od, self.ln_kernel), emitted
         y = self.mlp(self.norm2(x), od)
         return x + self.drop_path(y if self.gamma_2 is None else y * self.gamma_2), emitted
 

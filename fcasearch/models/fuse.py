@@ -102,6 +102,8 @@ def fuse_for_inference(model: nn.Module, gemm: str = "auto", kernels: str = "aut
             m.attn_impl = "kernel" if use else "sdpa"
         if hasattr(m, "dw_kernel"):
             m.dw_kernel = use
+        if hasattr(m, "ln_kernel"):
+            m.ln_kernel = use
     model.kernels_note = note
     model.eval()
     if getattr(model, "fused", False):

@@ -12,7 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from fcasearch.cpuinfo import cpuinfo_field
-from fcasearch.models.kernels import dwconv_kernel_applies, inference_input
+from fcasearch.models.kernels import (
+    dwconv_kernel_applies,
+    inference_input,
+    layer_norm_kernel_applies,
+)
 
 __all__ = [
     "DWCONV_KERNEL_MAX_MACS",
@@ -28,6 +32,7 @@ __all__ = [
     "fast_path",
     "inference_input",
     "init_weights",
+    "layer_norm",
     "linear",
     "linear_add",
     "linear_gelu",
@@ -176,10 +181,12 @@ class Mlp(nn.Module):
         return linear(h, fc2.weight, fc2.bias, onednn, p2)
 
     def forward_add(
-        self, x: torch.Tensor, residual: torch.Tensor, onednn: bool = False
+        self, x: torch.Tensor, residual: torch.Tensor, onednn: bool = False, kernel: bool = False
     ) -> torch.Tensor:
-        """``residual + mlp(x)`` on the inference kernels (:func:`mlp_add`)."""
-        return mlp_add(self, self.norm(x), self.fc1, self.fc2, residual, onednn)
+        """``residual + mlp(x)`` on the inference kernels (:func:`mlp_add`; ``kernel``: the norm
+        on fcasearch's kernel, see :func:`layer_norm`)."""
+        xn = layer_norm(self.norm, x, kernel)
+        return mlp_add(self, xn, self.fc1, self.fc2, residual, onednn)
 
 
 # ---- inference kernels ------------------------------------------------------------------------
@@ -251,6 +258,15 @@ def linear_add(
         w = weight if packed is None else packed
         return torch.ops.mkldnn._linear_pointwise.binary(x, residual, w, bias, "add")
     return F.linear(x, weight, bias).add_(residual)
+
+
+def layer_norm(norm: nn.LayerNorm, x: torch.Tensor, kernel: bool) -> torch.Tensor:
+    """``norm(x)``; ``kernel``: on fcasearch's CPU kernel where it applies (eager float32
+    inference on a contiguous ``x``; :func:`fcasearch.models.kernels.layer_norm`). Under
+    ``torch.compile`` the library's, which Inductor fuses with its neighbours."""
+    if kernel and not torch.compiler.is_compiling() and layer_norm_kernel_applies(norm, x):
+        return torch.ops.fcasearch_kernels.layer_norm(x, norm.weight, norm.bias, norm.eps)
+    return norm(x)
 
 
 # The MLP's hidden activations (rows x 4d) are the largest tensors of an FcaFormer forward: 3.2 MB

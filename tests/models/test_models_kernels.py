@@ -25,6 +25,8 @@ from fcasearch.models.kernels import (
     dwconv_kernel_applies,
     fca_attention,
     kernel_status,
+    layer_norm,
+    layer_norm_kernel_applies,
     load_kernels,
 )
 from fcasearch.spec import ArchSpec, StageSpec
@@ -153,6 +155,46 @@ def test_dwconv_rejects_bad_inputs_and_skips_what_it_does_not_serve(kernel):
     assert not dwconv_kernel_applies(conv, xcl.double())
 
 
+@needs_kernel
+@pytest.mark.parametrize(
+    ("shape", "offset"),
+    [((1, 56, 56, 64), 0.0), ((2, 196, 192), 3.0), ((1, 49, 320), -40.0), ((5, 37), 1.0),
+     ((3, 7), 0.0), ((4, 16), 100.0)],
+)  # fmt: skip
+def test_layer_norm_equals_aten(kernel, shape, offset):
+    g = torch.Generator().manual_seed(sum(shape))
+    c = shape[-1]
+    x = torch.randn(shape, generator=g) * 2.0 + offset  # rows far from zero mean too
+    w, b = torch.randn(c, generator=g), torch.randn(c, generator=g)
+    for eps in (1e-5, 1e-6):
+        want = F.layer_norm(x, (c,), w, b, eps)
+        got = layer_norm(x, w, b, eps)
+        assert got.shape == x.shape and got.is_contiguous()
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-5)
+    # a constant row: variance 0, output the bias
+    flat = torch.full((2, c), 7.5)
+    torch.testing.assert_close(layer_norm(flat, w, b, 1e-5), b.expand(2, c), rtol=0, atol=1e-6)
+
+
+@needs_kernel
+def test_layer_norm_rejects_bad_inputs_and_skips_what_it_does_not_serve(kernel):
+    x = torch.randn(4, 8)
+    w, b = torch.ones(8), torch.zeros(8)
+    with pytest.raises(RuntimeError, match="contiguous"):
+        layer_norm(x.t(), torch.ones(4), torch.zeros(4), 1e-5)
+    with pytest.raises(RuntimeError, match="vectors of size 8"):
+        layer_norm(x, torch.ones(7), b, 1e-5)
+    with pytest.raises(RuntimeError, match="float32"):
+        layer_norm(x.double(), w, b, 1e-5)
+    norm = torch.nn.LayerNorm(8).requires_grad_(False)
+    assert layer_norm_kernel_applies(norm, x)
+    assert not layer_norm_kernel_applies(norm, x.t().contiguous().t())  # not contiguous
+    assert not layer_norm_kernel_applies(norm, x.double())
+    assert not layer_norm_kernel_applies(torch.nn.LayerNorm(8, elementwise_affine=False), x)
+    assert not layer_norm_kernel_applies(torch.nn.LayerNorm((2, 4)), x.view(4, 2, 4))
+    assert not layer_norm_kernel_applies(torch.nn.LayerNorm(8), x)  # weight needs autograd
+
+
 class _Ops(TorchDispatchMode):
     """Names of the operators dispatched."""
 
@@ -189,6 +231,10 @@ def test_fused_model_runs_attention_on_the_kernel_and_equals_sdpa(kernel):
     assert "aten._scaled_dot_product_flash_attention_for_cpu" not in ops.names
     # depthwise convs (all small here): 6 local convs, 3 + 1 token merges, 2 downsamples, 1 ConvNeXt
     assert ops.names.count("fcasearch_kernels.dwconv2d") == 13
+    # LayerNorms: the ConvNeXt block's, 3 per FcaFormer block (norm1, norm2, the MLP's) and s_norm
+    # in the 3 + 1 blocks that read cross tokens; the head's norm stays on ATen
+    assert ops.names.count("fcasearch_kernels.layer_norm") == 1 + 6 * 3 + 4
+    assert ops.names.count("aten.layer_norm") == 1
     torch.testing.assert_close(out, unfused, rtol=1e-4, atol=1e-5)
     # switching back: no kernel call, same outputs
     fuse_for_inference(fused, kernels="off")
@@ -196,6 +242,7 @@ def test_fused_model_runs_attention_on_the_kernel_and_equals_sdpa(kernel):
         torch.testing.assert_close(fused(x), out, rtol=1e-4, atol=1e-5)
     assert "fcasearch_kernels.fca_attention" not in ops.names
     assert "fcasearch_kernels.dwconv2d" not in ops.names
+    assert "fcasearch_kernels.layer_norm" not in ops.names
 
 
 @needs_kernel

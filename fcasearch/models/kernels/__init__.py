@@ -1,6 +1,6 @@
 """fcasearch's own CPU kernels, compiled at run time for the machine that runs them.
 
-Two kernels, for float32 inference on CPU, where the library operators spend most of their time
+Three kernels, for float32 inference on CPU, where the library operators spend most of their time
 outside arithmetic at FcaFormer's batch-1 sizes (each source file says why and how):
 
 * :func:`fca_attention` (``fca_attention.cpp``): the FcaFormer attention, ``softmax(q k^T * scale
@@ -8,7 +8,9 @@ outside arithmetic at FcaFormer's batch-1 sizes (each source file says why and h
   ``scaled_dot_product_attention``;
 * :func:`dwconv2d` (``dwconv.cpp``): depthwise convolution on channels-last maps, optionally with
   the exact GELU, for the token merge, the local conv, the downsample's strided conv and the
-  ConvNeXt 7x7.
+  ConvNeXt 7x7;
+* :func:`layer_norm` (``layernorm.cpp``): LayerNorm over the last dimension, for every norm of the
+  eager inference form; 0.25-0.4x the time of ATen's at FcaFormer's sizes.
 
 :func:`~fcasearch.models.fuse.fuse_for_inference` uses them where they are available.
 
@@ -43,11 +45,13 @@ __all__ = [
     "kernel_cache_dir",
     "kernel_status",
     "kernels_loaded",
+    "layer_norm",
+    "layer_norm_kernel_applies",
     "load_kernels",
 ]
 
 _HERE = Path(__file__).parent
-_SOURCES = (_HERE / "fca_attention.cpp", _HERE / "dwconv.cpp")
+_SOURCES = (_HERE / "fca_attention.cpp", _HERE / "dwconv.cpp", _HERE / "layernorm.cpp")
 _HEADERS = (_HERE / "simd.h",)
 _CFLAGS = ("-O3", "-march=native", "-fopenmp")
 _lock = threading.Lock()
@@ -173,6 +177,10 @@ def _register_fake() -> None:
             memory_format=torch.channels_last
         )
 
+    @register_fake("fcasearch_kernels::layer_norm")
+    def _(x, weight, bias, eps):
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+
 
 def kernels_loaded() -> bool:
     """Whether :func:`load_kernels` has loaded the kernels into this process."""
@@ -215,6 +223,37 @@ def dwconv_kernel_applies(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
         and conv.padding_mode == "zeros"
         and not (conv.weight.requires_grad and torch.is_grad_enabled())
     )
+
+
+def layer_norm_kernel_applies(norm: torch.nn.LayerNorm, x: torch.Tensor) -> bool:
+    """Whether :func:`layer_norm` computes ``norm(x)``: the kernels loaded, ``x`` a contiguous CPU
+    float32 tensor needing no autograd, ``norm`` over the last dimension with weight and bias."""
+    return (
+        kernels_loaded()
+        and inference_input(x)
+        and x.is_contiguous()
+        and len(norm.normalized_shape) == 1
+        and norm.weight is not None
+        and norm.bias is not None
+        and not (norm.weight.requires_grad and torch.is_grad_enabled())
+    )
+
+
+def layer_norm(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """``F.layer_norm(x, (C,), weight, bias, eps)`` over the last dimension ``C``.
+
+    Args:
+        x: ``(..., C)`` float32 on CPU, contiguous; ``weight``, ``bias``: ``(C,)``.
+        eps: added to the (population) variance.
+
+    Raises:
+        RuntimeError: the kernels are not loaded, or the inputs break the rules above.
+    """
+    if not kernels_loaded():
+        raise RuntimeError(f"layer_norm: the kernels are {kernel_status()}; call load_kernels()")
+    return torch.ops.fcasearch_kernels.layer_norm(x, weight, bias, float(eps))
 
 
 def fca_attention(

@@ -248,10 +248,10 @@ def _measure(
         run()  # first forward: dtype support, OOM, compilation show up here
         from fcasearch.models.layers import packed_weights
 
-        packs = packed_weights(module)  # made by that forward where the GEMMs run on oneDNN
+        packs = packed_weights(module)  # made by that forward (GEMMs on oneDNN or fcasearch's)
         if packs:
             notes["weights"] += (
-                f"; the GEMMs read oneDNN-packed copies of the Linear weights "
+                f"; the GEMMs read packed copies of the Linear weights in their library's layout "
                 f"({tensor_bytes(packs) / MIB:.1f} MB more, counted in peak memory)"
             )
         if opts["memory"]:

@@ -184,10 +184,16 @@ def _dwconv_flops(x_shape: Any, w_shape: Any, *args: Any, out_shape: Any = None,
     return 2 * math.prod(out_shape) * w_shape[2] * w_shape[3]
 
 
+def _fcasearch_linear_flops(x_shape: Any, packed_shape: Any, out_features: int, *args: Any,
+                            **kwargs: Any) -> int:  # fmt: skip
+    """FLOPs of ``fcasearch_kernels.linear``: rows x in x out, doubled."""
+    return 2 * math.prod(x_shape) * out_features
+
+
 def _inference_flop_formulas() -> dict[Any, Any]:
     """``FlopCounterMode`` formulas for the operators of the inference form that it does not
     count itself: oneDNN's Linear and convolution (where this torch build has them) and
-    fcasearch's attention and depthwise-conv kernels (where they are loaded)."""
+    fcasearch's attention, depthwise-conv and Linear kernels (where they are loaded)."""
     formulas: dict[Any, Any] = {}
     if torch.backends.mkldnn.is_available():
         ops = torch.ops.mkldnn
@@ -198,6 +204,7 @@ def _inference_flop_formulas() -> dict[Any, Any]:
     if kernels_loaded():
         formulas[torch.ops.fcasearch_kernels.fca_attention] = _fca_attention_flops
         formulas[torch.ops.fcasearch_kernels.dwconv2d] = _dwconv_flops
+        formulas[torch.ops.fcasearch_kernels.linear] = _fcasearch_linear_flops
     return formulas
 
 

@@ -17,12 +17,12 @@ from fcasearch.models.layers import (
     conv_gelu,
     depthwise_conv,
     fast_path,
+    gemm_library,
     inference_input,
     layer_norm,
     linear,
     linear_gelu,
     mlp_add,
-    onednn_gemm,
     packed_weight,
 )
 
@@ -64,7 +64,7 @@ class Downsample(nn.Module):
             # depthwise conv with its GELU on fcasearch's kernel where it serves.
             c1, c3 = self.conv1, self.conv3
             w1, w3 = c1.weight.flatten(1), c3.weight.flatten(1)  # (o, d), (o, o)
-            od = onednn_gemm(self.gemm, x)
+            od = gemm_library(self.gemm, x)
             fast = not torch.compiler.is_compiling()  # eager: in-place, oneDNN fused epilogues
             p1, p3 = packed_weight(self, "conv1", w1, od), packed_weight(self, "conv3", w3, od)
             y = linear_gelu(x.permute(0, 2, 3, 1), w1, c1.bias, fast, od, p1).permute(0, 3, 1, 2)
@@ -101,7 +101,7 @@ class ConvNeXtBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d, H, W) channels-last
         y = depthwise_conv(self.dwconv, x, self.dw_kernel)  # (B, d, H, W)
         y = y.permute(0, 2, 3, 1)  # (B, H, W, d), a view for channels-last input
-        od = onednn_gemm(self.gemm, x)
+        od = gemm_library(self.gemm, x)
         fc1, fc2 = self.pwconv1, self.pwconv2
         if fast_path(self.fast, x) and not self.training and self.gamma is None:
             res = x.permute(0, 2, 3, 1)  # (B, H, W, d)

@@ -35,10 +35,10 @@ from fcasearch.models.layers import (
     Mlp,
     depthwise_conv,
     fast_path,
+    gemm_library,
     layer_norm,
     linear,
     linear_add,
-    onednn_gemm,
     packed_weight,
 )
 
@@ -176,14 +176,14 @@ class FcaBlock(nn.Module):
 
     # ---- forward ----------------------------------------------------------------------------
     def attention(
-        self, xn: torch.Tensor, cross: torch.Tensor | None, onednn: bool = False
+        self, xn: torch.Tensor, cross: torch.Tensor | None, lib: str = "torch"
     ) -> torch.Tensor:
         """Multi-head attention of the normalized main tokens over main + cross tokens.
 
         Args:
             xn: ``(B, N, d)`` main tokens after ``norm1``.
             cross: ``(B, M, d)`` raw cross tokens (before scale factors and ``s_norm``) or None.
-            onednn: run the query/key/value GEMMs as oneDNN primitives (see ``layers.linear``).
+            lib: the library of the query/key/value GEMMs (see ``layers.gemm_library``).
 
         Returns:
             ``(B, N, d)`` heads merged, before ``proj``.
@@ -193,18 +193,18 @@ class FcaBlock(nn.Module):
         hd = d // h
         w, bias = self.qkv.weight, self.qkv.bias
         if cross is None:
-            pw = packed_weight(self, "qkv", w, onednn)
-            qkv = linear(xn, w, bias, onednn, pw).view(b, n, 3, h, hd).permute(2, 0, 3, 1, 4)
+            pw = packed_weight(self, "qkv", w, lib)
+            qkv = linear(xn, w, bias, lib, pw).view(b, n, 3, h, hd).permute(2, 0, 3, 1, 4)
             q, k, v = qkv.unbind(0)  # (B, h, N, hd) each
         else:
             if self.s_scale_factors is not None:
                 cross = cross * self.s_scale_factors  # (B, M, d)
             cross = layer_norm(self.s_norm, cross, self.ln_kernel)
             wq, wkv = w[:d], w[d:]
-            q = linear(xn, wq, bias[:d], onednn, packed_weight(self, "q", wq, onednn))  # (B, N, d)
+            q = linear(xn, wq, bias[:d], lib, packed_weight(self, "q", wq, lib))  # (B, N, d)
             q = q.view(b, n, h, hd).transpose(1, 2)  # (B, h, N, hd)
             xc = torch.cat([xn, cross], dim=1)  # (B, N+M, d)
-            kv = linear(xc, wkv, bias[d:], onednn, packed_weight(self, "kv", wkv, onednn))
+            kv = linear(xc, wkv, bias[d:], lib, packed_weight(self, "kv", wkv, lib))
             kv = kv.view(b, -1, 2, h, hd).permute(2, 0, 3, 1, 4)  # (2, B, h, N+M, hd)
             k, v = kv.unbind(0)
         mask = self.attention_mask()
@@ -237,7 +237,7 @@ class FcaBlock(nn.Module):
         b, n, d = x.shape
         # The inference kernels need the layer scales folded (fuse_for_inference does both).
         fast = fast_path(self.fast, x) and not self.training and self.gamma_1 is None
-        od = onednn_gemm(self.gemm, x)
+        od = gemm_library(self.gemm, x)
         o = self.attention(layer_norm(self.norm1, x, self.ln_kernel), cross, od)  # (B, N, d)
         wp, bp = self.proj.weight, self.proj.bias
         pp = packed_weight(self, "proj", wp, od)

@@ -16,9 +16,9 @@ from fcasearch.models.convnext import ConvStage, Downsample, Stem
 from fcasearch.models.fca import ATTENTION_IMPLS, FcaBlock, FcaStage
 from fcasearch.models.layers import (
     drop_path_rates,
+    gemm_library,
     init_weights,
     linear,
-    onednn_gemm,
     packed_weight,
 )
 from fcasearch.spec import CONV, ArchSpec, SpecError
@@ -113,7 +113,7 @@ class FcaFormer(nn.Module):
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         """Mean over tokens, LayerNorm, Linear: ``(B, d, h, w)`` -> ``(B, classes)``."""
         x = self.norm_head(x.mean(dim=(2, 3)))  # (B, d)
-        w, od = self.head.weight, onednn_gemm(self.gemm, x)
+        w, od = self.head.weight, gemm_library(self.gemm, x)
         return linear(x, w, self.head.bias, od, packed_weight(self, "head", w, od))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in, H, W) -> (B, classes)

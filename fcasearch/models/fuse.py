@@ -13,8 +13,9 @@ with ``model.fused = True``. What it folds (each exact up to float rounding):
   :mod:`fcasearch.models.layers` (in-place activations; oneDNN Linear+GELU, Linear+residual and
   Conv+GELU for large activations; the downsample's 1x1 convs as GEMMs on the channels-last view);
 * ``gemm`` picks the library of every Linear GEMM there, in eager mode and under
-  ``torch.compile``: torch's own (MKL on x86) or oneDNN; ``"auto"`` takes oneDNN on AMD CPUs,
-  where it measured faster (``layers.default_gemm_library``);
+  ``torch.compile``: torch's own (MKL on x86), oneDNN, or fcasearch's own Linear kernel (with
+  fcasearch's kernels, below); ``"auto"`` takes fcasearch's kernel on AMD CPUs when the kernels are
+  in use, else oneDNN there, where each measured faster (``layers.default_gemm_library``);
 * ``kernels`` picks fcasearch's own CPU kernels (:mod:`fcasearch.models.kernels`: attention and
   depthwise convolutions, faster than SDPA and oneDNN at FcaFormer's sizes): ``"auto"`` builds
   them (once per machine) and uses them for a model on the CPU, the library operators where they
@@ -35,7 +36,7 @@ from torch import nn
 from fcasearch.models.convnext import ConvNeXtBlock, Downsample, Stem
 from fcasearch.models.fca import FcaBlock
 from fcasearch.models.kernels import kernel_status, load_kernels
-from fcasearch.models.layers import ConvBN, resolve_gemm_library
+from fcasearch.models.layers import ConvBN, check_gemm_library, resolve_gemm_library
 
 __all__ = ["KERNEL_CHOICES", "calibrate_batchnorm", "fuse_for_inference"]
 
@@ -78,8 +79,9 @@ def fuse_for_inference(model: nn.Module, gemm: str = "auto", kernels: str = "aut
     Args:
         model: an :class:`~fcasearch.models.fcaformer.FcaFormer` (any module tree works: every
             ConvBN, ConvNeXt block and FcaFormer block inside is folded).
-        gemm: library of the Linear GEMMs on CPU float32: ``"auto"`` (oneDNN on AMD CPUs, torch's
-            elsewhere), ``"torch"`` or ``"onednn"``.
+        gemm: library of the Linear GEMMs on CPU float32: ``"auto"`` (on AMD CPUs fcasearch's
+            kernel with the kernels in use, else oneDNN; torch's elsewhere), ``"torch"``,
+            ``"onednn"`` or ``"fcasearch"`` (needs the kernels).
         kernels: fcasearch's CPU kernels for attention and depthwise convs: ``"auto"`` (for a
             model on the CPU, where they can be built), ``"on"`` (an error if they cannot be
             built) or ``"off"`` (SDPA and oneDNN).
@@ -90,13 +92,15 @@ def fuse_for_inference(model: nn.Module, gemm: str = "auto", kernels: str = "aut
 
     Raises:
         ValueError: an unknown ``gemm`` or ``kernels``, ``"onednn"`` without oneDNN in this
-            torch build, or ``"on"`` where the kernels cannot be built.
+            torch build, ``"fcasearch"`` without the kernels, or ``"on"`` where the kernels
+            cannot be built.
     """
-    library = resolve_gemm_library(gemm)
+    check_gemm_library(gemm)  # before any build, so a typo costs nothing
+    use, note = _choose_kernels(model, kernels)
+    library = resolve_gemm_library(gemm, kernels=use)
     for m in model.modules():
         if hasattr(m, "gemm"):
             m.gemm = library
-    use, note = _choose_kernels(model, kernels)
     for m in model.modules():
         if isinstance(m, FcaBlock):
             m.attn_impl = "kernel" if use else "sdpa"

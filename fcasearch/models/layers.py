@@ -15,6 +15,8 @@ from fcasearch.cpuinfo import cpuinfo_field
 from fcasearch.models.kernels import (
     dwconv_kernel_applies,
     inference_input,
+    kernel_status,
+    kernels_loaded,
     layer_norm_kernel_applies,
 )
 
@@ -25,11 +27,13 @@ __all__ = [
     "ConvBN",
     "DropPath",
     "Mlp",
+    "check_gemm_library",
     "conv_gelu",
     "default_gemm_library",
     "depthwise_conv",
     "drop_path_rates",
     "fast_path",
+    "gemm_library",
     "inference_input",
     "init_weights",
     "layer_norm",
@@ -38,7 +42,6 @@ __all__ = [
     "linear_gelu",
     "mlp_add",
     "onednn_fusion_available",
-    "onednn_gemm",
     "packed_weight",
     "packed_weights",
     "padded_conv",
@@ -170,23 +173,23 @@ class Mlp(nn.Module):
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
 
-    def forward(self, x: torch.Tensor, onednn: bool = False) -> torch.Tensor:  # (B, N, d)
-        """``mlp(x)`` (``onednn``: the Linear ops as oneDNN primitives, see :func:`linear`)."""
+    def forward(self, x: torch.Tensor, lib: str = "torch") -> torch.Tensor:  # (B, N, d)
+        """``mlp(x)`` (``lib``: the library of the Linear GEMMs, see :func:`gemm_library`)."""
         fc1, fc2 = self.fc1, self.fc2
         p1, p2 = (
-            packed_weight(self, "fc1", fc1.weight, onednn),
-            packed_weight(self, "fc2", fc2.weight, onednn),
+            packed_weight(self, "fc1", fc1.weight, lib),
+            packed_weight(self, "fc2", fc2.weight, lib),
         )
-        h = linear_gelu(self.norm(x), fc1.weight, fc1.bias, False, onednn, p1)
-        return linear(h, fc2.weight, fc2.bias, onednn, p2)
+        h = linear_gelu(self.norm(x), fc1.weight, fc1.bias, False, lib, p1)
+        return linear(h, fc2.weight, fc2.bias, lib, p2)
 
     def forward_add(
-        self, x: torch.Tensor, residual: torch.Tensor, onednn: bool = False, kernel: bool = False
+        self, x: torch.Tensor, residual: torch.Tensor, lib: str = "torch", kernel: bool = False
     ) -> torch.Tensor:
         """``residual + mlp(x)`` on the inference kernels (:func:`mlp_add`; ``kernel``: the norm
         on fcasearch's kernel, see :func:`layer_norm`)."""
         xn = layer_norm(self.norm, x, kernel)
-        return mlp_add(self, xn, self.fc1, self.fc2, residual, onednn)
+        return mlp_add(self, xn, self.fc1, self.fc2, residual, lib)
 
 
 # ---- inference kernels ------------------------------------------------------------------------
@@ -214,14 +217,21 @@ def fast_path(enabled: bool, x: torch.Tensor) -> bool:
     return enabled and not torch.compiler.is_compiling() and inference_input(x)
 
 
-def _fused_linear(x: torch.Tensor, onednn: bool) -> bool:
+def _fused_linear(x: torch.Tensor, lib: str) -> bool:
     """Whether the inference kernels run a Linear with its epilogue as one oneDNN primitive: a
-    contiguous activation, and oneDNN chosen for every GEMM or ``x`` large (FUSED_MIN_ROWS)."""
+    contiguous activation, and oneDNN chosen for every GEMM or, on torch's GEMM, ``x`` large
+    (FUSED_MIN_ROWS)."""
     return (
-        (onednn or x.numel() >= FUSED_MIN_ROWS * x.shape[-1])
+        (lib == "onednn" or (lib == "torch" and x.numel() >= FUSED_MIN_ROWS * x.shape[-1]))
         and x.is_contiguous()
         and onednn_fusion_available()
     )
+
+
+def _own_gemm(x: torch.Tensor, lib: str, packed: torch.Tensor | None) -> bool:
+    """Whether a Linear runs on fcasearch's kernel: chosen, its packed weight at hand, ``x``
+    contiguous (the kernel reads rows in place)."""
+    return lib == "fcasearch" and packed is not None and x.is_contiguous()
 
 
 def linear_gelu(
@@ -229,14 +239,17 @@ def linear_gelu(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     fast: bool,
-    onednn: bool = False,
+    lib: str = "torch",
     packed: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``gelu(x @ weight.T + bias)``, exact GELU (``fast``: the inference kernels; ``onednn``,
-    ``packed``: the GEMM on oneDNN, see :func:`linear`)."""
+    """``gelu(x @ weight.T + bias)``, exact GELU (``fast``: the inference kernels; ``lib``,
+    ``packed``: the GEMM's library and packed weight, see :func:`linear`). On fcasearch's kernel
+    the GELU is applied as the outputs are stored, in eager mode and under ``torch.compile``."""
+    if _own_gemm(x, lib, packed):
+        return torch.ops.fcasearch_kernels.linear(x, packed, weight.shape[0], bias, None, True)
     if not fast:
-        return F.gelu(linear(x, weight, bias, onednn, packed))
-    if _fused_linear(x, onednn):
+        return F.gelu(linear(x, weight, bias, lib, packed))
+    if _fused_linear(x, lib):
         w = weight if packed is None else packed
         return torch.ops.mkldnn._linear_pointwise(x, w, bias, "gelu", [], "none")
     return torch.ops.aten.gelu_(F.linear(x, weight, bias))
@@ -248,13 +261,16 @@ def linear_add(
     bias: torch.Tensor | None,
     residual: torch.Tensor,
     fast: bool,
-    onednn: bool = False,
+    lib: str = "torch",
     packed: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``residual + (x @ weight.T + bias)`` (``residual`` has the output's shape)."""
+    """``residual + (x @ weight.T + bias)`` (``residual`` has the output's shape; on fcasearch's
+    kernel it is added as the outputs are stored)."""
+    if _own_gemm(x, lib, packed) and residual.stride(-1) == 1:
+        return torch.ops.fcasearch_kernels.linear(x, packed, weight.shape[0], bias, residual, False)
     if not fast:
-        return residual + linear(x, weight, bias, onednn, packed)
-    if _fused_linear(x, onednn) and residual.is_contiguous():
+        return residual + linear(x, weight, bias, lib, packed)
+    if _fused_linear(x, lib) and residual.is_contiguous():
         w = weight if packed is None else packed
         return torch.ops.mkldnn._linear_pointwise.binary(x, residual, w, bias, "add")
     return F.linear(x, weight, bias).add_(residual)
@@ -285,7 +301,7 @@ def mlp_add(
     fc1: nn.Linear,
     fc2: nn.Linear,
     residual: torch.Tensor,
-    onednn: bool,
+    lib: str,
 ) -> torch.Tensor:
     """``residual + fc2(gelu(fc1(xn)))`` on the inference kernels, in row chunks (see
     :data:`MLP_CHUNK_ELEMENTS`); the result is written into ``xn`` where it is chunked.
@@ -295,21 +311,21 @@ def mlp_add(
         xn: ``(..., d)`` normalized input, contiguous; the caller's to overwrite.
         fc1, fc2: the Linear layers ``d -> hidden -> d``.
         residual: tensor of ``xn``'s shape (any strides).
-        onednn: the GEMMs on oneDNN (see :func:`onednn_gemm`).
+        lib: the GEMMs' library (see :func:`gemm_library`).
     """
-    p1 = packed_weight(owner, "fc1", fc1.weight, onednn)
-    p2 = packed_weight(owner, "fc2", fc2.weight, onednn)
+    p1 = packed_weight(owner, "fc1", fc1.weight, lib)
+    p2 = packed_weight(owner, "fc2", fc2.weight, lib)
     d = xn.shape[-1]
     rows = xn.numel() // d
     chunks = -(-rows * fc1.out_features // MLP_CHUNK_ELEMENTS)
     if chunks <= 1 or not xn.is_contiguous():
-        h = linear_gelu(xn, fc1.weight, fc1.bias, True, onednn, p1)
-        return linear_add(h, fc2.weight, fc2.bias, residual, True, onednn, p2)
+        h = linear_gelu(xn, fc1.weight, fc1.bias, True, lib, p1)
+        return linear_add(h, fc2.weight, fc2.bias, residual, True, lib, p2)
     step = -(-rows // chunks)
     out, res = xn.view(rows, d), residual.reshape(rows, d)
     for i in range(0, rows, step):
-        h = linear_gelu(out[i : i + step], fc1.weight, fc1.bias, True, onednn, p1)
-        out[i : i + step] = linear_add(h, fc2.weight, fc2.bias, res[i : i + step], True, onednn, p2)
+        h = linear_gelu(out[i : i + step], fc1.weight, fc1.bias, True, lib, p1)
+        out[i : i + step] = linear_add(h, fc2.weight, fc2.bias, res[i : i + step], True, lib, p2)
     return xn
 
 
@@ -366,11 +382,14 @@ def conv_gelu(x: torch.Tensor, conv: nn.Conv2d, fast: bool) -> torch.Tensor:
 # side (bench/model_speed.py --gemm-library torch onednn): a 2048^2 SGEMM at 211 GFLOP/s on oneDNN
 # against 158 on MKL; FcaFormer-L1's 47 Linear GEMMs at batch 1, back to back, in 1.22x the
 # compute floor against 1.41x; the L1 batch 1 forward compiled in 24.0 against 27.0 ms, eager in
-# 28.7 against 29.8 ms. On Intel CPUs MKL stays (earlier measurements there were made with it).
-# fuse_for_inference(gemm=...) chooses; the model's Linear ops then use it in eager inference and
-# under torch.compile (Inductor fuses GELU and residual adds into the oneDNN primitive). Training
-# and autograd always use F.linear.
-GEMM_LIBRARIES = ("auto", "torch", "onednn")
+# 28.7 against 29.8 ms. fcasearch's own Linear kernel (kernels/linear.cpp: packed weight panels,
+# the bias, GELU and residual applied as outputs are stored) is faster again at FcaFormer's
+# batch-1 shapes on that CPU (see bench/model_speed.py --gemm-library), so "auto" takes it there
+# when the kernels are in use. On Intel CPUs MKL stays (earlier measurements there were made with
+# it; the others are unmeasured there). fuse_for_inference(gemm=...) chooses; the model's Linear
+# ops then use it in eager inference and under torch.compile. Training and autograd always use
+# F.linear.
+GEMM_LIBRARIES = ("auto", "torch", "onednn", "fcasearch")
 
 
 def _cpu_vendor() -> str:
@@ -378,62 +397,84 @@ def _cpu_vendor() -> str:
     return cpuinfo_field("vendor_id")
 
 
-def default_gemm_library() -> str:
-    """``"onednn"`` on AMD x86 CPUs with oneDNN at hand, else ``"torch"`` (see above)."""
-    if _cpu_vendor() == "AuthenticAMD" and onednn_fusion_available():
-        return "onednn"
-    return "torch"
+def default_gemm_library(kernels: bool = False) -> str:
+    """On AMD x86 CPUs ``"fcasearch"`` when fcasearch's kernels are in use (``kernels``), else
+    ``"onednn"`` with oneDNN at hand; elsewhere ``"torch"`` (see above)."""
+    if _cpu_vendor() != "AuthenticAMD":
+        return "torch"
+    if kernels and kernels_loaded():
+        return "fcasearch"
+    return "onednn" if onednn_fusion_available() else "torch"
 
 
-def resolve_gemm_library(gemm: str) -> str:
-    """``gemm`` checked against :data:`GEMM_LIBRARIES`, ``"auto"`` resolved for this machine."""
+def check_gemm_library(gemm: str) -> None:
+    """Raise ValueError unless ``gemm`` is one of :data:`GEMM_LIBRARIES`."""
     if gemm not in GEMM_LIBRARIES:
         raise ValueError(f"gemm: {gemm!r} is not one of {', '.join(GEMM_LIBRARIES)}")
+
+
+def resolve_gemm_library(gemm: str, kernels: bool = False) -> str:
+    """``gemm`` checked against :data:`GEMM_LIBRARIES`, ``"auto"`` resolved for this machine
+    (``kernels``: fcasearch's kernels are in use)."""
+    check_gemm_library(gemm)
     if gemm == "onednn" and not onednn_fusion_available():
         raise ValueError(
             "gemm: 'onednn' needs a torch build with oneDNN (torch.backends.mkldnn); use 'torch'"
         )
-    return default_gemm_library() if gemm == "auto" else gemm
+    if gemm == "fcasearch" and not (kernels and kernels_loaded()):
+        raise ValueError(
+            f"gemm: 'fcasearch' needs fcasearch's CPU kernels (kernels 'auto' or 'on'), which are "
+            f"{'off' if not kernels else kernel_status()}; use 'onednn' or 'torch'"
+        )
+    return default_gemm_library(kernels) if gemm == "auto" else gemm
 
 
-def onednn_gemm(gemm: str, x: torch.Tensor) -> bool:
-    """Whether a module whose fused form chose ``gemm`` runs its Linear ops on ``x`` as oneDNN
-    primitives: ``gemm == "onednn"``, CPU float32, no autograd needed, not traced by TorchScript.
-    It holds in eager mode and under ``torch.compile`` alike."""
-    return gemm == "onednn" and inference_input(x)
+def gemm_library(gemm: str, x: torch.Tensor) -> str:
+    """The library a module whose fused form chose ``gemm`` runs its Linear ops on for ``x``:
+    ``gemm`` for CPU float32 inputs needing no autograd and not traced by TorchScript (and, for
+    ``"fcasearch"``, with the kernels loaded), else ``"torch"``. Eager and compiled alike."""
+    if gemm == "torch" or not inference_input(x):
+        return "torch"
+    if gemm == "fcasearch" and not kernels_loaded():
+        return "torch"
+    return gemm
 
 
 def linear(
     x: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
-    onednn: bool = False,
+    lib: str = "torch",
     packed: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``x @ weight.T + bias``; ``onednn`` (see :func:`onednn_gemm`): as a oneDNN primitive, for
-    contiguous ``x``, on ``packed`` (``weight`` in oneDNN's layout, :func:`packed_weight`) if
-    given."""
-    if onednn and x.is_contiguous():
+    """``x @ weight.T + bias`` on ``lib`` (see :func:`gemm_library`): ``"onednn"`` as a oneDNN
+    primitive, ``"fcasearch"`` on fcasearch's kernel, for contiguous ``x``, on ``packed``
+    (``weight`` in the library's layout, :func:`packed_weight`); otherwise ``F.linear``."""
+    if _own_gemm(x, lib, packed):
+        return torch.ops.fcasearch_kernels.linear(x, packed, weight.shape[0], bias, None, False)
+    if lib == "onednn" and x.is_contiguous():
         w = weight if packed is None else packed
         return torch.ops.mkldnn._linear_pointwise(x, w, bias, "none", [], "")
     return F.linear(x, weight, bias)
 
 
-# ---- oneDNN-packed GEMM weights ----------------------------------------------------------------
+# ---- packed GEMM weights -----------------------------------------------------------------------
 # oneDNN computes a Linear on its own blocked weight layout; given a plain (out, in) weight it
-# converts it on every call. The inference form keeps a converted copy of each Linear weight
-# (one more copy of the Linear weights in memory) and passes that instead. Measured on a 2-core
-# AMD EPYC (Zen 4), 2 threads, per GEMM: 196x192 @ 192x768 282 against 301 us, 49x320 @ 320x1280
-# 249 against 291 us, 3136x64 @ 64x256 499 against 603 us. The layout does not depend on the rows,
-# so one copy serves every batch size.
+# converts it on every call. fcasearch's kernel reads the weight as panels of 32 columns. The
+# inference form keeps a converted copy of each Linear weight for its library (one more copy of
+# the Linear weights in memory) and passes that instead. Measured for oneDNN on a 2-core AMD EPYC
+# (Zen 4), 2 threads, per GEMM: 196x192 @ 192x768 282 against 301 us, 49x320 @ 320x1280 249
+# against 291 us, 3136x64 @ 64x256 499 against 603 us. Neither layout depends on the rows, so one
+# copy serves every batch size.
 
 
 class _PackedWeights:
-    """A module's packed copies: key -> (packed, source data pointer, source version). Copies
-    and pickles empty (a packed tensor has no storage to copy); the copy packs again when used."""
+    """A module's packed copies: (library, key) -> (packed, source data pointer, source version).
+    Copies and pickles empty (oneDNN's packed tensors have no storage to copy); the copy packs
+    again when used."""
 
     def __init__(self) -> None:
-        self.entries: dict[str, tuple[torch.Tensor, int, int]] = {}
+        self.entries: dict[tuple[str, str], tuple[torch.Tensor, int, int]] = {}
 
     def __deepcopy__(self, memo: dict) -> _PackedWeights:
         return _PackedWeights()
@@ -455,32 +496,38 @@ def packed_weights(model: nn.Module) -> list[torch.Tensor]:
     ]
 
 
+def _pack(weight: torch.Tensor, lib: str) -> torch.Tensor:
+    w = weight.detach().contiguous()
+    if lib == "fcasearch":
+        return torch.ops.fcasearch_kernels.pack_linear(w)
+    return torch.ops.mkldnn._reorder_linear_weight(w)
+
+
 def packed_weight(
-    owner: nn.Module, key: str, weight: torch.Tensor, onednn: bool
+    owner: nn.Module, key: str, weight: torch.Tensor, lib: str
 ) -> torch.Tensor | None:
-    """``weight`` in oneDNN's layout for a GEMM on oneDNN (``onednn``), else None.
+    """``weight`` in the layout of the GEMM library ``lib`` (``"onednn"``, ``"fcasearch"``);
+    None for ``"torch"``.
 
     The copy is kept on ``owner`` under ``key`` and made again when ``weight`` changed (new
     storage or an in-place edit; inference tensors have no version counter, so only new storage
-    counts for them). Under ``torch.compile`` the copy made by an eager call is used
-    as it is (the weights are frozen there; :func:`~fcasearch.models.compiled.compile_for_inference`
-    runs one eager forward first); with none, None.
+    counts for them). Under ``torch.compile`` the copy made by an eager call is used as it is (the
+    weights are frozen there; :func:`~fcasearch.models.compiled.compile_for_inference` runs one
+    eager forward first); with none, None.
     """
-    if not onednn:
+    if lib not in ("onednn", "fcasearch"):
         return None
     packs = owner.__dict__.get("_packed_weights")
     if torch.compiler.is_compiling():
-        entry = packs.entries.get(key) if packs is not None else None
+        entry = packs.entries.get((lib, key)) if packs is not None else None
         return entry[0] if entry is not None else None
     if packs is None:
         packs = owner.__dict__["_packed_weights"] = _PackedWeights()
-    # inference tensors (weights made under inference_mode) have no version counter
     version = -1 if weight.is_inference() else weight._version
-    entry = packs.entries.get(key)
+    entry = packs.entries.get((lib, key))
     if entry is None or entry[1] != weight.data_ptr() or entry[2] != version:
         with torch.no_grad():
-            packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous())
-        entry = packs.entries[key] = (packed, weight.data_ptr(), version)
+            entry = packs.entries[(lib, key)] = (_pack(weight, lib), weight.data_ptr(), version)
     return entry[0]
 
 

@@ -10,15 +10,21 @@ import pytest
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.cpp_extension import is_ninja_available
 
 from fcasearch.models import build_model, fuse_for_inference, get_spec
 from fcasearch.models import layers as layers_module
+from fcasearch.models.compiled import cpp_compiler_available
 from fcasearch.models.convnext import Downsample
 from fcasearch.models.layers import ConvBN, default_gemm_library, onednn_fusion_available
 from fcasearch.spec import ArchSpec, StageSpec
 
 needs_onednn = pytest.mark.skipif(
     not onednn_fusion_available(), reason="this torch build has no oneDNN fused operators"
+)
+needs_kernels = pytest.mark.skipif(
+    not (cpp_compiler_available() and is_ninja_available()),
+    reason="building fcasearch's kernels needs g++ and ninja",
 )
 
 
@@ -128,7 +134,14 @@ class _OpNames(TorchDispatchMode):
 TORCH_GEMMS = {"aten.linear.default", "aten.addmm.default", "aten.mm.default"}
 
 
-@pytest.mark.parametrize("gemm", ["torch", pytest.param("onednn", marks=needs_onednn)])
+@pytest.mark.parametrize(
+    "gemm",
+    [
+        "torch",
+        pytest.param("onednn", marks=needs_onednn),
+        pytest.param("fcasearch", marks=needs_kernels),
+    ],
+)
 def test_gemm_library_runs_every_linear_and_keeps_the_outputs(gemm: str):
     # img 64, batch 2: at most 512 rows per GEMM, so "torch" never takes the large-activation
     # oneDNN kernels and "onednn" is the only reason a oneDNN Linear runs
@@ -144,13 +157,13 @@ def test_gemm_library_runs_every_linear_and_keeps_the_outputs(gemm: str):
     with torch.inference_mode(), _OpNames() as ops:
         got = model(x)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-    onednn_linears = sum(n.startswith("mkldnn._linear_pointwise") for n in ops.names)
-    torch_linears = sum(n in TORCH_GEMMS for n in ops.names)
-    # fused, each downsample runs its two 1x1 convs as GEMMs too
-    if gemm == "onednn":
-        assert (torch_linears, onednn_linears) == (0, linears + 2 * downsamples)
-    else:
-        assert (torch_linears, onednn_linears) == (linears + 2 * downsamples, 0)
+    counts = {
+        "torch": sum(n in TORCH_GEMMS for n in ops.names),
+        "onednn": sum(n.startswith("mkldnn._linear_pointwise") for n in ops.names),
+        "fcasearch": ops.names.count("fcasearch_kernels.linear.default"),
+    }
+    # fused, each downsample runs its two 1x1 convs as GEMMs too; all on the chosen library
+    assert counts == {lib: linears + 2 * downsamples if lib == gemm else 0 for lib in counts}
 
 
 @needs_onednn
@@ -170,21 +183,33 @@ def test_onednn_gemm_leaves_autograd_to_torch_and_a_second_fuse_switches_back():
 
 def test_unknown_gemm_library_is_a_clear_error():
     model = build_model(get_spec("fcaformer_nano", img_size=32, num_classes=3))
-    with pytest.raises(ValueError, match="gemm: 'mkl' is not one of auto, torch, onednn"):
+    with pytest.raises(
+        ValueError, match="gemm: 'mkl' is not one of auto, torch, onednn, fcasearch"
+    ):
         fuse_for_inference(model, gemm="mkl")
+    with pytest.raises(
+        ValueError, match=r"gemm: 'fcasearch' needs fcasearch's CPU kernels .* which are off"
+    ):
+        fuse_for_inference(model, gemm="fcasearch", kernels="off")
     assert not getattr(model, "fused", False)  # nothing was folded
 
 
 @needs_onednn
 @pytest.mark.parametrize(
-    ("vendor", "library"),
-    [("AuthenticAMD", "onednn"), ("GenuineIntel", "torch"), ("", "torch")],
+    ("vendor", "kernels", "library"),
+    [
+        pytest.param("AuthenticAMD", "auto", "fcasearch", marks=needs_kernels),
+        ("AuthenticAMD", "off", "onednn"),
+        ("GenuineIntel", "auto", "torch"),
+        ("", "off", "torch"),
+    ],
 )
-def test_auto_takes_onednn_on_amd_cpus_only(monkeypatch, vendor: str, library: str):
+def test_auto_takes_fcasearch_or_onednn_on_amd_cpus_only(monkeypatch, vendor, kernels, library):
     monkeypatch.setattr(layers_module, "_cpu_vendor", lambda: vendor)
-    assert default_gemm_library() == library
-    model = fuse_for_inference(build_model(get_spec("fcaformer_nano", img_size=32)))
+    model = build_model(get_spec("fcaformer_nano", img_size=32))
+    fuse_for_inference(model, kernels=kernels)
     assert model.gemm == library
+    assert default_gemm_library(kernels=kernels != "off") == library
 
 
 class _GemmOutputs(TorchDispatchMode):

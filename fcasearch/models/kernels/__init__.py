@@ -1,6 +1,6 @@
 """fcasearch's own CPU kernels, compiled at run time for the machine that runs them.
 
-Three kernels, for float32 inference on CPU, where the library operators spend most of their time
+Four kernels, for float32 inference on CPU, where the library operators spend much of their time
 outside arithmetic at FcaFormer's batch-1 sizes (each source file says why and how):
 
 * :func:`fca_attention` (``fca_attention.cpp``): the FcaFormer attention, ``softmax(q k^T * scale
@@ -10,7 +10,10 @@ outside arithmetic at FcaFormer's batch-1 sizes (each source file says why and h
   the exact GELU, for the token merge, the local conv, the downsample's strided conv and the
   ConvNeXt 7x7;
 * :func:`layer_norm` (``layernorm.cpp``): LayerNorm over the last dimension, for every norm of the
-  eager inference form; 0.25-0.4x the time of ATen's at FcaFormer's sizes.
+  eager inference form; 0.4-0.6x the time of ATen's at FcaFormer's larger sizes;
+* :func:`linear` (``linear.cpp``): Linear layers on a weight packed once (:func:`pack_linear`),
+  with the bias and the exact GELU or a residual add applied as the outputs are stored: the
+  inference form's GEMM library ``"fcasearch"``.
 
 :func:`~fcasearch.models.fuse.fuse_for_inference` uses them where they are available.
 
@@ -47,11 +50,15 @@ __all__ = [
     "kernels_loaded",
     "layer_norm",
     "layer_norm_kernel_applies",
+    "linear",
     "load_kernels",
+    "pack_linear",
 ]
 
 _HERE = Path(__file__).parent
-_SOURCES = (_HERE / "fca_attention.cpp", _HERE / "dwconv.cpp", _HERE / "layernorm.cpp")
+_SOURCES = tuple(
+    _HERE / name for name in ("fca_attention.cpp", "dwconv.cpp", "layernorm.cpp", "linear.cpp")
+)
 _HEADERS = (_HERE / "simd.h",)
 _CFLAGS = ("-O3", "-march=native", "-fopenmp")
 _lock = threading.Lock()
@@ -181,6 +188,15 @@ def _register_fake() -> None:
     def _(x, weight, bias, eps):
         return torch.empty_like(x, memory_format=torch.contiguous_format)
 
+    @register_fake("fcasearch_kernels::pack_linear")
+    def _(weight):
+        n, k = weight.shape
+        return weight.new_empty(((n + 31) // 32, k, 32))
+
+    @register_fake("fcasearch_kernels::linear")
+    def _(x, packed, out_features, bias, residual, gelu):
+        return x.new_empty((*x.shape[:-1], out_features))
+
 
 def kernels_loaded() -> bool:
     """Whether :func:`load_kernels` has loaded the kernels into this process."""
@@ -254,6 +270,40 @@ def layer_norm(
     if not kernels_loaded():
         raise RuntimeError(f"layer_norm: the kernels are {kernel_status()}; call load_kernels()")
     return torch.ops.fcasearch_kernels.layer_norm(x, weight, bias, float(eps))
+
+
+def pack_linear(weight: torch.Tensor) -> torch.Tensor:
+    """A Linear weight ``(N, K)`` as :func:`linear` reads it: ``(ceil(N/32), K, 32)`` panels of 32
+    output columns, zero past ``N``. An ordinary tensor (it copies and pickles)."""
+    if not kernels_loaded():
+        raise RuntimeError(f"pack_linear: the kernels are {kernel_status()}; call load_kernels()")
+    return torch.ops.fcasearch_kernels.pack_linear(weight)
+
+
+def linear(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    out_features: int,
+    bias: torch.Tensor | None = None,
+    residual: torch.Tensor | None = None,
+    gelu: bool = False,
+) -> torch.Tensor:
+    """``x @ W.T + bias``, then the exact GELU (``gelu``) or ``+ residual``, for ``W`` packed by
+    :func:`pack_linear`.
+
+    Args:
+        x: ``(..., K)`` float32 on CPU, contiguous.
+        packed: ``pack_linear(W)`` for ``W`` of shape ``(out_features, K)``.
+        out_features: ``N``, the rows of ``W``.
+        bias: ``(N,)`` or None; residual: ``(..., N)`` with unit stride along ``N``, or None.
+        gelu: apply the exact GELU (not together with ``residual``).
+
+    Raises:
+        RuntimeError: the kernels are not loaded, or the inputs break the rules above.
+    """
+    if not kernels_loaded():
+        raise RuntimeError(f"linear: the kernels are {kernel_status()}; call load_kernels()")
+    return torch.ops.fcasearch_kernels.linear(x, packed, int(out_features), bias, residual, gelu)
 
 
 def fca_attention(

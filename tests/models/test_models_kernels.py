@@ -27,7 +27,9 @@ from fcasearch.models.kernels import (
     kernel_status,
     layer_norm,
     layer_norm_kernel_applies,
+    linear,
     load_kernels,
+    pack_linear,
 )
 from fcasearch.spec import ArchSpec, StageSpec
 
@@ -174,6 +176,67 @@ def test_layer_norm_equals_aten(kernel, shape, offset):
     # a constant row: variance 0, output the bias
     flat = torch.full((2, c), 7.5)
     torch.testing.assert_close(layer_norm(flat, w, b, 1e-5), b.expand(2, c), rtol=0, atol=1e-6)
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    ("rows", "k", "n"),
+    [((49,), 320, 1280), ((2, 7), 64, 256), ((3,), 5, 7), ((1,), 1, 33), ((63,), 17, 100),
+     ((16,), 64, 32), ((1, 196), 192, 576)],
+)  # fmt: skip
+@pytest.mark.parametrize("epilogue", ["none", "gelu", "residual"])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_linear_equals_f_linear(kernel, rows, k, n, epilogue, with_bias):
+    g = torch.Generator().manual_seed(k * n + len(rows))
+    x = torch.randn(*rows, k, generator=g)
+    w = torch.randn(n, k, generator=g) / k**0.5
+    b = torch.randn(n, generator=g) if with_bias else None
+    want = F.linear(x, w, b)
+    residual = None
+    if epilogue == "gelu":
+        want = F.gelu(want)
+    elif epilogue == "residual":  # a view with a row stride wider than n, as the models pass
+        residual = torch.randn(*rows, n + 3, generator=g)[..., 1 : n + 1]
+        want = want + residual
+    packed = pack_linear(w)
+    assert packed.shape == (-(-n // 32), k, 32)
+    got = linear(x, packed, n, b, residual, epilogue == "gelu")
+    assert got.shape == (*rows, n) and got.is_contiguous()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+def test_pack_linear_layout_and_linear_errors(kernel):
+    w = torch.arange(40 * 3, dtype=torch.float32).view(40, 3)
+    packed = pack_linear(w)
+    # panel n // 32, row k, lane n % 32; lanes past the 40 columns are zero
+    for n, kk in ((0, 0), (31, 2), (32, 1), (39, 2)):
+        assert packed[n // 32, kk, n % 32] == w[n, kk]
+    assert packed[1, :, 8:].abs().sum() == 0
+    x = torch.randn(4, 3)
+    with pytest.raises(RuntimeError, match=r"packed \[2, 3, 32\] is not pack_linear's"):
+        linear(x, packed, 70)
+    with pytest.raises(RuntimeError, match="GELU and a residual"):
+        linear(x, packed, 40, None, torch.zeros(4, 40), True)
+    with pytest.raises(RuntimeError, match=r"residual \[4, 39\] does not match the output"):
+        linear(x, packed, 40, None, torch.zeros(4, 39))
+    with pytest.raises(RuntimeError, match="contiguous"):
+        linear(torch.randn(3, 4).t(), packed, 40)
+    with pytest.raises(RuntimeError, match="bias must be a contiguous float32 vector of 40"):
+        linear(x, packed, 40, torch.zeros(39))
+
+
+@needs_kernel
+def test_kernel_gelu_is_the_exact_erf_gelu(kernel):
+    # the kernels' GELU (a rational erf, simd.h) against the erf GELU in double precision, on a
+    # dense grid through the region where the approximation bends and past its clamp at |x| = 4
+    x = torch.linspace(-12.0, 12.0, 240_000).view(-1, 16)
+    got = linear(x.contiguous(), pack_linear(torch.eye(16)), 16, gelu=True).double()
+    xd = x.double()
+    exact = xd * 0.5 * (1.0 + torch.erf(xd / 2.0**0.5))
+    # within what ATen's float GELU itself reaches on this grid (1.2e-6, near x = -3.4)
+    assert (got - exact).abs().max().item() < 1.5e-6
+    assert (got - exact).abs().max() <= 1.5 * (F.gelu(x).double() - exact).abs().max()
 
 
 @needs_kernel
@@ -332,6 +395,19 @@ def test_compiled_inference_form_calls_the_kernel(kernel):
     )
     # every depthwise conv the eager form runs on the kernel (downsamples included) is one too
     assert eager_dwconvs > 0 and names.count("fcasearch_kernels::dwconv2d") == eager_dwconvs
+    # and every Linear GEMM, where the kernels are fcasearch's GEMM library (the model's choice
+    # on an AMD CPU; forced here so the test holds on any CPU)
+    fuse_for_inference(fused, gemm="fcasearch")
+    with torch.inference_mode(), _Ops() as ops:
+        fused(x)
+    eager_linears = ops.names.count("fcasearch_kernels.linear")
+    run = compile_for_inference(fused, x)
+    with torch.inference_mode(), torch.profiler.profile() as prof:
+        got = run(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    names = [e.name for e in prof.events()]
+    assert eager_linears > 0 and names.count("fcasearch_kernels::linear") == eager_linears
+    assert "mkldnn::_linear_pointwise" not in names and "aten::addmm" not in names
 
 
 @needs_kernel

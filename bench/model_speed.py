@@ -3,19 +3,20 @@
 The floor of one forward pass is ``2 * MACs / R``: the multiply-adds of the network (convolutions,
 linear layers, attention matmuls; ``fcasearch.measure.counting``) at the float32 matrix-multiply
 rate ``R`` measured here, in the same run (a square SGEMM, interleaved with the model timings
-round by round: 2048x2048 products before and after each round). ``R`` is the faster of torch's
-two float32 GEMM libraries, both timed: ``torch.mm`` (MKL in x86 builds) and oneDNN (the library
-of the inference form's fused Linear ops). Which is faster depends on the machine: on a 2-core AMD
+round by round: 2048x2048 products before and after each round). ``R`` is the fastest of the
+float32 GEMM libraries at hand, all timed: ``torch.mm`` (MKL in x86 builds), oneDNN and, where it
+builds, fcasearch's own Linear kernel. Which is fastest depends on the machine: on a 2-core AMD
 EPYC (Zen 4), oneDNN ran the 2048^2 SGEMM at about 210 GFLOP/s and MKL at about 165; a floor from
-the slower library would flatter every ratio. The ratio latency / floor is printed per model and
+a slower library would flatter every ratio. The ratio latency / floor is printed per model and
 batch size, as the median over rounds; each round's ratio uses that round's GEMM rate, so machine
 noise (these machines are shared) largely cancels. Latency is the median of ``--repeats`` calls
 after 2 warm-up calls, per round.
 
 Models are measured in their deployable form: ``fuse_for_inference`` (Conv-BN and layer scales
 folded, attention bias frozen, oneDNN fused kernels; the Linear GEMMs on the library that
-``--gemm-library`` names, by default the one ``"auto"`` picks for this CPU; attention and
-depthwise convs on fcasearch's CPU kernels where they build, or as ``--kernels`` says), eval,
+``--gemm-library`` names, by default the one ``"auto"`` picks for this CPU; attention, depthwise
+convs, LayerNorms (and on AMD CPUs the Linear GEMMs) on fcasearch's CPU kernels where they build,
+or as ``--kernels`` says), eval,
 ``torch.inference_mode``, fixed threads.
 BN statistics are calibrated first (``calibrate_batchnorm``): an untrained FcaFormer's late-stage
 activations are ~1e-20 and would run on denormal floats, which no trained model does.
@@ -65,6 +66,8 @@ from fcasearch.models import (
     to_reference_state_dict,
 )
 from fcasearch.models.fuse import KERNEL_CHOICES
+from fcasearch.models.kernels import linear as fcasearch_linear
+from fcasearch.models.kernels import load_kernels, pack_linear
 from fcasearch.models.layers import GEMM_LIBRARIES, onednn_fusion_available
 from fcasearch.spec import CONV, ArchSpec
 
@@ -73,8 +76,9 @@ MODELS = {"L1": "fcaformer_l1", "L2": "fcaformer_l2"}
 
 def gemm_kernels(m: int, k: int, n: int) -> dict[str, Callable[[], object]]:
     """A float32 product of an (m x k) input with an (n x k) Linear weight, transposed (what a
-    Linear layer computes), per GEMM library torch has here: ``torch.mm`` (its BLAS, MKL on x86)
-    and, where available, oneDNN (``mkldnn._linear_pointwise``)."""
+    Linear layer computes), per GEMM library at hand: ``torch.mm`` (torch's BLAS, MKL on x86),
+    where available oneDNN (``mkldnn._linear_pointwise``) and fcasearch's Linear kernel (its
+    weight packed once, as the inference form keeps it)."""
     x, weight, out = torch.randn(m, k), torch.randn(n, k), torch.empty(m, n)
     kernels: dict[str, Callable[[], object]] = {
         "torch.mm": lambda: torch.mm(x, weight.t(), out=out)
@@ -83,6 +87,9 @@ def gemm_kernels(m: int, k: int, n: int) -> dict[str, Callable[[], object]]:
         kernels["oneDNN"] = lambda: torch.ops.mkldnn._linear_pointwise(
             x, weight, None, "none", [], ""
         )
+    if load_kernels(verbose=False):
+        packed = pack_linear(weight)
+        kernels["fcasearch"] = lambda: fcasearch_linear(x, packed, n)
     return kernels
 
 
@@ -127,7 +134,7 @@ class LinearGemms:
 
     def alone(self, reps: int = 10) -> dict[str, float]:
         """Seconds in all when each GEMM is timed alone (median of ``reps``, caches warm), per
-        library and ``best`` (the faster library for each GEMM)."""
+        library and ``best`` (the fastest library for each GEMM)."""
         total: dict[str, float] = {"best": 0.0}
         for kernels, flops in zip(self.kernels, self.flops):
             times = {
@@ -380,7 +387,7 @@ def main() -> int:
             for lib, k in square.items():  # bracket the round
                 after = gemm_rates(k, square_flops, reps=5)
                 lib_rates[lib].append(statistics.median(before[lib] + after))
-            rate = max(r[-1] for r in lib_rates.values())  # the faster library this round
+            rate = max(r[-1] for r in lib_rates.values())  # the fastest library this round
             rates.append(rate)
             for lib, k in at_shape.items():
                 shape_rates[lib] += gemm_rates(k, shape_flops, reps=20)
@@ -396,7 +403,7 @@ def main() -> int:
 
     print()
     print(f"machine: {cpu_model()}, torch {torch.__version__}, threads {args.threads}, {allocator}")
-    print(f"float32 GEMM {args.gemm}x{args.gemm}: {statistics.median(rates) / 1e9:.1f} GFLOP/s, the faster library per round (median of {args.rounds} rounds, {min(rates) / 1e9:.1f}-{max(rates) / 1e9:.1f}); per library: {per_lib(lib_rates)} GFLOP/s")  # fmt: skip
+    print(f"float32 GEMM {args.gemm}x{args.gemm}: {statistics.median(rates) / 1e9:.1f} GFLOP/s, the fastest library per round (median of {args.rounds} rounds, {min(rates) / 1e9:.1f}-{max(rates) / 1e9:.1f}); per library: {per_lib(lib_rates)} GFLOP/s")  # fmt: skip
     print(f"  context: at L1's MLP GEMM shape {shape[0]}x{shape[1]} @ {shape[1]}x{shape[2]}: {per_lib(shape_rates)} GFLOP/s")  # fmt: skip
     print(
         "floor = 2 * MACs / GEMM rate; MACs/image: "
@@ -425,7 +432,7 @@ def main() -> int:
         left = args.target - min(seq.values()) - other
         print(
             f"L1 b1, its {gemms.count} Linear GEMMs (own weights each), in units of the floor: "
-            f"each timed alone {each['best']:.2f}x with the faster library per GEMM ({libs}); "
+            f"each timed alone {each['best']:.2f}x with the fastest library per GEMM ({libs}); "
             "back to back in model order "
             + ", ".join(f"{k} {v:.2f}x" for k, v in seq.items())
             + f". The other {other:.0%} of the MACs (convolutions, attention) take at least "

@@ -323,6 +323,15 @@ def mlp_add(
         return linear_add(h, fc2.weight, fc2.bias, residual, True, lib, p2)
     step = -(-rows // chunks)
     out, res = xn.view(rows, d), residual.reshape(rows, d)
+    if _own_gemm(xn, lib, p1) and p2 is not None and res.stride(-1) == 1:
+        # fcasearch's kernel writes into buffers: one hidden chunk for all chunks, and the
+        # results straight into xn's rows (no allocation or copy per chunk)
+        own, hidden = torch.ops.fcasearch_kernels, xn.new_empty((step, fc1.out_features))
+        for i in range(0, rows, step):
+            x_i, h = out[i : i + step], hidden[: min(step, rows - i)]
+            own.linear_out(x_i, p1, fc1.out_features, fc1.bias, None, True, h)
+            own.linear_out(h, p2, d, fc2.bias, res[i : i + step], False, x_i)
+        return xn
     for i in range(0, rows, step):
         h = linear_gelu(out[i : i + step], fc1.weight, fc1.bias, True, lib, p1)
         out[i : i + step] = linear_add(h, fc2.weight, fc2.bias, res[i : i + step], True, lib, p2)

@@ -2,7 +2,8 @@
 // residual add, in one pass over the output: FcaFormer's Linear GEMMs in the inference form.
 //
 // Built at run time by fcasearch.models.kernels and registered as the operators
-// fcasearch_kernels::pack_linear (W into panels, once) and fcasearch_kernels::linear.
+// fcasearch_kernels::pack_linear (W into panels, once), fcasearch_kernels::linear and
+// fcasearch_kernels::linear_out (the same into a given buffer).
 //
 // Why: at FcaFormer's batch-1 shapes (49-3136 rows, 64-1280 columns and inner size) oneDNN and
 // MKL reach their full rate only when a GEMM runs alone; inside a forward they spend 1.2-2x the
@@ -112,9 +113,10 @@ inline void block(const float* xr, int64_t rn, const float* panel, int64_t K, in
   }
 }
 
-torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& packed, int64_t out_features,
-                     const std::optional<torch::Tensor>& bias,
-                     const std::optional<torch::Tensor>& residual, bool gelu) {
+// Checks the inputs and computes into out, which has x's leading dims and N columns.
+void linear_into(const torch::Tensor& x, const torch::Tensor& packed, int64_t out_features,
+                 const std::optional<torch::Tensor>& bias,
+                 const std::optional<torch::Tensor>& residual, bool gelu, torch::Tensor& out) {
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == torch::kFloat32 && x.dim() >= 1 &&
                   x.is_contiguous(),
               "linear: x must be a contiguous float32 CPU tensor");
@@ -133,6 +135,10 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& packed, int64_
   }
   auto out_sizes = x.sizes().vec();
   out_sizes.back() = N;
+  TORCH_CHECK(out.scalar_type() == torch::kFloat32 && out.device().is_cpu() &&
+                  out.is_contiguous() && out.sizes().vec() == out_sizes,
+              "linear: out ", out.sizes(), " must be a contiguous float32 CPU tensor of ",
+              out_sizes);
   const int64_t M = K > 0 ? x.numel() / K : 0;
   torch::Tensor res2;
   if (residual.has_value() && residual->defined()) {
@@ -144,18 +150,17 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& packed, int64_
     ep.residual = res2.data_ptr<float>();
     ep.res_stride = res2.stride(0);
   }
-  auto out = torch::empty(out_sizes, x.options());
-  if (M == 0 || N == 0) return out;
-  const float* xp = x.data_ptr<float>();
-  const float* wp = packed.data_ptr<float>();
+  if (M == 0 || N == 0) return;
   float* op = out.data_ptr<float>();
   if (K == 0) {
     out.zero_();
     if (ep.bias != nullptr) out.add_(*bias);
     if (ep.residual != nullptr) out.add_(res2.view(out_sizes));
-    if (gelu) out = at::gelu(out);
-    return out;
+    if (gelu) out.copy_(at::gelu(out));
+    return;
   }
+  const float* xp = x.data_ptr<float>();
+  const float* wp = packed.data_ptr<float>();
   const int rb = (M % 8 != 0 && M % 7 == 0) ? 7 : 8;
   const int64_t row_tasks = (M + ROWS_PER_TASK - 1) / ROWS_PER_TASK;
   // tasks: panel-major, so a thread's consecutive tasks reuse one panel from cache
@@ -174,6 +179,25 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& packed, int64_
       }
     }
   });
+}
+
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& packed, int64_t out_features,
+                     const std::optional<torch::Tensor>& bias,
+                     const std::optional<torch::Tensor>& residual, bool gelu) {
+  TORCH_CHECK(x.dim() >= 1, "linear: x must have at least one dimension");
+  auto out_sizes = x.sizes().vec();
+  out_sizes.back() = out_features;
+  auto out = torch::empty(out_sizes, x.options());
+  linear_into(x, packed, out_features, bias, residual, gelu, out);
+  return out;
+}
+
+// The same into a caller's buffer (eager only: the inference form's MLP chunks reuse one).
+torch::Tensor& linear_out(const torch::Tensor& x, const torch::Tensor& packed,
+                          int64_t out_features, const std::optional<torch::Tensor>& bias,
+                          const std::optional<torch::Tensor>& residual, bool gelu,
+                          torch::Tensor& out) {
+  linear_into(x, packed, out_features, bias, residual, gelu, out);
   return out;
 }
 
@@ -183,9 +207,12 @@ TORCH_LIBRARY_FRAGMENT(fcasearch_kernels, m) {
   m.def("pack_linear(Tensor weight) -> Tensor");
   m.def("linear(Tensor x, Tensor packed, int out_features, Tensor? bias, Tensor? residual, "
         "bool gelu) -> Tensor");
+  m.def("linear_out(Tensor x, Tensor packed, int out_features, Tensor? bias, Tensor? residual, "
+        "bool gelu, Tensor(a!) out) -> Tensor(a!)");
 }
 
 TORCH_LIBRARY_IMPL(fcasearch_kernels, CPU, m) {
   m.impl("pack_linear", &pack_linear);
   m.impl("linear", &linear);
+  m.impl("linear_out", &linear_out);
 }

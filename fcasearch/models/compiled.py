@@ -6,9 +6,9 @@ weights.
 ``freezing`` (weights become constants: oneDNN/MKL weight prepacking, constant folding) and, on
 CPU, its C++ wrapper (the generated graph runs without the Python interpreter between kernels).
 Inductor fuses LayerNorm, GELU, the residual adds and the layout copies into few loops, which the
-eager form cannot do; at batch 1 it runs FcaFormer-L1 about 1.3x faster than the eager inference
-form on a 2-core Xeon, and 1.2-1.35x faster on a 2-core AMD EPYC (both on oneDNN GEMMs there;
-``bench/model_speed.py`` prints both side by side).
+eager form cannot do; at batch 1 it ran FcaFormer-L1 about 1.3x faster than the eager inference
+form on a 2-core Xeon, and 1.1-1.2x faster on a 2-core AMD EPYC with fcasearch's kernels
+(``bench/model_speed.py`` prints both side by side).
 
 The cost: compilation takes tens of seconds, needs a C++ compiler on CPU, and the result serves
 only inference (``torch.inference_mode`` or ``torch.no_grad``) at the shape it was compiled for.

@@ -287,11 +287,13 @@ def layer_norm(norm: nn.LayerNorm, x: torch.Tensor, kernel: bool) -> torch.Tenso
 
 # The MLP's hidden activations (rows x 4d) are the largest tensors of an FcaFormer forward: 3.2 MB
 # per image in the first ConvNeXt stage at 224. In the eager inference form the MLP runs in row
-# chunks whose hidden activations stay below this many elements (1 MiB of float32): each chunk's
-# hidden rows are still in cache when the second GEMM reads them, and the allocator reuses one
-# small block instead of mapping fresh pages for a large one on every call (glibc returns large
-# freed blocks to the OS: FcaFormer-L1 at batch 1 took about 1,700-1,900 page faults a forward,
-# 1,568 of them in its two largest MLP activations; none with chunks).
+# chunks whose hidden activations stay below this many elements (1 MiB of float32), so each
+# chunk's hidden rows are still in cache when the second GEMM reads them. On fcasearch's GEMM
+# kernel the chunks also share one hidden buffer and write their results in place: fewer large
+# blocks for glibc, which maps a large block afresh (a page fault per 4 KiB) whenever its heap has
+# given the memory back to the OS. Measured in a fresh process on a 2-core AMD EPYC, FcaFormer-L1
+# at batch 1: 1,700-2,400 page faults a forward before, 1,568 of them in the two largest MLP
+# activations; those are gone, the stem's and the downsamples' remain.
 MLP_CHUNK_ELEMENTS = 1 << 18
 
 

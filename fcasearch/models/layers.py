@@ -17,7 +17,6 @@ from fcasearch.models.kernels import (
     inference_input,
     kernel_status,
     kernels_loaded,
-    layer_norm_kernel_applies,
 )
 
 __all__ = [
@@ -280,7 +279,16 @@ def layer_norm(norm: nn.LayerNorm, x: torch.Tensor, kernel: bool) -> torch.Tenso
     """``norm(x)``; ``kernel``: on fcasearch's CPU kernel where it applies (eager float32
     inference on a contiguous ``x``; :func:`fcasearch.models.kernels.layer_norm`). Under
     ``torch.compile`` the library's, which Inductor fuses with its neighbours."""
-    if kernel and not torch.compiler.is_compiling() and layer_norm_kernel_applies(norm, x):
+    # ``kernel`` is set by fuse_for_inference only, for the models' own 1-D affine LayerNorms
+    # with frozen weights, so only the input is checked here (the full check costs 6 us a call);
+    # a fused model unpickled in a process without the kernels has ``kernel`` set but none loaded
+    if (
+        kernel
+        and kernels_loaded()
+        and x.is_contiguous()
+        and not torch.compiler.is_compiling()
+        and inference_input(x)
+    ):
         return torch.ops.fcasearch_kernels.layer_norm(x, norm.weight, norm.bias, norm.eps)
     return norm(x)
 

@@ -358,6 +358,39 @@ def test_without_the_kernel_sdpa_runs_and_the_reason_is_given():
     assert out["forced"].startswith("kernels: 'on' but fcasearch's CPU kernels are unavailable")
 
 
+_UNPICKLE = """
+import json, sys, torch
+m, x, want = torch.load(sys.argv[1], weights_only=False)
+with torch.inference_mode():
+    got = m(x)
+print(json.dumps({"diff": (got - want).abs().max().item(), "gemm": m.gemm}))
+"""
+
+
+@needs_kernel
+def test_a_fused_model_saved_with_the_kernels_runs_where_they_are_missing(kernel, tmp_path):
+    # every kernel use (attention, depthwise convs, LayerNorms, the GEMM library) checks that the
+    # kernels are loaded, so a model fused with them falls back to the library operators
+    model = build_model(_spec()).eval()
+    _randomize(model)
+    fused = fuse_for_inference(model, gemm="fcasearch")
+    x = torch.randn(2, 3, 64, 32)
+    with torch.inference_mode():
+        want = fused(x)
+    path = tmp_path / "fused.pt"
+    torch.save((fused, x, want), path)
+    proc = subprocess.run(
+        [sys.executable, "-c", _UNPICKLE, str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FCASEARCH_KERNELS": "0"},
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["gemm"] == "fcasearch" and out["diff"] < 1e-4
+
+
 @needs_kernel
 @pytest.mark.slow
 def test_first_use_builds_into_the_cache_and_later_processes_load_it(tmp_path: Path):

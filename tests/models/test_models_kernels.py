@@ -359,11 +359,11 @@ def test_without_the_kernel_sdpa_runs_and_the_reason_is_given():
 
 
 _UNPICKLE = """
-import json, sys, torch
-m, x, want = torch.load(sys.argv[1], weights_only=False)
+import json, torch
+m, x, want = torch.load({path!r}, weights_only=False)
 with torch.inference_mode():
     got = m(x)
-print(json.dumps({"diff": (got - want).abs().max().item(), "gemm": m.gemm}))
+print(json.dumps({{"diff": (got - want).abs().max().item(), "gemm": m.gemm}}))
 """
 
 
@@ -379,15 +379,7 @@ def test_a_fused_model_saved_with_the_kernels_runs_where_they_are_missing(kernel
         want = fused(x)
     path = tmp_path / "fused.pt"
     torch.save((fused, x, want), path)
-    proc = subprocess.run(
-        [sys.executable, "-c", _UNPICKLE, str(path)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "FCASEARCH_KERNELS": "0"},
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = _run(_UNPICKLE.format(path=str(path)), FCASEARCH_KERNELS="0")
     assert out["gemm"] == "fcasearch" and out["diff"] < 1e-4
 
 
@@ -415,14 +407,18 @@ def test_compiled_inference_form_calls_the_kernel(kernel):
         want = model(x)
     fused = fuse_for_inference(model)
     assert {m.attn_impl for m in fused.modules() if isinstance(m, FcaBlock)} == {"kernel"}
-    with torch.inference_mode(), _Ops() as ops:
-        fused(x)
-    eager_dwconvs = ops.names.count("fcasearch_kernels.dwconv2d")
-    run = compile_for_inference(fused, x)
-    with torch.inference_mode(), torch.profiler.profile() as prof:
-        got = run(x)
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
-    names = [e.name for e in prof.events()]
+
+    def calls(op: str) -> tuple[int, list[str]]:
+        """``op``'s calls in an eager forward, and the events of the compiled form's forward."""
+        with torch.inference_mode(), _Ops() as ops:
+            fused(x)
+        run = compile_for_inference(fused, x)
+        with torch.inference_mode(), torch.profiler.profile() as prof:
+            got = run(x)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        return ops.names.count(f"fcasearch_kernels.{op}"), [e.name for e in prof.events()]
+
+    eager_dwconvs, names = calls("dwconv2d")
     assert names.count("fcasearch_kernels::fca_attention") == sum(
         isinstance(m, FcaBlock) for m in fused.modules()
     )
@@ -431,14 +427,7 @@ def test_compiled_inference_form_calls_the_kernel(kernel):
     # and every Linear GEMM, where the kernels are fcasearch's GEMM library (the model's choice
     # on an AMD CPU; forced here so the test holds on any CPU)
     fuse_for_inference(fused, gemm="fcasearch")
-    with torch.inference_mode(), _Ops() as ops:
-        fused(x)
-    eager_linears = ops.names.count("fcasearch_kernels.linear")
-    run = compile_for_inference(fused, x)
-    with torch.inference_mode(), torch.profiler.profile() as prof:
-        got = run(x)
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
-    names = [e.name for e in prof.events()]
+    eager_linears, names = calls("linear")
     assert eager_linears > 0 and names.count("fcasearch_kernels::linear") == eager_linears
     assert "mkldnn::_linear_pointwise" not in names and "aten::addmm" not in names
 

@@ -422,6 +422,20 @@ def main() -> int:
             f"{tag} b{b} fp32 {args.img}: {lat * 1e3:.1f} ms | floor {floor * 1e3:.1f} ms | "
             f"ratio {ratio:.2f}x ({target}) | rounds {min(ratios):.2f}-{max(ratios):.2f}x"
         )
+    # side-by-side choices (--gemm-library, --kernels): each against the first, round by round
+    variants = [c for c in results if "/" in c[0]]
+    for tag, b in variants:
+        model, choice = tag.split("/", 1)
+        suffix = "-compiled" if choice.endswith("-compiled") else ""
+        first = next(c for c in variants if c[0].startswith(model + "/") and c[1] == b
+                     and c[0].endswith("-compiled") == bool(suffix))  # fmt: skip
+        if (tag, b) == first:
+            continue
+        paired = [r[0] / f[0] for r, f in zip(results[(tag, b)], results[first])]
+        print(
+            f"{tag} b{b} against {first[0]}: time ratio {statistics.median(paired):.3f} "
+            f"(median of {len(paired)} rounds, {min(paired):.3f}-{max(paired):.3f})"
+        )
     if alone:  # what L1's GEMMs take, in units of the floor
 
         def shares(rows: list[dict[str, float]]) -> dict[str, float]:

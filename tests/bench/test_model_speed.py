@@ -100,3 +100,7 @@ def test_kernel_choices_are_timed_side_by_side() -> None:
     assert "L1/kernels-off:" in out and "on library operators (SDPA, oneDNN)" in out
     assert "L1/kernels-auto:" in out
     assert "L1/kernels-off b1 fp32 64:" in out and "L1/kernels-auto b1 fp32 64:" in out
+    # the second choice against the first, round by round
+    paired = [line for line in out.splitlines() if " against " in line]
+    assert len(paired) == 1
+    assert paired[0].startswith("L1/kernels-auto b1 against L1/kernels-off: time ratio ")

@@ -353,7 +353,7 @@ def main() -> int:
                 diff = (fused(x1) - unfused).abs().max().item()
             print(
                 f"{name}: {spec.short()} | arch_id {spec.arch_id} | Linear GEMMs on {fused.gemm}"
-                f" | attention, depthwise convs on {fused.kernels_note}"
+                f" | attention, depthwise convs, LayerNorms on {fused.kernels_note}"
                 f" | fused vs unfused max |diff| {diff:.2e}"
             )
             for b in args.batches:

@@ -109,7 +109,7 @@ def deployable(model: nn.Module) -> tuple[nn.Module, str]:
         return model.eval(), (
             "eval, BN statistics calibrated on random inputs, fuse_for_inference (Conv-BN and "
             f"layer scales folded, attention masks frozen, Linear GEMMs on {model.gemm}, "
-            f"attention and depthwise convs on {model.kernels_note})"
+            f"attention, depthwise convs and LayerNorms on {model.kernels_note})"
         )
     return model.eval(), "eval (not an FcaFormer: used as built, nothing folded)"
 

@@ -224,6 +224,16 @@ def test_pack_linear_layout_and_linear_errors(kernel):
         linear(torch.randn(3, 4).t(), packed, 40)
     with pytest.raises(RuntimeError, match="bias must be a contiguous float32 vector of 40"):
         linear(x, packed, 40, torch.zeros(39))
+    # into a buffer: not over its own input; a residual that is the buffer itself is fine
+    own = torch.ops.fcasearch_kernels
+    square = pack_linear(torch.randn(3, 3))
+    with pytest.raises(RuntimeError, match="refer to a single memory location"):
+        own.linear_out(x, square, 3, None, None, False, x)
+    out = torch.randn(4, 3)
+    want = F.linear(x, w[:3]) + out
+    torch.testing.assert_close(
+        own.linear_out(x, pack_linear(w[:3]), 3, None, out, False, out), want
+    )
 
 
 @needs_kernel

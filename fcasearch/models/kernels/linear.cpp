@@ -19,6 +19,7 @@
 
 #include "simd.h"
 
+#include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <torch/types.h>
@@ -139,6 +140,9 @@ void linear_into(const torch::Tensor& x, const torch::Tensor& packed, int64_t ou
                   out.is_contiguous() && out.sizes().vec() == out_sizes,
               "linear: out ", out.sizes(), " must be a contiguous float32 CPU tensor of ",
               out_sizes);
+  // every task reads whole rows of x while others write out: they must not share memory (a
+  // residual may be out itself: each element is read just before the same thread writes it)
+  at::assert_no_overlap(out, x);
   const int64_t M = K > 0 ? x.numel() / K : 0;
   torch::Tensor res2;
   if (residual.has_value() && residual->defined()) {

@@ -186,7 +186,7 @@ def _dwconv_flops(x_shape: Any, w_shape: Any, *args: Any, out_shape: Any = None,
 
 def _fcasearch_linear_flops(x_shape: Any, packed_shape: Any, out_features: int, *args: Any,
                             **kwargs: Any) -> int:  # fmt: skip
-    """FLOPs of ``fcasearch_kernels.linear``: rows x in x out, doubled."""
+    """FLOPs of ``fcasearch_kernels.linear`` and ``linear_out``: rows x in x out, doubled."""
     return 2 * math.prod(x_shape) * out_features
 
 
@@ -205,6 +205,7 @@ def _inference_flop_formulas() -> dict[Any, Any]:
         formulas[torch.ops.fcasearch_kernels.fca_attention] = _fca_attention_flops
         formulas[torch.ops.fcasearch_kernels.dwconv2d] = _dwconv_flops
         formulas[torch.ops.fcasearch_kernels.linear] = _fcasearch_linear_flops
+        formulas[torch.ops.fcasearch_kernels.linear_out] = _fcasearch_linear_flops
     return formulas
 
 

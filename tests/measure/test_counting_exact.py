@@ -170,3 +170,28 @@ def test_torch_counter_sees_the_onednn_ops_of_a_fused_model(gemm):
     model = fuse_for_inference(calibrate_batchnorm(build_model(spec)), gemm=gemm)
     x = torch.randn(2, 3, 128, 128)
     assert count_macs_torch(model, x) == 2 * count_macs(spec)
+
+
+def test_torch_counter_sees_fcasearch_kernels_of_a_fused_model(monkeypatch):
+    # fcasearch's GEMM library (linear, and linear_out in the row-chunked MLPs), its attention,
+    # depthwise-conv and LayerNorm kernels: every MAC is counted, none twice
+    from fcasearch.models import calibrate_batchnorm, fuse_for_inference, layers
+    from fcasearch.models.kernels import load_kernels
+
+    if not load_kernels(verbose=False):
+        pytest.skip("fcasearch's kernels cannot be built here")
+    monkeypatch.setattr(layers, "MLP_CHUNK_ELEMENTS", 4096)  # every MLP in chunks
+    spec = get_spec("fcaformer_tiny", img_size=128, num_classes=10)
+    model = fuse_for_inference(calibrate_batchnorm(build_model(spec)), gemm="fcasearch")
+    x = torch.randn(2, 3, 128, 128)
+    ops = set()
+
+    class _Names(torch.utils._python_dispatch.TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            ops.add(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    with torch.inference_mode(), _Names():
+        model(x)
+    assert {"fcasearch_kernels.linear", "fcasearch_kernels.linear_out"} <= ops
+    assert count_macs_torch(model, x) == 2 * count_macs(spec)

@@ -16,8 +16,9 @@ with ``model.fused = True``. What it folds (each exact up to float rounding):
   ``torch.compile``: torch's own (MKL on x86), oneDNN, or fcasearch's own Linear kernel (with
   fcasearch's kernels, below); ``"auto"`` takes fcasearch's kernel on AMD CPUs when the kernels are
   in use, else oneDNN there, where each measured faster (``layers.default_gemm_library``);
-* ``kernels`` picks fcasearch's own CPU kernels (:mod:`fcasearch.models.kernels`: attention and
-  depthwise convolutions, faster than SDPA and oneDNN at FcaFormer's sizes): ``"auto"`` builds
+* ``kernels`` picks fcasearch's own CPU kernels (:mod:`fcasearch.models.kernels`: attention,
+  depthwise convolutions and, in eager mode, LayerNorms, faster than SDPA, oneDNN and ATen at
+  FcaFormer's sizes; and the Linear kernel that ``gemm`` may choose): ``"auto"`` builds
   them (once per machine) and uses them for a model on the CPU, the library operators where they
   cannot be built or on other devices; ``"off"`` never; ``"on"`` requires them. The choice, and why
   they are missing if they are, is in ``model.kernels_note``.
@@ -82,9 +83,9 @@ def fuse_for_inference(model: nn.Module, gemm: str = "auto", kernels: str = "aut
         gemm: library of the Linear GEMMs on CPU float32: ``"auto"`` (on AMD CPUs fcasearch's
             kernel with the kernels in use, else oneDNN; torch's elsewhere), ``"torch"``,
             ``"onednn"`` or ``"fcasearch"`` (needs the kernels).
-        kernels: fcasearch's CPU kernels for attention and depthwise convs: ``"auto"`` (for a
-            model on the CPU, where they can be built), ``"on"`` (an error if they cannot be
-            built) or ``"off"`` (SDPA and oneDNN).
+        kernels: fcasearch's CPU kernels for attention, depthwise convs and LayerNorms:
+            ``"auto"`` (for a model on the CPU, where they can be built), ``"on"`` (an error if
+            they cannot be built) or ``"off"`` (SDPA, oneDNN and ATen).
 
     Returns:
         The same object, in eval mode, with ``model.kernels_note``; calling it again only
@@ -101,7 +102,6 @@ def fuse_for_inference(model: nn.Module, gemm: str = "auto", kernels: str = "aut
     for m in model.modules():
         if hasattr(m, "gemm"):
             m.gemm = library
-    for m in model.modules():
         if isinstance(m, FcaBlock):
             m.attn_impl = "kernel" if use else "sdpa"
         if hasattr(m, "dw_kernel"):

@@ -297,11 +297,11 @@ def layer_norm(norm: nn.LayerNorm, x: torch.Tensor, kernel: bool) -> torch.Tenso
 # per image in the first ConvNeXt stage at 224. In the eager inference form the MLP runs in row
 # chunks whose hidden activations stay below this many elements (1 MiB of float32), so each
 # chunk's hidden rows are still in cache when the second GEMM reads them. On fcasearch's GEMM
-# kernel the chunks also share one hidden buffer and write their results in place: fewer large
-# blocks for glibc, which maps a large block afresh (a page fault per 4 KiB) whenever its heap has
-# given the memory back to the OS. Measured in a fresh process on a 2-core AMD EPYC, FcaFormer-L1
-# at batch 1: 1,700-2,400 page faults a forward before, 1,568 of them in the two largest MLP
-# activations; those are gone, the stem's and the downsamples' remain.
+# kernel the chunks also share one hidden buffer and write their results in place (no allocation
+# or copy per chunk). Page faults: glibc maps a large block afresh whenever its heap has given the
+# memory back to the OS, so in a fresh process FcaFormer-L1 at batch 1 takes 1,700-2,400 page
+# faults a forward (2-core AMD EPYC), chunked or not; once a large batch has run (as after
+# calibrate_batchnorm) glibc keeps the memory and a forward takes none.
 MLP_CHUNK_ELEMENTS = 1 << 18
 
 

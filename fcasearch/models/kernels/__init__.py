@@ -34,6 +34,7 @@ import platform
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -198,6 +199,14 @@ def _register_fake() -> None:
         return x.new_empty((*x.shape[:-1], out_features))
 
 
+def _ops(caller: str) -> Any:
+    """``torch.ops.fcasearch_kernels`` for the wrapper ``caller``; RuntimeError (naming it and why)
+    if the kernels are not loaded."""
+    if not kernels_loaded():
+        raise RuntimeError(f"{caller}: the kernels are {kernel_status()}; call load_kernels()")
+    return torch.ops.fcasearch_kernels
+
+
 def kernels_loaded() -> bool:
     """Whether :func:`load_kernels` has loaded the kernels into this process."""
     return _state["loaded"] is True
@@ -267,17 +276,13 @@ def layer_norm(
     Raises:
         RuntimeError: the kernels are not loaded, or the inputs break the rules above.
     """
-    if not kernels_loaded():
-        raise RuntimeError(f"layer_norm: the kernels are {kernel_status()}; call load_kernels()")
-    return torch.ops.fcasearch_kernels.layer_norm(x, weight, bias, float(eps))
+    return _ops("layer_norm").layer_norm(x, weight, bias, float(eps))
 
 
 def pack_linear(weight: torch.Tensor) -> torch.Tensor:
     """A Linear weight ``(N, K)`` as :func:`linear` reads it: ``(ceil(N/32), K, 32)`` panels of 32
     output columns, zero past ``N``. An ordinary tensor (it copies and pickles)."""
-    if not kernels_loaded():
-        raise RuntimeError(f"pack_linear: the kernels are {kernel_status()}; call load_kernels()")
-    return torch.ops.fcasearch_kernels.pack_linear(weight)
+    return _ops("pack_linear").pack_linear(weight)
 
 
 def linear(
@@ -301,9 +306,7 @@ def linear(
     Raises:
         RuntimeError: the kernels are not loaded, or the inputs break the rules above.
     """
-    if not kernels_loaded():
-        raise RuntimeError(f"linear: the kernels are {kernel_status()}; call load_kernels()")
-    return torch.ops.fcasearch_kernels.linear(x, packed, int(out_features), bias, residual, gelu)
+    return _ops("linear").linear(x, packed, int(out_features), bias, residual, gelu)
 
 
 def fca_attention(
@@ -320,9 +323,7 @@ def fca_attention(
         RuntimeError: the kernel is not loaded (call :func:`load_kernels`), or the inputs break the
             rules above (the message names the input).
     """
-    if not kernels_loaded():
-        raise RuntimeError(f"fca_attention: the kernels are {kernel_status()}; call load_kernels()")
-    return torch.ops.fcasearch_kernels.fca_attention(q, k, v, bias, float(scale))
+    return _ops("fca_attention").fca_attention(q, k, v, bias, float(scale))
 
 
 def dwconv2d(
@@ -344,6 +345,4 @@ def dwconv2d(
     Raises:
         RuntimeError: the kernels are not loaded, or the inputs break the rules above.
     """
-    if not kernels_loaded():
-        raise RuntimeError(f"dwconv2d: the kernels are {kernel_status()}; call load_kernels()")
-    return torch.ops.fcasearch_kernels.dwconv2d(x, weight, bias, int(stride), int(padding), gelu)
+    return _ops("dwconv2d").dwconv2d(x, weight, bias, int(stride), int(padding), gelu)

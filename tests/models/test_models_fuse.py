@@ -16,7 +16,12 @@ from fcasearch.models import build_model, fuse_for_inference, get_spec
 from fcasearch.models import layers as layers_module
 from fcasearch.models.compiled import cpp_compiler_available
 from fcasearch.models.convnext import Downsample
-from fcasearch.models.layers import ConvBN, default_gemm_library, onednn_fusion_available
+from fcasearch.models.layers import (
+    ConvBN,
+    default_gemm_library,
+    onednn_fusion_available,
+    packed_weights,
+)
 from fcasearch.spec import ArchSpec, StageSpec
 
 needs_onednn = pytest.mark.skipif(
@@ -231,15 +236,6 @@ class _GemmOutputs(TorchDispatchMode):
         return out
 
 
-def _packs(model: nn.Module) -> list:
-    return [
-        entry[0]
-        for m in model.modules()
-        if "_packed_weights" in m.__dict__
-        for entry in m.__dict__["_packed_weights"].entries.values()
-    ]
-
-
 @needs_onednn
 def test_onednn_gemms_run_on_packed_weights_that_follow_edits_and_copy_empty():
     spec = get_spec("fcaformer_tiny", img_size=64, num_classes=5)
@@ -248,7 +244,7 @@ def test_onednn_gemms_run_on_packed_weights_that_follow_edits_and_copy_empty():
     x = torch.randn(2, 3, 64, 64)
     with torch.inference_mode(), _GemmOutputs() as first:
         want = model(x)
-    packs = _packs(model)
+    packs = packed_weights(model)
     # one packed copy per distinct GEMM weight, made on the first call, in oneDNN's layout
     assert first.reorders == len(packs) > 0 and all(p.is_mkldnn for p in packs)
     with torch.inference_mode(), _GemmOutputs() as second:
@@ -269,10 +265,10 @@ def test_onednn_gemms_run_on_packed_weights_that_follow_edits_and_copy_empty():
 
     # copies and pickles carry no packed tensors (they have no storage); they pack on first use
     for clone in (copy.deepcopy(model), _pickled(model)):
-        assert _packs(clone) == []
+        assert packed_weights(clone) == []
         with torch.inference_mode():
             torch.testing.assert_close(clone(x), got, rtol=0, atol=0)
-        assert len(_packs(clone)) == len(packs)
+        assert len(packed_weights(clone)) == len(packs)
 
 
 def _pickled(model: nn.Module) -> nn.Module:

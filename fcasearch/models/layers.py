@@ -20,7 +20,6 @@ from fcasearch.models.kernels import (
 )
 
 __all__ = [
-    "DWCONV_KERNEL_MAX_MACS",
     "GEMM_LIBRARIES",
     "MLP_CHUNK_ELEMENTS",
     "ConvBN",
@@ -348,13 +347,12 @@ def mlp_add(
     return xn
 
 
-# fcasearch's depthwise-conv kernel wins where oneDNN's per-call cost dominates, i.e. on small
-# convolutions; on large ones oneDNN's direct convolution is faster. Measured on a 2-core AMD EPYC
-# (Zen 4), 2 threads, kernel vs oneDNN: 14x14x192 3x3 15 vs 42 us, 4x4 outputs of a 14x14x192 7x7
-# stride 4 19 vs 41 us, 28x28x128 outputs of a 3x3 stride 2 36 vs 62 us (0.9M MACs); but
-# 28x28x128 7x7 (4.9M MACs) 132 vs 97 us and 56x56x64 7x7 (9.8M) about even. The kernel takes
-# convolutions up to this many MACs per image.
-DWCONV_KERNEL_MAX_MACS = 1 << 21
+# fcasearch's depthwise-conv kernel serves every depthwise conv of the eager inference form: its
+# stride-1 3x3/5x5/7x7 path runs whole rows in blocks of 8 pixels (edges and partial channel
+# vectors included), and at FcaFormer's sizes it is faster than oneDNN throughout. Measured on a
+# 2-core AMD EPYC (Zen 4), 2 threads, kernel vs oneDNN (median of 5 paired runs of 100 calls):
+# 56x56x64 7x7 146 vs 180 us, 28x28x128 7x7 100 vs 128 us, 56x56x72 7x7 155 vs 201 us, 56x56x128
+# 3x3 stride 2 44 vs 73 us, 14x14x192 3x3 15 vs 45 us, 7x7x320 7x7 33 vs 54 us.
 
 
 def depthwise_conv(
@@ -363,24 +361,16 @@ def depthwise_conv(
     """``conv(x)``, then the exact GELU if ``gelu``, for a depthwise ``conv``.
 
     ``kernel``: on fcasearch's CPU kernel (:func:`fcasearch.models.kernels.dwconv2d`) where it
-    applies (float32 inference on a channels-last map) and the convolution is small
-    (:data:`DWCONV_KERNEL_MAX_MACS`); ``fast``: otherwise the inference kernels (oneDNN Conv+GELU).
+    applies (float32 inference on a channels-last map); ``fast``: otherwise the inference kernels
+    (oneDNN Conv+GELU).
     """
-    if kernel and dwconv_kernel_applies(conv, x) and _small_dwconv(conv, x):
+    if kernel and dwconv_kernel_applies(conv, x):
         return torch.ops.fcasearch_kernels.dwconv2d(
             x, conv.weight, conv.bias, conv.stride[0], conv.padding[0], gelu
         )
     if gelu:
         return conv_gelu(x, conv, fast)
     return padded_conv(conv, x)
-
-
-def _small_dwconv(conv: nn.Conv2d, x: torch.Tensor) -> bool:
-    """At most :data:`DWCONV_KERNEL_MAX_MACS` MACs per image (``conv`` depthwise, square)."""
-    k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
-    ho = (x.shape[2] + 2 * p - k) // s + 1
-    wo = (x.shape[3] + 2 * p - k) // s + 1
-    return ho * wo * x.shape[1] * k * k <= DWCONV_KERNEL_MAX_MACS
 
 
 def conv_gelu(x: torch.Tensor, conv: nn.Conv2d, fast: bool) -> torch.Tensor:

@@ -122,6 +122,10 @@ def test_kernel_rejects_bad_inputs_naming_them(kernel):
         (1, 33, 5, 6, 5, 2, 2, False, False),
         (2, 8, 1, 1, 3, 1, 1, True, False),  # a 1x1 map: every tap but one in the padding
         (1, 16, 4, 4, 3, 1, 0, True, False),  # no padding
+        (2, 128, 28, 28, 7, 1, 3, True, True),  # a row of 3.5 blocks of 8, both edges padded
+        (1, 72, 11, 13, 7, 1, 3, True, False),  # 72 channels on the stride-1 path: masked lanes
+        (1, 24, 5, 3, 7, 1, 3, False, True),  # a row narrower than the kernel, all in one block
+        (1, 40, 6, 9, 3, 1, 2, True, False),  # padding wider than the kernel's reach
     ],
 )
 def test_dwconv_equals_conv2d(kernel, b, c, h, w, k, stride, pad, bias, gelu):

@@ -28,12 +28,6 @@ namespace {
 
 using namespace fcasearch_simd;
 
-inline v16 load_part(const float* p, int64_t n) {  // n < 16 floats, the rest zero
-  float tmp[16] = {0.f};
-  std::copy(p, p + n, tmp);
-  return load(tmp);
-}
-
 struct Geometry {
   int64_t H, W, C, Cp, k, stride, padding, Wo;
   bool gelu;
@@ -42,7 +36,7 @@ struct Geometry {
 // 16 channels from c of the pixel at p (FULL: all 16 exist; else C - c < 16, the rest zero).
 template <bool FULL>
 inline v16 pixel(const float* p, const Geometry& g, int64_t c) {
-  return FULL ? load(p) : load_part(p, g.C - c);
+  return FULL ? load(p) : load_n(p, g.C - c);
 }
 
 template <bool FULL>
@@ -51,40 +45,53 @@ inline void put(float* o, v16 v, const Geometry& g, int64_t c) {
   if (FULL) {
     store(o, v);
   } else {
-    for (int64_t l = 0; l < g.C - c; ++l) o[l] = v[l];
+    store_n(o, v, g.C - c);
   }
 }
 
-// One output row, channels c..c+15. Blocks of 4 output pixels whose taps all lie inside the map
-// horizontally keep 4 independent accumulators (one FMA chain each) and share each weight load;
-// the other pixels (borders, short rows) go one at a time with two accumulators.
-// Stride 1, a K x K kernel, 16 whole channels: blocks of 8 output pixels, each input row's K + 7
-// pixels loaded once and used by every tap that reads them. Returns the first pixel not done.
-template <int K>
-int64_t conv_row_s1(const Geometry& g, const float* xb, const float* wt, v16 bias, float* orow,
-                    int64_t ih0, int64_t i0, int64_t i1, int64_t c) {
-  const int64_t C = g.C, Cp = g.Cp;
-  int64_t ow = std::max<int64_t>(0, g.padding);  // first pixel whose taps start inside the map
-  ow = std::min(ow, g.Wo);
-  for (; ow + 8 <= g.Wo && ow - g.padding + 7 + K <= g.W; ow += 8) {
-    const int64_t iw0 = ow - g.padding;
-    v16 acc[8];
-    for (int o = 0; o < 8; ++o) acc[o] = bias;
-    for (int64_t i = i0; i < i1; ++i) {
-      const float* xr = xb + ((ih0 + i) * g.W + iw0) * C + c;
-      const float* wr = wt + i * K * Cp + c;
-      v16 xv[K + 7];
-      for (int t = 0; t < K + 7; ++t) xv[t] = load(xr + t * C);
-      for (int j = 0; j < K; ++j) {
-        const v16 w = load(wr + j * Cp);
-        for (int o = 0; o < 8; ++o) acc[o] += xv[o + j] * w;
-      }
+// Stride 1, a K x K kernel, channels c..c+15 (FULL: all exist): 8 output pixels from ow (n of them
+// stored), each input row's K + 7 pixels loaded once and used by every tap that reads them. EDGE:
+// some of those pixels lie in the horizontal padding (they read as zeros).
+template <int K, bool EDGE, bool FULL>
+inline void block8_s1(const Geometry& g, const float* xb, const float* wt, v16 bias, float* orow,
+                      int64_t ih0, int64_t i0, int64_t i1, int64_t c, int64_t ow, int64_t n) {
+  const int64_t C = g.C, Cp = g.Cp, iw0 = ow - g.padding;
+  v16 acc[8];
+  for (int o = 0; o < 8; ++o) acc[o] = bias;
+  for (int64_t i = i0; i < i1; ++i) {
+    const float* xr = xb + (ih0 + i) * g.W * C + c;  // the input row, channel c
+    const float* wr = wt + i * K * Cp + c;
+    v16 xv[K + 7];
+    for (int t = 0; t < K + 7; ++t) {
+      const int64_t iw = iw0 + t;
+      xv[t] = (!EDGE || (iw >= 0 && iw < g.W)) ? pixel<FULL>(xr + iw * C, g, c) : splat(0.f);
     }
-    for (int o = 0; o < 8; ++o) put<true>(orow + (ow + o) * C + c, acc[o], g, c);
+    for (int j = 0; j < K; ++j) {
+      const v16 w = load(wr + j * Cp);
+      for (int o = 0; o < 8; ++o) acc[o] += xv[o + j] * w;
+    }
   }
-  return ow;
+  for (int o = 0; o < n; ++o) put<FULL>(orow + (ow + o) * C + c, acc[o], g, c);
 }
 
+// The whole output row in blocks of 8 pixels (the last one possibly short); the blocks that
+// touch the padding take the EDGE variant, so no pixel falls back to the one-at-a-time path.
+template <int K, bool FULL>
+void conv_row_s1(const Geometry& g, const float* xb, const float* wt, v16 bias, float* orow,
+                 int64_t ih0, int64_t i0, int64_t i1, int64_t c) {
+  for (int64_t ow = 0; ow < g.Wo; ow += 8) {
+    const int64_t n = std::min<int64_t>(8, g.Wo - ow), iw0 = ow - g.padding;
+    if (iw0 >= 0 && iw0 + K + 7 <= g.W) {
+      block8_s1<K, false, FULL>(g, xb, wt, bias, orow, ih0, i0, i1, c, ow, n);
+    } else {
+      block8_s1<K, true, FULL>(g, xb, wt, bias, orow, ih0, i0, i1, c, ow, n);
+    }
+  }
+}
+
+// One output row, channels c..c+15. Stride 1 with a 3x3, 5x5 or 7x7 kernel: conv_row_s1. Otherwise blocks of 4 output pixels whose taps all lie inside the map horizontally
+// keep 4 independent accumulators (one FMA chain each) and share each weight load; the other
+// pixels (borders, short rows) go one at a time with two accumulators.
 template <bool FULL>
 void conv_row(const Geometry& g, const float* xb, const float* wt, const float* bs, float* orow,
               int64_t oh, int64_t c) {
@@ -92,23 +99,16 @@ void conv_row(const Geometry& g, const float* xb, const float* wt, const float* 
   const int64_t i0 = std::max<int64_t>(0, -ih0), i1 = std::min<int64_t>(g.k, g.H - ih0);
   const int64_t k = g.k, s = g.stride, C = g.C, Cp = g.Cp;
   const v16 bias = load(bs + c);
-  // the interior of the row first, where a stride-1 kernel of a common size has a fast path
-  int64_t done_from = 0, done_to = 0;
-  if (FULL && s == 1 && (k == 3 || k == 5 || k == 7)) {
-    done_from = std::min(std::max<int64_t>(0, g.padding), g.Wo);
-    done_to = k == 3   ? conv_row_s1<3>(g, xb, wt, bias, orow, ih0, i0, i1, c)
-              : k == 5 ? conv_row_s1<5>(g, xb, wt, bias, orow, ih0, i0, i1, c)
-                       : conv_row_s1<7>(g, xb, wt, bias, orow, ih0, i0, i1, c);
+  if (s == 1 && (k == 3 || k == 5 || k == 7)) {
+    if (k == 3) conv_row_s1<3, FULL>(g, xb, wt, bias, orow, ih0, i0, i1, c);
+    if (k == 5) conv_row_s1<5, FULL>(g, xb, wt, bias, orow, ih0, i0, i1, c);
+    if (k == 7) conv_row_s1<7, FULL>(g, xb, wt, bias, orow, ih0, i0, i1, c);
+    return;
   }
   int64_t ow = 0;
   while (ow < g.Wo) {
-    if (ow == done_from && done_to > done_from) {
-      ow = done_to;
-      continue;
-    }
     const int64_t iw0 = ow * s - g.padding;
-    if (ow + 4 <= g.Wo && (done_to <= done_from || ow + 4 <= done_from || ow >= done_to) &&
-        iw0 >= 0 && iw0 + 3 * s + k <= g.W) {
+    if (ow + 4 <= g.Wo && iw0 >= 0 && iw0 + 3 * s + k <= g.W) {
       v16 acc[4] = {bias, bias, bias, bias};
       for (int64_t i = i0; i < i1; ++i) {
         const float* xr = xb + ((ih0 + i) * g.W + iw0) * C + c;

@@ -19,6 +19,25 @@ inline v16 load(const float* p) {
   return v;
 }
 inline void store(float* p, v16 v) { __builtin_memcpy(p, &v, sizeof(v)); }
+// The first n floats (0 <= n < 16) at p, the other lanes zero; reads only those n (AVX-512: one
+// masked load, else through a zeroed copy).
+inline v16 load_n(const float* p, int64_t n) {
+#ifdef __AVX512F__
+  return (v16)_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1u), p);
+#else
+  float tmp[16] = {0.f};
+  __builtin_memcpy(tmp, p, n * sizeof(float));
+  return load(tmp);
+#endif
+}
+// Stores the first n lanes (0 <= n < 16) of v at p; writes nothing else.
+inline void store_n(float* p, v16 v, int64_t n) {
+#ifdef __AVX512F__
+  _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1u), (__m512)v);
+#else
+  for (int64_t l = 0; l < n; ++l) p[l] = v[l];
+#endif
+}
 inline v16 vmax(v16 a, v16 b) { return a > b ? a : b; }
 #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
 #define FCASEARCH_SIMD_SHUFFLE 1

@@ -190,10 +190,17 @@ def _fcasearch_linear_flops(x_shape: Any, packed_shape: Any, out_features: int, 
     return 2 * math.prod(x_shape) * out_features
 
 
+def _fcasearch_conv_flops(x_shape: Any, packed_shape: Any, *args: Any, out_shape: Any = None,
+                          **kwargs: Any) -> int:  # fmt: skip
+    """FLOPs of ``fcasearch_kernels.conv2d``: output elements x (k * k * Cin, the packed weight's
+    inner size), doubled."""
+    return 2 * math.prod(out_shape) * packed_shape[1]
+
+
 def _inference_flop_formulas() -> dict[Any, Any]:
     """``FlopCounterMode`` formulas for the operators of the inference form that it does not
     count itself: oneDNN's Linear and convolution (where this torch build has them) and
-    fcasearch's attention, depthwise-conv and Linear kernels (where they are loaded)."""
+    fcasearch's attention, depthwise-conv, Linear and dense-conv kernels (where they are loaded)."""
     formulas: dict[Any, Any] = {}
     if torch.backends.mkldnn.is_available():
         ops = torch.ops.mkldnn
@@ -206,6 +213,7 @@ def _inference_flop_formulas() -> dict[Any, Any]:
         formulas[torch.ops.fcasearch_kernels.dwconv2d] = _dwconv_flops
         formulas[torch.ops.fcasearch_kernels.linear] = _fcasearch_linear_flops
         formulas[torch.ops.fcasearch_kernels.linear_out] = _fcasearch_linear_flops
+        formulas[torch.ops.fcasearch_kernels.conv2d] = _fcasearch_conv_flops
     return formulas
 
 

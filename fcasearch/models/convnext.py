@@ -23,6 +23,7 @@ from fcasearch.models.layers import (
     linear,
     linear_gelu,
     mlp_add,
+    own_conv,
     packed_weight,
 )
 
@@ -30,15 +31,24 @@ __all__ = ["ConvNeXtBlock", "ConvStage", "Downsample", "Stem"]
 
 
 class Stem(nn.Module):
-    """Stride-4 conv stem: Conv-BN 3x3/2 (in -> d/2), GELU, Conv-BN 3x3/2 (d/2 -> d), no last act."""
+    """Stride-4 conv stem: Conv-BN 3x3/2 (in -> d/2), GELU, Conv-BN 3x3/2 (d/2 -> d), no last act.
+    Any input layout; the output is channels-last."""
 
     def __init__(self, in_chans: int, dim: int) -> None:
         super().__init__()
         self.conv1 = ConvBN(in_chans, dim // 2, 3, 2, 1)
         self.conv2 = ConvBN(dim // 2, dim, 3, 2, 1)
         self.fast = False  # fused kernels; set by fuse_for_inference
+        self.gemm = "torch"  # "fcasearch": the folded convs on its kernel; fuse_for_inference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in, H, W) -> (B, d, H/4, W/4)
+        if fast_path(self.fast, x) and gemm_library(self.gemm, x) == "fcasearch":
+            # fcasearch's dense-conv kernel reads the image where it lies (NCHW or not)
+            y = own_conv(self, "conv1", self.conv1, x, gelu=True)
+            if y is not None:
+                z = own_conv(self, "conv2", self.conv2, y, gelu=False)
+                return z if z is not None else self.conv2(y)
+        x = x.contiguous(memory_format=torch.channels_last)
         if fast_path(self.fast, x):
             return self.conv2(conv_gelu(x, self.conv1, True))
         return self.conv2(F.gelu(self.conv1(x)))

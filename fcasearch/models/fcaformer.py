@@ -105,7 +105,7 @@ class FcaFormer(nn.Module):
         """Stem and stages: ``(B, in, H, W)`` to the last stage's ``(B, d, H/f, W/f)`` map
         (``f = 4 * 2**(stages-1)``), in channels-last memory."""
         self._check_input(x)
-        x = self.stem(x.contiguous(memory_format=torch.channels_last))
+        x = self.stem(x)  # channels-last from here on
         for stage in self.stages:
             x = stage(x)
         return x

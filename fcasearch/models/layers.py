@@ -13,6 +13,7 @@ from torch import nn
 
 from fcasearch.cpuinfo import cpuinfo_field
 from fcasearch.models.kernels import (
+    conv_kernel_applies,
     dwconv_kernel_applies,
     inference_input,
     kernel_status,
@@ -40,6 +41,7 @@ __all__ = [
     "linear_gelu",
     "mlp_add",
     "onednn_fusion_available",
+    "own_conv",
     "packed_weight",
     "packed_weights",
     "padded_conv",
@@ -373,6 +375,21 @@ def depthwise_conv(
     return padded_conv(conv, x)
 
 
+def own_conv(
+    owner: nn.Module, key: str, conv: nn.Conv2d, x: torch.Tensor, gelu: bool
+) -> torch.Tensor | None:
+    """``conv(x)`` (then the exact GELU if ``gelu``) on fcasearch's dense-conv kernel
+    (:func:`fcasearch.models.kernels.conv2d`, weights packed once on ``owner`` under ``key``),
+    channels-last out; None where it does not apply (see ``conv_kernel_applies``; eager only)."""
+    if torch.compiler.is_compiling() or not conv_kernel_applies(conv, x):
+        return None
+    packed = packed_weight(owner, key, conv.weight, "fcasearch")
+    k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+    return torch.ops.fcasearch_kernels.conv2d(
+        x, packed, conv.out_channels, conv.bias, k, s, p, gelu
+    )
+
+
 def conv_gelu(x: torch.Tensor, conv: nn.Conv2d, fast: bool) -> torch.Tensor:
     """``gelu(conv(x))`` for a plain zero-padded ``Conv2d`` (a folded Conv-BN)."""
     if not fast:
@@ -507,6 +524,8 @@ def packed_weights(model: nn.Module) -> list[torch.Tensor]:
 
 def _pack(weight: torch.Tensor, lib: str) -> torch.Tensor:
     w = weight.detach().contiguous()
+    if lib == "fcasearch" and w.dim() == 4:  # a convolution's (Cout, Cin, k, k), see own_conv
+        w = w.permute(0, 2, 3, 1).reshape(w.shape[0], -1)  # (Cout, ky * kx * Cin)
     if lib == "fcasearch":
         return torch.ops.fcasearch_kernels.pack_linear(w)
     return torch.ops.mkldnn._reorder_linear_weight(w)

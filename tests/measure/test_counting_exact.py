@@ -174,7 +174,7 @@ def test_torch_counter_sees_the_onednn_ops_of_a_fused_model(gemm):
 
 def test_torch_counter_sees_fcasearch_kernels_of_a_fused_model(monkeypatch):
     # fcasearch's GEMM library (linear, and linear_out in the row-chunked MLPs), its attention,
-    # depthwise-conv and LayerNorm kernels: every MAC is counted, none twice
+    # depthwise-conv, dense-conv (the stem) and LayerNorm kernels: every MAC counted, none twice
     from fcasearch.models import calibrate_batchnorm, fuse_for_inference, layers
     from fcasearch.models.kernels import load_kernels
 
@@ -193,5 +193,5 @@ def test_torch_counter_sees_fcasearch_kernels_of_a_fused_model(monkeypatch):
 
     with torch.inference_mode(), _Names():
         model(x)
-    assert {"fcasearch_kernels.linear", "fcasearch_kernels.linear_out"} <= ops
+    assert {"fcasearch_kernels.linear", "fcasearch_kernels.linear_out", "fcasearch_kernels.conv2d"} <= ops  # fmt: skip
     assert count_macs_torch(model, x) == 2 * count_macs(spec)

@@ -306,7 +306,7 @@ def test_fused_model_runs_attention_on_the_kernel_and_equals_sdpa(kernel):
         out = fused(x)
     assert ops.names.count("fcasearch_kernels.fca_attention") == 6  # every block
     assert "aten._scaled_dot_product_flash_attention_for_cpu" not in ops.names
-    # depthwise convs (all small here): 6 local convs, 3 + 1 token merges, 2 downsamples, 1 ConvNeXt
+    # every depthwise conv: 6 local convs, 3 + 1 token merges, 2 downsamples, 1 ConvNeXt
     assert ops.names.count("fcasearch_kernels.dwconv2d") == 13
     # LayerNorms: the ConvNeXt block's, 3 per FcaFormer block (norm1, norm2, the MLP's) and s_norm
     # in the 3 + 1 blocks that read cross tokens; the head's norm stays on ATen

@@ -1,6 +1,6 @@
 """fcasearch's own CPU kernels, compiled at run time for the machine that runs them.
 
-Four kernels, for float32 inference on CPU, where the library operators spend much of their time
+Five kernels, for float32 inference on CPU, where the library operators spend much of their time
 outside arithmetic at FcaFormer's batch-1 sizes (each source file says why and how):
 
 * :func:`fca_attention` (``fca_attention.cpp``): the FcaFormer attention, ``softmax(q k^T * scale
@@ -13,7 +13,9 @@ outside arithmetic at FcaFormer's batch-1 sizes (each source file says why and h
   eager inference form; 0.4-0.6x the time of ATen's at FcaFormer's larger sizes;
 * :func:`linear` (``linear.cpp``): Linear layers on a weight packed once (:func:`pack_linear`),
   with the bias and the exact GELU or a residual add applied as the outputs are stored: the
-  inference form's GEMM library ``"fcasearch"``.
+  inference form's GEMM library ``"fcasearch"``;
+* :func:`conv2d` (``conv.cpp``): dense convolution as an implicit GEMM on the same packed weights
+  and micro-kernel (``gemm.h``), reading NCHW or channels-last input, for the conv stem.
 
 :func:`~fcasearch.models.fuse.fuse_for_inference` uses them where they are available.
 
@@ -42,6 +44,8 @@ from fcasearch.cpuinfo import cpu_model, cpuinfo_field
 
 __all__ = [
     "attention_kernel_applies",
+    "conv2d",
+    "conv_kernel_applies",
     "dwconv2d",
     "dwconv_kernel_applies",
     "fca_attention",
@@ -53,14 +57,16 @@ __all__ = [
     "layer_norm_kernel_applies",
     "linear",
     "load_kernels",
+    "pack_conv",
     "pack_linear",
 ]
 
 _HERE = Path(__file__).parent
 _SOURCES = tuple(
-    _HERE / name for name in ("fca_attention.cpp", "dwconv.cpp", "layernorm.cpp", "linear.cpp")
+    _HERE / name
+    for name in ("fca_attention.cpp", "dwconv.cpp", "layernorm.cpp", "linear.cpp", "conv.cpp")
 )
-_HEADERS = (_HERE / "simd.h",)
+_HEADERS = (_HERE / "simd.h", _HERE / "gemm.h")
 _CFLAGS = ("-O3", "-march=native", "-fopenmp")
 _lock = threading.Lock()
 _state: dict[str, object] = {"loaded": None, "status": "not built yet (load_kernels builds it)"}
@@ -198,6 +204,15 @@ def _register_fake() -> None:
     def _(x, packed, out_features, bias, residual, gelu):
         return x.new_empty((*x.shape[:-1], out_features))
 
+    @register_fake("fcasearch_kernels::conv2d")
+    def _(x, packed, out_channels, bias, kernel_size, stride, padding, gelu):
+        b, _, h, w = x.shape
+        ho = (h + 2 * padding - kernel_size) // stride + 1
+        wo = (w + 2 * padding - kernel_size) // stride + 1
+        return torch.empty((b, out_channels, ho, wo), dtype=x.dtype, device=x.device).contiguous(
+            memory_format=torch.channels_last
+        )
+
 
 def _ops(caller: str) -> Any:
     """``torch.ops.fcasearch_kernels`` for the wrapper ``caller``; RuntimeError (naming it and why)
@@ -240,6 +255,27 @@ def dwconv_kernel_applies(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
         and x.dim() == 4
         and x.is_contiguous(memory_format=torch.channels_last)
         and conv.groups == conv.in_channels == conv.out_channels == x.shape[1]
+        and k[0] == k[1]
+        and s[0] == s[1]
+        and not isinstance(p, str)
+        and p[0] == p[1]
+        and tuple(conv.dilation) == (1, 1)
+        and conv.padding_mode == "zeros"
+        and not (conv.weight.requires_grad and torch.is_grad_enabled())
+    )
+
+
+def conv_kernel_applies(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
+    """Whether :func:`conv2d` computes ``conv(x)``: the kernels loaded, ``x`` a 4-D CPU float32
+    map needing no autograd (any memory layout), ``conv`` dense (one group) with square kernel,
+    stride and zero padding, no dilation."""
+    k, s, p = conv.kernel_size, conv.stride, conv.padding
+    return (
+        kernels_loaded()
+        and inference_input(x)
+        and x.dim() == 4
+        and conv.groups == 1
+        and x.shape[1] == conv.in_channels
         and k[0] == k[1]
         and s[0] == s[1]
         and not isinstance(p, str)
@@ -307,6 +343,40 @@ def linear(
         RuntimeError: the kernels are not loaded, or the inputs break the rules above.
     """
     return _ops("linear").linear(x, packed, int(out_features), bias, residual, gelu)
+
+
+def pack_conv(weight: torch.Tensor) -> torch.Tensor:
+    """A convolution weight ``(Cout, Cin, k, k)`` as :func:`conv2d` reads it: the Linear panels
+    (:func:`pack_linear`) of the weight ordered ``(Cout, ky, kx, Cin)``."""
+    return pack_linear(weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1))
+
+
+def conv2d(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    out_channels: int,
+    bias: torch.Tensor | None,
+    kernel_size: int,
+    stride: int,
+    padding: int,
+    gelu: bool = False,
+) -> torch.Tensor:
+    """``conv2d(x, W, bias, stride, padding)`` for ``W`` packed by :func:`pack_conv`, then the
+    exact GELU if ``gelu``; the output is channels-last.
+
+    Args:
+        x: ``(B, Cin, H, W)`` float32 on CPU, any strides (NCHW and channels-last are read as
+            they lie).
+        packed: ``pack_conv(W)`` for ``W`` of shape ``(out_channels, Cin, k, k)``.
+        out_channels: ``Cout``; ``bias``: ``(Cout,)`` or None.
+        kernel_size, stride, padding: square kernel side ``k``, stride and zero padding.
+
+    Raises:
+        RuntimeError: the kernels are not loaded, or the inputs break the rules above.
+    """
+    return _ops("conv2d").conv2d(
+        x, packed, int(out_channels), bias, int(kernel_size), int(stride), int(padding), gelu
+    )
 
 
 def fca_attention(

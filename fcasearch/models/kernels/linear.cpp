@@ -17,6 +17,7 @@
 // Inputs: x (..., K) contiguous; packed (ceil(N/32), K, 32) from pack_linear; bias (N) or none;
 // residual (..., N) with unit stride along N, or none. Output (..., N), contiguous.
 
+#include "gemm.h"
 #include "simd.h"
 
 #include <ATen/MemoryOverlap.h>
@@ -29,10 +30,8 @@
 
 namespace {
 
+using namespace fcasearch_gemm;
 using namespace fcasearch_simd;
-
-constexpr int CB = 32;  // columns per panel (two vectors)
-constexpr int64_t ROWS_PER_TASK = 56;  // a multiple of both row-block heights
 
 // W (N, K) -> (ceil(N/32), K, 32), columns past N zero.
 torch::Tensor pack_linear(const torch::Tensor& weight) {
@@ -49,69 +48,6 @@ torch::Tensor pack_linear(const torch::Tensor& weight) {
     for (int64_t k = 0; k < K; ++k) col[k * CB] = src[n * K + k];
   }
   return packed;
-}
-
-struct Epilogue {
-  const float* bias;      // (N) or null
-  const float* residual;  // row r at residual + r * res_stride, or null
-  int64_t res_stride;
-  bool gelu;
-};
-
-// Rows r0..r0+rn (rn <= RB) x columns of panel nb: x rows at xr (stride K), output rows at out
-// (stride N). Rows past rn read row 0 again and are not stored. RB is 8, or 7 where the row
-// count is a multiple of 7 and not of 8 (49 rows: a 7x7 map), so no block computes unused rows.
-template <int RB>
-inline void block(const float* xr, int64_t rn, const float* panel, int64_t K, int64_t N,
-                  int64_t nb, const Epilogue& ep, int64_t r0, float* out) {
-  const float* rows[RB];
-  for (int r = 0; r < RB; ++r) rows[r] = xr + (r < rn ? r : 0) * K;
-  v16 acc[RB][2];
-  for (int r = 0; r < RB; ++r) acc[r][0] = acc[r][1] = splat(0.f);
-  for (int64_t k = 0; k < K; ++k) {
-    const v16 b0 = load(panel + k * CB), b1 = load(panel + k * CB + 16);
-    for (int r = 0; r < RB; ++r) {
-      const float a = rows[r][k];
-      acc[r][0] += a * b0;
-      acc[r][1] += a * b1;
-    }
-  }
-  const int64_t c0 = nb * CB, width = std::min<int64_t>(CB, N - c0);
-  float tmp[CB];
-  v16 bias0 = splat(0.f), bias1 = splat(0.f);
-  if (ep.bias != nullptr) {
-    if (width == CB) {
-      bias0 = load(ep.bias + c0);
-      bias1 = load(ep.bias + c0 + 16);
-    } else {
-      for (int l = 0; l < CB; ++l) tmp[l] = l < width ? ep.bias[c0 + l] : 0.f;
-      bias0 = load(tmp);
-      bias1 = load(tmp + 16);
-    }
-  }
-  for (int64_t r = 0; r < rn; ++r) {
-    v16 y0 = acc[r][0] + bias0, y1 = acc[r][1] + bias1;
-    if (ep.gelu) {
-      y0 = vgelu(y0);
-      y1 = vgelu(y1);
-    }
-    float* o = out + (r0 + r) * N + c0;
-    if (width == CB) {
-      if (ep.residual != nullptr) {
-        const float* res = ep.residual + (r0 + r) * ep.res_stride + c0;
-        y0 += load(res);
-        y1 += load(res + 16);
-      }
-      store(o, y0);
-      store(o + 16, y1);
-    } else {
-      store(tmp, y0);
-      store(tmp + 16, y1);
-      const float* res =
-          ep.residual != nullptr ? ep.residual + (r0 + r) * ep.res_stride + c0 : nullptr;
-      for (int64_t l = 0; l < width; ++l) o[l] = tmp[l] + (res != nullptr ? res[l] : 0.f);
-    }
-  }
 }
 
 // Checks the inputs and computes into out, which has x's leading dims and N columns.

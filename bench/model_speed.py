@@ -16,8 +16,8 @@ Models are measured in their deployable form: ``fuse_for_inference`` (Conv-BN an
 folded, attention bias frozen, oneDNN fused kernels; the Linear GEMMs on the library that
 ``--gemm-library`` names, by default the one ``"auto"`` picks for this CPU; attention, depthwise
 convs, LayerNorms (and on AMD CPUs the Linear GEMMs) on fcasearch's CPU kernels where they build,
-or as ``--kernels`` says), eval,
-``torch.inference_mode``, fixed threads.
+or as ``--kernels`` says; blocks whose every step is on those kernels as one operator each, unless
+``--block-ops off``), eval, ``torch.inference_mode``, fixed threads.
 BN statistics are calibrated first (``calibrate_batchnorm``): an untrained FcaFormer's late-stage
 activations are ~1e-20 and would run on denormal floats, which no trained model does.
 
@@ -312,6 +312,15 @@ def main() -> int:
         "several: each is timed, side by side (cases named MODEL/kernels-CHOICE)",
     )
     ap.add_argument(
+        "--block-ops",
+        nargs="+",
+        choices=["on", "off"],
+        default=["on"],
+        help="each fused block as one kernel operator where all its steps are on fcasearch's "
+        "kernels (fuse_for_inference(block_ops=...)); several: each is timed, side by side "
+        "(cases named MODEL/blocks-CHOICE)",
+    )
+    ap.add_argument(
         "--malloc-tune",
         action="store_true",
         help="keep freed memory mapped (glibc mallopt): removes page faults at large batch",
@@ -342,18 +351,26 @@ def main() -> int:
         if tag == "L1":
             l1_gemms = recorder.shapes
         floors_macs[tag] = count_macs(spec)
-        for library, kernels in itertools.product(args.gemm_library, args.kernels):
+        choices = itertools.product(args.gemm_library, args.kernels, args.block_ops)
+        for library, kernels, blocks in choices:
             name = "/".join(
                 [tag]
                 + ([library] if len(args.gemm_library) > 1 else [])
                 + ([f"kernels-{kernels}"] if len(args.kernels) > 1 else [])
+                + ([f"blocks-{blocks}"] if len(args.block_ops) > 1 else [])
             )
-            fused = fuse_for_inference(copy.deepcopy(model), gemm=library, kernels=kernels)
+            fused = fuse_for_inference(
+                copy.deepcopy(model), gemm=library, kernels=kernels, block_ops=blocks == "on"
+            )
             with torch.inference_mode():
                 diff = (fused(x1) - unfused).abs().max().item()
+            one_op = fused.gemm == "fcasearch" and any(
+                getattr(m, "block_kernel", False) for m in fused.modules()
+            )
             print(
                 f"{name}: {spec.short()} | arch_id {spec.arch_id} | Linear GEMMs on {fused.gemm}"
                 f" | attention, depthwise convs, LayerNorms on {fused.kernels_note}"
+                f" | eager blocks {'one operator each' if one_op else 'a Python call per step'}"
                 f" | fused vs unfused max |diff| {diff:.2e}"
             )
             for b in args.batches:
@@ -422,7 +439,8 @@ def main() -> int:
             f"{tag} b{b} fp32 {args.img}: {lat * 1e3:.1f} ms | floor {floor * 1e3:.1f} ms | "
             f"ratio {ratio:.2f}x ({target}) | rounds {min(ratios):.2f}-{max(ratios):.2f}x"
         )
-    # side-by-side choices (--gemm-library, --kernels): each against the first, round by round
+    # side-by-side choices (--gemm-library, --kernels, --block-ops): each against the first,
+    # round by round
     variants = [c for c in results if "/" in c[0]]
     for tag, b in variants:
         model, choice = tag.split("/", 1)

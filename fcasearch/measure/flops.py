@@ -241,8 +241,11 @@ def count_macs_torch(
 
         model = copy.deepcopy(model).to("meta")
         args = tuple(torch.empty_like(a, device="meta") for a in args)
+    from fcasearch.models.fuse import per_step
+
     counter = FlopCounterMode(display=False, custom_mapping=_inference_flop_formulas())
-    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
+    # per_step: the fused blocks' kernels one call each, so the counter sees every one
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), per_step(model), counter:
         model(*args)
     flops = counter.get_total_flops()
     return int(flops) // 2

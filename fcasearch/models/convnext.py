@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fcasearch.models import layers
 from fcasearch.models.layers import (
     ConvBN,
     DropPath,
@@ -42,8 +43,8 @@ class Stem(nn.Module):
         self.gemm = "torch"  # "fcasearch": the folded convs on its kernel; fuse_for_inference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in, H, W) -> (B, d, H/4, W/4)
-        if fast_path(self.fast, x) and gemm_library(self.gemm, x) == "fcasearch":
-            # fcasearch's dense-conv kernel reads the image where it lies (NCHW or not)
+        if self.fast and not self.training and gemm_library(self.gemm, x) == "fcasearch":
+            # fcasearch's dense-conv kernel (eager or compiled) reads the image where it lies
             y = own_conv(self, "conv1", self.conv1, x, gelu=True)
             if y is not None:
                 z = own_conv(self, "conv2", self.conv2, y, gelu=False)
@@ -107,13 +108,25 @@ class ConvNeXtBlock(nn.Module):
         self.gemm = "torch"  # library of the Linear GEMMs once fused; set by fuse_for_inference
         self.dw_kernel = False  # depthwise conv on fcasearch's kernel; set by fuse_for_inference
         self.ln_kernel = False  # LayerNorm on fcasearch's kernel; set by fuse_for_inference
+        self.block_kernel = False  # the whole block as one kernel op; set by fuse_for_inference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d, H, W) channels-last
+        fast = fast_path(self.fast, x) and not self.training and self.gamma is None
+        if fast and self._one_op(x):
+            # the block as one operator (kernels/block.cpp): the steps of the path below
+            fc1, fc2, lib = self.pwconv1, self.pwconv2, "fcasearch"
+            params = [
+                self.dwconv.weight, self.dwconv.bias, self.norm.weight, self.norm.bias,
+                packed_weight(self, "fc1", fc1.weight, lib), fc1.bias,
+                packed_weight(self, "fc2", fc2.weight, lib), fc2.bias,
+            ]  # fmt: skip
+            cfg = [fc1.out_features, layers.MLP_CHUNK_ELEMENTS]
+            return torch.ops.fcasearch_kernels.convnext_block(x, params, cfg, self.norm.eps)
         y = depthwise_conv(self.dwconv, x, self.dw_kernel)  # (B, d, H, W)
         y = y.permute(0, 2, 3, 1)  # (B, H, W, d), a view for channels-last input
         od = gemm_library(self.gemm, x)
         fc1, fc2 = self.pwconv1, self.pwconv2
-        if fast_path(self.fast, x) and not self.training and self.gamma is None:
+        if fast:
             res = x.permute(0, 2, 3, 1)  # (B, H, W, d)
             xn = layer_norm(self.norm, y, self.ln_kernel)
             return mlp_add(self, xn, fc1, fc2, res, od).permute(0, 3, 1, 2)
@@ -126,6 +139,20 @@ class ConvNeXtBlock(nn.Module):
         if self.gamma is not None:
             y = y * self.gamma
         return x + self.drop_path(y.permute(0, 3, 1, 2))
+
+    def _one_op(self, x: torch.Tensor) -> bool:
+        """Whether the fused block runs as ``fcasearch_kernels.convnext_block``: all of
+        fcasearch's kernels in use (``block_kernel``), its GEMMs included, on a channels-last
+        ``x``."""
+        return (
+            self.block_kernel
+            and gemm_library(self.gemm, x) == "fcasearch"
+            and self.dw_kernel
+            and self.ln_kernel
+            and self.dwconv.kernel_size[0] % 2 == 1
+            and self.dwconv.padding[0] == self.dwconv.kernel_size[0] // 2
+            and x.is_contiguous(memory_format=torch.channels_last)
+        )
 
 
 class ConvStage(nn.Module):

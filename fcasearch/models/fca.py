@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fcasearch.models import layers
 from fcasearch.models.kernels import attention_kernel_applies
 from fcasearch.models.layers import (
     ConvBN,
@@ -123,6 +124,7 @@ class FcaBlock(nn.Module):
         self.gemm = "torch"  # library of the Linear GEMMs once fused; set by fuse_for_inference
         self.dw_kernel = False  # depthwise convs on fcasearch's kernel; set by fuse_for_inference
         self.ln_kernel = False  # LayerNorms on fcasearch's kernel; set by fuse_for_inference
+        self.block_kernel = False  # the whole block as one kernel op; set by fuse_for_inference
 
     # ---- the additive attention bias --------------------------------------------------------
     def attention_mask(self) -> torch.Tensor:
@@ -238,6 +240,8 @@ class FcaBlock(nn.Module):
         # The inference kernels need the layer scales folded (fuse_for_inference does both).
         fast = fast_path(self.fast, x) and not self.training and self.gamma_1 is None
         od = gemm_library(self.gemm, x)
+        if fast and self._one_op(x, od):
+            return self._forward_one_op(x, cross)
         o = self.attention(layer_norm(self.norm1, x, self.ln_kernel), cross, od)  # (B, N, d)
         wp, bp = self.proj.weight, self.proj.bias
         pp = packed_weight(self, "proj", wp, od)
@@ -263,6 +267,52 @@ class FcaBlock(nn.Module):
             return self.mlp.forward_add(xn, x, od, self.ln_kernel), emitted
         y = self.mlp(self.norm2(x), od)
         return x + self.drop_path(y if self.gamma_2 is None else y * self.gamma_2), emitted
+
+    def _one_op(self, x: torch.Tensor, lib: str) -> bool:
+        """Whether the fused block runs as the one operator ``fcasearch_kernels.fca_block``: all
+        of fcasearch's kernels in use (``block_kernel``), its GEMMs included, on a contiguous
+        ``x`` (the caller has checked for eager float32 inference with layer scales folded)."""
+        return (
+            self.block_kernel
+            and lib == "fcasearch"
+            and self.attn_impl == "kernel"
+            and self.dw_kernel
+            and self.ln_kernel
+            and self.frozen_mask is not None
+            and self.frozen_mask.dtype == x.dtype
+            and (self.local_conv is None or isinstance(self.local_conv, nn.Conv2d))
+            and 0 < self.dim // self.num_heads <= 128
+            and x.is_contiguous()
+        )
+
+    def _forward_one_op(
+        self, x: torch.Tensor, cross: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The fused block as ``fcasearch_kernels.fca_block`` (kernels/block.cpp): the same steps
+        as the Python inference path below, without the interpreter between them."""
+        d, lib, mlp = self.dim, "fcasearch", self.mlp
+        w = self.qkv.weight
+        if cross is None:
+            packed = [packed_weight(self, "qkv", w, lib), None, None]
+        else:
+            packed = [None, packed_weight(self, "q", w[:d], lib), packed_weight(self, "kv", w[d:], lib)]  # fmt: skip
+        sn, lc, mn = self.s_norm, self.local_conv, mlp.norm
+        params = [
+            self.norm1.weight, self.norm1.bias, self.s_scale_factors,
+            sn.weight if sn is not None else None, sn.bias if sn is not None else None,
+            *packed, self.qkv.bias, self.frozen_mask,
+            packed_weight(self, "proj", self.proj.weight, lib), self.proj.bias,
+            self.dw_conv.weight if self.dw_conv is not None else None,
+            lc.weight if lc is not None else None, lc.bias if lc is not None else None,
+            self.norm2.weight, self.norm2.bias, mn.weight, mn.bias,
+            packed_weight(mlp, "fc1", mlp.fc1.weight, lib), mlp.fc1.bias,
+            packed_weight(mlp, "fc2", mlp.fc2.weight, lib), mlp.fc2.bias,
+        ]  # fmt: skip
+        stride = self.dw_conv.stride[0] if self.dw_conv is not None else 0
+        cfg = [self.num_heads, *self.grid, stride, mlp.fc1.out_features, layers.MLP_CHUNK_ELEMENTS]
+        eps = [self.norm1.eps, sn.eps if sn is not None else 0.0, self.norm2.eps, mn.eps]
+        out = torch.ops.fcasearch_kernels.fca_block(x, cross, params, cfg, eps)
+        return out[0], (out[1] if len(out) > 1 else None)
 
 
 class FcaStage(nn.Module):

@@ -21,7 +21,11 @@ with ``model.fused = True``. What it folds (each exact up to float rounding):
   FcaFormer's sizes; and the Linear kernel that ``gemm`` may choose): ``"auto"`` builds
   them (once per machine) and uses them for a model on the CPU, the library operators where they
   cannot be built or on other devices; ``"off"`` never; ``"on"`` requires them. The choice, and why
-  they are missing if they are, is in ``model.kernels_note``.
+  they are missing if they are, is in ``model.kernels_note``;
+* with every step of a block on fcasearch's kernels (``kernels`` in use and ``gemm`` fcasearch's),
+  the eager form runs each ConvNeXt and FcaFormer block as one operator that chains the kernels
+  in C++ (``kernels/block.cpp``; ``block_ops``), and the conv stem on fcasearch's dense-conv
+  kernel. :func:`per_step` turns the block operators off for a while (op counting, profiling).
 
 What it keeps: the scale factors (they act before ``s_norm``, so they change that LayerNorm's
 effective epsilon and cannot be folded exactly) and the two LayerNorms in a row of the MLP path.
@@ -31,6 +35,9 @@ training it would not update the frozen masks.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -39,7 +46,7 @@ from fcasearch.models.fca import FcaBlock
 from fcasearch.models.kernels import kernel_status, load_kernels
 from fcasearch.models.layers import ConvBN, check_gemm_library, resolve_gemm_library
 
-__all__ = ["KERNEL_CHOICES", "calibrate_batchnorm", "fuse_for_inference"]
+__all__ = ["KERNEL_CHOICES", "calibrate_batchnorm", "fuse_for_inference", "per_step"]
 
 KERNEL_CHOICES = ("auto", "on", "off")
 
@@ -74,7 +81,9 @@ def _choose_kernels(model: nn.Module, kernels: str) -> tuple[bool, str]:
 
 
 @torch.no_grad()
-def fuse_for_inference(model: nn.Module, gemm: str = "auto", kernels: str = "auto") -> nn.Module:
+def fuse_for_inference(
+    model: nn.Module, gemm: str = "auto", kernels: str = "auto", block_ops: bool = True
+) -> nn.Module:
     """Fold ``model`` into its inference form, in place (see the module docstring).
 
     Args:
@@ -86,10 +95,14 @@ def fuse_for_inference(model: nn.Module, gemm: str = "auto", kernels: str = "aut
         kernels: fcasearch's CPU kernels for attention, depthwise convs and LayerNorms:
             ``"auto"`` (for a model on the CPU, where they can be built), ``"on"`` (an error if
             they cannot be built) or ``"off"`` (SDPA, oneDNN and ATen).
+        block_ops: where a block runs every step on fcasearch's kernels (its GEMMs included),
+            run it in eager mode as one operator (``fcasearch_kernels.fca_block`` /
+            ``convnext_block``: the same steps chained in C++, without the interpreter between
+            them); False keeps one Python call per step (to see each kernel in a profiler).
 
     Returns:
         The same object, in eval mode, with ``model.kernels_note``; calling it again only
-        applies ``gemm`` and ``kernels``.
+        applies ``gemm``, ``kernels`` and ``block_ops``.
 
     Raises:
         ValueError: an unknown ``gemm`` or ``kernels``, ``"onednn"`` without oneDNN in this
@@ -108,6 +121,8 @@ def fuse_for_inference(model: nn.Module, gemm: str = "auto", kernels: str = "aut
             m.dw_kernel = use
         if hasattr(m, "ln_kernel"):
             m.ln_kernel = use
+        if hasattr(m, "block_kernel"):
+            m.block_kernel = use and bool(block_ops)
     model.kernels_note = note
     model.eval()
     if getattr(model, "fused", False):
@@ -135,6 +150,22 @@ def fuse_for_inference(model: nn.Module, gemm: str = "auto", kernels: str = "aut
     model.requires_grad_(False)
     model.fused = True
     return model.eval()
+
+
+@contextlib.contextmanager
+def per_step(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model``'s fused blocks one Python call per step while inside (no block operators,
+    see ``fuse_for_inference(block_ops=...)``), so that a dispatch mode or a profiler sees every
+    kernel; the previous choice of each block is restored on exit."""
+    blocks = [m for m in model.modules() if hasattr(m, "block_kernel")]
+    before = [m.block_kernel for m in blocks]
+    for m in blocks:
+        m.block_kernel = False
+    try:
+        yield model
+    finally:
+        for m, old in zip(blocks, before):
+            m.block_kernel = old
 
 
 @torch.no_grad()

@@ -380,10 +380,13 @@ def own_conv(
 ) -> torch.Tensor | None:
     """``conv(x)`` (then the exact GELU if ``gelu``) on fcasearch's dense-conv kernel
     (:func:`fcasearch.models.kernels.conv2d`, weights packed once on ``owner`` under ``key``),
-    channels-last out; None where it does not apply (see ``conv_kernel_applies``; eager only)."""
-    if torch.compiler.is_compiling() or not conv_kernel_applies(conv, x):
+    channels-last out; None where it does not apply (see ``conv_kernel_applies``) or, under
+    ``torch.compile``, where no eager call packed the weight first."""
+    if not conv_kernel_applies(conv, x):
         return None
     packed = packed_weight(owner, key, conv.weight, "fcasearch")
+    if packed is None:
+        return None
     k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
     return torch.ops.fcasearch_kernels.conv2d(
         x, packed, conv.out_channels, conv.bias, k, s, p, gelu

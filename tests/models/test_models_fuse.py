@@ -157,7 +157,7 @@ def test_gemm_library_runs_every_linear_and_keeps_the_outputs(gemm: str):
         want = model(x)
     linears = sum(n in TORCH_GEMMS for n in unfused_ops.names)
     downsamples = sum(isinstance(m, Downsample) for m in model.modules())
-    fuse_for_inference(model, gemm=gemm)
+    fuse_for_inference(model, gemm=gemm, block_ops=False)  # one Python call per GEMM
     assert {m.gemm for m in model.modules() if hasattr(m, "gemm")} == {gemm}
     with torch.inference_mode(), _OpNames() as ops:
         got = model(x)

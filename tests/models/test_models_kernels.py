@@ -299,7 +299,7 @@ def test_fused_model_runs_attention_on_the_kernel_and_equals_sdpa(kernel):
     x = torch.randn(3, 3, 64, 32)
     with torch.inference_mode():
         unfused = model(x)
-    fused = fuse_for_inference(model, kernels="auto")
+    fused = fuse_for_inference(model, kernels="auto", block_ops=False)  # each step seen
     assert fused.kernels_note.startswith("fcasearch's CPU kernels")
     assert {m.attn_impl for m in fused.modules() if isinstance(m, FcaBlock)} == {"kernel"}
     with torch.inference_mode(), _Ops() as ops:
@@ -419,7 +419,7 @@ def test_compiled_inference_form_calls_the_kernel(kernel):
     x = torch.randn(1, 3, 64, 64)
     with torch.inference_mode():
         want = model(x)
-    fused = fuse_for_inference(model)
+    fused = fuse_for_inference(model, block_ops=False)  # the eager kernels one call each
     assert {m.attn_impl for m in fused.modules() if isinstance(m, FcaBlock)} == {"kernel"}
 
     def calls(op: str) -> tuple[int, list[str]]:
@@ -440,7 +440,7 @@ def test_compiled_inference_form_calls_the_kernel(kernel):
     assert eager_dwconvs > 0 and names.count("fcasearch_kernels::dwconv2d") == eager_dwconvs
     # and every Linear GEMM, where the kernels are fcasearch's GEMM library (the model's choice
     # on an AMD CPU; forced here so the test holds on any CPU)
-    fuse_for_inference(fused, gemm="fcasearch")
+    fuse_for_inference(fused, gemm="fcasearch", block_ops=False)
     eager_linears, names = calls("linear")
     assert eager_linears > 0 and names.count("fcasearch_kernels::linear") == eager_linears
     assert "mkldnn::_linear_pointwise" not in names and "aten::addmm" not in names

@@ -64,9 +64,16 @@ __all__ = [
 _HERE = Path(__file__).parent
 _SOURCES = tuple(
     _HERE / name
-    for name in ("fca_attention.cpp", "dwconv.cpp", "layernorm.cpp", "linear.cpp", "conv.cpp")
+    for name in (
+        "fca_attention.cpp",
+        "dwconv.cpp",
+        "layernorm.cpp",
+        "linear.cpp",
+        "conv.cpp",
+        "block.cpp",
+    )
 )
-_HEADERS = (_HERE / "simd.h", _HERE / "gemm.h")
+_HEADERS = (_HERE / "simd.h", _HERE / "gemm.h", _HERE / "ops.h")
 _CFLAGS = ("-O3", "-march=native", "-fopenmp")
 _lock = threading.Lock()
 _state: dict[str, object] = {"loaded": None, "status": "not built yet (load_kernels builds it)"}

@@ -17,6 +17,7 @@
 // padding. Output (B, Cout, Ho, Wo), channels-last.
 
 #include "gemm.h"
+#include "ops.h"
 
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -67,6 +68,10 @@ inline void gather(const ConvGeometry& g, const float* xp, const int64_t* off, i
     }
   }
 }
+
+}  // namespace
+
+namespace fcasearch_ops {
 
 at::Tensor conv2d(const at::Tensor& x, const at::Tensor& packed, int64_t out_channels,
                   const std::optional<at::Tensor>& bias, int64_t kernel_size, int64_t stride,
@@ -119,11 +124,13 @@ at::Tensor conv2d(const at::Tensor& x, const at::Tensor& packed, int64_t out_cha
   return out;
 }
 
-}  // namespace
+}  // namespace fcasearch_ops
 
 TORCH_LIBRARY_FRAGMENT(fcasearch_kernels, m) {
   m.def("conv2d(Tensor x, Tensor packed, int out_channels, Tensor? bias, int kernel_size, "
         "int stride, int padding, bool gelu) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(fcasearch_kernels, CPU, m) { m.impl("conv2d", &conv2d); }
+TORCH_LIBRARY_IMPL(fcasearch_kernels, CPU, m) {
+  m.impl("conv2d", &fcasearch_ops::conv2d);
+}

@@ -14,6 +14,7 @@
 // Input x (B, C, H, W), channels-last contiguous; weight (C, 1, k, k); bias (C) or none; square
 // stride and zero padding. Output (B, C, Ho, Wo), channels-last.
 
+#include "ops.h"
 #include "simd.h"
 
 #include <ATen/Parallel.h>
@@ -135,6 +136,10 @@ void conv_row(const Geometry& g, const float* xb, const float* wt, const float* 
   }
 }
 
+}  // namespace
+
+namespace fcasearch_ops {
+
 at::Tensor dwconv2d(const at::Tensor& x, const at::Tensor& weight,
                     const std::optional<at::Tensor>& bias, int64_t stride, int64_t padding,
                     bool gelu) {
@@ -189,11 +194,13 @@ at::Tensor dwconv2d(const at::Tensor& x, const at::Tensor& weight,
   return out;
 }
 
-}  // namespace
+}  // namespace fcasearch_ops
 
 TORCH_LIBRARY_FRAGMENT(fcasearch_kernels, m) {
   m.def("dwconv2d(Tensor x, Tensor weight, Tensor? bias, int stride, int padding, bool gelu) "
         "-> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(fcasearch_kernels, CPU, m) { m.impl("dwconv2d", &dwconv2d); }
+TORCH_LIBRARY_IMPL(fcasearch_kernels, CPU, m) {
+  m.impl("dwconv2d", &fcasearch_ops::dwconv2d);
+}

@@ -15,6 +15,7 @@
 // dim) is at most 128; where it is not a multiple of 16, each head's values are copied into rows
 // padded to one. Output: (B, N, h, D), contiguous, so merging the heads is a view.
 
+#include "ops.h"
 #include "simd.h"
 
 #include <ATen/Parallel.h>
@@ -40,6 +41,10 @@ void check(const at::Tensor& t, const char* name, int64_t dims) {
   TORCH_CHECK(t.stride(dims - 1) == 1, "fca_attention: ", name,
               " must have unit stride along its last dimension");
 }
+
+}  // namespace
+
+namespace fcasearch_ops {
 
 at::Tensor fca_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                          const at::Tensor& bias, double scale) {
@@ -207,10 +212,12 @@ at::Tensor fca_attention(const at::Tensor& q, const at::Tensor& k, const at::Ten
   return out;
 }
 
-}  // namespace
+}  // namespace fcasearch_ops
 
 TORCH_LIBRARY_FRAGMENT(fcasearch_kernels, m) {
   m.def("fca_attention(Tensor q, Tensor k, Tensor v, Tensor bias, float scale) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(fcasearch_kernels, CPU, m) { m.impl("fca_attention", &fca_attention); }
+TORCH_LIBRARY_IMPL(fcasearch_kernels, CPU, m) {
+  m.impl("fca_attention", &fcasearch_ops::fca_attention);
+}

@@ -11,6 +11,7 @@
 //
 // Input x (..., C) contiguous; weight and bias (C); population variance; output like x.
 
+#include "ops.h"
 #include "simd.h"
 
 #include <ATen/Parallel.h>
@@ -54,6 +55,10 @@ void norm_row(const float* x, float* y, const float* w, const float* b, int64_t 
   for (; c < C; ++c) y[c] = (x[c] - mean) * rstd * w[c] + b[c];
 }
 
+}  // namespace
+
+namespace fcasearch_ops {
+
 torch::Tensor layer_norm(const torch::Tensor& x, const torch::Tensor& weight,
                          const torch::Tensor& bias, double eps) {
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == torch::kFloat32,
@@ -80,10 +85,12 @@ torch::Tensor layer_norm(const torch::Tensor& x, const torch::Tensor& weight,
   return y;
 }
 
-}  // namespace
+}  // namespace fcasearch_ops
 
 TORCH_LIBRARY_FRAGMENT(fcasearch_kernels, m) {
   m.def("layer_norm(Tensor x, Tensor weight, Tensor bias, float eps) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(fcasearch_kernels, CPU, m) { m.impl("layer_norm", &layer_norm); }
+TORCH_LIBRARY_IMPL(fcasearch_kernels, CPU, m) {
+  m.impl("layer_norm", &fcasearch_ops::layer_norm);
+}

@@ -18,6 +18,7 @@
 // residual (..., N) with unit stride along N, or none. Output (..., N), contiguous.
 
 #include "gemm.h"
+#include "ops.h"
 #include "simd.h"
 
 #include <ATen/MemoryOverlap.h>
@@ -121,6 +122,10 @@ void linear_into(const torch::Tensor& x, const torch::Tensor& packed, int64_t ou
   });
 }
 
+}  // namespace
+
+namespace fcasearch_ops {
+
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& packed, int64_t out_features,
                      const std::optional<torch::Tensor>& bias,
                      const std::optional<torch::Tensor>& residual, bool gelu) {
@@ -141,7 +146,7 @@ torch::Tensor& linear_out(const torch::Tensor& x, const torch::Tensor& packed,
   return out;
 }
 
-}  // namespace
+}  // namespace fcasearch_ops
 
 TORCH_LIBRARY_FRAGMENT(fcasearch_kernels, m) {
   m.def("pack_linear(Tensor weight) -> Tensor");
@@ -153,6 +158,6 @@ TORCH_LIBRARY_FRAGMENT(fcasearch_kernels, m) {
 
 TORCH_LIBRARY_IMPL(fcasearch_kernels, CPU, m) {
   m.impl("pack_linear", &pack_linear);
-  m.impl("linear", &linear);
-  m.impl("linear_out", &linear_out);
+  m.impl("linear", &fcasearch_ops::linear);
+  m.impl("linear_out", &fcasearch_ops::linear_out);
 }

@@ -1,0 +1,145 @@
+"""Fused blocks as single kernel operators (kernels/block.cpp): the same outputs as the per-step
+Python path for every block variant, used only where every step is on fcasearch's kernels, and
+weight edits seen."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from test_models_attention import _randomize  # bias tables, layer scales, scale factors
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.cpp_extension import is_ninja_available
+
+from fcasearch.models import build_model, calibrate_batchnorm, fuse_for_inference, layers
+from fcasearch.models.compiled import cpp_compiler_available
+from fcasearch.models.convnext import ConvNeXtBlock
+from fcasearch.models.fca import FcaBlock
+from fcasearch.models.kernels import kernel_status, load_kernels
+from fcasearch.spec import ArchSpec, StageSpec
+
+needs_kernels = pytest.mark.skipif(
+    not (cpp_compiler_available() and is_ninja_available()),
+    reason="building the kernels needs g++ and ninja",
+)
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    assert load_kernels(), kernel_status()
+
+
+class _Ops(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
+# Every variant a block can take: cross tokens from one emitter and from several (a cat), scale
+# factors and cross bias on and off, blocks that do not emit, no enhancement (no local conv), a
+# plain attention stage (no emitter at all), a stride-3 merge, and a non-square grid.
+SPECS = {
+    "paper-like": ArchSpec(
+        (StageSpec("conv", 2, 16), StageSpec("fca", 4, 32, 2, merge_stride=2, cross_window=2),
+         StageSpec("fca", 3, 48, 3)),
+        img_size=(64, 32),
+    ),
+    "ablations": ArchSpec(
+        (StageSpec("conv", 1, 16),
+         StageSpec("fca", 3, 32, 4, merge_stride=3, tme=(0, 1), enhancement=False,
+                   scale_factors=False, cross_bias=False),
+         StageSpec("fca", 2, 32, 2, tme="none")),
+        img_size=(96, 64),
+    ),
+}  # fmt: skip
+
+
+def _pair(spec: ArchSpec) -> tuple[torch.nn.Module, torch.nn.Module]:
+    model = calibrate_batchnorm(build_model(spec))
+    _randomize(model)
+    steps = fuse_for_inference(copy.deepcopy(model), gemm="fcasearch", block_ops=False)
+    one_op = fuse_for_inference(model, gemm="fcasearch")
+    return steps, one_op
+
+
+@needs_kernels
+@pytest.mark.parametrize("name", list(SPECS))
+@pytest.mark.parametrize("chunked", [False, True])
+def test_block_ops_equal_the_per_step_path(kernels, monkeypatch, name, chunked):
+    if chunked:  # every MLP in row chunks
+        monkeypatch.setattr(layers, "MLP_CHUNK_ELEMENTS", 1024)
+    spec = SPECS[name]
+    steps, one_op = _pair(spec)
+    x = torch.randn(2, 3, *spec.img_size)
+    with torch.inference_mode(), _Ops() as ops:
+        got = one_op(x)
+    fca = sum(isinstance(m, FcaBlock) for m in one_op.modules())
+    conv = sum(isinstance(m, ConvNeXtBlock) for m in one_op.modules())
+    assert ops.names.count("fcasearch_kernels.fca_block") == fca
+    assert ops.names.count("fcasearch_kernels.convnext_block") == conv
+    with torch.inference_mode(), _Ops() as ops:
+        want = steps(x)
+    assert "fcasearch_kernels.fca_block" not in ops.names
+    # the same kernels in the same order: equal to the last bit
+    assert torch.equal(got, want)
+
+
+@needs_kernels
+def test_block_ops_only_where_every_step_is_on_the_kernels(kernels):
+    spec = SPECS["paper-like"]
+    _, model = _pair(spec)
+    x = torch.randn(1, 3, *spec.img_size)
+
+    def block_ops() -> int:
+        with torch.inference_mode(), _Ops() as ops:
+            model(x)
+        return sum(n.endswith("_block") for n in ops.names)
+
+    assert block_ops() == 2 + 4 + 3
+    fuse_for_inference(model, gemm="onednn")  # GEMMs elsewhere: the per-step path
+    assert block_ops() == 0
+    fuse_for_inference(model, gemm="auto", kernels="off")
+    assert block_ops() == 0
+    fuse_for_inference(model, gemm="fcasearch")
+    with _Ops() as ops:  # autograd wanted (no inference mode, an input that needs a gradient)
+        model(x.requires_grad_()).sum().backward()
+    assert not any(n.endswith("_block") for n in ops.names)
+
+
+@needs_kernels
+def test_block_ops_see_weight_edits(kernels):
+    spec = SPECS["paper-like"]
+    steps, one_op = _pair(spec)
+    x = torch.randn(1, 3, *spec.img_size)
+    with torch.inference_mode():
+        one_op(x)  # packs every weight
+    with torch.no_grad():
+        for m in (steps, one_op):
+            blk = m.stages[1].blocks[2]
+            blk.mlp.fc1.weight.mul_(1.5)  # a packed weight: packed again
+            blk.norm1.weight.add_(0.25)  # passed as it is
+            m.stages[0].blocks[1].pwconv2.weight.mul_(-1.0)
+    with torch.inference_mode():
+        assert torch.equal(one_op(x), steps(x))
+
+
+@needs_kernels
+def test_block_op_says_what_is_missing(kernels):
+    x = torch.randn(1, 4, 8)
+    with pytest.raises(RuntimeError, match="23 parameters, 6 settings and 4 epsilons"):
+        torch.ops.fcasearch_kernels.fca_block(
+            x, None, [None] * 3, [2, 2, 2, 0, 16, 4096], [1e-5] * 4
+        )
+    with pytest.raises(RuntimeError, match=r"parameter [01] \(norm1 (weight|bias)\) is missing"):
+        torch.ops.fcasearch_kernels.fca_block(
+            x, None, [None] * 23, [2, 2, 2, 0, 16, 4096], [1e-5] * 4
+        )
+    with pytest.raises(RuntimeError, match="settings do not fit"):
+        torch.ops.fcasearch_kernels.fca_block(
+            x, None, [None] * 23, [3, 2, 2, 0, 16, 4096], [1e-5] * 4
+        )

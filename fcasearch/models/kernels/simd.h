@@ -99,8 +99,8 @@ inline v16 vexp(v16 x) {
   return p * two_n;
 }
 
-// 1 / d for positive normal d: AVX-512's 14-bit reciprocal estimate refined by one Newton step
-// (relative error about 2^-27, a few cycles instead of a division), else a division.
+// 1 / d for normal d of either sign: AVX-512's 14-bit reciprocal estimate refined by one Newton
+// step (relative error about 2^-27, a few cycles instead of a division), else a division.
 inline v16 vrecip(v16 d) {
 #ifdef __AVX512F__
   const v16 r = (v16)_mm512_rcp14_ps((__m512)d);
@@ -131,11 +131,14 @@ inline v16 verf(v16 x) {
   q = q * x2 - 1.68282697438203e-03f;
   q = q * x2 - 7.37332916720468e-03f;
   q = q * x2 - 1.42647390514189e-02f;
-  // q <= -0.0142 on [-4, 4]: 1/q = -1/(-q) with -q >= 0.0142
-  return -(x * p) * vrecip(-q);
+  // q <= -0.0142 on [-4, 4]: far from 0, so its reciprocal estimate is as good as for 1/-q
+  return (x * p) * vrecip(q);
 }
 
-// Exact (erf) GELU: x/2 (1 + erf(x / sqrt 2)).
-inline v16 vgelu(v16 x) { return x * 0.5f * (verf(x * 0.70710678118654752f) + 1.f); }
+// Exact (erf) GELU: x/2 (1 + erf(x / sqrt 2)), as h + h erf with h = x/2 (one FMA).
+inline v16 vgelu(v16 x) {
+  const v16 h = x * 0.5f;
+  return h + h * verf(x * 0.70710678118654752f);
+}
 
 }  // namespace fcasearch_simd

@@ -7,8 +7,9 @@ weights.
 CPU, its C++ wrapper (the generated graph runs without the Python interpreter between kernels).
 Inductor fuses LayerNorm, GELU, the residual adds and the layout copies into few loops, which the
 eager form cannot do; at batch 1 it ran FcaFormer-L1 about 1.3x faster than the eager inference
-form on a 2-core Xeon, and 1.1-1.2x faster on a 2-core AMD EPYC with fcasearch's kernels
-(``bench/model_speed.py`` prints both side by side).
+form on a 2-core Xeon. On a 2-core AMD EPYC with fcasearch's kernels, whose eager form runs each
+block as one C++ operator, the two ran within a few percent of each other (``bench/model_speed.py``
+prints both side by side).
 
 The cost: compilation takes tens of seconds, needs a C++ compiler on CPU, and the result serves
 only inference (``torch.inference_mode`` or ``torch.no_grad``) at the shape it was compiled for.

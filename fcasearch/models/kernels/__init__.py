@@ -17,6 +17,10 @@ outside arithmetic at FcaFormer's batch-1 sizes (each source file says why and h
 * :func:`conv2d` (``conv.cpp``): dense convolution as an implicit GEMM on the same packed weights
   and micro-kernel (``gemm.h``), reading NCHW or channels-last input, for the conv stem.
 
+And two operators that chain them (``block.cpp``, through the C++ entry points of ``ops.h``): a
+whole fused FcaFormer block (``fca_block``) and ConvNeXt block (``convnext_block``), which the
+eager inference form calls once per block where every step is on these kernels.
+
 :func:`~fcasearch.models.fuse.fuse_for_inference` uses them where they are available.
 
 The first use on a machine builds them with ``torch.utils.cpp_extension`` (a C++ compiler with

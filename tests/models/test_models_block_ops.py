@@ -42,7 +42,8 @@ class _Ops(TorchDispatchMode):
 
 # Every variant a block can take: cross tokens from one emitter and from several (a cat), scale
 # factors and cross bias on and off, blocks that do not emit, no enhancement (no local conv), a
-# plain attention stage (no emitter at all), a stride-3 merge, and a non-square grid.
+# plain attention stage (no emitter at all), a stride-3 merge, a non-square grid, and MLP widths
+# that fill the GEMM's 32-column panels partly (mlp_ratio 3.5: 56 and 112).
 SPECS = {
     "paper-like": ArchSpec(
         (StageSpec("conv", 2, 16), StageSpec("fca", 4, 32, 2, merge_stride=2, cross_window=2),
@@ -50,8 +51,8 @@ SPECS = {
         img_size=(64, 32),
     ),
     "ablations": ArchSpec(
-        (StageSpec("conv", 1, 16),
-         StageSpec("fca", 3, 32, 4, merge_stride=3, tme=(0, 1), enhancement=False,
+        (StageSpec("conv", 1, 16, mlp_ratio=3.5),
+         StageSpec("fca", 3, 32, 4, mlp_ratio=3.5, merge_stride=3, tme=(0, 1), enhancement=False,
                    scale_factors=False, cross_bias=False),
          StageSpec("fca", 2, 32, 2, tme="none")),
         img_size=(96, 64),

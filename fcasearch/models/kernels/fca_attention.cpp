@@ -65,13 +65,14 @@ at::Tensor fca_attention(const at::Tensor& q, const at::Tensor& k, const at::Ten
   if (B * H * N == 0) return out;
   TORCH_CHECK(T > 0, "fca_attention: no keys");
 
-  const int64_t Tp = (T + 31) / 32 * 32;  // keys padded to whole 32-key chunks
+  const int64_t Tp = (T + 15) / 16 * 16;  // keys padded to whole vectors
   const int64_t Dp = (D + 15) / 16 * 16;  // head dim padded to whole vectors
   const int64_t nrb = (N + RB - 1) / RB;
   // Work items: (batch, head, run of row blocks); each transposes its head's keys once. Heads
-  // are split into runs when there are too few of them to keep every thread busy.
+  // are split into runs only when there are fewer of them than threads (a split head has its
+  // keys transposed once per run).
   const int64_t threads = at::get_num_threads();
-  const int64_t runs = std::min(nrb, std::max<int64_t>(1, (4 * threads + B * H - 1) / (B * H)));
+  const int64_t runs = std::min(nrb, std::max<int64_t>(1, (threads + B * H - 1) / (B * H)));
   const int64_t per_run = (nrb + runs - 1) / runs;
   const float sc = static_cast<float>(scale);
   const float* qp = q.data_ptr<float>();
@@ -124,8 +125,9 @@ at::Tensor fca_attention(const at::Tensor& q, const at::Tensor& k, const at::Ten
           bias_rows[r] = bp + b * bsb + h * bsh + (r0 + rr) * bsn;
           for (int64_t d = 0; d < D; ++d) qs[r][d] = r < rn ? qb[r * qsn + d] * sc : 0.f;
         }
-        // 1. logits
-        for (int64_t j = 0; j < Tp; j += 32) {
+        // 1. logits, 32 keys at a time, then 16 if Tp is an odd number of vectors
+        int64_t j = 0;
+        for (; j + 32 <= Tp; j += 32) {
           v16 acc[RB][2];
           for (int r = 0; r < RB; ++r) acc[r][0] = acc[r][1] = splat(0.f);
           for (int64_t d = 0; d < D; ++d) {
@@ -140,35 +142,43 @@ at::Tensor fca_attention(const at::Tensor& q, const at::Tensor& k, const at::Ten
             store(S + r * Tp + j + 16, acc[r][1]);
           }
         }
-        // 2. plus bias, row maxima, exponentials in place, row sums
-        const int64_t T16 = T / 16 * 16;
+        if (j < Tp) {
+          v16 acc[RB];
+          for (int r = 0; r < RB; ++r) acc[r] = splat(0.f);
+          for (int64_t d = 0; d < D; ++d) {
+            const v16 k0 = load(kt + d * Tp + j);
+            for (int r = 0; r < RB; ++r) acc[r] += qs[r][d] * k0;
+          }
+          for (int r = 0; r < RB; ++r) store(S + r * Tp + j, acc[r]);
+        }
+        // 2. plus bias, row maxima, exponentials in place, row sums; the last vector's lanes
+        // past T (padding keys) become -inf, whose exponential (vexp's floor, e^-87) vanishes
+        // next to the row sum of at least 1, and the values below never read them
+        const int64_t T16 = T / 16 * 16, tail = T - T16;
         float inv[RB];
         for (int r = 0; r < rn; ++r) {
           float* sr = S + r * Tp;
           const float* br = bias_rows[r];
           v16 mv = splat(neg_inf);
-          for (int64_t j = 0; j < T16; j += 16) {
-            const v16 x = load(sr + j) + load(br + j);
-            store(sr + j, x);
+          for (int64_t c = 0; c < T16; c += 16) {
+            const v16 x = load(sr + c) + load(br + c);
+            store(sr + c, x);
             mv = vmax(mv, x);
           }
-          float m = hmax(mv);
-          for (int64_t j = T16; j < T; ++j) {
-            sr[j] += br[j];
-            m = sr[j] > m ? sr[j] : m;
+          if (tail) {
+            v16 x = load(sr + T16) + load_n(br + T16, tail);
+            for (int64_t l = tail; l < 16; ++l) x[l] = neg_inf;
+            store(sr + T16, x);
+            mv = vmax(mv, x);
           }
+          const float m = hmax(mv);
           v16 sum = splat(0.f);
-          for (int64_t j = 0; j < T16; j += 16) {
-            const v16 p = vexp(load(sr + j) - m);
-            store(sr + j, p);
+          for (int64_t c = 0; c < Tp; c += 16) {
+            const v16 p = vexp(load(sr + c) - m);
+            store(sr + c, p);
             sum += p;
           }
-          float total = hsum(sum);
-          for (int64_t j = T16; j < T; ++j) {
-            sr[j] = std::exp(sr[j] - m);
-            total += sr[j];
-          }
-          inv[r] = 1.f / total;
+          inv[r] = 1.f / hsum(sum);
         }
         // 3. probabilities times values
         float* ob = op + ((b * N + r0) * H + h) * D;  // row r at ob + r * H * D

@@ -41,6 +41,7 @@ from fcasearch.models.layers import (
     linear,
     linear_add,
     packed_weight,
+    temporarily,
 )
 
 __all__ = ["ATTENTION_IMPLS", "FcaBlock", "FcaStage", "attention_impl", "relative_index"]
@@ -365,12 +366,5 @@ def attention_impl(model: nn.Module, impl: str) -> Iterator[nn.Module]:
         raise ValueError(
             f"impl: {impl!r} is not an attention implementation; use one of {ATTENTION_IMPLS}"
         )
-    blocks = [m for m in model.modules() if isinstance(m, FcaBlock)]
-    before = [blk.attn_impl for blk in blocks]
-    for blk in blocks:
-        blk.attn_impl = impl
-    try:
+    with temporarily([m for m in model.modules() if isinstance(m, FcaBlock)], "attn_impl", impl):
         yield model
-    finally:
-        for blk, old in zip(blocks, before):
-            blk.attn_impl = old

@@ -44,7 +44,12 @@ from torch import nn
 from fcasearch.models.convnext import ConvNeXtBlock, Downsample, Stem
 from fcasearch.models.fca import FcaBlock
 from fcasearch.models.kernels import kernel_status, load_kernels
-from fcasearch.models.layers import ConvBN, check_gemm_library, resolve_gemm_library
+from fcasearch.models.layers import (
+    ConvBN,
+    check_gemm_library,
+    resolve_gemm_library,
+    temporarily,
+)
 
 __all__ = ["KERNEL_CHOICES", "calibrate_batchnorm", "fuse_for_inference", "per_step"]
 
@@ -158,14 +163,8 @@ def per_step(model: nn.Module) -> Iterator[nn.Module]:
     see ``fuse_for_inference(block_ops=...)``), so that a dispatch mode or a profiler sees every
     kernel; the previous choice of each block is restored on exit."""
     blocks = [m for m in model.modules() if hasattr(m, "block_kernel")]
-    before = [m.block_kernel for m in blocks]
-    for m in blocks:
-        m.block_kernel = False
-    try:
+    with temporarily(blocks, "block_kernel", False):
         yield model
-    finally:
-        for m, old in zip(blocks, before):
-            m.block_kernel = old
 
 
 @torch.no_grad()

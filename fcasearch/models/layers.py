@@ -7,6 +7,9 @@ of std 0.02 truncated at +-2 (which truncates nothing in practice).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,6 +49,7 @@ __all__ = [
     "packed_weights",
     "padded_conv",
     "resolve_gemm_library",
+    "temporarily",
 ]
 
 
@@ -560,6 +564,20 @@ def packed_weight(
         with torch.no_grad():
             entry = packs.entries[(lib, key)] = (_pack(weight, lib), weight.data_ptr(), version)
     return entry[0]
+
+
+@contextlib.contextmanager
+def temporarily(modules: list[nn.Module], attr: str, value: object) -> Iterator[None]:
+    """Set ``attr`` to ``value`` on each of ``modules`` while inside; each module's previous
+    value is restored on exit."""
+    before = [getattr(m, attr) for m in modules]
+    for m in modules:
+        setattr(m, attr, value)
+    try:
+        yield
+    finally:
+        for m, old in zip(modules, before):
+            setattr(m, attr, old)
 
 
 def drop_path_rates(rate: float, total_blocks: int) -> list[float]:

@@ -8,37 +8,13 @@ import copy
 
 import pytest
 import torch
+from kernel_helpers import OpNames, needs_kernel
 from test_models_attention import _randomize  # bias tables, layer scales, scale factors
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.cpp_extension import is_ninja_available
 
 from fcasearch.models import build_model, calibrate_batchnorm, fuse_for_inference, layers
-from fcasearch.models.compiled import cpp_compiler_available
 from fcasearch.models.convnext import ConvNeXtBlock
 from fcasearch.models.fca import FcaBlock
-from fcasearch.models.kernels import kernel_status, load_kernels
 from fcasearch.spec import ArchSpec, StageSpec
-
-needs_kernels = pytest.mark.skipif(
-    not (cpp_compiler_available() and is_ninja_available()),
-    reason="building the kernels needs g++ and ninja",
-)
-
-
-@pytest.fixture(scope="module")
-def kernels():
-    assert load_kernels(), kernel_status()
-
-
-class _Ops(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.append(str(func.overloadpacket))
-        return func(*args, **(kwargs or {}))
-
 
 # Every variant a block can take: cross tokens from one emitter and from several (a cat), scale
 # factors and cross bias on and off, blocks that do not emit, no enhancement (no local conv), a
@@ -68,36 +44,36 @@ def _pair(spec: ArchSpec) -> tuple[torch.nn.Module, torch.nn.Module]:
     return steps, one_op
 
 
-@needs_kernels
+@needs_kernel
 @pytest.mark.parametrize("name", list(SPECS))
 @pytest.mark.parametrize("chunked", [False, True])
-def test_block_ops_equal_the_per_step_path(kernels, monkeypatch, name, chunked):
+def test_block_ops_equal_the_per_step_path(kernel, monkeypatch, name, chunked):
     if chunked:  # every MLP in row chunks
         monkeypatch.setattr(layers, "MLP_CHUNK_ELEMENTS", 1024)
     spec = SPECS[name]
     steps, one_op = _pair(spec)
     x = torch.randn(2, 3, *spec.img_size)
-    with torch.inference_mode(), _Ops() as ops:
+    with torch.inference_mode(), OpNames() as ops:
         got = one_op(x)
     fca = sum(isinstance(m, FcaBlock) for m in one_op.modules())
     conv = sum(isinstance(m, ConvNeXtBlock) for m in one_op.modules())
     assert ops.names.count("fcasearch_kernels.fca_block") == fca
     assert ops.names.count("fcasearch_kernels.convnext_block") == conv
-    with torch.inference_mode(), _Ops() as ops:
+    with torch.inference_mode(), OpNames() as ops:
         want = steps(x)
     assert "fcasearch_kernels.fca_block" not in ops.names
     # the same kernels in the same order: equal to the last bit
     assert torch.equal(got, want)
 
 
-@needs_kernels
-def test_block_ops_only_where_every_step_is_on_the_kernels(kernels):
+@needs_kernel
+def test_block_ops_only_where_every_step_is_on_the_kernels(kernel):
     spec = SPECS["paper-like"]
     _, model = _pair(spec)
     x = torch.randn(1, 3, *spec.img_size)
 
     def block_ops() -> int:
-        with torch.inference_mode(), _Ops() as ops:
+        with torch.inference_mode(), OpNames() as ops:
             model(x)
         return sum(n.endswith("_block") for n in ops.names)
 
@@ -107,13 +83,13 @@ def test_block_ops_only_where_every_step_is_on_the_kernels(kernels):
     fuse_for_inference(model, gemm="auto", kernels="off")
     assert block_ops() == 0
     fuse_for_inference(model, gemm="fcasearch")
-    with _Ops() as ops:  # autograd wanted (no inference mode, an input that needs a gradient)
+    with OpNames() as ops:  # autograd wanted (no inference mode, an input that needs a gradient)
         model(x.requires_grad_()).sum().backward()
     assert not any(n.endswith("_block") for n in ops.names)
 
 
-@needs_kernels
-def test_block_ops_see_weight_edits(kernels):
+@needs_kernel
+def test_block_ops_see_weight_edits(kernel):
     spec = SPECS["paper-like"]
     steps, one_op = _pair(spec)
     x = torch.randn(1, 3, *spec.img_size)
@@ -129,8 +105,8 @@ def test_block_ops_see_weight_edits(kernels):
         assert torch.equal(one_op(x), steps(x))
 
 
-@needs_kernels
-def test_block_op_says_what_is_missing(kernels):
+@needs_kernel
+def test_block_op_says_what_is_missing(kernel):
     x = torch.randn(1, 4, 8)
     with pytest.raises(RuntimeError, match="23 parameters, 6 settings and 4 epsilons"):
         torch.ops.fcasearch_kernels.fca_block(

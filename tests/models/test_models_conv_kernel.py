@@ -6,28 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.cpp_extension import is_ninja_available
+from kernel_helpers import OpNames, needs_kernel
 
 from fcasearch.models import build_model, calibrate_batchnorm, fuse_for_inference, get_spec
-from fcasearch.models.compiled import cpp_compiler_available
-from fcasearch.models.kernels import (
-    conv2d,
-    conv_kernel_applies,
-    kernel_status,
-    load_kernels,
-    pack_conv,
-)
-
-needs_kernel = pytest.mark.skipif(
-    not (cpp_compiler_available() and is_ninja_available()),
-    reason="building the kernels needs g++ and ninja",
-)
-
-
-@pytest.fixture(scope="module")
-def kernels():
-    assert load_kernels(), kernel_status()
+from fcasearch.models.kernels import conv2d, conv_kernel_applies, pack_conv
 
 
 def _layout(x: torch.Tensor, layout: str) -> torch.Tensor:
@@ -53,7 +35,7 @@ def _layout(x: torch.Tensor, layout: str) -> torch.Tensor:
         (1, 4, 16, 4, 4, 3, 3, 3, True, False, "nchw"),  # padding reaching past the map
     ],
 )
-def test_conv2d_equals_f_conv2d(kernels, b, cin, cout, h, w, k, stride, pad, bias, gelu, layout):
+def test_conv2d_equals_f_conv2d(kernel, b, cin, cout, h, w, k, stride, pad, bias, gelu, layout):
     gen = torch.Generator().manual_seed(cin * cout + k)
     x = _layout(torch.randn(b, cin, h, w, generator=gen), layout)
     weight = torch.randn(cout, cin, k, k, generator=gen) * 0.2
@@ -68,7 +50,7 @@ def test_conv2d_equals_f_conv2d(kernels, b, cin, cout, h, w, k, stride, pad, bia
 
 
 @needs_kernel
-def test_conv2d_rejects_bad_inputs_and_applies_only_to_dense_convs(kernels):
+def test_conv2d_rejects_bad_inputs_and_applies_only_to_dense_convs(kernel):
     x, w = torch.randn(1, 3, 8, 8), torch.randn(16, 3, 3, 3)
     packed = pack_conv(w)
     assert packed.shape == (1, 27, 32)
@@ -89,26 +71,16 @@ def test_conv2d_rejects_bad_inputs_and_applies_only_to_dense_convs(kernels):
     assert not conv_kernel_applies(torch.nn.Conv2d(3, 16, 3), x)  # its weight wants a gradient
 
 
-class _Ops(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.append(str(func.overloadpacket))
-        return func(*args, **(kwargs or {}))
-
-
 @needs_kernel
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-def test_fused_stem_runs_on_the_kernel_on_fcasearch_gemms_only(kernels, layout):
+def test_fused_stem_runs_on_the_kernel_on_fcasearch_gemms_only(kernel, layout):
     spec = get_spec("fcaformer_tiny", img_size=64, num_classes=10)
     model = calibrate_batchnorm(build_model(spec))
     x = _layout(torch.randn(2, 3, 64, 64), layout)
     with torch.inference_mode():
         unfused = model(x)
     fused = fuse_for_inference(model, gemm="fcasearch")
-    with torch.inference_mode(), _Ops() as ops:
+    with torch.inference_mode(), OpNames() as ops:
         stem_out = fused.stem(x)
         out = fused(x)
     assert ops.names.count("fcasearch_kernels.conv2d") == 4  # two convs, two calls
@@ -116,7 +88,7 @@ def test_fused_stem_runs_on_the_kernel_on_fcasearch_gemms_only(kernels, layout):
     assert stem_out.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(out, unfused, rtol=1e-4, atol=1e-5)
     fuse_for_inference(fused, gemm="onednn")  # the stem back on the library's convolution
-    with torch.inference_mode(), _Ops() as ops:
+    with torch.inference_mode(), OpNames() as ops:
         torch.testing.assert_close(fused(x), out, rtol=1e-4, atol=1e-5)
     assert "fcasearch_kernels.conv2d" not in ops.names
     with torch.no_grad():  # an edited weight is packed again

@@ -12,35 +12,21 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from kernel_helpers import OpNames, needs_kernel
 from test_models_attention import _randomize  # bias tables, layer scales, scale factors
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.cpp_extension import is_ninja_available
 
 from fcasearch.models import build_model, calibrate_batchnorm, fuse_for_inference, get_spec
-from fcasearch.models.compiled import cpp_compiler_available
 from fcasearch.models.fca import FcaBlock
 from fcasearch.models.kernels import (
     attention_kernel_applies,
     dwconv2d,
     dwconv_kernel_applies,
-    fca_attention,
-    kernel_status,
     layer_norm,
     layer_norm_kernel_applies,
     linear,
-    load_kernels,
     pack_linear,
 )
 from fcasearch.spec import ArchSpec, StageSpec
-
-BUILDABLE = cpp_compiler_available() and is_ninja_available()
-needs_kernel = pytest.mark.skipif(not BUILDABLE, reason="building the kernel needs g++ and ninja")
-
-
-@pytest.fixture(scope="module")
-def kernel():
-    assert load_kernels(), kernel_status()
-    return fca_attention
 
 
 def _qkv(b, h, n, t, d, gen):
@@ -272,18 +258,6 @@ def test_layer_norm_rejects_bad_inputs_and_skips_what_it_does_not_serve(kernel):
     assert not layer_norm_kernel_applies(torch.nn.LayerNorm(8), x)  # weight needs autograd
 
 
-class _Ops(TorchDispatchMode):
-    """Names of the operators dispatched."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.append(str(func.overloadpacket))
-        return func(*args, **(kwargs or {}))
-
-
 def _spec() -> ArchSpec:
     return ArchSpec(
         (StageSpec("conv", 1, 16), StageSpec("fca", 4, 32, 2, merge_stride=2, cross_window=2),
@@ -302,7 +276,7 @@ def test_fused_model_runs_attention_on_the_kernel_and_equals_sdpa(kernel):
     fused = fuse_for_inference(model, kernels="auto", block_ops=False)  # each step seen
     assert fused.kernels_note.startswith("fcasearch's CPU kernels")
     assert {m.attn_impl for m in fused.modules() if isinstance(m, FcaBlock)} == {"kernel"}
-    with torch.inference_mode(), _Ops() as ops:
+    with torch.inference_mode(), OpNames() as ops:
         out = fused(x)
     assert ops.names.count("fcasearch_kernels.fca_attention") == 6  # every block
     assert "aten._scaled_dot_product_flash_attention_for_cpu" not in ops.names
@@ -315,7 +289,7 @@ def test_fused_model_runs_attention_on_the_kernel_and_equals_sdpa(kernel):
     torch.testing.assert_close(out, unfused, rtol=1e-4, atol=1e-5)
     # switching back: no kernel call, same outputs
     fuse_for_inference(fused, kernels="off")
-    with torch.inference_mode(), _Ops() as ops:
+    with torch.inference_mode(), OpNames() as ops:
         torch.testing.assert_close(fused(x), out, rtol=1e-4, atol=1e-5)
     assert "fcasearch_kernels.fca_attention" not in ops.names
     assert "fcasearch_kernels.dwconv2d" not in ops.names
@@ -326,7 +300,7 @@ def test_fused_model_runs_attention_on_the_kernel_and_equals_sdpa(kernel):
 def test_kernel_is_skipped_where_autograd_needs_the_graph(kernel):
     model = build_model(_spec()).set_attention_impl("kernel").eval()
     x = torch.randn(2, 3, 64, 32)
-    with _Ops() as ops:
+    with OpNames() as ops:
         model(x).sum().backward()  # SDPA instead: the kernel has no backward
     assert "fcasearch_kernels.fca_attention" not in ops.names
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
@@ -424,7 +398,7 @@ def test_compiled_inference_form_calls_the_kernel(kernel):
 
     def calls(op: str) -> tuple[int, list[str]]:
         """``op``'s calls in an eager forward, and the events of the compiled form's forward."""
-        with torch.inference_mode(), _Ops() as ops:
+        with torch.inference_mode(), OpNames() as ops:
             fused(x)
         run = compile_for_inference(fused, x)
         with torch.inference_mode(), torch.profiler.profile() as prof:

@@ -255,17 +255,15 @@ def attention_kernel_applies(q: torch.Tensor) -> bool:
     return kernels_loaded() and inference_input(q) and 0 < q.shape[-1] <= 128
 
 
-def dwconv_kernel_applies(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
-    """Whether :func:`dwconv2d` computes ``conv(x)``: the kernels loaded, ``x`` a CPU float32
-    channels-last map needing no autograd, ``conv`` depthwise with square kernel, stride and zero
-    padding, no dilation."""
+def _square_conv_inference(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
+    """What both convolution kernels need: the kernels loaded, ``x`` a 4-D CPU float32 map
+    needing no autograd, ``conv`` with square kernel, stride and zero padding, no dilation, and
+    no gradient wanted for its weight."""
     k, s, p = conv.kernel_size, conv.stride, conv.padding
     return (
         kernels_loaded()
         and inference_input(x)
         and x.dim() == 4
-        and x.is_contiguous(memory_format=torch.channels_last)
-        and conv.groups == conv.in_channels == conv.out_channels == x.shape[1]
         and k[0] == k[1]
         and s[0] == s[1]
         and not isinstance(p, str)
@@ -273,6 +271,17 @@ def dwconv_kernel_applies(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
         and tuple(conv.dilation) == (1, 1)
         and conv.padding_mode == "zeros"
         and not (conv.weight.requires_grad and torch.is_grad_enabled())
+    )
+
+
+def dwconv_kernel_applies(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
+    """Whether :func:`dwconv2d` computes ``conv(x)``: the kernels loaded, ``x`` a CPU float32
+    channels-last map needing no autograd, ``conv`` depthwise with square kernel, stride and zero
+    padding, no dilation."""
+    return (
+        _square_conv_inference(conv, x)
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and conv.groups == conv.in_channels == conv.out_channels == x.shape[1]
     )
 
 
@@ -280,21 +289,7 @@ def conv_kernel_applies(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
     """Whether :func:`conv2d` computes ``conv(x)``: the kernels loaded, ``x`` a 4-D CPU float32
     map needing no autograd (any memory layout), ``conv`` dense (one group) with square kernel,
     stride and zero padding, no dilation."""
-    k, s, p = conv.kernel_size, conv.stride, conv.padding
-    return (
-        kernels_loaded()
-        and inference_input(x)
-        and x.dim() == 4
-        and conv.groups == 1
-        and x.shape[1] == conv.in_channels
-        and k[0] == k[1]
-        and s[0] == s[1]
-        and not isinstance(p, str)
-        and p[0] == p[1]
-        and tuple(conv.dilation) == (1, 1)
-        and conv.padding_mode == "zeros"
-        and not (conv.weight.requires_grad and torch.is_grad_enabled())
-    )
+    return _square_conv_inference(conv, x) and conv.groups == 1 and x.shape[1] == conv.in_channels
 
 
 def layer_norm_kernel_applies(norm: torch.nn.LayerNorm, x: torch.Tensor) -> bool:

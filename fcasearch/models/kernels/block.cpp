@@ -134,9 +134,10 @@ std::vector<at::Tensor> fca_block(const at::Tensor& x, const std::optional<at::T
       t = dwconv2d(map, *local_w, maybe(p, 14), 1, pad, false).permute({0, 2, 3, 1}).reshape({B, N, d});
     }
   }
-  const at::Tensor x2 = layer_norm(t, need(p, 15, "norm2 weight"), need(p, 16, "norm2 bias"), eps[2]);
-  const at::Tensor xm = layer_norm(x2, need(p, 17, "MLP norm weight"), need(p, 18, "MLP norm bias"),
-                                   eps[3]);
+  const at::Tensor xm = fcasearch_ops::layer_norm2(t, need(p, 15, "norm2 weight"),
+                                                   need(p, 16, "norm2 bias"), eps[2],
+                                                   need(p, 17, "MLP norm weight"),
+                                                   need(p, 18, "MLP norm bias"), eps[3]);
   at::Tensor out = mlp_add(xm, t, need(p, 19, "packed fc1"), need(p, 20, "fc1 bias"), hidden,
                            need(p, 21, "packed fc2"), need(p, 22, "fc2 bias"), cfg[5]);
   result.insert(result.begin(), out);

@@ -12,6 +12,11 @@ namespace fcasearch_ops {
 // layernorm.cpp: LayerNorm over the last dimension of a contiguous x.
 torch::Tensor layer_norm(const torch::Tensor& x, const torch::Tensor& weight,
                          const torch::Tensor& bias, double eps);
+// Two in a row (the FcaFormer block's norm2, then its MLP's norm), each row once through memory;
+// the same arithmetic as two layer_norm calls.
+torch::Tensor layer_norm2(const torch::Tensor& x, const torch::Tensor& weight1,
+                          const torch::Tensor& bias1, double eps1, const torch::Tensor& weight2,
+                          const torch::Tensor& bias2, double eps2);
 
 // linear.cpp: x W^T + bias, then GELU or + residual, W packed by pack_linear.
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& packed, int64_t out_features,

@@ -34,6 +34,7 @@ from fcasearch.models.layers import (
     ConvBN,
     DropPath,
     Mlp,
+    args_cache,
     depthwise_conv,
     fast_path,
     gemm_library,
@@ -290,10 +291,25 @@ class FcaBlock(nn.Module):
         self, x: torch.Tensor, cross: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The fused block as ``fcasearch_kernels.fca_block`` (kernels/block.cpp): the same steps
-        as the Python inference path below, without the interpreter between them."""
+        as the Python inference path below, without the interpreter between them. Its argument
+        list is kept between calls while the block's modules and weights stay the same."""
+        mods = self._modules
+        mlp = mods["mlp"]._modules
+        sources = tuple(
+            m._parameters["weight"] for m in (mods["qkv"], mods["proj"], mlp["fc1"], mlp["fc2"])
+        )
+        params, cfg, eps = args_cache(self).get(
+            self, (cross is None, layers.MLP_CHUNK_ELEMENTS), sources,
+            lambda: self._one_op_args(cross is None),
+        )  # fmt: skip
+        out = torch.ops.fcasearch_kernels.fca_block(x, cross, params, cfg, eps)
+        return out[0], (out[1] if len(out) > 1 else None)
+
+    def _one_op_args(self, no_cross: bool) -> tuple[list, list[int], list[float]]:
+        """The parameters, settings and epsilons of ``fcasearch_kernels.fca_block``."""
         d, lib, mlp = self.dim, "fcasearch", self.mlp
         w = self.qkv.weight
-        if cross is None:
+        if no_cross:
             packed = [packed_weight(self, "qkv", w, lib), None, None]
         else:
             packed = [None, packed_weight(self, "q", w[:d], lib), packed_weight(self, "kv", w[d:], lib)]  # fmt: skip
@@ -312,8 +328,7 @@ class FcaBlock(nn.Module):
         stride = self.dw_conv.stride[0] if self.dw_conv is not None else 0
         cfg = [self.num_heads, *self.grid, stride, mlp.fc1.out_features, layers.MLP_CHUNK_ELEMENTS]
         eps = [self.norm1.eps, sn.eps if sn is not None else 0.0, self.norm2.eps, mn.eps]
-        out = torch.ops.fcasearch_kernels.fca_block(x, cross, params, cfg, eps)
-        return out[0], (out[1] if len(out) > 1 else None)
+        return params, cfg, eps
 
 
 class FcaStage(nn.Module):

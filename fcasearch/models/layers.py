@@ -8,7 +8,8 @@ of std 0.02 truncated at +-2 (which truncates nothing in practice).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import operator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -26,9 +27,11 @@ from fcasearch.models.kernels import (
 __all__ = [
     "GEMM_LIBRARIES",
     "MLP_CHUNK_ELEMENTS",
+    "ArgsCache",
     "ConvBN",
     "DropPath",
     "Mlp",
+    "args_cache",
     "check_gemm_library",
     "conv_gelu",
     "default_gemm_library",
@@ -501,22 +504,84 @@ def linear(
 # copy serves every batch size.
 
 
-class _PackedWeights:
-    """A module's packed copies: (library, key) -> (packed, source data pointer, source version).
-    Copies and pickles empty (oneDNN's packed tensors have no storage to copy); the copy packs
-    again when used."""
+class _ModuleCache:
+    """Derived state a module keeps in ``entries``; copies and pickles empty (it is made again
+    when used)."""
 
     def __init__(self) -> None:
-        self.entries: dict[tuple[str, str], tuple[torch.Tensor, int, int]] = {}
+        self.entries: dict = {}
 
-    def __deepcopy__(self, memo: dict) -> _PackedWeights:
-        return _PackedWeights()
+    def __deepcopy__(self, memo: dict) -> _ModuleCache:
+        return type(self)()
 
     def __getstate__(self) -> dict:
         return {}
 
     def __setstate__(self, state: dict) -> None:
         self.entries = {}
+
+
+class _PackedWeights(_ModuleCache):
+    """A module's packed copies: (library, key) -> (packed, source data pointer, source version).
+    Empty in a copy or a pickle (oneDNN's packed tensors have no storage to copy)."""
+
+
+class ArgsCache(_ModuleCache):
+    """A module's argument lists for kernel operators, kept between calls while nothing they are
+    made of changed (see :meth:`get`); empty in a copy or a pickle, like the packed weights."""
+
+    @staticmethod
+    def _state(module: nn.Module, sources: tuple[torch.Tensor, ...]) -> tuple[tuple, tuple]:
+        """Every module, parameter and buffer in ``module``'s tree (the objects themselves) and
+        every module's ``eps``; the storage and version of ``sources``."""
+        objects: list[object] = []
+        settings: list[object] = []
+        stack: list[nn.Module | None] = [module]
+        # a walk over the modules' own dicts: it runs on every call (module.modules() costs 2x)
+        while stack:
+            m = stack.pop()
+            if m is None:
+                continue
+            d = m.__dict__
+            objects.append(m)
+            objects += d["_parameters"].values()
+            objects += d["_buffers"].values()
+            settings.append(d.get("eps"))
+            stack += d["_modules"].values()
+        for t in sources:
+            settings += (t.data_ptr(), -1 if t.is_inference() else t._version)
+        return tuple(objects), tuple(settings)
+
+    def get(
+        self,
+        module: nn.Module,
+        key: object,
+        sources: tuple[torch.Tensor, ...],
+        build: Callable[[], object],
+    ) -> object:
+        """``build()``'s result, made again when any module, parameter or buffer of ``module``
+        was replaced, a norm's ``eps`` changed, or one of ``sources`` (the weights of packed
+        copies, see :func:`packed_weight`) got new storage or an in-place edit."""
+        objects, settings = self._state(module, sources)
+        entry = self.entries.get(key)
+        if (
+            entry is not None
+            and entry[1] == settings
+            and len(entry[0]) == len(objects)
+            and all(map(operator.is_, entry[0], objects))
+        ):
+            return entry[2]
+        value = build()
+        self.entries[key] = (objects, settings, value)
+        return value
+
+
+def args_cache(owner: nn.Module) -> ArgsCache:
+    """``owner``'s :class:`ArgsCache`, made on first use."""
+    cache = owner.__dict__.get("_args_cache")
+    if cache is None:
+        cache = owner.__dict__["_args_cache"] = ArgsCache()
+    return cache
 
 
 def packed_weights(model: nn.Module) -> list[torch.Tensor]:

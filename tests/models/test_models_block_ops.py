@@ -120,3 +120,36 @@ def test_block_op_says_what_is_missing(kernel):
         torch.ops.fcasearch_kernels.fca_block(
             x, None, [None] * 23, [3, 2, 2, 0, 16, 4096], [1e-5] * 4
         )
+
+
+@needs_kernel
+def test_block_op_arguments_are_kept_until_something_they_are_made_of_changes(kernel, monkeypatch):
+    spec = SPECS["paper-like"]
+    steps, one_op = _pair(spec)
+    x = torch.randn(1, 3, *spec.img_size)
+    builds = []
+    make = FcaBlock._one_op_args
+    monkeypatch.setattr(
+        FcaBlock, "_one_op_args", lambda blk, nc: builds.append(blk) or make(blk, nc)
+    )
+    fca = [m for m in one_op.modules() if isinstance(m, FcaBlock)]
+
+    def check(rebuilt: set[int]) -> None:
+        builds.clear()
+        with torch.inference_mode():
+            assert torch.equal(one_op(x), steps(x))
+        assert {fca.index(b) for b in builds} == rebuilt
+
+    check(set(range(len(fca))))  # first call: every block builds its arguments
+    check(set())  # then they are kept
+    a, b = steps.stages[1].blocks, one_op.stages[1].blocks
+    with torch.no_grad():
+        for blk in (a[0], b[0]):  # a parameter replaced
+            blk.norm1.weight = torch.nn.Parameter(blk.norm1.weight * 1.5, requires_grad=False)
+        a[1].mlp.fc2.weight.add_(0.1)  # a packed weight edited in place
+        b[1].mlp.fc2.weight.add_(0.1)
+        a[2].mlp.fc1, b[2].mlp.fc1 = (copy.deepcopy(a[3].mlp.fc1) for _ in range(2))  # replaced
+    for blk in (a[3], b[3]):
+        blk.norm2.eps = 1e-2  # a setting
+    check({0, 1, 2, 3})
+    check(set())

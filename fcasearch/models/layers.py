@@ -22,6 +22,8 @@ from fcasearch.models.kernels import (
     inference_input,
     kernel_status,
     kernels_loaded,
+    pack_conv,
+    pack_linear,
 )
 
 __all__ = [
@@ -596,10 +598,8 @@ def packed_weights(model: nn.Module) -> list[torch.Tensor]:
 
 def _pack(weight: torch.Tensor, lib: str) -> torch.Tensor:
     w = weight.detach().contiguous()
-    if lib == "fcasearch" and w.dim() == 4:  # a convolution's (Cout, Cin, k, k), see own_conv
-        w = w.permute(0, 2, 3, 1).reshape(w.shape[0], -1)  # (Cout, ky * kx * Cin)
-    if lib == "fcasearch":
-        return torch.ops.fcasearch_kernels.pack_linear(w)
+    if lib == "fcasearch":  # a convolution's (Cout, Cin, k, k) for own_conv, else a Linear's
+        return pack_conv(w) if w.dim() == 4 else pack_linear(w)
     return torch.ops.mkldnn._reorder_linear_weight(w)
 
 

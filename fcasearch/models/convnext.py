@@ -11,11 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fcasearch.models import layers
+from fcasearch.models.kernels import square_conv_applies
 from fcasearch.models.layers import (
     ConvBN,
     DropPath,
     conv_gelu,
+    conv_kernel_applies,
     depthwise_conv,
     fast_path,
     gemm_library,
@@ -41,9 +42,20 @@ class Stem(nn.Module):
         self.conv2 = ConvBN(dim // 2, dim, 3, 2, 1)
         self.fast = False  # fused kernels; set by fuse_for_inference
         self.gemm = "torch"  # "fcasearch": the folded convs on its kernel; fuse_for_inference
+        self.block_kernel = False  # eager: both convs as one kernel op; set by fuse_for_inference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in, H, W) -> (B, d, H/4, W/4)
         if self.fast and not self.training and gemm_library(self.gemm, x) == "fcasearch":
+            if self.block_kernel and self._one_op(x):
+                # both convs in bands of rows (kernels/block.cpp), the first's output in cache
+                c1, c2 = self.conv1, self.conv2
+                params = [
+                    packed_weight(self, "conv1", c1.weight, "fcasearch"), c1.bias,
+                    packed_weight(self, "conv2", c2.weight, "fcasearch"), c2.bias,
+                ]  # fmt: skip
+                cfg = [c1.out_channels, c2.out_channels, *c1.kernel_size[:1], *c1.stride[:1],
+                       *c1.padding[:1]]  # fmt: skip
+                return torch.ops.fcasearch_kernels.stem(x, params, cfg)
             # fcasearch's dense-conv kernel (eager or compiled) reads the image where it lies
             y = own_conv(self, "conv1", self.conv1, x, gelu=True)
             if y is not None:
@@ -53,6 +65,21 @@ class Stem(nn.Module):
         if fast_path(self.fast, x):
             return self.conv2(conv_gelu(x, self.conv1, True))
         return self.conv2(F.gelu(self.conv1(x)))
+
+    def _one_op(self, x: torch.Tensor) -> bool:
+        """Whether the folded stem runs as ``fcasearch_kernels.stem``: eager, both convs on
+        fcasearch's dense-conv kernel, with the same kernel size, stride and padding."""
+        c1, c2 = self.conv1, self.conv2
+        return (
+            not torch.compiler.is_compiling()
+            and isinstance(c1, nn.Conv2d)
+            and isinstance(c2, nn.Conv2d)
+            and conv_kernel_applies(c1, x)
+            and c2.groups == 1
+            and (c1.kernel_size, c1.stride, c1.padding) == (c2.kernel_size, c2.stride, c2.padding)
+            and tuple(c2.dilation) == (1, 1)
+            and c2.padding_mode == "zeros"
+        )
 
 
 class Downsample(nn.Module):
@@ -67,9 +94,20 @@ class Downsample(nn.Module):
         self.fast = False  # fused kernels; set by fuse_for_inference
         self.gemm = "torch"  # library of the fused 1x1 convs as GEMMs; set by fuse_for_inference
         self.dw_kernel = False  # depthwise conv on fcasearch's kernel; set by fuse_for_inference
+        self.block_kernel = False  # eager: the three convs as one kernel op; fuse_for_inference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d, H, W) -> (B, o, H/2, W/2)
         if self.fast and not self.training and inference_input(x):
+            if self._one_op(x):
+                # the three convs in bands of rows (kernels/block.cpp), intermediates in cache
+                c1, c2, c3, lib = self.conv1, self.conv2, self.conv3, "fcasearch"
+                params = [
+                    packed_weight(self, "conv1", c1.weight.flatten(1), lib), c1.bias,
+                    c2.weight, c2.bias,
+                    packed_weight(self, "conv3", c3.weight.flatten(1), lib), c3.bias,
+                ]  # fmt: skip
+                cfg = [c1.out_channels, c2.stride[0], c2.padding[0]]
+                return torch.ops.fcasearch_kernels.downsample(x, params, cfg)
             # Folded, CPU float32 inference (eager or compiled): the 1x1 convs as GEMMs over the
             # (B, H, W, C) view (faster than oneDNN's 1x1 convolution at these sizes), the
             # depthwise conv with its GELU on fcasearch's kernel where it serves.
@@ -82,6 +120,25 @@ class Downsample(nn.Module):
             y = depthwise_conv(self.conv2, y, self.dw_kernel, gelu=True, fast=fast)
             return linear(y.permute(0, 2, 3, 1), w3, c3.bias, od, p3).permute(0, 3, 1, 2)
         return self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(x)))))
+
+    def _one_op(self, x: torch.Tensor) -> bool:
+        """Whether the folded downsample runs as ``fcasearch_kernels.downsample``: eager, every
+        step on fcasearch's kernels (``block_kernel``, its GEMMs included), a channels-last
+        ``x``, the depthwise conv square with zero padding."""
+        c2 = self.conv2
+        return (
+            self.block_kernel
+            and self.dw_kernel
+            and not torch.compiler.is_compiling()
+            and gemm_library(self.gemm, x) == "fcasearch"
+            and isinstance(c2, nn.Conv2d)
+            and isinstance(self.conv1, nn.Conv2d)
+            and isinstance(self.conv3, nn.Conv2d)
+            and square_conv_applies(c2, x)  # its input is conv1's output, not x
+            and c2.groups == c2.in_channels == c2.out_channels == self.conv1.out_channels
+            and x.shape[1] == self.conv1.in_channels
+            and x.is_contiguous(memory_format=torch.channels_last)
+        )
 
 
 class ConvNeXtBlock(nn.Module):
@@ -120,8 +177,9 @@ class ConvNeXtBlock(nn.Module):
                 packed_weight(self, "fc1", fc1.weight, lib), fc1.bias,
                 packed_weight(self, "fc2", fc2.weight, lib), fc2.bias,
             ]  # fmt: skip
-            cfg = [fc1.out_features, layers.MLP_CHUNK_ELEMENTS]
-            return torch.ops.fcasearch_kernels.convnext_block(x, params, cfg, self.norm.eps)
+            return torch.ops.fcasearch_kernels.convnext_block(
+                x, params, [fc1.out_features], self.norm.eps
+            )
         y = depthwise_conv(self.dwconv, x, self.dw_kernel)  # (B, d, H, W)
         y = y.permute(0, 2, 3, 1)  # (B, H, W, d), a view for channels-last input
         od = gemm_library(self.gemm, x)

@@ -12,8 +12,9 @@ from kernel_helpers import OpNames, needs_kernel
 from test_models_attention import _randomize  # bias tables, layer scales, scale factors
 
 from fcasearch.models import build_model, calibrate_batchnorm, fuse_for_inference, layers
-from fcasearch.models.convnext import ConvNeXtBlock
+from fcasearch.models.convnext import ConvNeXtBlock, Downsample, Stem
 from fcasearch.models.fca import FcaBlock
+from fcasearch.models.fuse import per_step
 from fcasearch.spec import ArchSpec, StageSpec
 
 # Every variant a block can take: cross tokens from one emitter and from several (a cat), scale
@@ -64,6 +65,55 @@ def test_block_ops_equal_the_per_step_path(kernel, monkeypatch, name, chunked):
     assert "fcasearch_kernels.fca_block" not in ops.names
     # the same kernels in the same order: equal to the last bit
     assert torch.equal(got, want)
+
+
+def _random_bn(module: torch.nn.Module) -> torch.nn.Module:
+    """BatchNorm statistics and affine parameters away from the identity, layer scales not 1."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.normal_()
+                m.bias.normal_()
+            if isinstance(m, ConvNeXtBlock):
+                m.gamma.normal_()
+    return module.eval()
+
+
+# The operators that run a stage part in bands of rows, one band per thread at a time: odd map
+# sides (a short last band, padding on every side), several images, 1-3 threads (so bands split
+# unevenly and a thread's bands cross from one image to the next).
+BANDED = {
+    "stem": (lambda: Stem(3, 32), (3, 3, 61, 45), "stem"),
+    "downsample": (lambda: Downsample(16, 24), (2, 16, 29, 13), "downsample"),
+    "convnext": (lambda: ConvNeXtBlock(40, 72, 0.0, 1.0), (3, 40, 23, 17), "convnext_block"),
+}
+
+
+@needs_kernel
+@pytest.mark.parametrize("name", list(BANDED))
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_banded_operators_equal_the_per_step_path(kernel, name, threads):
+    make, shape, op = BANDED[name]
+    torch.manual_seed(0)
+    net = fuse_for_inference(torch.nn.Sequential(_random_bn(make())), gemm="fcasearch")
+    x = torch.randn(*shape).contiguous(memory_format=torch.channels_last)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode(), OpNames() as ops:
+            net(x)  # packs the weights
+            got = net(x)
+        with torch.inference_mode(), per_step(net), OpNames() as step_ops:
+            want = net(x)
+    finally:
+        torch.set_num_threads(before)
+    assert [n for n in ops.names if n.startswith("fcasearch")][-1:] == [f"fcasearch_kernels.{op}"]
+    assert ops.names.count(f"fcasearch_kernels.{op}") == 2
+    assert f"fcasearch_kernels.{op}" not in step_ops.names and len(step_ops.names) >= 2
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got, want)  # the same kernels' arithmetic, value for value
 
 
 @needs_kernel

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from kernel_helpers import OpNames, needs_kernel
 
 from fcasearch.models import build_model, calibrate_batchnorm, fuse_for_inference, get_spec
+from fcasearch.models.fuse import per_step
 from fcasearch.models.kernels import conv2d, conv_kernel_applies, pack_conv
 
 
@@ -83,8 +84,12 @@ def test_fused_stem_runs_on_the_kernel_on_fcasearch_gemms_only(kernel, layout):
     with torch.inference_mode(), OpNames() as ops:
         stem_out = fused.stem(x)
         out = fused(x)
-    assert ops.names.count("fcasearch_kernels.conv2d") == 4  # two convs, two calls
-    assert "aten.convolution" not in ops.names and "mkldnn._convolution_pointwise" not in ops.names
+    assert ops.names.count("fcasearch_kernels.stem") == 2  # both convs as one operator, two calls
+    with torch.inference_mode(), per_step(fused), OpNames() as step_ops:
+        assert torch.equal(fused.stem(x), stem_out)  # the same kernel, conv by conv
+    assert step_ops.names.count("fcasearch_kernels.conv2d") == 2
+    for names in (ops.names, step_ops.names):
+        assert "aten.convolution" not in names and "mkldnn._convolution_pointwise" not in names
     assert stem_out.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(out, unfused, rtol=1e-4, atol=1e-5)
     fuse_for_inference(fused, gemm="onednn")  # the stem back on the library's convolution

@@ -63,6 +63,7 @@ __all__ = [
     "load_kernels",
     "pack_conv",
     "pack_linear",
+    "square_conv_applies",
 ]
 
 _HERE = Path(__file__).parent
@@ -255,8 +256,9 @@ def attention_kernel_applies(q: torch.Tensor) -> bool:
     return kernels_loaded() and inference_input(q) and 0 < q.shape[-1] <= 128
 
 
-def _square_conv_inference(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
-    """What both convolution kernels need: the kernels loaded, ``x`` a 4-D CPU float32 map
+def square_conv_applies(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
+    """What every convolution kernel needs (channel counts aside, for the operators that feed a
+    conv from an earlier step): the kernels loaded, ``x`` a 4-D CPU float32 map
     needing no autograd, ``conv`` with square kernel, stride and zero padding, no dilation, and
     no gradient wanted for its weight."""
     k, s, p = conv.kernel_size, conv.stride, conv.padding
@@ -279,7 +281,7 @@ def dwconv_kernel_applies(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
     channels-last map needing no autograd, ``conv`` depthwise with square kernel, stride and zero
     padding, no dilation."""
     return (
-        _square_conv_inference(conv, x)
+        square_conv_applies(conv, x)
         and x.is_contiguous(memory_format=torch.channels_last)
         and conv.groups == conv.in_channels == conv.out_channels == x.shape[1]
     )
@@ -289,7 +291,7 @@ def conv_kernel_applies(conv: torch.nn.Conv2d, x: torch.Tensor) -> bool:
     """Whether :func:`conv2d` computes ``conv(x)``: the kernels loaded, ``x`` a 4-D CPU float32
     map needing no autograd (any memory layout), ``conv`` dense (one group) with square kernel,
     stride and zero padding, no dilation."""
-    return _square_conv_inference(conv, x) and conv.groups == 1 and x.shape[1] == conv.in_channels
+    return square_conv_applies(conv, x) and conv.groups == 1 and x.shape[1] == conv.in_channels
 
 
 def layer_norm_kernel_applies(norm: torch.nn.LayerNorm, x: torch.Tensor) -> bool:

@@ -13,13 +13,17 @@
 // those of the Python inference path (fca.py, convnext.py, layers.mlp_add), which the tests
 // compare against.
 
+#include "gemm.h"
 #include "ops.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <torch/types.h>
 
 #include <algorithm>
+#include <cstring>
+#include <utility>
 #include <cmath>
 #include <optional>
 #include <vector>
@@ -145,18 +149,245 @@ std::vector<at::Tensor> fca_block(const at::Tensor& x, const std::optional<at::T
   return result;
 }
 
-// x (B, d, H, W) channels-last. p: dwconv weight, bias | norm w, b | packed fc1, fc1 bias |
-// packed fc2, fc2 bias. cfg: MLP hidden width, chunk elements. Output channels-last.
-at::Tensor convnext_block(const at::Tensor& x, const c10::List<std::optional<at::Tensor>>& params,
-                          at::IntArrayRef cfg, double eps) {
+// A buffer of at least n floats that belongs to the calling thread (slot: which of its buffers),
+// kept between calls: the thread pool's threads live as long as the process.
+float* scratch(int slot, int64_t n) {
+  thread_local std::vector<float> buffers[2];
+  std::vector<float>& b = buffers[slot];
+  if (static_cast<int64_t>(b.size()) < n) b.resize(n);
+  return b.data();
+}
+
+// Rows per band when B images of H rows of W pixels are cut into bands of whole rows for nt
+// threads: at most max_px pixels a band (one row at least), and of those the height whose
+// busiest thread gets the fewest rows (the tallest such).
+int64_t band_rows(int64_t B, int64_t H, int64_t W, int64_t max_px, int64_t nt) {
+  int64_t best = 1, best_span = -1;
+  for (int64_t R = 1; R <= H && (R == 1 || R * W <= max_px); ++R) {
+    const int64_t tasks = B * ((H + R - 1) / R), span = (tasks + nt - 1) / nt * R;
+    if (best_span < 0 || span <= best_span) {
+      best = R;
+      best_span = span;
+    }
+  }
+  return best;
+}
+
+// Rows [a, b) of an intermediate map (row_len floats a row) at buf, made by make(r0, r1, dst). The
+// buffer held rows [held.first, held.second) of the same image from the calling thread's previous
+// band (or nothing: first < 0): the rows both bands need are moved to the front, not made again.
+template <typename F>
+void window_rows(float* buf, int64_t row_len, int64_t a, int64_t b,
+                 std::pair<int64_t, int64_t>& held, const F& make) {
+  int64_t from = a;
+  if (held.first >= 0 && held.first <= a && a < held.second) {
+    from = std::min(held.second, b);
+    std::memmove(buf, buf + (a - held.first) * row_len, (from - a) * row_len * sizeof(float));
+  }
+  if (from < b) make(from, b, buf + (from - a) * row_len);
+  held = {a, b};
+}
+
+// Output rows per band of a stride-s, k x k conv stage: its input rows must fit in max_floats
+// (row_floats each), the bands then split as band_rows does.
+int64_t strided_band_rows(int64_t B, int64_t Ho, int64_t Wo, int64_t s, int64_t k,
+                          int64_t row_floats, int64_t max_floats) {
+  const int64_t rows = std::max<int64_t>(1, ((max_floats / std::max<int64_t>(row_floats, 1)) - k) / s + 1);
+  return band_rows(B, Ho, Wo, rows * Wo, at::get_num_threads());
+}
+
+const float* data_or_null(const std::optional<at::Tensor>& t) {
+  return t.has_value() && t->defined() ? t->data_ptr<float>() : nullptr;
+}
+
+void check_packed(const at::Tensor& packed, int64_t K, int64_t N, const char* what) {
+  using fcasearch_gemm::CB;
+  TORCH_CHECK(packed.is_contiguous() && packed.scalar_type() == at::kFloat && packed.dim() == 3 &&
+                  packed.size(0) == (N + CB - 1) / CB && packed.size(1) == K &&
+                  packed.size(2) == CB,
+              what, ": packed ", packed.sizes(), " is not pack_linear's for ", K, " -> ", N);
+}
+
+void check_vector(const std::optional<at::Tensor>& t, int64_t n, const char* what) {
+  TORCH_CHECK(!t.has_value() || !t->defined() ||
+                  (t->scalar_type() == at::kFloat && t->is_contiguous() && t->numel() == n),
+              what, " must be a contiguous float32 vector of ", n);
+}
+
+// The downsample between stages in bands of output rows, each band on one thread: the 1x1 conv
+// (+GELU) of the input rows its strided depthwise conv reads, that conv (+GELU), the second 1x1
+// conv; the band's intermediates stay in cache (at L1's first downsample the 1x1 conv's output is
+// 1.6 MB), the threads meet once. Each value as in the step-by-step path (layers, convnext.py).
+// x (B, d, H, W) channels-last. p: packed conv1, bias | dw weight (o, 1, k, k), bias | packed
+// conv3, bias. cfg: out channels, stride, padding. Output (B, o, Ho, Wo) channels-last.
+at::Tensor downsample(const at::Tensor& x, const c10::List<std::optional<at::Tensor>>& params,
+                      at::IntArrayRef cfg) {
   const Params p = unpack(params);
-  TORCH_CHECK(p.size() == 8 && cfg.size() == 2, "convnext_block: 8 parameters, 2 settings");
+  TORCH_CHECK(p.size() == 6 && cfg.size() == 3, "downsample: 6 parameters, 3 settings");
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.is_cpu() &&
+                  x.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "downsample: x must be a channels-last float32 CPU (B, d, H, W)");
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t O = cfg[0], stride = cfg[1], pad = cfg[2];
+  const at::Tensor &p1 = need(p, 0, "packed conv1"), &w2 = need(p, 2, "dw weight");
+  const at::Tensor& p3 = need(p, 4, "packed conv3");
+  check_packed(p1, C, O, "downsample conv1");
+  check_packed(p3, O, O, "downsample conv3");
+  check_vector(p[1], O, "downsample: conv1 bias");
+  check_vector(p[3], O, "downsample: dw bias");
+  check_vector(p[5], O, "downsample: conv3 bias");
+  TORCH_CHECK(w2.dim() == 4 && w2.size(0) == O && w2.size(1) == 1 && w2.size(2) == w2.size(3) &&
+                  stride >= 1 && pad >= 0 && H + 2 * pad >= w2.size(2) && W + 2 * pad >= w2.size(2),
+              "downsample: dw weight ", w2.sizes(), " with stride ", stride, " and padding ", pad,
+              " does not fit ", O, " channels of a ", H, "x", W, " map");
+  const int64_t k = w2.size(2);
+  const fcasearch_ops::DwPlan plan = fcasearch_ops::dw_plan(w2, p[3], H, W, stride, pad, true);
+  const int64_t Ho = plan.Ho, Wo = plan.Wo;
+  at::Tensor out = at::empty({B, O, Ho, Wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  if (out.numel() == 0) return out;
+  const int64_t R = strided_band_rows(B, Ho, Wo, stride, k, W * O, 65536);
+  const int64_t bands = (Ho + R - 1) / R, in_rows = (R - 1) * stride + k;
+  const float *xp = x.data_ptr<float>(), *p1p = p1.data_ptr<float>(), *p3p = p3.data_ptr<float>();
+  const fcasearch_gemm::Epilogue ep1{data_or_null(p[1]), nullptr, 0, true};
+  const fcasearch_gemm::Epilogue ep3{data_or_null(p[5]), nullptr, 0, false};
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, B * bands, 1, [&](int64_t begin, int64_t end) {
+    float* y = scratch(0, in_rows * W * O);
+    float* z = scratch(1, R * Wo * O);
+    std::pair<int64_t, int64_t> held{-1, -1};
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t b = t / bands, o0 = t % bands * R, o1 = std::min(Ho, o0 + R);
+      if (t > begin && t % bands == 0) held = {-1, -1};  // a new image
+      const int64_t i0 = std::max<int64_t>(0, o0 * stride - pad);
+      const int64_t i1 = std::min<int64_t>(H, (o1 - 1) * stride - pad + k);
+      const float* xb = xp + b * H * W * C;
+      window_rows(y, W * O, i0, i1, held, [&](int64_t r0, int64_t r1, float* dst) {
+        fcasearch_gemm::gemm_rows(xb + r0 * W * C, (r1 - r0) * W, C, p1p, O, ep1, dst);
+      });
+      fcasearch_ops::dw_rows(plan, y, i0, o0, o1, z);
+      fcasearch_gemm::gemm_rows(z, (o1 - o0) * Wo, O, p3p, O, ep3, op + (b * Ho + o0) * Wo * O);
+    }
+  });
+  return out;
+}
+
+// The conv stem (two k x k stride-s convs, GELU after the first) in bands of output rows, each
+// band on one thread: the first conv's rows that the band's second-conv rows read, then those;
+// the first conv's output (1.6 MB at 224x224) stays in cache. Each value as in two conv2d calls.
+// x (B, Cin, H, W), any strides. p: packed conv1, bias | packed conv2, bias (pack_conv's layout).
+// cfg: conv1 out channels, conv2 out channels, kernel size, stride, padding.
+at::Tensor stem(const at::Tensor& x, const c10::List<std::optional<at::Tensor>>& params,
+                at::IntArrayRef cfg) {
+  const Params p = unpack(params);
+  TORCH_CHECK(p.size() == 4 && cfg.size() == 5, "stem: 4 parameters, 5 settings");
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.is_cpu(),
+              "stem: x must be a float32 CPU (B, Cin, H, W)");
+  const int64_t B = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t C1 = cfg[0], C2 = cfg[1], k = cfg[2], s = cfg[3], pad = cfg[4];
+  TORCH_CHECK(k >= 1 && s >= 1 && pad >= 0 && H + 2 * pad >= k && W + 2 * pad >= k,
+              "stem: a ", k, "x", k, " stride-", s, " conv padded by ", pad, " does not fit a ", H,
+              "x", W, " image");
+  const at::Tensor &p1 = need(p, 0, "packed conv1"), &p2 = need(p, 2, "packed conv2");
+  check_packed(p1, k * k * Cin, C1, "stem conv1");
+  check_packed(p2, k * k * C1, C2, "stem conv2");
+  check_vector(p[1], C1, "stem: conv1 bias");
+  check_vector(p[3], C2, "stem: conv2 bias");
+  const fcasearch_ops::ConvPlan g1 =
+      fcasearch_ops::conv_plan(Cin, H, W, k, s, pad, x.stride(1), x.stride(2), x.stride(3));
+  const int64_t H1 = g1.Ho, W1 = g1.Wo;
+  TORCH_CHECK(H1 + 2 * pad >= k && W1 + 2 * pad >= k, "stem: the first conv's ", H1, "x", W1,
+              " output is too small for the second");
+  const fcasearch_ops::ConvPlan g2 =
+      fcasearch_ops::conv_plan(C1, H1, W1, k, s, pad, 1, W1 * C1, C1);
+  const int64_t H2 = g2.Ho, W2 = g2.Wo;
+  at::Tensor out = at::empty({B, C2, H2, W2}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  if (out.numel() == 0) return out;
+  const int64_t R = strided_band_rows(B, H2, W2, s, k, W1 * C1, 32768);
+  const int64_t bands = (H2 + R - 1) / R, in_rows = (R - 1) * s + k;
+  const float *xp = x.data_ptr<float>(), *p1p = p1.data_ptr<float>(), *p2p = p2.data_ptr<float>();
+  const fcasearch_gemm::Epilogue ep1{data_or_null(p[1]), nullptr, 0, true};
+  const fcasearch_gemm::Epilogue ep2{data_or_null(p[3]), nullptr, 0, false};
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, B * bands, 1, [&](int64_t begin, int64_t end) {
+    float* y = scratch(0, in_rows * W1 * C1);
+    float* fields = scratch(1, 8 * k * k * std::max(Cin, C1));
+    fcasearch_ops::ConvPlan band2 = g2;  // its row0 follows the band
+    std::pair<int64_t, int64_t> held{-1, -1};
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t b = t / bands, o0 = t % bands * R, o1 = std::min(H2, o0 + R);
+      if (t > begin && t % bands == 0) held = {-1, -1};  // a new image
+      const int64_t i0 = std::max<int64_t>(0, o0 * s - pad);
+      const int64_t i1 = std::min<int64_t>(H1, (o1 - 1) * s - pad + k);
+      window_rows(y, W1 * C1, i0, i1, held, [&](int64_t r0, int64_t r1, float* dst) {
+        fcasearch_ops::conv_rows(g1, xp + b * x.stride(0), p1p, C1, ep1, r0, r1, dst, fields);
+      });
+      band2.row0 = i0;
+      fcasearch_ops::conv_rows(band2, y, p2p, C2, ep2, o0, o1, op + (b * H2 + o0) * W2 * C2, fields);
+    }
+  });
+  return out;
+}
+
+// The ConvNeXt block in bands of rows, each band wholly on one thread: its 7x7 conv rows (from
+// the input rows around them), their LayerNorm, the MLP, the residual; the band's intermediates
+// stay in that core's cache (a 56x56x64 map's are 0.8-3.2 MB a step when each step runs over the
+// whole map), and the threads meet once per block instead of once per step. Each value is
+// computed as in the step-by-step path (same kernels, same order of operations).
+// x (B, d, H, W) channels-last. p: dwconv weight, bias | norm w, b | packed fc1, fc1 bias |
+// packed fc2, fc2 bias. cfg: MLP hidden width. Output channels-last.
+at::Tensor convnext_block(const at::Tensor& x,
+                                 const c10::List<std::optional<at::Tensor>>& params,
+                                 at::IntArrayRef cfg, double eps) {
+  const Params p = unpack(params);
+  TORCH_CHECK(p.size() == 8 && cfg.size() == 1, "convnext_block: 8 parameters, 1 setting");
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.is_cpu() &&
+                  x.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "convnext_block: x must be a channels-last float32 CPU (B, d, H, W)");
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), hidden = cfg[0];
   const at::Tensor& w = need(p, 0, "dwconv weight");
-  const at::Tensor y = dwconv2d(x, w, maybe(p, 1), 1, w.size(-1) / 2, false).permute({0, 2, 3, 1});
-  const at::Tensor xn = layer_norm(y, need(p, 2, "norm weight"), need(p, 3, "norm bias"), eps);
-  return mlp_add(xn, x.permute({0, 2, 3, 1}), need(p, 4, "packed fc1"), need(p, 5, "fc1 bias"),
-                 cfg[0], need(p, 6, "packed fc2"), need(p, 7, "fc2 bias"), cfg[1])
-      .permute({0, 3, 1, 2});
+  const at::Tensor &nw = need(p, 2, "norm weight"), &nb = need(p, 3, "norm bias");
+  const at::Tensor &p1 = need(p, 4, "packed fc1"), &b1 = need(p, 5, "fc1 bias");
+  const at::Tensor &p2 = need(p, 6, "packed fc2"), &b2 = need(p, 7, "fc2 bias");
+  using fcasearch_gemm::CB;
+  TORCH_CHECK(w.dim() == 4 && w.size(0) == C && w.size(1) == 1 && w.size(2) == w.size(3) &&
+                  w.size(2) % 2 == 1,
+              "convnext_block: dwconv weight ", w.sizes(), " is not (", C, ", 1, k, k), k odd");
+  TORCH_CHECK(nw.numel() == C && nb.numel() == C && b1.numel() == hidden && b2.numel() == C &&
+                  nw.is_contiguous() && nb.is_contiguous() && b1.is_contiguous() &&
+                  b2.is_contiguous(),
+              "convnext_block: norm and bias sizes do not fit ", C, " channels, hidden ", hidden);
+  TORCH_CHECK(p1.is_contiguous() && p1.dim() == 3 && p1.size(0) == (hidden + CB - 1) / CB &&
+                  p1.size(1) == C && p2.is_contiguous() && p2.dim() == 3 &&
+                  p2.size(0) == (C + CB - 1) / CB && p2.size(1) == hidden,
+              "convnext_block: packed fc1 ", p1.sizes(), " or fc2 ", p2.sizes(),
+              " is not pack_linear's for ", C, " -> ", hidden, " -> ", C);
+  at::Tensor out = at::empty_like(x, at::MemoryFormat::ChannelsLast);
+  if (out.numel() == 0) return out;
+  const fcasearch_ops::DwPlan plan =
+      fcasearch_ops::dw_plan(w, maybe(p, 1), H, W, 1, w.size(2) / 2, false);
+  // bands whose hidden activations fit in 256 KiB (128-256 pixels at FcaFormer's widths)
+  const int64_t R = band_rows(B, H, W, std::max<int64_t>(1, 65536 / std::max<int64_t>(hidden, 1)),
+                              at::get_num_threads());
+  const int64_t bands = (H + R - 1) / R;
+  const float *xp = x.data_ptr<float>(), *nwp = nw.data_ptr<float>(), *nbp = nb.data_ptr<float>();
+  const float *p1p = p1.data_ptr<float>(), *p2p = p2.data_ptr<float>();
+  const float e = static_cast<float>(eps);
+  const fcasearch_gemm::Epilogue ep1{b1.data_ptr<float>(), nullptr, 0, true};
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, B * bands, 1, [&](int64_t begin, int64_t end) {
+    float* y = scratch(0, R * W * C);
+    float* h = scratch(1, R * W * hidden);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t b = t / bands, r0 = t % bands * R, r1 = std::min(H, r0 + R);
+      const int64_t px = (r1 - r0) * W, offset = (b * H + r0) * W * C;
+      fcasearch_ops::dw_rows(plan, xp + b * H * W * C, 0, r0, r1, y);
+      for (int64_t i = 0; i < px; ++i) fcasearch_ops::layer_norm_row(y + i * C, y + i * C, nwp, nbp, C, e);
+      fcasearch_gemm::gemm_rows(y, px, C, p1p, hidden, ep1, h);
+      const fcasearch_gemm::Epilogue ep2{b2.data_ptr<float>(), xp + offset, C, false};
+      fcasearch_gemm::gemm_rows(h, px, hidden, p2p, C, ep2, op + offset);
+    }
+  });
+  return out;
 }
 
 }  // namespace
@@ -164,9 +395,13 @@ at::Tensor convnext_block(const at::Tensor& x, const c10::List<std::optional<at:
 TORCH_LIBRARY_FRAGMENT(fcasearch_kernels, m) {
   m.def("fca_block(Tensor x, Tensor? cross, Tensor?[] params, int[] cfg, float[] eps) -> Tensor[]");
   m.def("convnext_block(Tensor x, Tensor?[] params, int[] cfg, float eps) -> Tensor");
+  m.def("downsample(Tensor x, Tensor?[] params, int[] cfg) -> Tensor");
+  m.def("stem(Tensor x, Tensor?[] params, int[] cfg) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(fcasearch_kernels, CPU, m) {
   m.impl("fca_block", &fca_block);
   m.impl("convnext_block", &convnext_block);
+  m.impl("downsample", &downsample);
+  m.impl("stem", &stem);
 }

@@ -30,22 +30,18 @@
 namespace {
 
 using namespace fcasearch_gemm;
+using fcasearch_ops::ConvPlan;
+using ConvGeometry = ConvPlan;
 
-struct ConvGeometry {
-  int64_t Cin, H, W, k, stride, padding, Ho, Wo;
-  int64_t sb, sc, sh, sw;  // input strides, elements
-};
-
-// The receptive field of output pixel p (flat over B, Ho, Wo) into row (K floats, (ky, kx, c)).
-// off: the K input offsets of a field from its top-left corner (the interior case: one load each).
-inline void gather(const ConvGeometry& g, const float* xp, const int64_t* off, int64_t p,
-                   float* row) {
-  const int64_t ow = p % g.Wo, oh = (p / g.Wo) % g.Ho, b = p / (g.Wo * g.Ho);
+// The receptive field of output pixel (oh, ow) into row (K floats, (ky, kx, c)). xb: the image
+// from input row g.row0 on (rows above it are never read). off: the K input offsets of a field
+// from its top-left corner (the interior case: one load each).
+inline void gather(const ConvGeometry& g, const float* xb, const int64_t* off, int64_t oh,
+                   int64_t ow, float* row) {
   const int64_t ih0 = oh * g.stride - g.padding, iw0 = ow * g.stride - g.padding;
-  const float* xb = xp + b * g.sb;
   const int64_t K = g.k * g.k * g.Cin;
   if (ih0 >= 0 && iw0 >= 0 && ih0 + g.k <= g.H && iw0 + g.k <= g.W) {
-    const float* src = xb + ih0 * g.sh + iw0 * g.sw;
+    const float* src = xb + (ih0 - g.row0) * g.sh + iw0 * g.sw;
     if (g.sc != 1) {
       for (int64_t j = 0; j < K; ++j) row[j] = src[off[j]];
       return;
@@ -63,7 +59,7 @@ inline void gather(const ConvGeometry& g, const float* xp, const int64_t* off, i
     for (int64_t kx = 0; kx < g.k; ++kx, row += g.Cin) {
       const int64_t iw = iw0 + kx;
       const bool inside = ih >= 0 && ih < g.H && iw >= 0 && iw < g.W;
-      const float* src = xb + ih * g.sh + iw * g.sw;
+      const float* src = xb + (ih - g.row0) * g.sh + iw * g.sw;
       for (int64_t c = 0; c < g.Cin; ++c) row[c] = inside ? src[c * g.sc] : 0.f;
     }
   }
@@ -72,6 +68,30 @@ inline void gather(const ConvGeometry& g, const float* xp, const int64_t* off, i
 }  // namespace
 
 namespace fcasearch_ops {
+
+ConvPlan conv_plan(int64_t Cin, int64_t H, int64_t W, int64_t k, int64_t stride, int64_t padding,
+                   int64_t sc, int64_t sh, int64_t sw) {
+  ConvPlan g{Cin, H, W, k, stride, padding, (H + 2 * padding - k) / stride + 1,
+             (W + 2 * padding - k) / stride + 1, sc, sh, sw, 0, std::vector<int64_t>(k * k * Cin)};
+  for (int64_t ky = 0, j = 0; ky < k; ++ky)
+    for (int64_t kx = 0; kx < k; ++kx)
+      for (int64_t c = 0; c < Cin; ++c, ++j) g.off[j] = ky * sh + kx * sw + c * sc;
+  return g;
+}
+
+void conv_rows(const ConvPlan& g, const float* xb, const float* packed, int64_t N,
+               const Epilogue& ep, int64_t oh0, int64_t oh1, float* out, float* fields) {
+  const int64_t K = g.k * g.k * g.Cin, NB = (N + CB - 1) / CB, M = (oh1 - oh0) * g.Wo;
+  for (int64_t r0 = 0; r0 < M; r0 += 8) {  // 8 fields gathered once for every panel
+    const int64_t rn = std::min<int64_t>(8, M - r0);
+    for (int64_t r = 0; r < rn; ++r) {
+      const int64_t p = r0 + r;
+      gather(g, xb, g.off.data(), oh0 + p / g.Wo, p % g.Wo, fields + r * K);
+    }
+    for (int64_t nb = 0; nb < NB; ++nb) block<8>(fields, rn, packed + nb * K * CB, K, N, nb, ep, r0, out);
+  }
+}
+
 
 at::Tensor conv2d(const at::Tensor& x, const at::Tensor& packed, int64_t out_channels,
                   const std::optional<at::Tensor>& bias, int64_t kernel_size, int64_t stride,
@@ -95,30 +115,18 @@ at::Tensor conv2d(const at::Tensor& x, const at::Tensor& packed, int64_t out_cha
               "conv2d: a ", H, "x", W, " map padded by ", padding, " is smaller than the kernel");
   at::Tensor out =
       at::empty({B, N, Ho, Wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
-  const int64_t M = B * Ho * Wo;
-  if (M == 0) return out;
-  const ConvGeometry g{Cin, H, W, k, stride, padding, Ho, Wo,
-                       x.stride(0), x.stride(1), x.stride(2), x.stride(3)};
+  if (B * Ho * Wo == 0) return out;
+  const ConvPlan g = conv_plan(Cin, H, W, k, stride, padding, x.stride(1), x.stride(2), x.stride(3));
   const Epilogue ep{bias.has_value() ? bias->data_ptr<float>() : nullptr, nullptr, 0, gelu};
-  std::vector<int64_t> off(K);
-  for (int64_t ky = 0, j = 0; ky < k; ++ky)
-    for (int64_t kx = 0; kx < k; ++kx)
-      for (int64_t c = 0; c < Cin; ++c, ++j) off[j] = ky * g.sh + kx * g.sw + c * g.sc;
   const float* xp = x.data_ptr<float>();
   const float* wp = packed.data_ptr<float>();
-  float* op = out.data_ptr<float>();  // (M, N): channels-last
-  // a task: a run of pixels, all panels; each block of 8 fields is gathered once for them all
-  at::parallel_for(0, (M + ROWS_PER_TASK - 1) / ROWS_PER_TASK, 1, [&](int64_t begin, int64_t end) {
+  float* op = out.data_ptr<float>();  // (B, Ho, Wo, N): channels-last
+  // a task: one output row, all panels
+  at::parallel_for(0, B * Ho, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> fields(8 * K);
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t r_end = std::min(M, (t + 1) * ROWS_PER_TASK);
-      for (int64_t r0 = t * ROWS_PER_TASK; r0 < r_end; r0 += 8) {
-        const int64_t rn = std::min<int64_t>(8, r_end - r0);
-        for (int64_t r = 0; r < rn; ++r) gather(g, xp, off.data(), r0 + r, fields.data() + r * K);
-        for (int64_t nb = 0; nb < NB; ++nb) {
-          block<8>(fields.data(), rn, wp + nb * K * CB, K, N, nb, ep, r0, op);
-        }
-      }
+      const int64_t b = t / Ho, oh = t % Ho;
+      conv_rows(g, xp + b * x.stride(0), wp, N, ep, oh, oh + 1, op + t * Wo * N, fields.data());
     }
   });
   return out;

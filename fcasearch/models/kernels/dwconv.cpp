@@ -29,10 +29,7 @@ namespace {
 
 using namespace fcasearch_simd;
 
-struct Geometry {
-  int64_t H, W, C, Cp, k, stride, padding, Wo;
-  bool gelu;
-};
+using Geometry = fcasearch_ops::DwPlan;
 
 // 16 channels from c of the pixel at p (FULL: all 16 exist; else C - c < 16, the rest zero).
 template <bool FULL>
@@ -93,11 +90,13 @@ void conv_row_s1(const Geometry& g, const float* xb, const float* wt, v16 bias, 
 // One output row, channels c..c+15. Stride 1 with a 3x3, 5x5 or 7x7 kernel: conv_row_s1. Otherwise blocks of 4 output pixels whose taps all lie inside the map horizontally
 // keep 4 independent accumulators (one FMA chain each) and share each weight load; the other
 // pixels (borders, short rows) go one at a time with two accumulators.
+// xb holds the input from row row0 on (rows above it are never read).
 template <bool FULL>
-void conv_row(const Geometry& g, const float* xb, const float* wt, const float* bs, float* orow,
-              int64_t oh, int64_t c) {
-  const int64_t ih0 = oh * g.stride - g.padding;
-  const int64_t i0 = std::max<int64_t>(0, -ih0), i1 = std::min<int64_t>(g.k, g.H - ih0);
+void conv_row(const Geometry& g, const float* xb, int64_t row0, const float* wt, const float* bs,
+              float* orow, int64_t oh, int64_t c) {
+  const int64_t i0 = std::max<int64_t>(0, g.padding - oh * g.stride);
+  const int64_t i1 = std::min<int64_t>(g.k, g.H + g.padding - oh * g.stride);
+  const int64_t ih0 = oh * g.stride - g.padding - row0;  // tap row 0, relative to row0
   const int64_t k = g.k, s = g.stride, C = g.C, Cp = g.Cp;
   const v16 bias = load(bs + c);
   if (s == 1 && (k == 3 || k == 5 || k == 7)) {
@@ -140,6 +139,37 @@ void conv_row(const Geometry& g, const float* xb, const float* wt, const float* 
 
 namespace fcasearch_ops {
 
+DwPlan dw_plan(const at::Tensor& weight, const std::optional<at::Tensor>& bias, int64_t H,
+               int64_t W, int64_t stride, int64_t padding, bool gelu) {
+  const int64_t C = weight.size(0), k = weight.size(2), Cp = (C + 15) / 16 * 16;
+  DwPlan g{H, W, C, Cp, k, stride, padding, (H + 2 * padding - k) / stride + 1,
+           (W + 2 * padding - k) / stride + 1, gelu, std::vector<float>(k * k * Cp, 0.f),
+           std::vector<float>(Cp, 0.f)};
+  const at::Tensor w = weight.contiguous();
+  const float* wp = w.data_ptr<float>();
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t t = 0; t < k * k; ++t) g.wt[t * Cp + c] = wp[c * k * k + t];
+  if (bias.has_value() && bias->defined()) {
+    const at::Tensor b = bias->contiguous();
+    std::copy(b.data_ptr<float>(), b.data_ptr<float>() + C, g.bias.begin());
+  }
+  return g;
+}
+
+void dw_rows(const DwPlan& g, const float* x, int64_t row0, int64_t oh0, int64_t oh1,
+             float* out) {
+  for (int64_t oh = oh0; oh < oh1; ++oh) {
+    float* orow = out + (oh - oh0) * g.Wo * g.C;
+    for (int64_t c = 0; c < g.Cp; c += 16) {
+      if (c + 16 <= g.C) {
+        conv_row<true>(g, x, row0, g.wt.data(), g.bias.data(), orow, oh, c);
+      } else {
+        conv_row<false>(g, x, row0, g.wt.data(), g.bias.data(), orow, oh, c);
+      }
+    }
+  }
+}
+
 at::Tensor dwconv2d(const at::Tensor& x, const at::Tensor& weight,
                     const std::optional<at::Tensor>& bias, int64_t stride, int64_t padding,
                     bool gelu) {
@@ -162,33 +192,13 @@ at::Tensor dwconv2d(const at::Tensor& x, const at::Tensor& weight,
   at::Tensor out = at::empty({B, C, Ho, Wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   if (B * C == 0) return out;
 
-  const int64_t Cp = (C + 15) / 16 * 16;
-  std::vector<float> wt(k * k * Cp, 0.f), bs(Cp, 0.f);  // (k*k, Cp) tap-major, zero padded
-  {
-    const at::Tensor w = weight.contiguous();
-    const float* wp = w.data_ptr<float>();
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t t = 0; t < k * k; ++t) wt[t * Cp + c] = wp[c * k * k + t];
-    if (bias.has_value()) {
-      const at::Tensor b = bias->contiguous();
-      std::copy(b.data_ptr<float>(), b.data_ptr<float>() + C, bs.begin());
-    }
-  }
+  const DwPlan plan = dw_plan(weight, bias, H, W, stride, padding, gelu);
   const float* xp = x.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  const Geometry g{H, W, C, Cp, k, stride, padding, Wo, gelu};
   at::parallel_for(0, B * Ho, 1, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / Ho, oh = row % Ho;
-      const float* xb = xp + b * H * W * C;
-      float* orow = op + (b * Ho + oh) * Wo * C;
-      for (int64_t c = 0; c < Cp; c += 16) {
-        if (c + 16 <= C) {
-          conv_row<true>(g, xb, wt.data(), bs.data(), orow, oh, c);
-        } else {
-          conv_row<false>(g, xb, wt.data(), bs.data(), orow, oh, c);
-        }
-      }
+      dw_rows(plan, xp + b * H * W * C, 0, oh, oh + 1, op + (b * Ho + oh) * Wo * C);
     }
   });
   return out;

@@ -81,4 +81,25 @@ inline void block(const float* xr, int64_t rn, const float* panel, int64_t K, in
   }
 }
 
+// Rows per block for M rows: 8, or 7 where M is a multiple of 7 and not of 8.
+inline int row_block(int64_t M) { return (M % 8 != 0 && M % 7 == 0) ? 7 : 8; }
+
+// All of x (M, K) times the packed weight into out (M, N), on the calling thread: panel by panel,
+// each over every row (the residual's rows, if any, match out's).
+inline void gemm_rows(const float* x, int64_t M, int64_t K, const float* packed, int64_t N,
+                      const Epilogue& ep, float* out) {
+  const int rb = row_block(M);
+  for (int64_t nb = 0; nb < (N + CB - 1) / CB; ++nb) {
+    const float* panel = packed + nb * K * CB;
+    for (int64_t r0 = 0; r0 < M; r0 += rb) {
+      const int64_t rn = std::min<int64_t>(rb, M - r0);
+      if (rb == 8) {
+        block<8>(x + r0 * K, rn, panel, K, N, nb, ep, r0, out);
+      } else {
+        block<7>(x + r0 * K, rn, panel, K, N, nb, ep, r0, out);
+      }
+    }
+  }
+}
+
 }  // namespace fcasearch_gemm

@@ -87,6 +87,11 @@ torch::Tensor by_rows(const torch::Tensor& x, const F& f) {
 
 namespace fcasearch_ops {
 
+void layer_norm_row(const float* x, float* y, const float* weight, const float* bias, int64_t C,
+                    float eps) {
+  norm_row(x, y, weight, bias, C, eps);
+}
+
 torch::Tensor layer_norm(const torch::Tensor& x, const torch::Tensor& weight,
                          const torch::Tensor& bias, double eps) {
   check_inputs(x, weight, bias);

@@ -102,7 +102,7 @@ void linear_into(const torch::Tensor& x, const torch::Tensor& packed, int64_t ou
   }
   const float* xp = x.data_ptr<float>();
   const float* wp = packed.data_ptr<float>();
-  const int rb = (M % 8 != 0 && M % 7 == 0) ? 7 : 8;
+  const int rb = row_block(M);
   const int64_t row_tasks = (M + ROWS_PER_TASK - 1) / ROWS_PER_TASK;
   // tasks: panel-major, so a thread's consecutive tasks reuse one panel from cache
   at::parallel_for(0, NB * row_tasks, 1, [&](int64_t begin, int64_t end) {

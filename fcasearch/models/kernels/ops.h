@@ -3,9 +3,12 @@
 // through Python and the dispatcher.
 #pragma once
 
+#include "gemm.h"
+
 #include <torch/types.h>
 
 #include <optional>
+#include <vector>
 
 namespace fcasearch_ops {
 
@@ -35,5 +38,40 @@ at::Tensor fca_attention(const at::Tensor& q, const at::Tensor& k, const at::Ten
 at::Tensor dwconv2d(const at::Tensor& x, const at::Tensor& weight,
                     const std::optional<at::Tensor>& bias, int64_t stride, int64_t padding,
                     bool gelu);
+
+// Row-level pieces for operators that run several steps on a band of rows within one thread
+// (block.cpp): no threads, no checks, raw pointers into contiguous memory.
+
+// layernorm.cpp: one row of C values, x to y (they may be the same).
+void layer_norm_row(const float* x, float* y, const float* weight, const float* bias, int64_t C,
+                    float eps);
+
+// dwconv.cpp: a depthwise conv's geometry and its weights tap-major, made once per call.
+struct DwPlan {
+  int64_t H, W, C, Cp, k, stride, padding, Ho, Wo;  // Cp: C rounded up to 16
+  bool gelu;
+  std::vector<float> wt, bias;  // (k * k, Cp) tap-major and (Cp), zero past C
+};
+DwPlan dw_plan(const at::Tensor& weight, const std::optional<at::Tensor>& bias, int64_t H,
+               int64_t W, int64_t stride, int64_t padding, bool gelu);
+// Output rows oh0..oh1 of one image into out (oh1 - oh0, Wo, C); x holds its (H, W, C) input
+// from row row0 on, as far as those rows read.
+void dw_rows(const DwPlan& plan, const float* x, int64_t row0, int64_t oh0, int64_t oh1,
+             float* out);
+
+// conv.cpp: a dense conv's geometry, input strides (elements) and receptive-field offsets.
+struct ConvPlan {
+  int64_t Cin, H, W, k, stride, padding, Ho, Wo;
+  int64_t sc, sh, sw;  // input strides of a channel, a row, a column
+  int64_t row0;  // the first input row held where the image's data is passed (0: all of it)
+  std::vector<int64_t> off;  // (k * k * Cin) offsets of a field from its top-left corner
+};
+ConvPlan conv_plan(int64_t Cin, int64_t H, int64_t W, int64_t k, int64_t stride, int64_t padding,
+                   int64_t sc, int64_t sh, int64_t sw);
+// Output rows oh0..oh1 of one image (its input at xb, from row plan.row0 on) into out
+// (oh1 - oh0, Wo, N), N outputs from a pack_linear panel set; fields: 8 * k * k * Cin floats.
+void conv_rows(const ConvPlan& plan, const float* xb, const float* packed, int64_t N,
+               const fcasearch_gemm::Epilogue& ep, int64_t oh0, int64_t oh1, float* out,
+               float* fields);
 
 }  // namespace fcasearch_ops

@@ -1,17 +1,28 @@
-// Whole FcaFormer and ConvNeXt blocks of the eager inference form as single operators, chaining
-// fcasearch's kernels (ops.h) in C++.
+// Whole blocks and stage parts of the eager inference form as single operators, chaining
+// fcasearch's kernels (ops.h) in C++: the FcaFormer block (fca_block), the ConvNeXt block
+// (convnext_block), the conv stem (stem) and the downsample between stages (downsample).
 //
-// Built at run time by fcasearch.models.kernels and registered as the operators
-// fcasearch_kernels::fca_block and fcasearch_kernels::convnext_block.
+// Built at run time by fcasearch.models.kernels and registered as fcasearch_kernels::<name>.
 //
-// Why: in eager mode each kernel call from Python costs a few microseconds of interpreter and
-// dispatcher time, and a block's Python code (module attribute lookups, the checks that choose a
-// path, the views between kernels) costs more. Here the block's 10-20 steps run back to back;
-// Python makes one call per block. On a 2-core AMD EPYC, FcaFormer-L1 at batch 1 (paired, blocks
-// as single operators against one call per step): 0.874 of the time at 32x32, where the
-// arithmetic is small, and 0.94-0.98 at 224x224. The steps, their order and their arithmetic are
-// those of the Python inference path (fca.py, convnext.py, layers.mlp_add), which the tests
-// compare against.
+// Why, first: in eager mode each kernel call from Python costs a few microseconds of interpreter
+// and dispatcher time, and a block's Python code (module attribute lookups, the checks that
+// choose a path, the views between kernels) costs more. Here a block's 10-20 steps run back to
+// back; Python makes one call per block. On a 2-core AMD EPYC, FcaFormer-L1 at batch 1 (paired,
+// blocks as single operators against one call per step): 0.874 of the time at 32x32, where the
+// arithmetic is small, and 0.94-0.98 at 224x224.
+//
+// Why, second: at the early stages' resolutions each step's output is 0.4-3.2 MB, written by
+// both cores (each kernel splits its work between threads) and read back by both for the next
+// step; on a shared host that memory traffic, not arithmetic, sets the pace, and the more so the
+// busier the host's other tenants are. The stem, the downsamples, the ConvNeXt blocks and the
+// FcaFormer block's part after attention therefore run in bands of rows instead: each thread takes
+// a band through all the steps (the rows an earlier step's conv reads around the band made there
+// too, or kept from the thread's previous band), so a band's intermediates stay in that core's
+// cache and the threads meet once per operator instead of once per step.
+//
+// The steps, their order and their arithmetic are those of the Python inference path (fca.py,
+// convnext.py, layers.mlp_add): every output value is computed by the same kernel code in the
+// same order, and the tests compare the two bit for bit.
 
 #include "gemm.h"
 #include "ops.h"
@@ -79,6 +90,136 @@ at::Tensor mlp_add(at::Tensor xn, const at::Tensor& residual, const at::Tensor& 
   return xn;
 }
 
+// A buffer of at least n floats that belongs to the calling thread (slot: which of its buffers),
+// kept between calls: the thread pool's threads live as long as the process.
+float* scratch(int slot, int64_t n) {
+  thread_local std::vector<float> buffers[2];
+  std::vector<float>& b = buffers[slot];
+  if (static_cast<int64_t>(b.size()) < n) b.resize(n);
+  return b.data();
+}
+
+// Rows per band when B images of H rows of W pixels are cut into bands of whole rows for nt
+// threads: at most max_px pixels a band (one row at least), and of those the height whose
+// busiest thread gets the fewest rows (the tallest such).
+int64_t band_rows(int64_t B, int64_t H, int64_t W, int64_t max_px, int64_t nt) {
+  int64_t best = 1, best_span = -1;
+  for (int64_t R = 1; R <= H && (R == 1 || R * W <= max_px); ++R) {
+    const int64_t tasks = B * ((H + R - 1) / R), span = (tasks + nt - 1) / nt * R;
+    if (best_span < 0 || span <= best_span) {
+      best = R;
+      best_span = span;
+    }
+  }
+  return best;
+}
+
+// Rows [a, b) of an intermediate map (row_len floats a row) at buf, made by make(r0, r1, dst). The
+// buffer held rows [held.first, held.second) of the same image from the calling thread's previous
+// band (or nothing: first < 0): the rows both bands need are moved to the front, not made again.
+template <typename F>
+void window_rows(float* buf, int64_t row_len, int64_t a, int64_t b,
+                 std::pair<int64_t, int64_t>& held, const F& make) {
+  int64_t from = a;
+  if (held.first >= 0 && held.first <= a && a < held.second) {
+    from = std::min(held.second, b);
+    std::memmove(buf, buf + (a - held.first) * row_len, (from - a) * row_len * sizeof(float));
+  }
+  if (from < b) make(from, b, buf + (from - a) * row_len);
+  held = {a, b};
+}
+
+// Output rows per band of a stride-s, k x k conv stage: its input rows must fit in max_floats
+// (row_floats each), the bands then split as band_rows does.
+int64_t strided_band_rows(int64_t B, int64_t Ho, int64_t Wo, int64_t s, int64_t k,
+                          int64_t row_floats, int64_t max_floats) {
+  const int64_t in_rows = max_floats / std::max<int64_t>(row_floats, 1);
+  const int64_t rows = std::max<int64_t>(1, (in_rows - k) / s + 1);
+  return band_rows(B, Ho, Wo, rows * Wo, at::get_num_threads());
+}
+
+const float* data_or_null(const std::optional<at::Tensor>& t) {
+  return t.has_value() && t->defined() ? t->data_ptr<float>() : nullptr;
+}
+
+void check_packed(const at::Tensor& packed, int64_t K, int64_t N, const char* what) {
+  using fcasearch_gemm::CB;
+  TORCH_CHECK(packed.is_contiguous() && packed.scalar_type() == at::kFloat && packed.dim() == 3 &&
+                  packed.size(0) == (N + CB - 1) / CB && packed.size(1) == K &&
+                  packed.size(2) == CB,
+              what, ": packed ", packed.sizes(), " is not pack_linear's for ", K, " -> ", N);
+}
+
+void check_vector(const std::optional<at::Tensor>& t, int64_t n, const char* what) {
+  TORCH_CHECK(!t.has_value() || !t->defined() ||
+                  (t->scalar_type() == at::kFloat && t->is_contiguous() && t->numel() == n),
+              what, " must be a contiguous float32 vector of ", n);
+}
+
+// The FcaFormer block after its attention, in bands of grid rows, each band wholly on one thread:
+// the local conv's rows, the two LayerNorms, the MLP and its residual (the merge conv, whose
+// tokens leave the block, runs before). Against the step-by-step path, whose GEMMs split the
+// output columns between threads, every thread reads all of the MLP's weights, and in exchange
+// the hidden activations stay in its cache and the threads meet once. Measured on a 2-core AMD
+// EPYC, per block, banded against step by step: 0.94-0.96 of the time at L1's 196 tokens of
+// width 192, 1.00 at L2's 196 of 320, 1.08-1.11 at L1's 49 of 320 and 1.03-1.05 at L2's 49 of 480
+// (batch 1), 0.99-1.01 at L1 batch 8. So a block runs banded where its rows (B * N) are at least
+// its width d. Each value as in the step-by-step path.
+at::Tensor tail_banded(const at::Tensor& t, const std::optional<at::Tensor>& local_w,
+                       const std::optional<at::Tensor>& local_b, const Params& p,
+                       at::ArrayRef<double> eps, int64_t B, int64_t rh, int64_t rw, int64_t d,
+                       int64_t hidden) {
+  for (const size_t i : {15, 16, 17, 18, 22}) {
+    check_vector(need(p, i, "norm or fc2 bias"), d, "fca_block: norm weights and biases, fc2 bias");
+  }
+  check_vector(need(p, 20, "fc1 bias"), hidden, "fca_block: fc1's bias");
+  check_packed(need(p, 19, "packed fc1"), d, hidden, "fca_block fc1");
+  check_packed(need(p, 21, "packed fc2"), hidden, d, "fca_block fc2");
+  TORCH_CHECK(!local_w || (local_w->dim() == 4 && local_w->size(0) == d && local_w->size(1) == 1 &&
+                           local_w->size(2) == local_w->size(3) && local_w->size(2) % 2 == 1),
+              "fca_block: the local conv's weight is not (", d, ", 1, k, k), k odd");
+  check_vector(local_b, d, "fca_block: the local conv's bias");
+  at::Tensor out = at::empty_like(t);
+  std::optional<fcasearch_ops::DwPlan> plan;
+  if (local_w) {
+    plan = fcasearch_ops::dw_plan(*local_w, local_b, rh, rw, 1, local_w->size(-1) / 2, false);
+  }
+  // bands whose hidden activations fit in 512 KiB
+  const int64_t max_px = std::max<int64_t>(1, 131072 / std::max<int64_t>(hidden, 1));
+  const int64_t R = band_rows(B, rh, rw, max_px, at::get_num_threads());
+  const int64_t bands = (rh + R - 1) / R;
+  const float* tp = t.data_ptr<float>();
+  const float *w1 = p[15]->data_ptr<float>(), *b1 = p[16]->data_ptr<float>();  // norm2
+  const float *w2 = p[17]->data_ptr<float>(), *b2 = p[18]->data_ptr<float>();  // the MLP's norm
+  const float e1 = static_cast<float>(eps[2]), e2 = static_cast<float>(eps[3]);
+  const float *p1 = p[19]->data_ptr<float>(), *p2 = p[21]->data_ptr<float>();
+  const fcasearch_gemm::Epilogue ep1{p[20]->data_ptr<float>(), nullptr, 0, true};
+  const float* fc2_bias = p[22]->data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, B * bands, 1, [&](int64_t begin, int64_t end) {
+    float* y = scratch(0, 2 * R * rw * d);  // the local conv's rows, then the normalized rows
+    float* h = scratch(1, R * rw * hidden);
+    for (int64_t tk = begin; tk < end; ++tk) {
+      const int64_t b = tk / bands, r0 = tk % bands * R, r1 = std::min(rh, r0 + R);
+      const int64_t px = (r1 - r0) * rw, offset = (b * rh + r0) * rw * d;
+      const float* res = tp + offset;
+      if (plan) {
+        fcasearch_ops::dw_rows(*plan, tp + b * rh * rw * d, 0, r0, r1, y);
+        res = y;
+      }
+      float* xm = y + R * rw * d;
+      for (int64_t i = 0; i < px; ++i) {
+        fcasearch_ops::layer_norm_row(res + i * d, xm + i * d, w1, b1, d, e1);
+        fcasearch_ops::layer_norm_row(xm + i * d, xm + i * d, w2, b2, d, e2);
+      }
+      fcasearch_gemm::gemm_rows(xm, px, d, p1, hidden, ep1, h);
+      const fcasearch_gemm::Epilogue ep2{fc2_bias, res, d, false};  // + the residual rows
+      fcasearch_gemm::gemm_rows(h, px, hidden, p2, d, ep2, op + offset);
+    }
+  });
+  return out;
+}
+
 // p: norm1 w, b | scale factors (1, M, 1) | s_norm w, b | packed qkv | packed q | packed kv |
 //    qkv bias | mask (1, h, N, N + M) | packed proj, proj bias | merge conv weight |
 //    local conv weight, bias | norm2 w, b | the MLP's norm w, b | packed fc1, fc1 bias |
@@ -127,91 +268,32 @@ std::vector<at::Tensor> fca_block(const at::Tensor& x, const std::optional<at::T
   std::vector<at::Tensor> result;
   const auto merge_w = maybe(p, 12);
   const auto local_w = maybe(p, 13);
-  if (merge_w || local_w) {
+  if (merge_w) {
+    TORCH_CHECK(stride > 0, "fca_block: a merge conv needs its stride");
     const at::Tensor map = t.view({B, rh, rw, d}).permute({0, 3, 1, 2});  // channels-last
-    if (merge_w) {
-      TORCH_CHECK(stride > 0, "fca_block: a merge conv needs its stride");
-      const at::Tensor merged = dwconv2d(map, *merge_w, std::nullopt, stride, stride - 1, false);
-      result.push_back(merged.flatten(2).transpose(1, 2));  // (B, S, d), a view
-    }
-    if (local_w) {
-      const int64_t pad = local_w->size(-1) / 2;
-      t = dwconv2d(map, *local_w, maybe(p, 14), 1, pad, false).permute({0, 2, 3, 1}).reshape({B, N, d});
-    }
+    const at::Tensor merged = dwconv2d(map, *merge_w, std::nullopt, stride, stride - 1, false);
+    result.push_back(merged.flatten(2).transpose(1, 2));  // (B, S, d), a view
   }
-  const at::Tensor xm = fcasearch_ops::layer_norm2(t, need(p, 15, "norm2 weight"),
-                                                   need(p, 16, "norm2 bias"), eps[2],
-                                                   need(p, 17, "MLP norm weight"),
-                                                   need(p, 18, "MLP norm bias"), eps[3]);
-  at::Tensor out = mlp_add(xm, t, need(p, 19, "packed fc1"), need(p, 20, "fc1 bias"), hidden,
-                           need(p, 21, "packed fc2"), need(p, 22, "fc2 bias"), cfg[5]);
+  at::Tensor out;
+  if (B * N >= d) {  // see tail_banded
+    out = tail_banded(t, local_w, maybe(p, 14), p, eps, B, rh, rw, d, hidden);
+  } else {
+    if (local_w) {
+      const at::Tensor map = t.view({B, rh, rw, d}).permute({0, 3, 1, 2});  // channels-last
+      const int64_t pad = local_w->size(-1) / 2;
+      t = dwconv2d(map, *local_w, maybe(p, 14), 1, pad, false)
+              .permute({0, 2, 3, 1})
+              .reshape({B, N, d});
+    }
+    const at::Tensor xm = fcasearch_ops::layer_norm2(t, need(p, 15, "norm2 weight"),
+                                                     need(p, 16, "norm2 bias"), eps[2],
+                                                     need(p, 17, "MLP norm weight"),
+                                                     need(p, 18, "MLP norm bias"), eps[3]);
+    out = mlp_add(xm, t, need(p, 19, "packed fc1"), need(p, 20, "fc1 bias"), hidden,
+                  need(p, 21, "packed fc2"), need(p, 22, "fc2 bias"), cfg[5]);
+  }
   result.insert(result.begin(), out);
   return result;
-}
-
-// A buffer of at least n floats that belongs to the calling thread (slot: which of its buffers),
-// kept between calls: the thread pool's threads live as long as the process.
-float* scratch(int slot, int64_t n) {
-  thread_local std::vector<float> buffers[2];
-  std::vector<float>& b = buffers[slot];
-  if (static_cast<int64_t>(b.size()) < n) b.resize(n);
-  return b.data();
-}
-
-// Rows per band when B images of H rows of W pixels are cut into bands of whole rows for nt
-// threads: at most max_px pixels a band (one row at least), and of those the height whose
-// busiest thread gets the fewest rows (the tallest such).
-int64_t band_rows(int64_t B, int64_t H, int64_t W, int64_t max_px, int64_t nt) {
-  int64_t best = 1, best_span = -1;
-  for (int64_t R = 1; R <= H && (R == 1 || R * W <= max_px); ++R) {
-    const int64_t tasks = B * ((H + R - 1) / R), span = (tasks + nt - 1) / nt * R;
-    if (best_span < 0 || span <= best_span) {
-      best = R;
-      best_span = span;
-    }
-  }
-  return best;
-}
-
-// Rows [a, b) of an intermediate map (row_len floats a row) at buf, made by make(r0, r1, dst). The
-// buffer held rows [held.first, held.second) of the same image from the calling thread's previous
-// band (or nothing: first < 0): the rows both bands need are moved to the front, not made again.
-template <typename F>
-void window_rows(float* buf, int64_t row_len, int64_t a, int64_t b,
-                 std::pair<int64_t, int64_t>& held, const F& make) {
-  int64_t from = a;
-  if (held.first >= 0 && held.first <= a && a < held.second) {
-    from = std::min(held.second, b);
-    std::memmove(buf, buf + (a - held.first) * row_len, (from - a) * row_len * sizeof(float));
-  }
-  if (from < b) make(from, b, buf + (from - a) * row_len);
-  held = {a, b};
-}
-
-// Output rows per band of a stride-s, k x k conv stage: its input rows must fit in max_floats
-// (row_floats each), the bands then split as band_rows does.
-int64_t strided_band_rows(int64_t B, int64_t Ho, int64_t Wo, int64_t s, int64_t k,
-                          int64_t row_floats, int64_t max_floats) {
-  const int64_t rows = std::max<int64_t>(1, ((max_floats / std::max<int64_t>(row_floats, 1)) - k) / s + 1);
-  return band_rows(B, Ho, Wo, rows * Wo, at::get_num_threads());
-}
-
-const float* data_or_null(const std::optional<at::Tensor>& t) {
-  return t.has_value() && t->defined() ? t->data_ptr<float>() : nullptr;
-}
-
-void check_packed(const at::Tensor& packed, int64_t K, int64_t N, const char* what) {
-  using fcasearch_gemm::CB;
-  TORCH_CHECK(packed.is_contiguous() && packed.scalar_type() == at::kFloat && packed.dim() == 3 &&
-                  packed.size(0) == (N + CB - 1) / CB && packed.size(1) == K &&
-                  packed.size(2) == CB,
-              what, ": packed ", packed.sizes(), " is not pack_linear's for ", K, " -> ", N);
-}
-
-void check_vector(const std::optional<at::Tensor>& t, int64_t n, const char* what) {
-  TORCH_CHECK(!t.has_value() || !t->defined() ||
-                  (t->scalar_type() == at::kFloat && t->is_contiguous() && t->numel() == n),
-              what, " must be a contiguous float32 vector of ", n);
 }
 
 // The downsample between stages in bands of output rows, each band on one thread: the 1x1 conv
@@ -243,7 +325,8 @@ at::Tensor downsample(const at::Tensor& x, const c10::List<std::optional<at::Ten
   const int64_t k = w2.size(2);
   const fcasearch_ops::DwPlan plan = fcasearch_ops::dw_plan(w2, p[3], H, W, stride, pad, true);
   const int64_t Ho = plan.Ho, Wo = plan.Wo;
-  at::Tensor out = at::empty({B, O, Ho, Wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const auto channels_last = x.options().memory_format(at::MemoryFormat::ChannelsLast);
+  at::Tensor out = at::empty({B, O, Ho, Wo}, channels_last);
   if (out.numel() == 0) return out;
   const int64_t R = strided_band_rows(B, Ho, Wo, stride, k, W * O, 65536);
   const int64_t bands = (Ho + R - 1) / R, in_rows = (R - 1) * stride + k;
@@ -300,7 +383,8 @@ at::Tensor stem(const at::Tensor& x, const c10::List<std::optional<at::Tensor>>&
   const fcasearch_ops::ConvPlan g2 =
       fcasearch_ops::conv_plan(C1, H1, W1, k, s, pad, 1, W1 * C1, C1);
   const int64_t H2 = g2.Ho, W2 = g2.Wo;
-  at::Tensor out = at::empty({B, C2, H2, W2}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const auto channels_last = x.options().memory_format(at::MemoryFormat::ChannelsLast);
+  at::Tensor out = at::empty({B, C2, H2, W2}, channels_last);
   if (out.numel() == 0) return out;
   const int64_t R = strided_band_rows(B, H2, W2, s, k, W1 * C1, 32768);
   const int64_t bands = (H2 + R - 1) / R, in_rows = (R - 1) * s + k;
@@ -322,7 +406,8 @@ at::Tensor stem(const at::Tensor& x, const c10::List<std::optional<at::Tensor>>&
         fcasearch_ops::conv_rows(g1, xp + b * x.stride(0), p1p, C1, ep1, r0, r1, dst, fields);
       });
       band2.row0 = i0;
-      fcasearch_ops::conv_rows(band2, y, p2p, C2, ep2, o0, o1, op + (b * H2 + o0) * W2 * C2, fields);
+      float* rows = op + (b * H2 + o0) * W2 * C2;
+      fcasearch_ops::conv_rows(band2, y, p2p, C2, ep2, o0, o1, rows, fields);
     }
   });
   return out;
@@ -381,7 +466,9 @@ at::Tensor convnext_block(const at::Tensor& x,
       const int64_t b = t / bands, r0 = t % bands * R, r1 = std::min(H, r0 + R);
       const int64_t px = (r1 - r0) * W, offset = (b * H + r0) * W * C;
       fcasearch_ops::dw_rows(plan, xp + b * H * W * C, 0, r0, r1, y);
-      for (int64_t i = 0; i < px; ++i) fcasearch_ops::layer_norm_row(y + i * C, y + i * C, nwp, nbp, C, e);
+      for (int64_t i = 0; i < px; ++i) {
+        fcasearch_ops::layer_norm_row(y + i * C, y + i * C, nwp, nbp, C, e);
+      }
       fcasearch_gemm::gemm_rows(y, px, C, p1p, hidden, ep1, h);
       const fcasearch_gemm::Epilogue ep2{b2.data_ptr<float>(), xp + offset, C, false};
       fcasearch_gemm::gemm_rows(h, px, hidden, p2p, C, ep2, op + offset);

@@ -88,7 +88,9 @@ void conv_rows(const ConvPlan& g, const float* xb, const float* packed, int64_t 
       const int64_t p = r0 + r;
       gather(g, xb, g.off.data(), oh0 + p / g.Wo, p % g.Wo, fields + r * K);
     }
-    for (int64_t nb = 0; nb < NB; ++nb) block<8>(fields, rn, packed + nb * K * CB, K, N, nb, ep, r0, out);
+    for (int64_t nb = 0; nb < NB; ++nb) {
+      block<8>(fields, rn, packed + nb * K * CB, K, N, nb, ep, r0, out);
+    }
   }
 }
 
@@ -116,7 +118,8 @@ at::Tensor conv2d(const at::Tensor& x, const at::Tensor& packed, int64_t out_cha
   at::Tensor out =
       at::empty({B, N, Ho, Wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   if (B * Ho * Wo == 0) return out;
-  const ConvPlan g = conv_plan(Cin, H, W, k, stride, padding, x.stride(1), x.stride(2), x.stride(3));
+  const ConvPlan g =
+      conv_plan(Cin, H, W, k, stride, padding, x.stride(1), x.stride(2), x.stride(3));
   const Epilogue ep{bias.has_value() ? bias->data_ptr<float>() : nullptr, nullptr, 0, gelu};
   const float* xp = x.data_ptr<float>();
   const float* wp = packed.data_ptr<float>();

@@ -121,6 +121,11 @@ class FcaBlock(nn.Module):
             self.s_scale_factors = nn.Parameter(torch.ones(1, cross_in, 1))  # (1, M, 1)
         self.drop_path = DropPath(drop_path)
         self.register_buffer("frozen_mask", None, persistent=False)  # set by freeze_mask()
+        # the same bias compactly, for the block operator (set by freeze_mask): per head the
+        # position bias between a query column and every key column |dr| rows away,
+        # (h, Rh, Rw, Rw), and the cross-token biases (h, M) or None
+        self.register_buffer("frozen_segments", None, persistent=False)
+        self.register_buffer("frozen_cross_bias", None, persistent=False)
         self._mask_cache: tuple[tuple, torch.Tensor] | None = None
         self.fast = False  # fused kernels (layer scales folded); set by fuse_for_inference
         self.gemm = "torch"  # library of the Linear GEMMs once fused; set by fuse_for_inference
@@ -167,7 +172,17 @@ class FcaBlock(nn.Module):
         """Store the current mask as a buffer (inference only: later table edits are ignored)."""
         with torch.inference_mode(False), torch.no_grad():
             mask = self._build_mask().contiguous()
+            rh, rw = self.grid
+            dr = torch.arange(rh, device=mask.device)[:, None, None]
+            cols = torch.arange(rw, device=mask.device)
+            seg_idx = dr * rw + (cols[None, :, None] - cols[None, None, :]).abs()  # (Rh, Rw, Rw)
+            segments = self.attention_biases[:, seg_idx].contiguous()  # (h, Rh, Rw, Rw)
+            cross = None
+            if self.s_token_bias is not None:
+                cross = self.s_token_bias[0, :, 0, :].contiguous()  # (h, M)
         self.frozen_mask = mask
+        self.frozen_segments = segments
+        self.frozen_cross_bias = cross
         self._mask_cache = None
 
     def _apply(self, fn, recurse=True):  # device/dtype moves invalidate the cache
@@ -324,6 +339,7 @@ class FcaBlock(nn.Module):
             self.norm2.weight, self.norm2.bias, mn.weight, mn.bias,
             packed_weight(mlp, "fc1", mlp.fc1.weight, lib), mlp.fc1.bias,
             packed_weight(mlp, "fc2", mlp.fc2.weight, lib), mlp.fc2.bias,
+            self.frozen_segments, self.frozen_cross_bias,
         ]  # fmt: skip
         stride = self.dw_conv.stride[0] if self.dw_conv is not None else 0
         cfg = [self.num_heads, *self.grid, stride, mlp.fc1.out_features, layers.MLP_CHUNK_ELEMENTS]

@@ -158,17 +158,53 @@ def test_block_ops_see_weight_edits(kernel):
 @needs_kernel
 def test_block_op_says_what_is_missing(kernel):
     x = torch.randn(1, 4, 8)
-    with pytest.raises(RuntimeError, match="23 parameters, 6 settings and 4 epsilons"):
-        torch.ops.fcasearch_kernels.fca_block(
-            x, None, [None] * 3, [2, 2, 2, 0, 16, 4096], [1e-5] * 4
-        )
+    ops = torch.ops.fcasearch_kernels
+    with pytest.raises(RuntimeError, match="25 parameters, 6 settings and 4 epsilons"):
+        ops.fca_block(x, None, [None] * 3, [2, 2, 2, 0, 16, 4096], [1e-5] * 4)
     with pytest.raises(RuntimeError, match=r"parameter [01] \(norm1 (weight|bias)\) is missing"):
-        torch.ops.fcasearch_kernels.fca_block(
-            x, None, [None] * 23, [2, 2, 2, 0, 16, 4096], [1e-5] * 4
-        )
+        ops.fca_block(x, None, [None] * 25, [2, 2, 2, 0, 16, 4096], [1e-5] * 4)
     with pytest.raises(RuntimeError, match="settings do not fit"):
-        torch.ops.fcasearch_kernels.fca_block(
-            x, None, [None] * 23, [3, 2, 2, 0, 16, 4096], [1e-5] * 4
+        ops.fca_block(x, None, [None] * 25, [3, 2, 2, 0, 16, 4096], [1e-5] * 4)
+    grid = torch.randn(1, 8, 6, 6).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(RuntimeError, match="8 parameters, 1 setting"):
+        ops.convnext_block(grid, [None] * 8, [32, 4096], 1e-6)
+    with pytest.raises(RuntimeError, match=r"parameter 0 \(dwconv weight\) is missing"):
+        ops.convnext_block(grid, [None] * 8, [32], 1e-6)
+    with pytest.raises(RuntimeError, match="channels-last"):
+        ops.convnext_block(grid.contiguous(), [None] * 8, [32], 1e-6)
+    with pytest.raises(RuntimeError, match=r"is not pack_linear's for 8 -> 16"):
+        ops.downsample(grid, [torch.zeros(1, 4, 32), None, torch.zeros(16, 1, 3, 3), None,
+                              torch.zeros(1, 16, 32), None], [16, 2, 1])  # fmt: skip
+    with pytest.raises(RuntimeError, match="does not fit a 2x2 image"):
+        ops.stem(torch.randn(1, 3, 2, 2), [None] * 4, [8, 16, 7, 2, 1])
+
+
+@needs_kernel
+def test_relative_attention_bias_equals_the_mask(kernel):
+    # the block operator's attention makes the bias from the position-bias segments and the
+    # cross-token biases as it reads them: the same values as the frozen (1, h, N, N + M) mask
+    torch.manual_seed(0)
+    block = FcaBlock(32, 4, 64, (3, 5), cross_in=7, merge_stride=None, enhancement=False,
+                     scale_factors=False, cross_bias=True, drop_path=0.0, layer_scale_init=1.0)  # fmt: skip
+    with torch.no_grad():
+        block.attention_biases.normal_()
+        block.s_token_bias.normal_()
+    block.freeze_mask()
+    q, k, v = torch.randn(2, 4, 15, 8), torch.randn(2, 4, 22, 8), torch.randn(2, 4, 22, 8)
+    got = torch.ops.fcasearch_kernels.fca_attention_relative(
+        q, k, v, block.frozen_segments, block.frozen_cross_bias, 0.35
+    )
+    want = torch.ops.fcasearch_kernels.fca_attention(q, k, v, block.frozen_mask, 0.35)
+    assert torch.equal(got, want)
+    zeros = torch.ops.fcasearch_kernels.fca_attention_relative(
+        q, k, v, block.frozen_segments, None, 0.35
+    )
+    mask = block.frozen_mask.clone()
+    mask[..., 15:] = 0
+    assert torch.equal(zeros, torch.ops.fcasearch_kernels.fca_attention(q, k, v, mask, 0.35))
+    with pytest.raises(RuntimeError, match=r"segments .* are not \(h, Rh, Rw, Rw\)"):
+        torch.ops.fcasearch_kernels.fca_attention_relative(
+            q, k, v, block.frozen_segments[:, :2], None, 0.35
         )
 
 

@@ -223,15 +223,16 @@ at::Tensor tail_banded(const at::Tensor& t, const std::optional<at::Tensor>& loc
 // p: norm1 w, b | scale factors (1, M, 1) | s_norm w, b | packed qkv | packed q | packed kv |
 //    qkv bias | mask (1, h, N, N + M) | packed proj, proj bias | merge conv weight |
 //    local conv weight, bias | norm2 w, b | the MLP's norm w, b | packed fc1, fc1 bias |
-//    packed fc2, fc2 bias
+//    packed fc2, fc2 bias | relative-position segments (h, Rh, Rw, Rw), cross-token biases (h, M)
+//    (with the segments, attention makes the mask's values as it reads them; else it reads mask)
 // cfg: heads, grid rows, grid cols, merge stride (0: no merge), MLP hidden width, chunk elements
 // eps: norm1, s_norm, norm2, the MLP's norm
 std::vector<at::Tensor> fca_block(const at::Tensor& x, const std::optional<at::Tensor>& cross,
                                   const c10::List<std::optional<at::Tensor>>& params,
                                   at::IntArrayRef cfg, at::ArrayRef<double> eps) {
   const Params p = unpack(params);
-  TORCH_CHECK(p.size() == 23 && cfg.size() == 6 && eps.size() == 4,
-              "fca_block: 23 parameters, 6 settings and 4 epsilons expected");
+  TORCH_CHECK(p.size() == 25 && cfg.size() == 6 && eps.size() == 4,
+              "fca_block: 25 parameters, 6 settings and 4 epsilons expected");
   TORCH_CHECK(x.dim() == 3 && x.is_contiguous(), "fca_block: x must be a contiguous (B, N, d)");
   const int64_t B = x.size(0), N = x.size(1), d = x.size(2);
   const int64_t h = cfg[0], rh = cfg[1], rw = cfg[2], stride = cfg[3], hidden = cfg[4];
@@ -262,8 +263,12 @@ std::vector<at::Tensor> fca_block(const at::Tensor& x, const std::optional<at::T
     k = qkv[1];
     v = qkv[2];
   }
-  const at::Tensor o = fca_attention(q, k, v, need(p, 9, "mask"), 1.0 / std::sqrt(double(hd)))
-                           .view({B, N, d});
+  const double scale = 1.0 / std::sqrt(double(hd));
+  const auto segments = maybe(p, 23);
+  const at::Tensor o =
+      (segments ? fcasearch_ops::fca_attention_relative(q, k, v, *segments, maybe(p, 24), scale)
+                : fca_attention(q, k, v, need(p, 9, "mask"), scale))
+          .view({B, N, d});
   at::Tensor t = linear(o, need(p, 10, "packed proj"), d, need(p, 11, "proj bias"), x, false);
   std::vector<at::Tensor> result;
   const auto merge_w = maybe(p, 12);

@@ -10,6 +10,10 @@
 // exponentiates them in place (after each row's maximum), and accumulates the 8 x D output from the
 // values, all in L1/L2. Vectors: simd.h.
 //
+// fca_attention_relative (for the block operator) makes the bias values as it reads them, from the
+// block's relative-position bias segments and cross-token biases: a few KB a head, where the
+// (1, h, N, T) mask is 1.3 MB a block at L1's stage 2 and is read from memory once a forward.
+//
 // Inputs: q (B, h, N, D), k and v (B, h, T, D), bias (B or 1, h, N, T), all float32 on CPU with
 // unit stride along their last dimension (views of a fused qkv projection qualify). D (the head
 // dim) is at most 128; where it is not a multiple of 16, each head's values are copied into rows
@@ -42,25 +46,51 @@ void check(const at::Tensor& t, const char* name, int64_t dims) {
               " must have unit stride along its last dimension");
 }
 
-}  // namespace
-
-namespace fcasearch_ops {
-
-at::Tensor fca_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                         const at::Tensor& bias, double scale) {
+void check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   check(q, "q", 4);
   check(k, "k", 4);
   check(v, "v", 4);
-  check(bias, "bias", 4);
-  const int64_t B = q.size(0), H = q.size(1), N = q.size(2), D = q.size(3), T = k.size(2);
+  const int64_t D = q.size(3);
   TORCH_CHECK(D >= 1 && D <= MAXD, "fca_attention: head dim ", D, " is not in 1..", MAXD);
-  TORCH_CHECK(k.size(0) == B && k.size(1) == H && k.size(3) == D && v.sizes() == k.sizes(),
+  TORCH_CHECK(k.size(0) == q.size(0) && k.size(1) == q.size(1) && k.size(3) == D &&
+                  v.sizes() == k.sizes(),
               "fca_attention: q ", q.sizes(), ", k ", k.sizes(), " and v ", v.sizes(),
               " do not match");
-  TORCH_CHECK((bias.size(0) == B || bias.size(0) == 1) && bias.size(1) == H &&
-                  bias.size(2) == N && bias.size(3) == T,
-              "fca_attention: bias ", bias.sizes(), " is not (B or 1, h, N, T) for q ", q.sizes(),
-              " and k ", k.sizes());
+}
+
+// Where a row block's bias rows come from: a (B or 1, h, N, T) tensor (full), or made from the
+// relative-position segments and the cross-token biases (rel, see fca_attention_relative).
+struct BiasSource {
+  const float* full = nullptr;
+  int64_t sb = 0, sh = 0, sn = 0;  // full's strides (sb 0: one for every batch)
+  const float* seg = nullptr;      // (h, Rh, Rw, Rw)
+  const float* cross = nullptr;    // (h, M) or null (zeros)
+  int64_t rh = 0, rw = 0;
+};
+
+// The relative-position bias of query n over all N keys, then the M cross-token biases, into dst
+// (T = N + M floats, and up to 15 more written past them): per key row kr, the Rw values
+// seg[h][|qr - kr|][qc][:].
+inline void relative_row(const BiasSource& src, int64_t h, int64_t n, int64_t N, int64_t M,
+                         float* dst) {
+  const int64_t rh = src.rh, rw = src.rw, qr = n / rw, qc = n % rw;
+  const float* segh = src.seg + h * rh * rw * rw;
+  for (int64_t kr = 0; kr < rh; ++kr) {
+    const float* s = segh + ((qr > kr ? qr - kr : kr - qr) * rw + qc) * rw;
+    float* d = dst + kr * rw;
+    int64_t c = 0;
+    for (; c + 16 <= rw; c += 16) store(d + c, load(s + c));
+    if (c < rw) store(d + c, load_n(s + c, rw - c));  // the lanes past rw are overwritten next
+  }
+  const float* cb = src.cross != nullptr ? src.cross + h * M : nullptr;
+  int64_t c = 0;
+  for (; c + 16 <= M; c += 16) store(dst + N + c, cb != nullptr ? load(cb + c) : splat(0.f));
+  if (c < M) store(dst + N + c, cb != nullptr ? load_n(cb + c, M - c) : splat(0.f));
+}
+
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const BiasSource& src, double scale) {
+  const int64_t B = q.size(0), H = q.size(1), N = q.size(2), D = q.size(3), T = k.size(2);
   at::Tensor out = at::empty({B, N, H, D}, q.options());
   if (B * H * N == 0) return out;
   TORCH_CHECK(T > 0, "fca_attention: no keys");
@@ -78,21 +108,20 @@ at::Tensor fca_attention(const at::Tensor& q, const at::Tensor& k, const at::Ten
   const float* qp = q.data_ptr<float>();
   const float* kp = k.data_ptr<float>();
   const float* vp = v.data_ptr<float>();
-  const float* bp = bias.data_ptr<float>();
   float* op = out.data_ptr<float>();
   // strides, in elements
   const int64_t qsb = q.stride(0), qsh = q.stride(1), qsn = q.stride(2);
   const int64_t ksb = k.stride(0), ksh = k.stride(1), ksn = k.stride(2);
   const int64_t vsb = v.stride(0), vsh = v.stride(1), vsn = v.stride(2);
-  const int64_t bsb = bias.size(0) == 1 ? 0 : bias.stride(0), bsh = bias.stride(1);
-  const int64_t bsn = bias.stride(2);
   const float neg_inf = -std::numeric_limits<float>::infinity();
 
   at::parallel_for(0, B * H * runs, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(RB * Tp + D * Tp + (D % 16 ? T * Dp : 0));
+    const int64_t rel_rows = src.full == nullptr ? RB * (Tp + 16) : 0;
+    std::vector<float> scratch(RB * Tp + D * Tp + (D % 16 ? T * Dp : 0) + rel_rows);
     float* S = scratch.data();  // (RB, Tp) logits, then probabilities
     float* kt = S + RB * Tp;    // (D, Tp) keys of the current head, transposed
     float* vpad = kt + D * Tp;  // (T, Dp) values of the current head, rows padded (if D % 16)
+    float* rel = vpad + (D % 16 ? T * Dp : 0);  // (RB, Tp + 16) bias rows made from src
     int64_t loaded = -1;
     for (int64_t w = begin; w < end; ++w) {
       const int64_t bh = w / runs, run = w % runs, b = bh / H, h = bh % H;
@@ -122,7 +151,14 @@ at::Tensor fca_attention(const at::Tensor& q, const at::Tensor& k, const at::Ten
         float qs[RB][MAXD];
         for (int r = 0; r < RB; ++r) {
           const int64_t rr = std::min<int64_t>(r, rn - 1);
-          bias_rows[r] = bp + b * bsb + h * bsh + (r0 + rr) * bsn;
+          if (src.full != nullptr) {
+            bias_rows[r] = src.full + b * src.sb + h * src.sh + (r0 + rr) * src.sn;
+          } else if (r < rn) {
+            relative_row(src, h, r0 + r, N, T - N, rel + r * (Tp + 16));
+            bias_rows[r] = rel + r * (Tp + 16);
+          } else {
+            bias_rows[r] = bias_rows[rn - 1];
+          }
           for (int64_t d = 0; d < D; ++d) qs[r][d] = r < rn ? qb[r * qsn + d] * sc : 0.f;
         }
         // 1. logits, 32 keys at a time, then 16 if Tp is an odd number of vectors
@@ -222,12 +258,59 @@ at::Tensor fca_attention(const at::Tensor& q, const at::Tensor& k, const at::Ten
   return out;
 }
 
+}  // namespace
+
+namespace fcasearch_ops {
+
+at::Tensor fca_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                         const at::Tensor& bias, double scale) {
+  check_qkv(q, k, v);
+  check(bias, "bias", 4);
+  const int64_t B = q.size(0), H = q.size(1), N = q.size(2), T = k.size(2);
+  TORCH_CHECK((bias.size(0) == B || bias.size(0) == 1) && bias.size(1) == H &&
+                  bias.size(2) == N && bias.size(3) == T,
+              "fca_attention: bias ", bias.sizes(), " is not (B or 1, h, N, T) for q ", q.sizes(),
+              " and k ", k.sizes());
+  BiasSource src;
+  src.full = bias.data_ptr<float>();
+  src.sb = bias.size(0) == 1 ? 0 : bias.stride(0);
+  src.sh = bias.stride(1);
+  src.sn = bias.stride(2);
+  return attention(q, k, v, src, scale);
+}
+
+at::Tensor fca_attention_relative(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  const at::Tensor& segments,
+                                  const std::optional<at::Tensor>& cross_bias, double scale) {
+  check_qkv(q, k, v);
+  const int64_t H = q.size(1), N = q.size(2), M = k.size(2) - N;
+  TORCH_CHECK(segments.scalar_type() == at::kFloat && segments.is_contiguous() &&
+                  segments.dim() == 4 && segments.size(0) == H &&
+                  segments.size(1) * segments.size(2) == N && segments.size(2) == segments.size(3),
+              "fca_attention: relative-position segments ", segments.sizes(),
+              " are not (h, Rh, Rw, Rw) for ", H, " heads and ", N, " queries");
+  TORCH_CHECK(M >= 0, "fca_attention: fewer keys than queries");
+  TORCH_CHECK(!cross_bias.has_value() ||
+                  (cross_bias->scalar_type() == at::kFloat && cross_bias->is_contiguous() &&
+                   cross_bias->numel() == H * M),
+              "fca_attention: cross-token bias must hold (h, M) = (", H, ", ", M, ") floats");
+  BiasSource src;
+  src.seg = segments.data_ptr<float>();
+  src.cross = cross_bias.has_value() && M > 0 ? cross_bias->data_ptr<float>() : nullptr;
+  src.rh = segments.size(1);
+  src.rw = segments.size(2);
+  return attention(q, k, v, src, scale);
+}
+
 }  // namespace fcasearch_ops
 
 TORCH_LIBRARY_FRAGMENT(fcasearch_kernels, m) {
   m.def("fca_attention(Tensor q, Tensor k, Tensor v, Tensor bias, float scale) -> Tensor");
+  m.def("fca_attention_relative(Tensor q, Tensor k, Tensor v, Tensor segments, "
+        "Tensor? cross_bias, float scale) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(fcasearch_kernels, CPU, m) {
   m.impl("fca_attention", &fcasearch_ops::fca_attention);
+  m.impl("fca_attention_relative", &fcasearch_ops::fca_attention_relative);
 }

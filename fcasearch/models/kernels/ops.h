@@ -33,6 +33,13 @@ torch::Tensor& linear_out(const torch::Tensor& x, const torch::Tensor& packed,
 // fca_attention.cpp: softmax(q k^T * scale + bias) v, output (B, N, h, D).
 at::Tensor fca_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                          const at::Tensor& bias, double scale);
+// The same with the bias made as it is read, from the block's relative-position segments
+// (h, Rh, Rw, Rw): segments[h][|dr|][qc][kc] is the bias between a query in column qc and a key
+// in column kc |dr| rows away) and its cross-token biases (h, M) (none: zeros), M = T - N: the
+// values of the (1, h, N, T) mask without reading one (a few KB a head instead of N * T floats).
+at::Tensor fca_attention_relative(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  const at::Tensor& segments,
+                                  const std::optional<at::Tensor>& cross_bias, double scale);
 
 // dwconv.cpp: depthwise conv of a channels-last map, then GELU if asked; channels-last out.
 at::Tensor dwconv2d(const at::Tensor& x, const at::Tensor& weight,

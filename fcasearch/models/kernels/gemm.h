@@ -26,16 +26,24 @@ struct Epilogue {
 };
 
 // Rows r0..r0+rn (rn <= RB) x columns of panel nb: x rows at xr (stride K), output rows at out
-// (stride N). Rows past rn read row 0 again and are not stored. RB is 8, or 7 where the row
+// (stride N). Rows past rn read row 0 again and are not stored. pf_lines cache lines from pf are
+// prefetched into L2 along the way, one per step: the callers spread the panel they take next
+// over the row blocks of the current one, so that a weight streamed from memory (a forward
+// reads each weight once, 25 MB for FcaFormer-L1) arrives before its panel starts; measured on a
+// 2-core AMD EPYC, FcaFormer-L1 at batch 1, paired: 0.977-0.979 of the time at 224x224 and 0.923
+// at 32x32, where the forward is mostly reading weights. RB is 8, or 7 where the row
 // count is a multiple of 7 and not of 8 (49 rows: a 7x7 map), so no block computes unused rows.
 template <int RB>
 inline void block(const float* xr, int64_t rn, const float* panel, int64_t K, int64_t N,
-                  int64_t nb, const Epilogue& ep, int64_t r0, float* out) {
+                  int64_t nb, const Epilogue& ep, int64_t r0, float* out,
+                  const char* pf = nullptr, int64_t pf_lines = 0) {
   const float* rows[RB];
   for (int r = 0; r < RB; ++r) rows[r] = xr + (r < rn ? r : 0) * K;
   v16 acc[RB][2];
   for (int r = 0; r < RB; ++r) acc[r][0] = acc[r][1] = splat(0.f);
-  for (int64_t k = 0; k < K; ++k) {
+  int64_t k = 0;
+  for (; k < std::min(K, pf_lines); ++k) {  // one cache line of pf fetched per step
+    __builtin_prefetch(pf + k * 64, 0, 2);
     const v16 b0 = load(panel + k * CB), b1 = load(panel + k * CB + 16);
     for (int r = 0; r < RB; ++r) {
       const float a = rows[r][k];
@@ -43,6 +51,15 @@ inline void block(const float* xr, int64_t rn, const float* panel, int64_t K, in
       acc[r][1] += a * b1;
     }
   }
+  for (; k < K; ++k) {
+    const v16 b0 = load(panel + k * CB), b1 = load(panel + k * CB + 16);
+    for (int r = 0; r < RB; ++r) {
+      const float a = rows[r][k];
+      acc[r][0] += a * b0;
+      acc[r][1] += a * b1;
+    }
+  }
+  for (int64_t l = K; l < pf_lines; ++l) __builtin_prefetch(pf + l * 64, 0, 2);
   const int64_t c0 = nb * CB, width = std::min<int64_t>(CB, N - c0);
   float tmp[CB];
   v16 bias0 = splat(0.f), bias1 = splat(0.f);
@@ -85,18 +102,23 @@ inline void block(const float* xr, int64_t rn, const float* panel, int64_t K, in
 inline int row_block(int64_t M) { return (M % 8 != 0 && M % 7 == 0) ? 7 : 8; }
 
 // All of x (M, K) times the packed weight into out (M, N), on the calling thread: panel by panel,
-// each over every row (the residual's rows, if any, match out's).
+// each over every row (the residual's rows, if any, match out's), the next panel prefetched.
 inline void gemm_rows(const float* x, int64_t M, int64_t K, const float* packed, int64_t N,
                       const Epilogue& ep, float* out) {
   const int rb = row_block(M);
-  for (int64_t nb = 0; nb < (N + CB - 1) / CB; ++nb) {
+  const int64_t NB = (N + CB - 1) / CB, blocks = (M + rb - 1) / rb, lines = K * CB / 16;
+  for (int64_t nb = 0; nb < NB; ++nb) {
     const float* panel = packed + nb * K * CB;
-    for (int64_t r0 = 0; r0 < M; r0 += rb) {
+    const char* next = nb + 1 < NB ? reinterpret_cast<const char*>(panel + K * CB) : nullptr;
+    for (int64_t r0 = 0, i = 0; r0 < M; r0 += rb, ++i) {
       const int64_t rn = std::min<int64_t>(rb, M - r0);
+      const int64_t l0 = i * lines / blocks, l1 = (i + 1) * lines / blocks;  // its share
+      const char* pf = next != nullptr ? next + l0 * 64 : nullptr;
+      const int64_t pfn = next != nullptr ? l1 - l0 : 0;
       if (rb == 8) {
-        block<8>(x + r0 * K, rn, panel, K, N, nb, ep, r0, out);
+        block<8>(x + r0 * K, rn, panel, K, N, nb, ep, r0, out, pf, pfn);
       } else {
-        block<7>(x + r0 * K, rn, panel, K, N, nb, ep, r0, out);
+        block<7>(x + r0 * K, rn, panel, K, N, nb, ep, r0, out, pf, pfn);
       }
     }
   }

@@ -23,9 +23,12 @@ with ``model.fused = True``. What it folds (each exact up to float rounding):
   cannot be built or on other devices; ``"off"`` never; ``"on"`` requires them. The choice, and why
   they are missing if they are, is in ``model.kernels_note``;
 * with every step of a block on fcasearch's kernels (``kernels`` in use and ``gemm`` fcasearch's),
-  the eager form runs each ConvNeXt and FcaFormer block as one operator that chains the kernels
-  in C++ (``kernels/block.cpp``; ``block_ops``), and the conv stem on fcasearch's dense-conv
-  kernel. :func:`per_step` turns the block operators off for a while (op counting, profiling).
+  the eager form runs each ConvNeXt block, FcaFormer block, downsample and the conv stem as one
+  operator that chains the kernels in C++ (``kernels/block.cpp``; ``block_ops``): the stem, the
+  downsamples, the ConvNeXt blocks and an FcaFormer block's part after attention go in bands of
+  rows, each band through every step on one thread, its intermediates in that core's cache. The
+  conv stem runs on fcasearch's dense-conv kernel in the compiled form too. :func:`per_step`
+  turns the operators off for a while (op counting, profiling); the outputs are bit-equal.
 
 What it keeps: the scale factors (they act before ``s_norm``, so they change that LayerNorm's
 effective epsilon and cannot be folded exactly) and the two LayerNorms in a row of the MLP path.
@@ -101,9 +104,10 @@ def fuse_for_inference(
             ``"auto"`` (for a model on the CPU, where they can be built), ``"on"`` (an error if
             they cannot be built) or ``"off"`` (SDPA, oneDNN and ATen).
         block_ops: where a block runs every step on fcasearch's kernels (its GEMMs included),
-            run it in eager mode as one operator (``fcasearch_kernels.fca_block`` /
-            ``convnext_block``: the same steps chained in C++, without the interpreter between
-            them); False keeps one Python call per step (to see each kernel in a profiler).
+            run it in eager mode as one operator (``fcasearch_kernels.fca_block``,
+            ``convnext_block``, ``downsample``, ``stem``: the same steps chained in C++, without
+            the interpreter between them, the early stages in bands of rows); False keeps one
+            Python call per step (to see each kernel in a profiler).
 
     Returns:
         The same object, in eval mode, with ``model.kernels_note``; calling it again only

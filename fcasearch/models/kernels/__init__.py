@@ -17,9 +17,15 @@ outside arithmetic at FcaFormer's batch-1 sizes (each source file says why and h
 * :func:`conv2d` (``conv.cpp``): dense convolution as an implicit GEMM on the same packed weights
   and micro-kernel (``gemm.h``), reading NCHW or channels-last input, for the conv stem.
 
-And two operators that chain them (``block.cpp``, through the C++ entry points of ``ops.h``): a
-whole fused FcaFormer block (``fca_block``) and ConvNeXt block (``convnext_block``), which the
-eager inference form calls once per block where every step is on these kernels.
+And operators that chain them (``block.cpp``, through the C++ entry points of ``ops.h``): a whole
+fused FcaFormer block (``fca_block``), ConvNeXt block (``convnext_block``), downsample between
+stages (``downsample``) and conv stem (``stem``), which the eager inference form calls once each
+where every step is on these kernels. The stem, the downsamples, the ConvNeXt blocks and the
+FcaFormer block's part after attention run in bands of rows, each band through all its steps on
+one thread with its intermediates in that core's cache (the early stages' maps are 0.4-3.2 MB a
+step; on a shared host that traffic, more than the arithmetic, set their pace). Within
+``fca_block`` the attention makes its bias from the block's relative-position segments as it reads
+them (``fca_attention_relative``) instead of reading the frozen mask.
 
 :func:`~fcasearch.models.fuse.fuse_for_inference` uses them where they are available.
 

@@ -71,8 +71,7 @@ class Stem(nn.Module):
         fcasearch's dense-conv kernel, with the same kernel size, stride and padding."""
         c1, c2 = self.conv1, self.conv2
         return (
-            not torch.compiler.is_compiling()
-            and isinstance(c1, nn.Conv2d)
+            isinstance(c1, nn.Conv2d)
             and isinstance(c2, nn.Conv2d)
             and conv_kernel_applies(c1, x)
             and c2.groups == 1
@@ -129,7 +128,6 @@ class Downsample(nn.Module):
         return (
             self.block_kernel
             and self.dw_kernel
-            and not torch.compiler.is_compiling()
             and gemm_library(self.gemm, x) == "fcasearch"
             and isinstance(c2, nn.Conv2d)
             and isinstance(self.conv1, nn.Conv2d)
@@ -168,8 +166,8 @@ class ConvNeXtBlock(nn.Module):
         self.block_kernel = False  # the whole block as one kernel op; set by fuse_for_inference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d, H, W) channels-last
-        fast = fast_path(self.fast, x) and not self.training and self.gamma is None
-        if fast and self._one_op(x):
+        folded = self.fast and not self.training and self.gamma is None
+        if folded and inference_input(x) and self._one_op(x):  # eager or compiled
             # the block as one operator (kernels/block.cpp): the steps of the path below
             fc1, fc2, lib = self.pwconv1, self.pwconv2, "fcasearch"
             params = [
@@ -184,7 +182,7 @@ class ConvNeXtBlock(nn.Module):
         y = y.permute(0, 2, 3, 1)  # (B, H, W, d), a view for channels-last input
         od = gemm_library(self.gemm, x)
         fc1, fc2 = self.pwconv1, self.pwconv2
-        if fast:
+        if folded and fast_path(self.fast, x):
             res = x.permute(0, 2, 3, 1)  # (B, H, W, d)
             xn = layer_norm(self.norm, y, self.ln_kernel)
             return mlp_add(self, xn, fc1, fc2, res, od).permute(0, 3, 1, 2)

@@ -27,8 +27,10 @@ with ``model.fused = True``. What it folds (each exact up to float rounding):
   operator that chains the kernels in C++ (``kernels/block.cpp``; ``block_ops``): the stem, the
   downsamples, the ConvNeXt blocks and an FcaFormer block's part after attention go in bands of
   rows, each band through every step on one thread, its intermediates in that core's cache. The
-  conv stem runs on fcasearch's dense-conv kernel in the compiled form too. :func:`per_step`
-  turns the operators off for a while (op counting, profiling); the outputs are bit-equal.
+  compiled form (``compile_for_inference``) calls the stem, downsample and ConvNeXt operators too
+  and keeps the FcaFormer blocks per step, where Inductor fuses around the kernels.
+  :func:`per_step` turns the operators off for a while (op counting, profiling); the outputs are
+  bit-equal.
 
 What it keeps: the scale factors (they act before ``s_norm``, so they change that LayerNorm's
 effective epsilon and cannot be folded exactly) and the two LayerNorms in a row of the MLP path.

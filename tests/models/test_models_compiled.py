@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+from kernel_helpers import needs_kernel
 
 from fcasearch.models import (
     CompileError,
@@ -68,3 +69,24 @@ def test_compile_without_cxx_says_what_to_do(monkeypatch):
     model = build_model(get_spec("fcaformer_nano", img_size=32, num_classes=3))
     with pytest.raises(CompileError, match="C\\+\\+ compiler"):
         compile_for_inference(model, torch.randn(1, 3, 32, 32))
+
+
+@pytest.mark.slow
+@needs_cxx
+@needs_kernel
+def test_compiled_form_runs_the_banded_operators_and_equals_eager(kernel):
+    # stem, downsamples and ConvNeXt blocks are extern kernels of the compiled graph (their fake
+    # shapes registered); the FcaFormer blocks stay per step there (Inductor fuses around them)
+    spec = get_spec("fcaformer_tiny", img_size=64, num_classes=7)
+    model = fuse_for_inference(calibrate_batchnorm(build_model(spec)), gemm="fcasearch")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        want = model(x)
+    compiled = compile_for_inference(model, x)
+    with torch.inference_mode(), torch.profiler.profile() as prof:
+        got = compiled(x)
+    names = {e.name for e in prof.events()}
+    assert {"fcasearch_kernels::stem", "fcasearch_kernels::downsample"} <= names
+    assert "fcasearch_kernels::convnext_block" in names
+    assert "fcasearch_kernels::fca_block" not in names
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

@@ -231,6 +231,30 @@ def _register_fake() -> None:
             memory_format=torch.channels_last
         )
 
+    def _channels_last(b: int, c: int, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+        return torch.empty((b, c, h, w), dtype=like.dtype, device=like.device).contiguous(
+            memory_format=torch.channels_last
+        )
+
+    @register_fake("fcasearch_kernels::convnext_block")
+    def _(x, params, cfg, eps):
+        return _channels_last(*x.shape, x)
+
+    @register_fake("fcasearch_kernels::downsample")
+    def _(x, params, cfg):
+        b, _, h, w = x.shape
+        out, stride, padding = cfg
+        k = params[2].shape[-1]
+        ho, wo = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
+        return _channels_last(b, out, ho, wo, x)
+
+    @register_fake("fcasearch_kernels::stem")
+    def _(x, params, cfg):
+        b, _, h, w = x.shape
+        _, c2, k, s, p = cfg
+        h1, w1 = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        return _channels_last(b, c2, (h1 + 2 * p - k) // s + 1, (w1 + 2 * p - k) // s + 1, x)
+
 
 def _ops(caller: str) -> Any:
     """``torch.ops.fcasearch_kernels`` for the wrapper ``caller``; RuntimeError (naming it and why)

@@ -220,6 +220,51 @@ at::Tensor tail_banded(const at::Tensor& t, const std::optional<at::Tensor>& loc
   return out;
 }
 
+// (B, N + M, d): norm1 of x's rows, then per image s_norm of the cross tokens' rows times their
+// scale factors (p[2], (1, M, 1), or none), in one pass over the rows; each value as norm1(x),
+// cross * scale, s_norm(...) and their concatenation compute it.
+at::Tensor norm_with_cross(const at::Tensor& x, const at::Tensor& cross, const Params& p,
+                           at::ArrayRef<double> eps) {
+  const int64_t B = x.size(0), N = x.size(1), d = x.size(2);
+  TORCH_CHECK(cross.dim() == 3 && cross.size(0) == B && cross.size(2) == d &&
+                  cross.scalar_type() == at::kFloat,
+              "fca_block: cross tokens ", cross.sizes(), " do not fit x ", x.sizes());
+  const at::Tensor c = cross.contiguous();
+  const int64_t M = c.size(1);
+  const auto scale = maybe(p, 2);
+  TORCH_CHECK(!scale || (scale->numel() == M && scale->is_contiguous()),
+              "fca_block: scale factors must hold one value per cross token (", M, ")");
+  for (const size_t i : {0, 1, 3, 4}) {
+    check_vector(need(p, i, "norm1 or s_norm weight or bias"), d,
+                 "fca_block: norm1's and s_norm's weights and biases");
+  }
+  at::Tensor out = at::empty({B, N + M, d}, x.options());
+  const float *xp = x.data_ptr<float>(), *cp = c.data_ptr<float>();
+  const float* sp = scale ? scale->data_ptr<float>() : nullptr;
+  const float *w1 = p[0]->data_ptr<float>(), *b1 = p[1]->data_ptr<float>();
+  const float *w2 = p[3]->data_ptr<float>(), *b2 = p[4]->data_ptr<float>();
+  const float e1 = static_cast<float>(eps[0]), e2 = static_cast<float>(eps[1]);
+  float* op = out.data_ptr<float>();
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(d, 1));
+  at::parallel_for(0, B * (N + M), grain, [&](int64_t begin, int64_t end) {
+    float* row = scratch(0, d);
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t b = r / (N + M), i = r % (N + M);
+      if (i < N) {
+        fcasearch_ops::layer_norm_row(xp + (b * N + i) * d, op + r * d, w1, b1, d, e1);
+        continue;
+      }
+      const float* src = cp + (b * M + i - N) * d;
+      if (sp != nullptr) {
+        for (int64_t j = 0; j < d; ++j) row[j] = src[j] * sp[i - N];
+        src = row;
+      }
+      fcasearch_ops::layer_norm_row(src, op + r * d, w2, b2, d, e2);
+    }
+  });
+  return out;
+}
+
 // p: norm1 w, b | scale factors (1, M, 1) | s_norm w, b | packed qkv | packed q | packed kv |
 //    qkv bias | mask (1, h, N, N + M) | packed proj, proj bias | merge conv weight |
 //    local conv weight, bias | norm2 w, b | the MLP's norm w, b | packed fc1, fc1 bias |
@@ -238,17 +283,18 @@ std::vector<at::Tensor> fca_block(const at::Tensor& x, const std::optional<at::T
   const int64_t h = cfg[0], rh = cfg[1], rw = cfg[2], stride = cfg[3], hidden = cfg[4];
   TORCH_CHECK(h > 0 && d % h == 0 && rh * rw == N, "fca_block: settings do not fit x ", x.sizes());
   const int64_t hd = d / h;
-  const at::Tensor xn = layer_norm(x, need(p, 0, "norm1 weight"), need(p, 1, "norm1 bias"), eps[0]);
+  const bool has_cross = cross.has_value() && cross->defined();
+  const at::Tensor &norm1_w = need(p, 0, "norm1 weight"), &norm1_b = need(p, 1, "norm1 bias");
   const at::Tensor& bias = need(p, 8, "qkv bias");
   at::Tensor q, k, v;
-  if (cross.has_value() && cross->defined()) {
-    at::Tensor c = *cross;
-    if (const auto s = maybe(p, 2)) c = c * *s;
-    c = layer_norm(c.contiguous(), need(p, 3, "s_norm weight"), need(p, 4, "s_norm bias"), eps[1]);
+  if (has_cross) {
+    // the keys' and values' input: the normalized tokens, then the cross tokens times their
+    // scale factors, normalized by s_norm
+    const at::Tensor xc = norm_with_cross(x, *cross, p, eps);  // (B, N + M, d)
+    const at::Tensor xn = xc.narrow(1, 0, N).contiguous();  // a view for B = 1
     q = linear(xn, need(p, 6, "packed q"), d, bias.narrow(0, 0, d), std::nullopt, false)
             .view({B, N, h, hd})
             .transpose(1, 2);
-    const at::Tensor xc = at::cat({xn, c}, 1);  // (B, N + M, d)
     const at::Tensor kv = linear(xc, need(p, 7, "packed kv"), 2 * d, bias.narrow(0, d, 2 * d),
                                  std::nullopt, false)
                               .view({B, -1, 2, h, hd})
@@ -256,6 +302,7 @@ std::vector<at::Tensor> fca_block(const at::Tensor& x, const std::optional<at::T
     k = kv[0];
     v = kv[1];
   } else {
+    const at::Tensor xn = layer_norm(x, norm1_w, norm1_b, eps[0]);
     const at::Tensor qkv = linear(xn, need(p, 5, "packed qkv"), 3 * d, bias, std::nullopt, false)
                                .view({B, N, 3, h, hd})
                                .permute({2, 0, 3, 1, 4});

@@ -31,8 +31,8 @@ struct Epilogue {
 // over the row blocks of the current one, so that a weight streamed from memory (a forward
 // reads each weight once, 25 MB for FcaFormer-L1) arrives before its panel starts; measured on a
 // 2-core AMD EPYC, FcaFormer-L1 at batch 1, paired: 0.977-0.979 of the time at 224x224 and 0.923
-// at 32x32, where the forward is mostly reading weights. RB is 8, or 7 where the row
-// count is a multiple of 7 and not of 8 (49 rows: a 7x7 map), so no block computes unused rows.
+// at 32x32, where the forward is mostly reading weights. RB is row_block's (below): no block
+// computes unused rows where the row count is a multiple of 7 (49 rows: a 7x7 map) or below 8.
 template <int RB>
 inline void block(const float* xr, int64_t rn, const float* panel, int64_t K, int64_t N,
                   int64_t nb, const Epilogue& ep, int64_t r0, float* out,
@@ -98,8 +98,28 @@ inline void block(const float* xr, int64_t rn, const float* panel, int64_t K, in
   }
 }
 
-// Rows per block for M rows: 8, or 7 where M is a multiple of 7 and not of 8.
-inline int row_block(int64_t M) { return (M % 8 != 0 && M % 7 == 0) ? 7 : 8; }
+// Rows per block for M rows: 8, or 7 where M is a multiple of 7 and not of 8, or M itself below 8
+// (a batch-1 classifier head: one row, not eight of which seven are thrown away).
+inline int row_block(int64_t M) {
+  if (M < 8) return static_cast<int>(std::max<int64_t>(M, 1));
+  return (M % 8 != 0 && M % 7 == 0) ? 7 : 8;
+}
+
+// block<rb> for a row block height chosen at run time (row_block's).
+inline void block_rows(int rb, const float* xr, int64_t rn, const float* panel, int64_t K,
+                       int64_t N, int64_t nb, const Epilogue& ep, int64_t r0, float* out,
+                       const char* pf, int64_t pf_lines) {
+  switch (rb) {
+    case 1: return block<1>(xr, rn, panel, K, N, nb, ep, r0, out, pf, pf_lines);
+    case 2: return block<2>(xr, rn, panel, K, N, nb, ep, r0, out, pf, pf_lines);
+    case 3: return block<3>(xr, rn, panel, K, N, nb, ep, r0, out, pf, pf_lines);
+    case 4: return block<4>(xr, rn, panel, K, N, nb, ep, r0, out, pf, pf_lines);
+    case 5: return block<5>(xr, rn, panel, K, N, nb, ep, r0, out, pf, pf_lines);
+    case 6: return block<6>(xr, rn, panel, K, N, nb, ep, r0, out, pf, pf_lines);
+    case 7: return block<7>(xr, rn, panel, K, N, nb, ep, r0, out, pf, pf_lines);
+    default: return block<8>(xr, rn, panel, K, N, nb, ep, r0, out, pf, pf_lines);
+  }
+}
 
 // All of x (M, K) times the packed weight into out (M, N), on the calling thread: panel by panel,
 // each over every row (the residual's rows, if any, match out's), the next panel prefetched.
@@ -115,11 +135,7 @@ inline void gemm_rows(const float* x, int64_t M, int64_t K, const float* packed,
       const int64_t l0 = i * lines / blocks, l1 = (i + 1) * lines / blocks;  // its share
       const char* pf = next != nullptr ? next + l0 * 64 : nullptr;
       const int64_t pfn = next != nullptr ? l1 - l0 : 0;
-      if (rb == 8) {
-        block<8>(x + r0 * K, rn, panel, K, N, nb, ep, r0, out, pf, pfn);
-      } else {
-        block<7>(x + r0 * K, rn, panel, K, N, nb, ep, r0, out, pf, pfn);
-      }
+      block_rows(rb, x + r0 * K, rn, panel, K, N, nb, ep, r0, out, pf, pfn);
     }
   }
 }

@@ -119,11 +119,7 @@ void linear_into(const torch::Tensor& x, const torch::Tensor& packed, int64_t ou
         const int64_t l0 = i * lines / blocks, l1 = (i + 1) * lines / blocks;
         const char* pf = next != nullptr ? next + l0 * 64 : nullptr;
         const int64_t pfn = next != nullptr ? l1 - l0 : 0;
-        if (rb == 8) {
-          block<8>(xp + r0 * K, rn, panel, K, N, nb, ep, r0, op, pf, pfn);
-        } else {
-          block<7>(xp + r0 * K, rn, panel, K, N, nb, ep, r0, op, pf, pfn);
-        }
+        block_rows(rb, xp + r0 * K, rn, panel, K, N, nb, ep, r0, op, pf, pfn);
       }
     }
   });

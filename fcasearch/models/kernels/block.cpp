@@ -129,6 +129,27 @@ void window_rows(float* buf, int64_t row_len, int64_t a, int64_t b,
   held = {a, b};
 }
 
+// The bands begin..end (of B images, `bands` each, R output rows a band) of a stage whose
+// second step is a k x k, stride-s conv, zero padding pad, over a map of Hin rows (row_len floats
+// a row) that its first step makes: per band, make(b, r0, r1, dst) makes the rows of that map
+// the band reads (window_rows: rows of the thread's previous band of the same image are kept),
+// then use(b, o0, o1, i0) runs the rest on output rows o0..o1, the map's rows from i0 on at buf.
+template <typename Make, typename Use>
+void strided_bands(int64_t begin, int64_t end, int64_t bands, int64_t R, int64_t Ho, int64_t Hin,
+                   int64_t s, int64_t k, int64_t pad, float* buf, int64_t row_len,
+                   const Make& make, const Use& use) {
+  std::pair<int64_t, int64_t> held{-1, -1};
+  for (int64_t t = begin; t < end; ++t) {
+    const int64_t b = t / bands, o0 = t % bands * R, o1 = std::min(Ho, o0 + R);
+    if (t > begin && t % bands == 0) held = {-1, -1};  // a new image
+    const int64_t i0 = std::max<int64_t>(0, o0 * s - pad);
+    const int64_t i1 = std::min<int64_t>(Hin, (o1 - 1) * s - pad + k);
+    window_rows(buf, row_len, i0, i1, held,
+                [&](int64_t r0, int64_t r1, float* dst) { make(b, r0, r1, dst); });
+    use(b, o0, o1, i0);
+  }
+}
+
 // Output rows per band of a stride-s, k x k conv stage: its input rows must fit in max_floats
 // (row_floats each), the bands then split as band_rows does.
 int64_t strided_band_rows(int64_t B, int64_t Ho, int64_t Wo, int64_t s, int64_t k,
@@ -389,19 +410,17 @@ at::Tensor downsample(const at::Tensor& x, const c10::List<std::optional<at::Ten
   at::parallel_for(0, B * bands, 1, [&](int64_t begin, int64_t end) {
     float* y = scratch(0, in_rows * W * O);
     float* z = scratch(1, R * Wo * O);
-    std::pair<int64_t, int64_t> held{-1, -1};
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t b = t / bands, o0 = t % bands * R, o1 = std::min(Ho, o0 + R);
-      if (t > begin && t % bands == 0) held = {-1, -1};  // a new image
-      const int64_t i0 = std::max<int64_t>(0, o0 * stride - pad);
-      const int64_t i1 = std::min<int64_t>(H, (o1 - 1) * stride - pad + k);
-      const float* xb = xp + b * H * W * C;
-      window_rows(y, W * O, i0, i1, held, [&](int64_t r0, int64_t r1, float* dst) {
-        fcasearch_gemm::gemm_rows(xb + r0 * W * C, (r1 - r0) * W, C, p1p, O, ep1, dst);
-      });
-      fcasearch_ops::dw_rows(plan, y, i0, o0, o1, z);
-      fcasearch_gemm::gemm_rows(z, (o1 - o0) * Wo, O, p3p, O, ep3, op + (b * Ho + o0) * Wo * O);
-    }
+    strided_bands(
+        begin, end, bands, R, Ho, H, stride, k, pad, y, W * O,
+        [&](int64_t b, int64_t r0, int64_t r1, float* dst) {
+          const float* xb = xp + b * H * W * C;
+          fcasearch_gemm::gemm_rows(xb + r0 * W * C, (r1 - r0) * W, C, p1p, O, ep1, dst);
+        },
+        [&](int64_t b, int64_t o0, int64_t o1, int64_t i0) {
+          fcasearch_ops::dw_rows(plan, y, i0, o0, o1, z);
+          float* rows = op + (b * Ho + o0) * Wo * O;
+          fcasearch_gemm::gemm_rows(z, (o1 - o0) * Wo, O, p3p, O, ep3, rows);
+        });
   });
   return out;
 }
@@ -448,19 +467,16 @@ at::Tensor stem(const at::Tensor& x, const c10::List<std::optional<at::Tensor>>&
     float* y = scratch(0, in_rows * W1 * C1);
     float* fields = scratch(1, 8 * k * k * std::max(Cin, C1));
     fcasearch_ops::ConvPlan band2 = g2;  // its row0 follows the band
-    std::pair<int64_t, int64_t> held{-1, -1};
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t b = t / bands, o0 = t % bands * R, o1 = std::min(H2, o0 + R);
-      if (t > begin && t % bands == 0) held = {-1, -1};  // a new image
-      const int64_t i0 = std::max<int64_t>(0, o0 * s - pad);
-      const int64_t i1 = std::min<int64_t>(H1, (o1 - 1) * s - pad + k);
-      window_rows(y, W1 * C1, i0, i1, held, [&](int64_t r0, int64_t r1, float* dst) {
-        fcasearch_ops::conv_rows(g1, xp + b * x.stride(0), p1p, C1, ep1, r0, r1, dst, fields);
-      });
-      band2.row0 = i0;
-      float* rows = op + (b * H2 + o0) * W2 * C2;
-      fcasearch_ops::conv_rows(band2, y, p2p, C2, ep2, o0, o1, rows, fields);
-    }
+    strided_bands(
+        begin, end, bands, R, H2, H1, s, k, pad, y, W1 * C1,
+        [&](int64_t b, int64_t r0, int64_t r1, float* dst) {
+          fcasearch_ops::conv_rows(g1, xp + b * x.stride(0), p1p, C1, ep1, r0, r1, dst, fields);
+        },
+        [&](int64_t b, int64_t o0, int64_t o1, int64_t i0) {
+          band2.row0 = i0;
+          float* rows = op + (b * H2 + o0) * W2 * C2;
+          fcasearch_ops::conv_rows(band2, y, p2p, C2, ep2, o0, o1, rows, fields);
+        });
   });
   return out;
 }

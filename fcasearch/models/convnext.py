@@ -42,20 +42,19 @@ class Stem(nn.Module):
         self.conv2 = ConvBN(dim // 2, dim, 3, 2, 1)
         self.fast = False  # fused kernels; set by fuse_for_inference
         self.gemm = "torch"  # "fcasearch": the folded convs on its kernel; fuse_for_inference
-        self.block_kernel = False  # eager: both convs as one kernel op; set by fuse_for_inference
+        self.block_kernel = False  # both convs as one kernel op; set by fuse_for_inference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in, H, W) -> (B, d, H/4, W/4)
         if self.fast and not self.training and gemm_library(self.gemm, x) == "fcasearch":
             if self.block_kernel and self._one_op(x):
                 # both convs in bands of rows (kernels/block.cpp), the first's output in cache
                 c1, c2 = self.conv1, self.conv2
-                params = [
-                    packed_weight(self, "conv1", c1.weight, "fcasearch"), c1.bias,
-                    packed_weight(self, "conv2", c2.weight, "fcasearch"), c2.bias,
-                ]  # fmt: skip
-                cfg = [c1.out_channels, c2.out_channels, *c1.kernel_size[:1], *c1.stride[:1],
-                       *c1.padding[:1]]  # fmt: skip
-                return torch.ops.fcasearch_kernels.stem(x, params, cfg)
+                p1 = packed_weight(self, "conv1", c1.weight, "fcasearch")
+                p2 = packed_weight(self, "conv2", c2.weight, "fcasearch")
+                if p1 is not None and p2 is not None:  # None: compiled with none packed yet
+                    cfg = [c1.out_channels, c2.out_channels, *c1.kernel_size[:1],
+                           *c1.stride[:1], *c1.padding[:1]]  # fmt: skip
+                    return torch.ops.fcasearch_kernels.stem(x, [p1, c1.bias, p2, c2.bias], cfg)
             # fcasearch's dense-conv kernel (eager or compiled) reads the image where it lies
             y = own_conv(self, "conv1", self.conv1, x, gelu=True)
             if y is not None:
@@ -67,8 +66,8 @@ class Stem(nn.Module):
         return self.conv2(F.gelu(self.conv1(x)))
 
     def _one_op(self, x: torch.Tensor) -> bool:
-        """Whether the folded stem runs as ``fcasearch_kernels.stem``: eager, both convs on
-        fcasearch's dense-conv kernel, with the same kernel size, stride and padding."""
+        """Whether the folded stem runs as ``fcasearch_kernels.stem`` (eager or compiled): both
+        convs on fcasearch's dense-conv kernel, with the same kernel size, stride and padding."""
         c1, c2 = self.conv1, self.conv2
         return (
             isinstance(c1, nn.Conv2d)
@@ -93,20 +92,19 @@ class Downsample(nn.Module):
         self.fast = False  # fused kernels; set by fuse_for_inference
         self.gemm = "torch"  # library of the fused 1x1 convs as GEMMs; set by fuse_for_inference
         self.dw_kernel = False  # depthwise conv on fcasearch's kernel; set by fuse_for_inference
-        self.block_kernel = False  # eager: the three convs as one kernel op; fuse_for_inference
+        self.block_kernel = False  # the three convs as one kernel op; set by fuse_for_inference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d, H, W) -> (B, o, H/2, W/2)
         if self.fast and not self.training and inference_input(x):
             if self._one_op(x):
                 # the three convs in bands of rows (kernels/block.cpp), intermediates in cache
                 c1, c2, c3, lib = self.conv1, self.conv2, self.conv3, "fcasearch"
-                params = [
-                    packed_weight(self, "conv1", c1.weight.flatten(1), lib), c1.bias,
-                    c2.weight, c2.bias,
-                    packed_weight(self, "conv3", c3.weight.flatten(1), lib), c3.bias,
-                ]  # fmt: skip
-                cfg = [c1.out_channels, c2.stride[0], c2.padding[0]]
-                return torch.ops.fcasearch_kernels.downsample(x, params, cfg)
+                p1 = packed_weight(self, "conv1", c1.weight.flatten(1), lib)
+                p3 = packed_weight(self, "conv3", c3.weight.flatten(1), lib)
+                if p1 is not None and p3 is not None:  # None: compiled with none packed yet
+                    params = [p1, c1.bias, c2.weight, c2.bias, p3, c3.bias]
+                    cfg = [c1.out_channels, c2.stride[0], c2.padding[0]]
+                    return torch.ops.fcasearch_kernels.downsample(x, params, cfg)
             # Folded, CPU float32 inference (eager or compiled): the 1x1 convs as GEMMs over the
             # (B, H, W, C) view (faster than oneDNN's 1x1 convolution at these sizes), the
             # depthwise conv with its GELU on fcasearch's kernel where it serves.
@@ -121,9 +119,9 @@ class Downsample(nn.Module):
         return self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(x)))))
 
     def _one_op(self, x: torch.Tensor) -> bool:
-        """Whether the folded downsample runs as ``fcasearch_kernels.downsample``: eager, every
-        step on fcasearch's kernels (``block_kernel``, its GEMMs included), a channels-last
-        ``x``, the depthwise conv square with zero padding."""
+        """Whether the folded downsample runs as ``fcasearch_kernels.downsample`` (eager or
+        compiled): every step on fcasearch's kernels (``block_kernel``, its GEMMs included), a
+        channels-last ``x``, the depthwise conv square with zero padding."""
         c2 = self.conv2
         return (
             self.block_kernel
@@ -170,14 +168,14 @@ class ConvNeXtBlock(nn.Module):
         if folded and inference_input(x) and self._one_op(x):  # eager or compiled
             # the block as one operator (kernels/block.cpp): the steps of the path below
             fc1, fc2, lib = self.pwconv1, self.pwconv2, "fcasearch"
-            params = [
-                self.dwconv.weight, self.dwconv.bias, self.norm.weight, self.norm.bias,
-                packed_weight(self, "fc1", fc1.weight, lib), fc1.bias,
-                packed_weight(self, "fc2", fc2.weight, lib), fc2.bias,
-            ]  # fmt: skip
-            return torch.ops.fcasearch_kernels.convnext_block(
-                x, params, [fc1.out_features], self.norm.eps
-            )
+            p1 = packed_weight(self, "fc1", fc1.weight, lib)
+            p2 = packed_weight(self, "fc2", fc2.weight, lib)
+            if p1 is not None and p2 is not None:  # None: compiled with none packed yet
+                params = [self.dwconv.weight, self.dwconv.bias, self.norm.weight, self.norm.bias,
+                          p1, fc1.bias, p2, fc2.bias]  # fmt: skip
+                return torch.ops.fcasearch_kernels.convnext_block(
+                    x, params, [fc1.out_features], self.norm.eps
+                )
         y = depthwise_conv(self.dwconv, x, self.dw_kernel)  # (B, d, H, W)
         y = y.permute(0, 2, 3, 1)  # (B, H, W, d), a view for channels-last input
         od = gemm_library(self.gemm, x)

@@ -90,3 +90,19 @@ def test_compiled_form_runs_the_banded_operators_and_equals_eager(kernel):
     assert "fcasearch_kernels::convnext_block" in names
     assert "fcasearch_kernels::fca_block" not in names
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@needs_cxx
+@needs_kernel
+def test_plain_torch_compile_before_any_eager_call_runs_per_step(kernel):
+    # torch.compile straight on a fused model (no eager forward has packed its weights): the
+    # banded operators need packed weights, so the graph takes the per-step path instead
+    spec = get_spec("fcaformer_tiny", img_size=64, num_classes=7)
+    model = fuse_for_inference(calibrate_batchnorm(build_model(spec)), gemm="fcasearch")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode(), torch.profiler.profile() as prof:
+        got = torch.compile(model)(x)
+    assert "fcasearch_kernels::stem" not in {e.name for e in prof.events()}
+    with torch.inference_mode():
+        torch.testing.assert_close(got, model(x), rtol=1e-4, atol=1e-5)

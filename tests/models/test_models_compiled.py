@@ -71,15 +71,20 @@ def test_compile_without_cxx_says_what_to_do(monkeypatch):
         compile_for_inference(model, torch.randn(1, 3, 32, 32))
 
 
+def _tiny_on_fcasearch_gemms() -> tuple[torch.nn.Module, torch.Tensor]:
+    """A fused tiny FcaFormer whose every step is on fcasearch's kernels, and an input."""
+    spec = get_spec("fcaformer_tiny", img_size=64, num_classes=7)
+    model = fuse_for_inference(calibrate_batchnorm(build_model(spec)), gemm="fcasearch")
+    return model, torch.randn(2, 3, 64, 64)
+
+
 @pytest.mark.slow
 @needs_cxx
 @needs_kernel
 def test_compiled_form_runs_the_banded_operators_and_equals_eager(kernel):
     # stem, downsamples and ConvNeXt blocks are extern kernels of the compiled graph (their fake
     # shapes registered); the FcaFormer blocks stay per step there (Inductor fuses around them)
-    spec = get_spec("fcaformer_tiny", img_size=64, num_classes=7)
-    model = fuse_for_inference(calibrate_batchnorm(build_model(spec)), gemm="fcasearch")
-    x = torch.randn(2, 3, 64, 64)
+    model, x = _tiny_on_fcasearch_gemms()
     with torch.inference_mode():
         want = model(x)
     compiled = compile_for_inference(model, x)
@@ -98,9 +103,7 @@ def test_compiled_form_runs_the_banded_operators_and_equals_eager(kernel):
 def test_plain_torch_compile_before_any_eager_call_runs_per_step(kernel):
     # torch.compile straight on a fused model (no eager forward has packed its weights): the
     # banded operators need packed weights, so the graph takes the per-step path instead
-    spec = get_spec("fcaformer_tiny", img_size=64, num_classes=7)
-    model = fuse_for_inference(calibrate_batchnorm(build_model(spec)), gemm="fcasearch")
-    x = torch.randn(2, 3, 64, 64)
+    model, x = _tiny_on_fcasearch_gemms()
     with torch.inference_mode(), torch.profiler.profile() as prof:
         got = torch.compile(model)(x)
     assert "fcasearch_kernels::stem" not in {e.name for e in prof.events()}

@@ -31,12 +31,11 @@ namespace {
 
 using namespace fcasearch_gemm;
 using fcasearch_ops::ConvPlan;
-using ConvGeometry = ConvPlan;
 
 // The receptive field of output pixel (oh, ow) into row (K floats, (ky, kx, c)). xb: the image
 // from input row g.row0 on (rows above it are never read). off: the K input offsets of a field
 // from its top-left corner (the interior case: one load each).
-inline void gather(const ConvGeometry& g, const float* xb, const int64_t* off, int64_t oh,
+inline void gather(const ConvPlan& g, const float* xb, const int64_t* off, int64_t oh,
                    int64_t ow, float* row) {
   const int64_t ih0 = oh * g.stride - g.padding, iw0 = ow * g.stride - g.padding;
   const int64_t K = g.k * g.k * g.Cin;

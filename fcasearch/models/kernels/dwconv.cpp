@@ -29,16 +29,16 @@ namespace {
 
 using namespace fcasearch_simd;
 
-using Geometry = fcasearch_ops::DwPlan;
+using fcasearch_ops::DwPlan;
 
 // 16 channels from c of the pixel at p (FULL: all 16 exist; else C - c < 16, the rest zero).
 template <bool FULL>
-inline v16 pixel(const float* p, const Geometry& g, int64_t c) {
+inline v16 pixel(const float* p, const DwPlan& g, int64_t c) {
   return FULL ? load(p) : load_n(p, g.C - c);
 }
 
 template <bool FULL>
-inline void put(float* o, v16 v, const Geometry& g, int64_t c) {
+inline void put(float* o, v16 v, const DwPlan& g, int64_t c) {
   if (g.gelu) v = vgelu(v);
   if (FULL) {
     store(o, v);
@@ -51,7 +51,7 @@ inline void put(float* o, v16 v, const Geometry& g, int64_t c) {
 // stored), each input row's K + 7 pixels loaded once and used by every tap that reads them. EDGE:
 // some of those pixels lie in the horizontal padding (they read as zeros).
 template <int K, bool EDGE, bool FULL>
-inline void block8_s1(const Geometry& g, const float* xb, const float* wt, v16 bias, float* orow,
+inline void block8_s1(const DwPlan& g, const float* xb, const float* wt, v16 bias, float* orow,
                       int64_t ih0, int64_t i0, int64_t i1, int64_t c, int64_t ow, int64_t n) {
   const int64_t C = g.C, Cp = g.Cp, iw0 = ow - g.padding;
   v16 acc[8];
@@ -75,7 +75,7 @@ inline void block8_s1(const Geometry& g, const float* xb, const float* wt, v16 b
 // The whole output row in blocks of 8 pixels (the last one possibly short); the blocks that
 // touch the padding take the EDGE variant, so no pixel falls back to the one-at-a-time path.
 template <int K, bool FULL>
-void conv_row_s1(const Geometry& g, const float* xb, const float* wt, v16 bias, float* orow,
+void conv_row_s1(const DwPlan& g, const float* xb, const float* wt, v16 bias, float* orow,
                  int64_t ih0, int64_t i0, int64_t i1, int64_t c) {
   for (int64_t ow = 0; ow < g.Wo; ow += 8) {
     const int64_t n = std::min<int64_t>(8, g.Wo - ow), iw0 = ow - g.padding;
@@ -92,13 +92,14 @@ void conv_row_s1(const Geometry& g, const float* xb, const float* wt, v16 bias, 
 // pixels (borders, short rows) go one at a time with two accumulators.
 // xb holds the input from row row0 on (rows above it are never read).
 template <bool FULL>
-void conv_row(const Geometry& g, const float* xb, int64_t row0, const float* wt, const float* bs,
-              float* orow, int64_t oh, int64_t c) {
+void conv_row(const DwPlan& g, const float* xb, int64_t row0, float* orow, int64_t oh,
+              int64_t c) {
+  const float* wt = g.wt.data();
   const int64_t i0 = std::max<int64_t>(0, g.padding - oh * g.stride);
   const int64_t i1 = std::min<int64_t>(g.k, g.H + g.padding - oh * g.stride);
   const int64_t ih0 = oh * g.stride - g.padding - row0;  // tap row 0, relative to row0
   const int64_t k = g.k, s = g.stride, C = g.C, Cp = g.Cp;
-  const v16 bias = load(bs + c);
+  const v16 bias = load(g.bias.data() + c);
   if (s == 1 && (k == 3 || k == 5 || k == 7)) {
     if (k == 3) conv_row_s1<3, FULL>(g, xb, wt, bias, orow, ih0, i0, i1, c);
     if (k == 5) conv_row_s1<5, FULL>(g, xb, wt, bias, orow, ih0, i0, i1, c);
@@ -162,9 +163,9 @@ void dw_rows(const DwPlan& g, const float* x, int64_t row0, int64_t oh0, int64_t
     float* orow = out + (oh - oh0) * g.Wo * g.C;
     for (int64_t c = 0; c < g.Cp; c += 16) {
       if (c + 16 <= g.C) {
-        conv_row<true>(g, x, row0, g.wt.data(), g.bias.data(), orow, oh, c);
+        conv_row<true>(g, x, row0, orow, oh, c);
       } else {
-        conv_row<false>(g, x, row0, g.wt.data(), g.bias.data(), orow, oh, c);
+        conv_row<false>(g, x, row0, orow, oh, c);
       }
     }
   }

@@ -36,27 +36,26 @@ struct Epilogue {
 template <int RB>
 inline void block(const float* xr, int64_t rn, const float* panel, int64_t K, int64_t N,
                   int64_t nb, const Epilogue& ep, int64_t r0, float* out,
-                  const char* pf = nullptr, int64_t pf_lines = 0) {
+                  const char* pf = nullptr, int64_t pf_lines = 0, const float* xn = nullptr,
+                  int64_t xn_rows = 0) {
   const float* rows[RB];
   for (int r = 0; r < RB; ++r) rows[r] = xr + (r < rn ? r : 0) * K;
   v16 acc[RB][2];
   for (int r = 0; r < RB; ++r) acc[r][0] = acc[r][1] = splat(0.f);
-  int64_t k = 0;
-  for (; k < std::min(K, pf_lines); ++k) {  // one cache line of pf fetched per step
-    __builtin_prefetch(pf + k * 64, 0, 2);
-    const v16 b0 = load(panel + k * CB), b1 = load(panel + k * CB + 16);
-    for (int r = 0; r < RB; ++r) {
-      const float a = rows[r][k];
-      acc[r][0] += a * b0;
-      acc[r][1] += a * b1;
+  for (int64_t k0 = 0; k0 < K; k0 += 16) {  // a cache line of x rows at a time
+    const int64_t k1 = std::min(K, k0 + 16);
+    for (int64_t r = 0; r < xn_rows; ++r) {
+      __builtin_prefetch(xn + r * K + k0, 0, 3);
+      if (k1 == K) __builtin_prefetch(xn + r * K + K - 1, 0, 3);
     }
-  }
-  for (; k < K; ++k) {
-    const v16 b0 = load(panel + k * CB), b1 = load(panel + k * CB + 16);
-    for (int r = 0; r < RB; ++r) {
-      const float a = rows[r][k];
-      acc[r][0] += a * b0;
-      acc[r][1] += a * b1;
+    for (int64_t l = k0; l < std::min(k1, pf_lines); ++l) __builtin_prefetch(pf + l * 64, 0, 2);
+    for (int64_t k = k0; k < k1; ++k) {
+      const v16 b0 = load(panel + k * CB), b1 = load(panel + k * CB + 16);
+      for (int r = 0; r < RB; ++r) {
+        const float a = rows[r][k];
+        acc[r][0] += a * b0;
+        acc[r][1] += a * b1;
+      }
     }
   }
   for (int64_t l = K; l < pf_lines; ++l) __builtin_prefetch(pf + l * 64, 0, 2);
@@ -108,16 +107,17 @@ inline int row_block(int64_t M) {
 // block<rb> for a row block height chosen at run time (row_block's).
 inline void block_rows(int rb, const float* xr, int64_t rn, const float* panel, int64_t K,
                        int64_t N, int64_t nb, const Epilogue& ep, int64_t r0, float* out,
-                       const char* pf, int64_t pf_lines) {
+                       const char* pf, int64_t pf_lines, const float* xn = nullptr,
+                       int64_t xn_rows = 0) {
   switch (rb) {
-    case 1: return block<1>(xr, rn, panel, K, N, nb, ep, r0, out, pf, pf_lines);
-    case 2: return block<2>(xr, rn, panel, K, N, nb, ep, r0, out, pf, pf_lines);
-    case 3: return block<3>(xr, rn, panel, K, N, nb, ep, r0, out, pf, pf_lines);
-    case 4: return block<4>(xr, rn, panel, K, N, nb, ep, r0, out, pf, pf_lines);
-    case 5: return block<5>(xr, rn, panel, K, N, nb, ep, r0, out, pf, pf_lines);
-    case 6: return block<6>(xr, rn, panel, K, N, nb, ep, r0, out, pf, pf_lines);
-    case 7: return block<7>(xr, rn, panel, K, N, nb, ep, r0, out, pf, pf_lines);
-    default: return block<8>(xr, rn, panel, K, N, nb, ep, r0, out, pf, pf_lines);
+    case 1: return block<1>(xr, rn, panel, K, N, nb, ep, r0, out, pf, pf_lines, xn, xn_rows);
+    case 2: return block<2>(xr, rn, panel, K, N, nb, ep, r0, out, pf, pf_lines, xn, xn_rows);
+    case 3: return block<3>(xr, rn, panel, K, N, nb, ep, r0, out, pf, pf_lines, xn, xn_rows);
+    case 4: return block<4>(xr, rn, panel, K, N, nb, ep, r0, out, pf, pf_lines, xn, xn_rows);
+    case 5: return block<5>(xr, rn, panel, K, N, nb, ep, r0, out, pf, pf_lines, xn, xn_rows);
+    case 6: return block<6>(xr, rn, panel, K, N, nb, ep, r0, out, pf, pf_lines, xn, xn_rows);
+    case 7: return block<7>(xr, rn, panel, K, N, nb, ep, r0, out, pf, pf_lines, xn, xn_rows);
+    default: return block<8>(xr, rn, panel, K, N, nb, ep, r0, out, pf, pf_lines, xn, xn_rows);
   }
 }
 
@@ -135,7 +135,8 @@ inline void gemm_rows(const float* x, int64_t M, int64_t K, const float* packed,
       const int64_t l0 = i * lines / blocks, l1 = (i + 1) * lines / blocks;  // its share
       const char* pf = next != nullptr ? next + l0 * 64 : nullptr;
       const int64_t pfn = next != nullptr ? l1 - l0 : 0;
-      block_rows(rb, x + r0 * K, rn, panel, K, N, nb, ep, r0, out, pf, pfn);
+      const int64_t nn = std::min<int64_t>(rb, std::max<int64_t>(M - r0 - rb, 0));
+      block_rows(rb, x + r0 * K, rn, panel, K, N, nb, ep, r0, out, pf, pfn, x + (r0 + rb) * K, nn);
     }
   }
 }

@@ -119,7 +119,9 @@ void linear_into(const torch::Tensor& x, const torch::Tensor& packed, int64_t ou
         const int64_t l0 = i * lines / blocks, l1 = (i + 1) * lines / blocks;
         const char* pf = next != nullptr ? next + l0 * 64 : nullptr;
         const int64_t pfn = next != nullptr ? l1 - l0 : 0;
-        block_rows(rb, xp + r0 * K, rn, panel, K, N, nb, ep, r0, op, pf, pfn);
+        const int64_t nn = std::min<int64_t>(rb, std::max<int64_t>(r_end - r0 - rb, 0));
+        block_rows(rb, xp + r0 * K, rn, panel, K, N, nb, ep, r0, op, pf, pfn, xp + (r0 + rb) * K,
+                   nn);
       }
     }
   });

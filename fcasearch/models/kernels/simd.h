@@ -9,6 +9,10 @@
 
 namespace fcasearch_simd {
 
+// The math below is inlined into the kernels' loops (out of line, each call spilled the caller's
+// accumulators and went through the PLT).
+#define FCASEARCH_INLINE inline __attribute__((always_inline))
+
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
 typedef int i16 __attribute__((vector_size(64), aligned(4)));
 
@@ -70,11 +74,47 @@ inline float hsum(v16 a) {
 #endif
 }
 
+// Transposes the 16 x 16 block in r (r[i] lane l becomes r[l] lane i) in place, by four rounds
+// of two-register shuffles: round b swaps, within every 2b x 2b block, the two off-diagonal b x b
+// blocks (row bit b exchanged with lane bit b).
+inline void transpose16(v16 r[16]) {
+#ifdef FCASEARCH_SIMD_SHUFFLE
+#define FCASEARCH_T16_ROUND(b, ...)                                    \
+  for (int i = 0; i < 16; ++i) {                                       \
+    if (i & b) continue;                                               \
+    const v16 a = r[i], c = r[i + b];                                  \
+    r[i] = __builtin_shufflevector(a, c, __VA_ARGS__);                 \
+    r[i + b] = __builtin_shufflevector(a, c, FCASEARCH_T16_HI_##b);    \
+  }
+#define FCASEARCH_T16_HI_8 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31
+#define FCASEARCH_T16_HI_4 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31
+#define FCASEARCH_T16_HI_2 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31
+#define FCASEARCH_T16_HI_1 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31
+  FCASEARCH_T16_ROUND(8, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23)
+  FCASEARCH_T16_ROUND(4, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27)
+  FCASEARCH_T16_ROUND(2, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29)
+  FCASEARCH_T16_ROUND(1, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30)
+#undef FCASEARCH_T16_ROUND
+#undef FCASEARCH_T16_HI_8
+#undef FCASEARCH_T16_HI_4
+#undef FCASEARCH_T16_HI_2
+#undef FCASEARCH_T16_HI_1
+#else
+  for (int i = 0; i < 16; ++i) {
+    for (int l = i + 1; l < 16; ++l) {
+      const float t = r[i][l];
+      r[i][l] = r[l][i];
+      r[l][i] = t;
+    }
+  }
+#endif
+}
+
 // e^x for x <= 0 (logits minus their row maximum), x clamped at -87 (e^-87 ~ 1.6e-38 is 0 next to
 // a row sum of at least 1). Cody-Waite range reduction x = n ln2 + r with n rounded by the 1.5 * 2^23
 // trick (whose float bits then hold n as an integer), a degree-7 polynomial for e^r on
 // |r| <= ln2/2, and 2^n put into the exponent bits: within about 1 ulp of expf.
-inline v16 vexp(v16 x) {
+FCASEARCH_INLINE v16 vexp(v16 x) {
   const float log2e = 1.44269504088896341f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
   const float magic = 12582912.0f;  // 1.5 * 2^23
   const v16 lo = splat(-87.0f);
@@ -101,7 +141,7 @@ inline v16 vexp(v16 x) {
 
 // 1 / d for normal d of either sign: AVX-512's 14-bit reciprocal estimate refined by one Newton
 // step (relative error about 2^-27, a few cycles instead of a division), else a division.
-inline v16 vrecip(v16 d) {
+FCASEARCH_INLINE v16 vrecip(v16 d) {
 #ifdef __AVX512F__
   const v16 r = (v16)_mm512_rcp14_ps((__m512)d);
   return r * (splat(2.f) - d * r);
@@ -114,7 +154,7 @@ inline v16 vrecip(v16 d) {
 // +-1 in float32), the coefficients of the single-precision erf in Eigen and XLA; absolute error
 // below 5e-7 (checked against the double-precision erf on a dense grid by the tests). No exp,
 // and the division as vrecip.
-inline v16 verf(v16 x) {
+FCASEARCH_INLINE v16 verf(v16 x) {
   const v16 hi = splat(4.f), lo = splat(-4.f);
   x = x > hi ? hi : x;
   x = x < lo ? lo : x;
@@ -136,7 +176,7 @@ inline v16 verf(v16 x) {
 }
 
 // Exact (erf) GELU: x/2 (1 + erf(x / sqrt 2)), as h + h erf with h = x/2 (one FMA).
-inline v16 vgelu(v16 x) {
+FCASEARCH_INLINE v16 vgelu(v16 x) {
   const v16 h = x * 0.5f;
   return h + h * verf(x * 0.70710678118654752f);
 }

@@ -28,6 +28,7 @@ from fcasearch.models.layers import (
     own_conv,
     packed_weight,
 )
+from fcasearch.models.network import CONVNEXT, DOWNSAMPLE, STEM, recording
 
 __all__ = ["ConvNeXtBlock", "ConvStage", "Downsample", "Stem"]
 
@@ -54,7 +55,10 @@ class Stem(nn.Module):
                 if p1 is not None and p2 is not None:  # None: compiled with none packed yet
                     cfg = [c1.out_channels, c2.out_channels, *c1.kernel_size[:1],
                            *c1.stride[:1], *c1.padding[:1]]  # fmt: skip
-                    return torch.ops.fcasearch_kernels.stem(x, [p1, c1.bias, p2, c2.bias], cfg)
+                    params = [p1, c1.bias, p2, c2.bias]
+                    if (rec := recording()) is not None:
+                        rec.step(STEM, params, cfg, sources=(c1.weight, c2.weight))
+                    return torch.ops.fcasearch_kernels.stem(x, params, cfg)
             # fcasearch's dense-conv kernel (eager or compiled) reads the image where it lies
             y = own_conv(self, "conv1", self.conv1, x, gelu=True)
             if y is not None:
@@ -104,6 +108,8 @@ class Downsample(nn.Module):
                 if p1 is not None and p3 is not None:  # None: compiled with none packed yet
                     params = [p1, c1.bias, c2.weight, c2.bias, p3, c3.bias]
                     cfg = [c1.out_channels, c2.stride[0], c2.padding[0]]
+                    if (rec := recording()) is not None:
+                        rec.step(DOWNSAMPLE, params, cfg, sources=(c1.weight, c3.weight))
                     return torch.ops.fcasearch_kernels.downsample(x, params, cfg)
             # Folded, CPU float32 inference (eager or compiled): the 1x1 convs as GEMMs over the
             # (B, H, W, C) view (faster than oneDNN's 1x1 convolution at these sizes), the
@@ -173,9 +179,10 @@ class ConvNeXtBlock(nn.Module):
             if p1 is not None and p2 is not None:  # None: compiled with none packed yet
                 params = [self.dwconv.weight, self.dwconv.bias, self.norm.weight, self.norm.bias,
                           p1, fc1.bias, p2, fc2.bias]  # fmt: skip
-                return torch.ops.fcasearch_kernels.convnext_block(
-                    x, params, [fc1.out_features], self.norm.eps
-                )
+                cfg, eps = [fc1.out_features], self.norm.eps
+                if (rec := recording()) is not None:
+                    rec.step(CONVNEXT, params, cfg, [eps], sources=(fc1.weight, fc2.weight))
+                return torch.ops.fcasearch_kernels.convnext_block(x, params, cfg, eps)
         y = depthwise_conv(self.dwconv, x, self.dw_kernel)  # (B, d, H, W)
         y = y.permute(0, 2, 3, 1)  # (B, H, W, d), a view for channels-last input
         od = gemm_library(self.gemm, x)

@@ -44,6 +44,7 @@ from fcasearch.models.layers import (
     packed_weight,
     temporarily,
 )
+from fcasearch.models.network import FCA, MAP, TOKENS, recording
 
 __all__ = ["ATTENTION_IMPLS", "FcaBlock", "FcaStage", "attention_impl", "relative_index"]
 
@@ -320,6 +321,8 @@ class FcaBlock(nn.Module):
             self, (cross is None, layers.MLP_CHUNK_ELEMENTS), sources,
             lambda: self._one_op_args(cross is None),
         )  # fmt: skip
+        if (rec := recording()) is not None:
+            rec.step(FCA, params, cfg, eps, sources)  # FcaStage adds what the block reads
         out = torch.ops.fcasearch_kernels.fca_block(x, cross, params, cfg, eps)
         return out[0], (out[1] if len(out) > 1 else None)
 
@@ -375,6 +378,9 @@ class FcaStage(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d, Rh, Rw) -> next map
         b, d, rh, rw = x.shape
         t = x.permute(0, 2, 3, 1).reshape(b, rh * rw, d)  # (B, N, d); a view if channels-last
+        rec = recording()
+        if rec is not None:
+            rec.step(TOKENS)
         emitted: dict[int, torch.Tensor] = {}
         for i, blk in enumerate(self.blocks):
             src = self.sources[i]
@@ -383,10 +389,15 @@ class FcaStage(nn.Module):
                 cross = emitted[src[0]]
             elif src:
                 cross = torch.cat([emitted[j] for j in src], dim=1)  # (B, M, d)
+            steps = len(rec.steps) if rec is not None else 0
             t, new = blk(t, cross)
+            if rec is not None and len(rec.steps) == steps + 1 and rec.steps[-1].code == FCA:
+                rec.steps[-1].settings += [i, len(src), *src]  # the block's step: what it reads
             if new is not None:
                 emitted[i] = new
         x = t.view(b, rh, rw, d).permute(0, 3, 1, 2)  # (B, d, Rh, Rw), channels-last
+        if rec is not None:
+            rec.step(MAP, settings=(rh, rw))
         if self.downsample is not None:
             x = self.downsample(x)
         return x

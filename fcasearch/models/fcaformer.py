@@ -21,6 +21,7 @@ from fcasearch.models.layers import (
     linear,
     packed_weight,
 )
+from fcasearch.models.network import HEAD, network_forward, recording
 from fcasearch.spec import CONV, ArchSpec, SpecError
 
 __all__ = ["FcaFormer", "build_model"]
@@ -65,6 +66,9 @@ class FcaFormer(nn.Module):
         self.head = nn.Linear(stages[-1].width, spec.num_classes)
         self.gemm = "torch"  # library of the head's GEMM once fused; set by fuse_for_inference
         self.kernels_note = "library operators"  # fcasearch's kernels or not; fuse_for_inference
+        # the whole eager forward as one kernel operator where every part is one (network.py);
+        # set by fuse_for_inference
+        self.block_kernel = False
         self.apply(init_weights)
 
     def _fca_stage(self, s: int, dps: list[float], out_dim: int | None) -> FcaStage:
@@ -114,9 +118,22 @@ class FcaFormer(nn.Module):
         """Mean over tokens, LayerNorm, Linear: ``(B, d, h, w)`` -> ``(B, classes)``."""
         x = self.norm_head(x.mean(dim=(2, 3)))  # (B, d)
         w, od = self.head.weight, gemm_library(self.gemm, x)
-        return linear(x, w, self.head.bias, od, packed_weight(self, "head", w, od))
+        packed = packed_weight(self, "head", w, od)
+        rec = recording()
+        if rec is not None and od == "fcasearch" and packed is not None and x.is_contiguous():
+            norm = self.norm_head
+            params = [norm.weight, norm.bias, packed, self.head.bias]
+            rec.step(HEAD, params, [w.shape[0]], [norm.eps], sources=(w,))
+        return linear(x, w, self.head.bias, od, packed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in, H, W) -> (B, classes)
+        if (
+            self.block_kernel
+            and not torch.compiler.is_compiling()  # first: Dynamo folds it
+            and self.fused
+            and not self.training
+        ):
+            return network_forward(self, x)
         return self.forward_head(self.forward_features(x))
 
     # ---- options ----------------------------------------------------------------------------

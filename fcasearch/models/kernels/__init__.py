@@ -82,9 +82,10 @@ _SOURCES = tuple(
         "linear.cpp",
         "conv.cpp",
         "block.cpp",
+        "network.cpp",
     )
 )
-_HEADERS = (_HERE / "simd.h", _HERE / "gemm.h", _HERE / "ops.h")
+_HEADERS = (_HERE / "simd.h", _HERE / "gemm.h", _HERE / "ops.h", _HERE / "parallel.h")
 _CFLAGS = ("-O3", "-march=native", "-fopenmp")
 _lock = threading.Lock()
 _state: dict[str, object] = {"loaded": None, "status": "not built yet (load_kernels builds it)"}

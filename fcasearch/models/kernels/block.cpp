@@ -26,6 +26,7 @@
 
 #include "gemm.h"
 #include "ops.h"
+#include "parallel.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -47,14 +48,7 @@ using fcasearch_ops::layer_norm;
 using fcasearch_ops::linear;
 using fcasearch_ops::linear_out;
 
-using Params = std::vector<std::optional<at::Tensor>>;
-
-Params unpack(const c10::List<std::optional<at::Tensor>>& list) {
-  Params out;
-  out.reserve(list.size());
-  for (size_t i = 0; i < list.size(); ++i) out.push_back(list.get(i));
-  return out;
-}
+using fcasearch_ops::Params;
 
 const at::Tensor& need(const Params& p, size_t i, const char* what) {
   TORCH_CHECK(p[i].has_value() && p[i]->defined(), "block: parameter ", i, " (", what,
@@ -129,19 +123,21 @@ void window_rows(float* buf, int64_t row_len, int64_t a, int64_t b,
   held = {a, b};
 }
 
-// The bands begin..end (of B images, `bands` each, R output rows a band) of a stage whose
+// The bands that tasks hands out (of B images, `bands` each, R output rows a band) of a stage whose
 // second step is a k x k, stride-s conv, zero padding pad, over a map of Hin rows (row_len floats
 // a row) that its first step makes: per band, make(b, r0, r1, dst) makes the rows of that map
 // the band reads (window_rows: rows of the thread's previous band of the same image are kept),
 // then use(b, o0, o1, i0) runs the rest on output rows o0..o1, the map's rows from i0 on at buf.
 template <typename Make, typename Use>
-void strided_bands(int64_t begin, int64_t end, int64_t bands, int64_t R, int64_t Ho, int64_t Hin,
+void strided_bands(fcasearch_par::Tasks& tasks, int64_t bands, int64_t R, int64_t Ho, int64_t Hin,
                    int64_t s, int64_t k, int64_t pad, float* buf, int64_t row_len,
                    const Make& make, const Use& use) {
   std::pair<int64_t, int64_t> held{-1, -1};
-  for (int64_t t = begin; t < end; ++t) {
+  int64_t image = -1;
+  for (int64_t t; (t = tasks.next()) >= 0;) {
     const int64_t b = t / bands, o0 = t % bands * R, o1 = std::min(Ho, o0 + R);
-    if (t > begin && t % bands == 0) held = {-1, -1};  // a new image
+    if (b != image) held = {-1, -1};  // a new image
+    image = b;
     const int64_t i0 = std::max<int64_t>(0, o0 * s - pad);
     const int64_t i1 = std::min<int64_t>(Hin, (o1 - 1) * s - pad + k);
     window_rows(buf, row_len, i0, i1, held,
@@ -217,10 +213,10 @@ at::Tensor tail_banded(const at::Tensor& t, const std::optional<at::Tensor>& loc
   const fcasearch_gemm::Epilogue ep1{p[20]->data_ptr<float>(), nullptr, 0, true};
   const float* fc2_bias = p[22]->data_ptr<float>();
   float* op = out.data_ptr<float>();
-  at::parallel_for(0, B * bands, 1, [&](int64_t begin, int64_t end) {
+  fcasearch_par::parallel_tasks(B * bands, [&](fcasearch_par::Tasks& tasks) {
     float* y = scratch(0, 2 * R * rw * d);  // the local conv's rows, then the normalized rows
     float* h = scratch(1, R * rw * hidden);
-    for (int64_t tk = begin; tk < end; ++tk) {
+    for (int64_t tk; (tk = tasks.next()) >= 0;) {
       const int64_t b = tk / bands, r0 = tk % bands * R, r1 = std::min(rh, r0 + R);
       const int64_t px = (r1 - r0) * rw, offset = (b * rh + r0) * rw * d;
       const float* res = tp + offset;
@@ -286,6 +282,17 @@ at::Tensor norm_with_cross(const at::Tensor& x, const at::Tensor& cross, const P
   return out;
 }
 
+}  // namespace
+
+namespace fcasearch_ops {
+
+Params unpack(const c10::List<std::optional<at::Tensor>>& list) {
+  Params out;
+  out.reserve(list.size());
+  for (size_t i = 0; i < list.size(); ++i) out.push_back(list.get(i));
+  return out;
+}
+
 // p: norm1 w, b | scale factors (1, M, 1) | s_norm w, b | packed qkv | packed q | packed kv |
 //    qkv bias | mask (1, h, N, N + M) | packed proj, proj bias | merge conv weight |
 //    local conv weight, bias | norm2 w, b | the MLP's norm w, b | packed fc1, fc1 bias |
@@ -294,9 +301,7 @@ at::Tensor norm_with_cross(const at::Tensor& x, const at::Tensor& cross, const P
 // cfg: heads, grid rows, grid cols, merge stride (0: no merge), MLP hidden width, chunk elements
 // eps: norm1, s_norm, norm2, the MLP's norm
 std::vector<at::Tensor> fca_block(const at::Tensor& x, const std::optional<at::Tensor>& cross,
-                                  const c10::List<std::optional<at::Tensor>>& params,
-                                  at::IntArrayRef cfg, at::ArrayRef<double> eps) {
-  const Params p = unpack(params);
+                                  const Params& p, at::IntArrayRef cfg, at::ArrayRef<double> eps) {
   TORCH_CHECK(p.size() == 25 && cfg.size() == 6 && eps.size() == 4,
               "fca_block: 25 parameters, 6 settings and 4 epsilons expected");
   TORCH_CHECK(x.dim() == 3 && x.is_contiguous(), "fca_block: x must be a contiguous (B, N, d)");
@@ -375,9 +380,7 @@ std::vector<at::Tensor> fca_block(const at::Tensor& x, const std::optional<at::T
 // 1.6 MB), the threads meet once. Each value as in the step-by-step path (layers, convnext.py).
 // x (B, d, H, W) channels-last. p: packed conv1, bias | dw weight (o, 1, k, k), bias | packed
 // conv3, bias. cfg: out channels, stride, padding. Output (B, o, Ho, Wo) channels-last.
-at::Tensor downsample(const at::Tensor& x, const c10::List<std::optional<at::Tensor>>& params,
-                      at::IntArrayRef cfg) {
-  const Params p = unpack(params);
+at::Tensor downsample(const at::Tensor& x, const Params& p, at::IntArrayRef cfg) {
   TORCH_CHECK(p.size() == 6 && cfg.size() == 3, "downsample: 6 parameters, 3 settings");
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.is_cpu() &&
                   x.is_contiguous(at::MemoryFormat::ChannelsLast),
@@ -407,11 +410,11 @@ at::Tensor downsample(const at::Tensor& x, const c10::List<std::optional<at::Ten
   const fcasearch_gemm::Epilogue ep1{data_or_null(p[1]), nullptr, 0, true};
   const fcasearch_gemm::Epilogue ep3{data_or_null(p[5]), nullptr, 0, false};
   float* op = out.data_ptr<float>();
-  at::parallel_for(0, B * bands, 1, [&](int64_t begin, int64_t end) {
+  fcasearch_par::parallel_tasks(B * bands, [&](fcasearch_par::Tasks& tasks) {
     float* y = scratch(0, in_rows * W * O);
     float* z = scratch(1, R * Wo * O);
     strided_bands(
-        begin, end, bands, R, Ho, H, stride, k, pad, y, W * O,
+        tasks, bands, R, Ho, H, stride, k, pad, y, W * O,
         [&](int64_t b, int64_t r0, int64_t r1, float* dst) {
           const float* xb = xp + b * H * W * C;
           fcasearch_gemm::gemm_rows(xb + r0 * W * C, (r1 - r0) * W, C, p1p, O, ep1, dst);
@@ -430,9 +433,7 @@ at::Tensor downsample(const at::Tensor& x, const c10::List<std::optional<at::Ten
 // the first conv's output (1.6 MB at 224x224) stays in cache. Each value as in two conv2d calls.
 // x (B, Cin, H, W), any strides. p: packed conv1, bias | packed conv2, bias (pack_conv's layout).
 // cfg: conv1 out channels, conv2 out channels, kernel size, stride, padding.
-at::Tensor stem(const at::Tensor& x, const c10::List<std::optional<at::Tensor>>& params,
-                at::IntArrayRef cfg) {
-  const Params p = unpack(params);
+at::Tensor stem(const at::Tensor& x, const Params& p, at::IntArrayRef cfg) {
   TORCH_CHECK(p.size() == 4 && cfg.size() == 5, "stem: 4 parameters, 5 settings");
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.is_cpu(),
               "stem: x must be a float32 CPU (B, Cin, H, W)");
@@ -463,12 +464,12 @@ at::Tensor stem(const at::Tensor& x, const c10::List<std::optional<at::Tensor>>&
   const fcasearch_gemm::Epilogue ep1{data_or_null(p[1]), nullptr, 0, true};
   const fcasearch_gemm::Epilogue ep2{data_or_null(p[3]), nullptr, 0, false};
   float* op = out.data_ptr<float>();
-  at::parallel_for(0, B * bands, 1, [&](int64_t begin, int64_t end) {
+  fcasearch_par::parallel_tasks(B * bands, [&](fcasearch_par::Tasks& tasks) {
     float* y = scratch(0, in_rows * W1 * C1);
     float* fields = scratch(1, 8 * k * k * std::max(Cin, C1));
     fcasearch_ops::ConvPlan band2 = g2;  // its row0 follows the band
     strided_bands(
-        begin, end, bands, R, H2, H1, s, k, pad, y, W1 * C1,
+        tasks, bands, R, H2, H1, s, k, pad, y, W1 * C1,
         [&](int64_t b, int64_t r0, int64_t r1, float* dst) {
           fcasearch_ops::conv_rows(g1, xp + b * x.stride(0), p1p, C1, ep1, r0, r1, dst, fields);
         },
@@ -488,10 +489,7 @@ at::Tensor stem(const at::Tensor& x, const c10::List<std::optional<at::Tensor>>&
 // computed as in the step-by-step path (same kernels, same order of operations).
 // x (B, d, H, W) channels-last. p: dwconv weight, bias | norm w, b | packed fc1, fc1 bias |
 // packed fc2, fc2 bias. cfg: MLP hidden width. Output channels-last.
-at::Tensor convnext_block(const at::Tensor& x,
-                                 const c10::List<std::optional<at::Tensor>>& params,
-                                 at::IntArrayRef cfg, double eps) {
-  const Params p = unpack(params);
+at::Tensor convnext_block(const at::Tensor& x, const Params& p, at::IntArrayRef cfg, double eps) {
   TORCH_CHECK(p.size() == 8 && cfg.size() == 1, "convnext_block: 8 parameters, 1 setting");
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.is_cpu() &&
                   x.is_contiguous(at::MemoryFormat::ChannelsLast),
@@ -527,10 +525,10 @@ at::Tensor convnext_block(const at::Tensor& x,
   const float e = static_cast<float>(eps);
   const fcasearch_gemm::Epilogue ep1{b1.data_ptr<float>(), nullptr, 0, true};
   float* op = out.data_ptr<float>();
-  at::parallel_for(0, B * bands, 1, [&](int64_t begin, int64_t end) {
+  fcasearch_par::parallel_tasks(B * bands, [&](fcasearch_par::Tasks& tasks) {
     float* y = scratch(0, R * W * C);
     float* h = scratch(1, R * W * hidden);
-    for (int64_t t = begin; t < end; ++t) {
+    for (int64_t t; (t = tasks.next()) >= 0;) {
       const int64_t b = t / bands, r0 = t % bands * R, r1 = std::min(H, r0 + R);
       const int64_t px = (r1 - r0) * W, offset = (b * H + r0) * W * C;
       fcasearch_ops::dw_rows(plan, xp + b * H * W * C, 0, r0, r1, y);
@@ -545,6 +543,29 @@ at::Tensor convnext_block(const at::Tensor& x,
   return out;
 }
 
+}  // namespace fcasearch_ops
+
+namespace {
+
+using List = c10::List<std::optional<at::Tensor>>;
+
+// The registered operators take their parameters as a list (Tensor?[]).
+std::vector<at::Tensor> fca_block_op(const at::Tensor& x, const std::optional<at::Tensor>& cross,
+                                     const List& params, at::IntArrayRef cfg,
+                                     at::ArrayRef<double> eps) {
+  return fcasearch_ops::fca_block(x, cross, fcasearch_ops::unpack(params), cfg, eps);
+}
+at::Tensor convnext_block_op(const at::Tensor& x, const List& params, at::IntArrayRef cfg,
+                             double eps) {
+  return fcasearch_ops::convnext_block(x, fcasearch_ops::unpack(params), cfg, eps);
+}
+at::Tensor downsample_op(const at::Tensor& x, const List& params, at::IntArrayRef cfg) {
+  return fcasearch_ops::downsample(x, fcasearch_ops::unpack(params), cfg);
+}
+at::Tensor stem_op(const at::Tensor& x, const List& params, at::IntArrayRef cfg) {
+  return fcasearch_ops::stem(x, fcasearch_ops::unpack(params), cfg);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(fcasearch_kernels, m) {
@@ -555,8 +576,8 @@ TORCH_LIBRARY_FRAGMENT(fcasearch_kernels, m) {
 }
 
 TORCH_LIBRARY_IMPL(fcasearch_kernels, CPU, m) {
-  m.impl("fca_block", &fca_block);
-  m.impl("convnext_block", &convnext_block);
-  m.impl("downsample", &downsample);
-  m.impl("stem", &stem);
+  m.impl("fca_block", &fca_block_op);
+  m.impl("convnext_block", &convnext_block_op);
+  m.impl("downsample", &downsample_op);
+  m.impl("stem", &stem_op);
 }

@@ -20,6 +20,7 @@
 // padded to one. Output: (B, N, h, D), contiguous, so merging the heads is a view.
 
 #include "ops.h"
+#include "parallel.h"
 #include "simd.h"
 
 #include <ATen/Parallel.h>
@@ -117,11 +118,11 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   const int64_t Tp = (T + 15) / 16 * 16;  // keys padded to whole vectors
   const int64_t Dp = (D + 15) / 16 * 16;  // head dim padded to whole vectors
   const int64_t nrb = (N + RB - 1) / RB;
-  // Work items: (batch, head, run of row blocks); each transposes its head's keys once. Heads
-  // are split into runs only when there are fewer of them than threads (a split head has its
-  // keys transposed once per run).
+  // Work items: (batch, head, run of row blocks), about four a thread or more, so that a thread
+  // done early can take over some of another's (parallel.h); consecutive runs of a head on one
+  // thread transpose its keys once, a run taken over transposes them again.
   const int64_t threads = at::get_num_threads();
-  const int64_t runs = std::min(nrb, std::max<int64_t>(1, (threads + B * H - 1) / (B * H)));
+  const int64_t runs = std::min(nrb, std::max<int64_t>(1, (4 * threads + B * H - 1) / (B * H)));
   const int64_t per_run = (nrb + runs - 1) / runs;
   const float sc = static_cast<float>(scale);
   const float* qp = q.data_ptr<float>();
@@ -134,7 +135,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   const int64_t vsb = v.stride(0), vsh = v.stride(1), vsn = v.stride(2);
   const float neg_inf = -std::numeric_limits<float>::infinity();
 
-  at::parallel_for(0, B * H * runs, 1, [&](int64_t begin, int64_t end) {
+  fcasearch_par::parallel_tasks(B * H * runs, [&](fcasearch_par::Tasks& tasks) {
     const int64_t rel_rows = src.full == nullptr ? RB * (Tp + 16) : 0;
     std::vector<float> scratch(RB * Tp + D * Tp + (D % 16 ? T * Dp : 0) + rel_rows);
     float* S = scratch.data();  // (RB, Tp) logits, then probabilities
@@ -142,7 +143,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     float* vpad = kt + D * Tp;  // (T, Dp) values of the current head, rows padded (if D % 16)
     float* rel = vpad + (D % 16 ? T * Dp : 0);  // (RB, Tp + 16) bias rows made from src
     int64_t loaded = -1;
-    for (int64_t w = begin; w < end; ++w) {
+    for (int64_t w; (w = tasks.next()) >= 0;) {
       const int64_t bh = w / runs, run = w % runs, b = bh / H, h = bh % H;
       if (bh != loaded) {
         transpose_keys(kp + b * ksb + h * ksh, ksn, T, D, Tp, kt);

@@ -19,6 +19,7 @@
 
 #include "gemm.h"
 #include "ops.h"
+#include "parallel.h"
 #include "simd.h"
 
 #include <ATen/MemoryOverlap.h>
@@ -107,22 +108,25 @@ void linear_into(const torch::Tensor& x, const torch::Tensor& packed, int64_t ou
   // tasks: panel-major, so a thread's consecutive tasks reuse one panel from cache; each row
   // block prefetches its share of the thread's next panel (gemm.h)
   const int64_t blocks = (M + rb - 1) / rb, lines = K * CB / 16;  // a panel's cache lines
-  at::parallel_for(0, NB * row_tasks, 1, [&](int64_t begin, int64_t end) {
-    const int64_t last_nb = (end - 1) / row_tasks;
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t nb = t / row_tasks, rt = t % row_tasks;
-      const float* panel = wp + nb * K * CB;
-      const char* next = nb < last_nb ? reinterpret_cast<const char*>(panel + K * CB) : nullptr;
-      const int64_t r_end = std::min(M, (rt + 1) * ROWS_PER_TASK);
-      for (int64_t r0 = rt * ROWS_PER_TASK; r0 < r_end; r0 += rb) {
-        const int64_t rn = std::min<int64_t>(rb, r_end - r0), i = r0 / rb;
-        const int64_t l0 = i * lines / blocks, l1 = (i + 1) * lines / blocks;
-        const char* pf = next != nullptr ? next + l0 * 64 : nullptr;
-        const int64_t pfn = next != nullptr ? l1 - l0 : 0;
-        const int64_t nn = std::min<int64_t>(rb, std::max<int64_t>(r_end - r0 - rb, 0));
-        block_rows(rb, xp + r0 * K, rn, panel, K, N, nb, ep, r0, op, pf, pfn, xp + (r0 + rb) * K,
-                   nn);
-      }
+  // task t: panel t / row_tasks, row task t % row_tasks
+  auto run = [&](int64_t t, const char* next) {
+    const int64_t nb = t / row_tasks, rt = t % row_tasks;
+    const float* panel = wp + nb * K * CB;
+    const int64_t r_end = std::min(M, (rt + 1) * ROWS_PER_TASK);
+    for (int64_t r0 = rt * ROWS_PER_TASK; r0 < r_end; r0 += rb) {
+      const int64_t rn = std::min<int64_t>(rb, r_end - r0), i = r0 / rb;
+      const int64_t l0 = i * lines / blocks, l1 = (i + 1) * lines / blocks;
+      const char* pf = next != nullptr ? next + l0 * 64 : nullptr;
+      const int64_t pfn = next != nullptr ? l1 - l0 : 0;
+      const int64_t nn = std::min<int64_t>(rb, std::max<int64_t>(r_end - r0 - rb, 0));
+      block_rows(rb, xp + r0 * K, rn, panel, K, N, nb, ep, r0, op, pf, pfn, xp + (r0 + rb) * K,
+                 nn);
+    }
+  };
+  fcasearch_par::parallel_tasks(NB * row_tasks, [&](fcasearch_par::Tasks& tasks) {
+    for (int64_t t; (t = tasks.next()) >= 0;) {
+      const int64_t nb = t / row_tasks;
+      run(t, nb + 1 < NB ? reinterpret_cast<const char*>(wp + (nb + 1) * K * CB) : nullptr);
     }
   });
 }

@@ -81,4 +81,14 @@ void conv_rows(const ConvPlan& plan, const float* xb, const float* packed, int64
                const fcasearch_gemm::Epilogue& ep, int64_t oh0, int64_t oh1, float* out,
                float* fields);
 
+// block.cpp: whole blocks and stage parts as single operators (the parameters, settings and
+// epsilons of each are listed there, in order); network.cpp chains them.
+using Params = std::vector<std::optional<at::Tensor>>;
+Params unpack(const c10::List<std::optional<at::Tensor>>& list);
+std::vector<at::Tensor> fca_block(const at::Tensor& x, const std::optional<at::Tensor>& cross,
+                                  const Params& p, at::IntArrayRef cfg, at::ArrayRef<double> eps);
+at::Tensor convnext_block(const at::Tensor& x, const Params& p, at::IntArrayRef cfg, double eps);
+at::Tensor downsample(const at::Tensor& x, const Params& p, at::IntArrayRef cfg);
+at::Tensor stem(const at::Tensor& x, const Params& p, at::IntArrayRef cfg);
+
 }  // namespace fcasearch_ops

@@ -16,8 +16,9 @@ Models are measured in their deployable form: ``fuse_for_inference`` (Conv-BN an
 folded, attention bias frozen, oneDNN fused kernels; the Linear GEMMs on the library that
 ``--gemm-library`` names, by default the one ``"auto"`` picks for this CPU; attention, depthwise
 convs, LayerNorms (and on AMD CPUs the Linear GEMMs) on fcasearch's CPU kernels where they build,
-or as ``--kernels`` says; blocks whose every step is on those kernels as one operator each, unless
-``--block-ops off``), eval, ``torch.inference_mode``, fixed threads.
+or as ``--kernels`` says; blocks whose every step is on those kernels as one operator each, and
+the whole forward as one operator where every part is one, unless ``--block-ops`` says
+otherwise), eval, ``torch.inference_mode``, fixed threads.
 BN statistics are calibrated first (``calibrate_batchnorm``): an untrained FcaFormer's late-stage
 activations are ~1e-20 and would run on denormal floats, which no trained model does.
 
@@ -69,6 +70,7 @@ from fcasearch.models.fuse import KERNEL_CHOICES
 from fcasearch.models.kernels import linear as fcasearch_linear
 from fcasearch.models.kernels import load_kernels, pack_linear
 from fcasearch.models.layers import GEMM_LIBRARIES, onednn_fusion_available
+from fcasearch.models.network import network_in_use
 from fcasearch.spec import CONV, ArchSpec
 
 MODELS = {"L1": "fcaformer_l1", "L2": "fcaformer_l2"}
@@ -314,10 +316,12 @@ def main() -> int:
     ap.add_argument(
         "--block-ops",
         nargs="+",
-        choices=["on", "off"],
+        choices=["on", "blocks", "off"],
         default=["on"],
-        help="each fused block as one kernel operator where all its steps are on fcasearch's "
-        "kernels (fuse_for_inference(block_ops=...)); several: each is timed, side by side "
+        help="fuse_for_inference(block_ops=...): on, each fused block as one kernel operator "
+        "where all its steps are on fcasearch's kernels, and the whole eager forward as one "
+        "where every part is one (models/network.py); blocks, the block operators only (one "
+        "Python call each); off, a Python call per step; several: each is timed, side by side "
         "(cases named MODEL/blocks-CHOICE)",
     )
     ap.add_argument(
@@ -360,17 +364,22 @@ def main() -> int:
                 + ([f"blocks-{blocks}"] if len(args.block_ops) > 1 else [])
             )
             fused = fuse_for_inference(
-                copy.deepcopy(model), gemm=library, kernels=kernels, block_ops=blocks == "on"
+                copy.deepcopy(model), gemm=library, kernels=kernels, block_ops=blocks != "off"
             )
+            if blocks == "blocks":
+                fused.block_kernel = False  # the model's own switch: the network operator
             with torch.inference_mode():
                 diff = (fused(x1) - unfused).abs().max().item()
             one_op = fused.gemm == "fcasearch" and any(
                 getattr(m, "block_kernel", False) for m in fused.modules()
             )
+            how = "a Python call per step"
+            if one_op:
+                how = "one operator (network)" if network_in_use(fused) else "one operator each"
             print(
                 f"{name}: {spec.short()} | arch_id {spec.arch_id} | Linear GEMMs on {fused.gemm}"
                 f" | attention, depthwise convs, LayerNorms on {fused.kernels_note}"
-                f" | eager blocks {'one operator each' if one_op else 'a Python call per step'}"
+                f" | eager forward: blocks {how}"
                 f" | fused vs unfused max |diff| {diff:.2e}"
             )
             for b in args.batches:

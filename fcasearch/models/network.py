@@ -32,7 +32,7 @@ from fcasearch.models import layers
 from fcasearch.models.kernels import inference_input, kernels_loaded
 from fcasearch.models.layers import ArgsCache, args_cache
 
-__all__ = ["Recorder", "network_forward", "recording"]
+__all__ = ["Recorder", "network_forward", "network_in_use", "recording"]
 
 # step codes of kernels/network.cpp
 STEM, CONVNEXT, DOWNSAMPLE, TOKENS, FCA, MAP, HEAD = range(1, 8)
@@ -170,3 +170,13 @@ def network_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     program, out = _record(model, x)
     cache.entries[key] = (*_state(model, program.sources), program)
     return out
+
+
+def network_in_use(model: nn.Module) -> bool:
+    """Whether a recorded forward of ``model`` gave a program, which its eager forwards of that
+    input shape then run as the network operator (while nothing it was made of changes)."""
+    cache = model.__dict__.get("_args_cache")
+    return cache is not None and any(
+        isinstance(key, tuple) and key[:1] == ("network",) and entry[2].args is not None
+        for key, entry in cache.entries.items()
+    )

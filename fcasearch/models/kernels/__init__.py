@@ -25,7 +25,12 @@ FcaFormer block's part after attention run in bands of rows, each band through a
 one thread with its intermediates in that core's cache (the early stages' maps are 0.4-3.2 MB a
 step; on a shared host that traffic, more than the arithmetic, set their pace). Within
 ``fca_block`` the attention makes its bias from the block's relative-position segments as it reads
-them (``fca_attention_relative``) instead of reading the frozen mask.
+them (``fca_attention_relative``) instead of reading the frozen mask. ``network.cpp`` chains those
+operators in turn: a fused FcaFormer's whole eager forward as one operator (``network``, see
+:mod:`fcasearch.models.network`). The GEMM, the attention and the banded operators hand out their
+tasks with work stealing (``parallel.h``): each thread starts on its own share, and one done early
+takes the others' last tasks, since on a shared host the two cores' speeds differ from moment to
+moment.
 
 :func:`~fcasearch.models.fuse.fuse_for_inference` uses them where they are available.
 

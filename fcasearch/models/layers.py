@@ -533,13 +533,9 @@ class ArgsCache(_ModuleCache):
     made of changed (see :meth:`get`); empty in a copy or a pickle, like the packed weights."""
 
     @staticmethod
-    def _state(
-        module: nn.Module, sources: tuple[torch.Tensor, ...], switches: tuple[str, ...] = ()
-    ) -> tuple[tuple, tuple]:
+    def _state(module: nn.Module, sources: tuple[torch.Tensor, ...]) -> tuple[tuple, tuple]:
         """Every module, parameter and buffer in ``module``'s tree (the objects themselves) and
-        every module's ``eps``; the storage and version of ``sources``. With ``switches`` (names
-        of module attributes), also each module's values of them and whether it has forward
-        hooks."""
+        every module's ``eps``; the storage and version of ``sources``."""
         objects: list[object] = []
         settings: list[object] = []
         stack: list[nn.Module | None] = [module]
@@ -553,9 +549,6 @@ class ArgsCache(_ModuleCache):
             objects += d["_parameters"].values()
             objects += d["_buffers"].values()
             settings.append(d.get("eps"))
-            if switches:
-                settings += [d.get(name) for name in switches]
-                settings.append(bool(d["_forward_hooks"] or d["_forward_pre_hooks"]))
             stack += d["_modules"].values()
         for t in sources:
             settings += (t.data_ptr(), -1 if t.is_inference() else t._version)

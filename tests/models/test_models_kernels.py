@@ -240,6 +240,32 @@ def test_kernel_gelu_is_the_exact_erf_gelu(kernel):
 
 
 @needs_kernel
+@pytest.mark.parametrize("shape", [(1, 320, 7, 7), (2, 37, 3, 5), (3, 16, 1, 1)])
+def test_pool_norm_equals_mean_then_layer_norm(kernel, shape):
+    # the fused head's mean over the map and its LayerNorm (channels past the last whole vector
+    # too: 37 channels)
+    g = torch.Generator().manual_seed(sum(shape))
+    x = (torch.randn(shape, generator=g) + 2.0).contiguous(memory_format=torch.channels_last)
+    c = shape[1]
+    w, b = torch.randn(c, generator=g), torch.randn(c, generator=g)
+    got = torch.ops.fcasearch_kernels.pool_norm(x, w, b, 1e-5)
+    want = F.layer_norm(x.mean(dim=(2, 3)), (c,), w, b, 1e-5)
+    assert got.shape == (shape[0], c)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-5)
+
+
+@needs_kernel
+def test_pool_norm_says_what_is_wrong(kernel):
+    x = torch.randn(1, 8, 3, 3)
+    w, b = torch.ones(8), torch.zeros(8)
+    with pytest.raises(RuntimeError, match="channels-last float32 CPU"):
+        torch.ops.fcasearch_kernels.pool_norm(x, w, b, 1e-5)  # NCHW
+    x = x.contiguous(memory_format=torch.channels_last)
+    with pytest.raises(RuntimeError, match="vectors of size 8"):
+        torch.ops.fcasearch_kernels.pool_norm(x, torch.ones(7), b, 1e-5)
+
+
+@needs_kernel
 def test_layer_norm_rejects_bad_inputs_and_skips_what_it_does_not_serve(kernel):
     x = torch.randn(4, 8)
     w, b = torch.ones(8), torch.zeros(8)

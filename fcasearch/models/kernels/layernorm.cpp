@@ -11,6 +11,9 @@
 //
 // Input x (..., C) contiguous; weight and bias (C); population variance; output like x.
 // layer_norm2 (C++ only, for block.cpp) applies two norms in a row, one row at a time.
+// pool_norm: the classifier head's mean over a channels-last (B, C, H, W) map, then its
+// LayerNorm, (B, C) out (ATen's mean over the map's two dimensions took 117 us a call there,
+// through a sum, a division and a copy; this takes a few).
 
 #include "ops.h"
 #include "simd.h"
@@ -21,6 +24,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace {
 
@@ -117,12 +121,45 @@ torch::Tensor layer_norm2(const torch::Tensor& x, const torch::Tensor& weight1,
   });
 }
 
+torch::Tensor pool_norm(const torch::Tensor& x, const torch::Tensor& weight,
+                        const torch::Tensor& bias, double eps) {
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == torch::kFloat32 && x.dim() == 4 &&
+                  x.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "pool_norm: x must be a channels-last float32 CPU (B, C, H, W)");
+  const int64_t B = x.size(0), C = x.size(1), N = x.size(2) * x.size(3);
+  check_inputs(x.new_empty({C}), weight, bias);
+  TORCH_CHECK(N > 0, "pool_norm: an empty map");
+  auto y = torch::empty({B, C}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  std::vector<float> mean(C);
+  const float *xp = x.data_ptr<float>(), *wp = weight.data_ptr<float>();
+  const float* bp = bias.data_ptr<float>();
+  const float inv_n = 1.f / static_cast<float>(N);
+  for (int64_t b = 0; b < B; ++b) {
+    const float* xb = xp + b * N * C;  // (N, C): channels-last
+    int64_t c = 0;
+    for (; c + 16 <= C; c += 16) {
+      v16 acc = splat(0.f);
+      for (int64_t n = 0; n < N; ++n) acc += load(xb + n * C + c);
+      store(mean.data() + c, acc * inv_n);
+    }
+    for (; c < C; ++c) {
+      float acc = 0.f;
+      for (int64_t n = 0; n < N; ++n) acc += xb[n * C + c];
+      mean[c] = acc * inv_n;
+    }
+    norm_row(mean.data(), y.data_ptr<float>() + b * C, wp, bp, C, static_cast<float>(eps));
+  }
+  return y;
+}
+
 }  // namespace fcasearch_ops
 
 TORCH_LIBRARY_FRAGMENT(fcasearch_kernels, m) {
   m.def("layer_norm(Tensor x, Tensor weight, Tensor bias, float eps) -> Tensor");
+  m.def("pool_norm(Tensor x, Tensor weight, Tensor bias, float eps) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(fcasearch_kernels, CPU, m) {
   m.impl("layer_norm", &fcasearch_ops::layer_norm);
+  m.impl("pool_norm", &fcasearch_ops::pool_norm);
 }

@@ -19,7 +19,8 @@
 //               emitting blocks it reads, their indices (oldest first)   epsilons 4   params 25
 //   MAP         settings 2 (grid rows, columns): the tokens as a (B, d, Rh, Rw) map
 //   HEAD        settings 1 (classes)               epsilons 1    parameters 4 (norm weight and
-//               bias, packed Linear weight, its bias): mean over the map, LayerNorm, Linear
+//               bias, packed Linear weight, its bias): pool_norm (mean over the map, LayerNorm),
+//               Linear
 // Each step computes what the module's forward computes (the same C++ functions and ATen calls).
 
 #include "ops.h"
@@ -133,8 +134,7 @@ at::Tensor network(const at::Tensor& x, const c10::List<std::optional<at::Tensor
         TORCH_CHECK(t.dim() == 4, "network: the head needs a (B, d, H, W) map, not ", t.sizes());
         TORCH_CHECK(p[0].has_value() && p[1].has_value() && p[2].has_value(),
                     "network: the head's norm or packed weight is missing");
-        const at::Tensor pooled = t.mean({2, 3});  // (B, d)
-        const at::Tensor xn = at::layer_norm(pooled, {pooled.size(1)}, p[0], p[1], e);
+        const at::Tensor xn = fcasearch_ops::pool_norm(t, *p[0], *p[1], e);  // (B, d)
         t = fcasearch_ops::linear(xn, *p[2], classes, p[3], std::nullopt, false);
         break;
       }

@@ -30,6 +30,10 @@ torch::Tensor& linear_out(const torch::Tensor& x, const torch::Tensor& packed,
                           const std::optional<torch::Tensor>& residual, bool gelu,
                           torch::Tensor& out);
 
+// The mean over a channels-last (B, C, H, W) map's pixels, then LayerNorm: (B, C).
+torch::Tensor pool_norm(const torch::Tensor& x, const torch::Tensor& weight,
+                        const torch::Tensor& bias, double eps);
+
 // fca_attention.cpp: softmax(q k^T * scale + bias) v, output (B, N, h, D).
 at::Tensor fca_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                          const at::Tensor& bias, double scale);

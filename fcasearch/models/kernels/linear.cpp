@@ -105,8 +105,9 @@ void linear_into(const torch::Tensor& x, const torch::Tensor& packed, int64_t ou
   const float* wp = packed.data_ptr<float>();
   const int rb = row_block(M);
   const int64_t row_tasks = (M + ROWS_PER_TASK - 1) / ROWS_PER_TASK;
-  // tasks: panel-major, so a thread's consecutive tasks reuse one panel from cache; each row
-  // block prefetches its share of the thread's next panel (gemm.h)
+  // tasks: panel-major, so a thread's consecutive tasks reuse one panel from cache (each thread
+  // starts on its own share of them, parallel.h); each row block prefetches its share of the
+  // next panel (gemm.h)
   const int64_t blocks = (M + rb - 1) / rb, lines = K * CB / 16;  // a panel's cache lines
   // task t: panel t / row_tasks, row task t % row_tasks
   auto run = [&](int64_t t, const char* next) {

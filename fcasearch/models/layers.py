@@ -528,6 +528,18 @@ class _PackedWeights(_ModuleCache):
     Empty in a copy or a pickle (oneDNN's packed tensors have no storage to copy)."""
 
 
+def module_walk(module: nn.Module) -> Iterator[tuple[nn.Module, dict]]:
+    """Every module in ``module``'s tree with its ``__dict__``: a walk over the modules' own
+    dicts, which the argument caches take on every call (``module.modules()`` costs 2x)."""
+    stack: list[nn.Module | None] = [module]
+    while stack:
+        m = stack.pop()
+        if m is not None:
+            d = m.__dict__
+            yield m, d
+            stack += d["_modules"].values()
+
+
 class ArgsCache(_ModuleCache):
     """A module's argument lists for kernel operators, kept between calls while nothing they are
     made of changed (see :meth:`get`); empty in a copy or a pickle, like the packed weights."""
@@ -538,18 +550,11 @@ class ArgsCache(_ModuleCache):
         every module's ``eps``; the storage and version of ``sources``."""
         objects: list[object] = []
         settings: list[object] = []
-        stack: list[nn.Module | None] = [module]
-        # a walk over the modules' own dicts: it runs on every call (module.modules() costs 2x)
-        while stack:
-            m = stack.pop()
-            if m is None:
-                continue
-            d = m.__dict__
+        for m, d in module_walk(module):
             objects.append(m)
             objects += d["_parameters"].values()
             objects += d["_buffers"].values()
             settings.append(d.get("eps"))
-            stack += d["_modules"].values()
         for t in sources:
             settings += (t.data_ptr(), -1 if t.is_inference() else t._version)
         return tuple(objects), tuple(settings)

@@ -31,7 +31,7 @@ from torch import nn
 
 from fcasearch.models import layers
 from fcasearch.models.kernels import inference_input, kernels_loaded
-from fcasearch.models.layers import args_cache
+from fcasearch.models.layers import args_cache, module_walk
 
 __all__ = ["Recorder", "network_forward", "network_in_use", "recording"]
 
@@ -140,12 +140,7 @@ class _Watch:
         self.keys: list[str] = []
         self.values: list[object] = []
         self.hooks: list[dict] = []
-        stack: list[nn.Module | None] = [model]
-        while stack:
-            m = stack.pop()
-            if m is None:
-                continue
-            d = m.__dict__
+        for _, d in module_walk(model):
             for part in (d["_parameters"], d["_buffers"], d["_modules"]):
                 for key, value in part.items():
                     self._add(part, key, value)
@@ -155,7 +150,6 @@ class _Watch:
                 if key in d:
                     self._add(d, key, d[key])
             self.hooks += (d["_forward_hooks"], d["_forward_pre_hooks"])
-            stack += d["_modules"].values()
         # inference tensors have no version counter: only new storage counts for them
         self.sources = tuple(t for t in sources if not t.is_inference())
         self.frozen = tuple(t for t in sources if t.is_inference())

@@ -48,6 +48,14 @@ def test_network_equals_the_modules(kernel, name):
         assert torch.equal(again, steps(x))  # the per-step path too
 
 
+def _recorded_pair(name: str, monkeypatch):
+    """The per-step and the one-operator model of SPECS[name], an input, and the recordings of
+    the second (see _recordings)."""
+    spec = SPECS[name]
+    steps, model = _pair(spec)
+    return steps, model, torch.randn(1, 3, *spec.img_size), _recordings(monkeypatch)
+
+
 def _recordings(monkeypatch) -> list[bool]:
     """One entry per recorded forward: whether it gave a program."""
     made: list[bool] = []
@@ -64,10 +72,7 @@ def _recordings(monkeypatch) -> list[bool]:
 
 @needs_kernel
 def test_network_is_recorded_again_when_its_parts_change(kernel, monkeypatch):
-    spec = SPECS["paper-like"]
-    steps, model = _pair(spec)
-    x = torch.randn(1, 3, *spec.img_size)
-    made = _recordings(monkeypatch)
+    steps, model, x, made = _recorded_pair("paper-like", monkeypatch)
 
     def check(*recorded: bool) -> None:
         made.clear()
@@ -99,10 +104,7 @@ def test_network_is_recorded_again_when_its_parts_change(kernel, monkeypatch):
 
 @needs_kernel
 def test_network_leaves_watched_modules_alone(kernel, monkeypatch):
-    spec = SPECS["ablations"]
-    _, model = _pair(spec)
-    x = torch.randn(1, 3, *spec.img_size)
-    made = _recordings(monkeypatch)
+    _, model, x, made = _recorded_pair("ablations", monkeypatch)
     with torch.inference_mode():
         want = model(x)
     seen = []

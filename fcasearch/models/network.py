@@ -95,12 +95,6 @@ def recording() -> Recorder | None:
     return _current.get()
 
 
-@dataclass
-class _Program:
-    args: tuple[list, list[int], list[float]] | None  # None: the modules run
-    sources: tuple[torch.Tensor, ...]
-
-
 def expected_codes(model: nn.Module) -> list[int]:
     """The step codes of ``model``'s forward when every part runs as one operator."""
     codes = [STEM]
@@ -174,15 +168,16 @@ def _versions(sources: tuple[torch.Tensor, ...], frozen: tuple[torch.Tensor, ...
     return [*(t.data_ptr() for t in sources + frozen), *(t._version for t in sources)]
 
 
-def _record(model: nn.Module, x: torch.Tensor) -> tuple[_Program, torch.Tensor]:
-    """One forward of the modules, recorded; the program if it is whole and equal."""
+def _record(model: nn.Module, x: torch.Tensor) -> tuple[tuple | None, _Watch, torch.Tensor]:
+    """One forward of the modules, recorded: the operator's arguments if the program is whole
+    and equal (else None), what they were made of, and the output."""
     rec = Recorder()
     token = _current.set(rec)
     try:
         out = model.forward_head(model.forward_features(x))
     finally:
         _current.reset(token)
-    program = _Program(None, tuple(rec.sources))
+    kept = None
     hooks = any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
     if not hooks and [s.code for s in rec.steps] == expected_codes(model):
         args = rec.arguments()
@@ -191,8 +186,8 @@ def _record(model: nn.Module, x: torch.Tensor) -> tuple[_Program, torch.Tensor]:
         except RuntimeError:  # a program the operator refuses: the modules keep running
             same = False
         if same:
-            program.args = args
-    return program, out
+            kept = args
+    return kept, _Watch(model, rec.sources), out
 
 
 def network_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -204,12 +199,12 @@ def network_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     key = ("network", tuple(x.shape), x.stride(), layers.MLP_CHUNK_ELEMENTS)
     entry = cache.entries.get(key)
     if entry is not None and entry[0].unchanged():
-        args = entry[1].args
-        if args is None:
+        args = entry[1]
+        if args is None:  # no program for this model: the modules run
             return model.forward_head(model.forward_features(x))
         return torch.ops.fcasearch_kernels.network(x, *args)
-    program, out = _record(model, x)
-    cache.entries[key] = (_Watch(model, program.sources), program)
+    args, watch, out = _record(model, x)
+    cache.entries[key] = (watch, args)
     return out
 
 
@@ -218,6 +213,6 @@ def network_in_use(model: nn.Module) -> bool:
     input shape then run as the network operator (while nothing it was made of changes)."""
     cache = model.__dict__.get("_args_cache")
     return cache is not None and any(
-        isinstance(key, tuple) and key[:1] == ("network",) and entry[1].args is not None
+        isinstance(key, tuple) and key[:1] == ("network",) and entry[1] is not None
         for key, entry in cache.entries.items()
     )

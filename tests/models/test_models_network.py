@@ -62,9 +62,9 @@ def _recordings(monkeypatch) -> list[bool]:
     record = network._record
 
     def counted(model, x):
-        program, out = record(model, x)
-        made.append(program.args is not None)
-        return program, out
+        args, watch, out = record(model, x)
+        made.append(args is not None)
+        return args, watch, out
 
     monkeypatch.setattr(network, "_record", counted)
     return made

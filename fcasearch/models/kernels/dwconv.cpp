@@ -153,14 +153,8 @@ DwPlan dw_plan(const at::Tensor& weight, const std::optional<at::Tensor>& bias, 
   // at a time, the merge conv's 7x7 x 192 took about 10 us of every call)
   for (int64_t c0 = 0; c0 < C; c0 += 16) {
     for (int64_t t0 = 0; t0 < kk; t0 += 16) {
-      const int64_t tn = std::min<int64_t>(16, kk - t0);
-      v16 r[16];
-      for (int64_t i = 0; i < 16; ++i) {
-        const float* src = wp + (c0 + i) * kk + t0;
-        r[i] = c0 + i >= C ? splat(0.f) : tn == 16 ? load(src) : load_n(src, tn);
-      }
-      transpose16(r);
-      for (int64_t j = 0; j < tn; ++j) store(g.wt.data() + (t0 + j) * Cp + c0, r[j]);
+      const int64_t cn = std::min<int64_t>(16, C - c0), tn = std::min<int64_t>(16, kk - t0);
+      transpose_tile(wp + c0 * kk + t0, kk, cn, tn, g.wt.data() + t0 * Cp + c0, Cp);
     }
   }
   if (bias.has_value() && bias->defined()) {

@@ -97,13 +97,7 @@ void transpose_keys(const float* kb, int64_t ksn, int64_t T, int64_t D, int64_t 
     const int64_t jn = std::min<int64_t>(16, T - j0);
     for (int64_t d0 = 0; d0 < D; d0 += 16) {
       const int64_t dn = std::min<int64_t>(16, D - d0);
-      v16 r[16];
-      for (int64_t i = 0; i < 16; ++i) {
-        const float* src = kb + (j0 + i) * ksn + d0;
-        r[i] = i >= jn ? splat(0.f) : dn == 16 ? load(src) : load_n(src, dn);
-      }
-      transpose16(r);
-      for (int64_t i = 0; i < dn; ++i) store(kt + (d0 + i) * Tp + j0, r[i]);
+      transpose_tile(kb + j0 * ksn + d0, ksn, jn, dn, kt + d0 * Tp + j0, Tp);
     }
   }
 }

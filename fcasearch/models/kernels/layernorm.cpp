@@ -60,16 +60,19 @@ void norm_row(const float* x, float* y, const float* w, const float* b, int64_t 
   for (; c < C; ++c) y[c] = (x[c] - mean) * rstd * w[c] + b[c];
 }
 
-void check_inputs(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
-  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == torch::kFloat32,
-              "layer_norm: x must be float32 on CPU, got ", x.scalar_type(), " on ", x.device());
-  TORCH_CHECK(x.dim() >= 1 && x.is_contiguous(), "layer_norm: x must be contiguous");
-  const int64_t C = x.size(-1);
+void check_affine(const torch::Tensor& weight, const torch::Tensor& bias, int64_t C) {
   for (const auto* t : {&weight, &bias}) {
     TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == torch::kFloat32 && t->dim() == 1 &&
                     t->size(0) == C && t->is_contiguous(),
                 "layer_norm: weight and bias must be contiguous float32 CPU vectors of size ", C);
   }
+}
+
+void check_inputs(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == torch::kFloat32,
+              "layer_norm: x must be float32 on CPU, got ", x.scalar_type(), " on ", x.device());
+  TORCH_CHECK(x.dim() >= 1 && x.is_contiguous(), "layer_norm: x must be contiguous");
+  check_affine(weight, bias, x.size(-1));
 }
 
 // f(row of x, row of y) for every row, rows split across threads (about 16K elements per task:
@@ -127,7 +130,7 @@ torch::Tensor pool_norm(const torch::Tensor& x, const torch::Tensor& weight,
                   x.is_contiguous(at::MemoryFormat::ChannelsLast),
               "pool_norm: x must be a channels-last float32 CPU (B, C, H, W)");
   const int64_t B = x.size(0), C = x.size(1), N = x.size(2) * x.size(3);
-  check_inputs(x.new_empty({C}), weight, bias);
+  check_affine(weight, bias, C);
   TORCH_CHECK(N > 0, "pool_norm: an empty map");
   auto y = torch::empty({B, C}, x.options().memory_format(at::MemoryFormat::Contiguous));
   std::vector<float> mean(C);

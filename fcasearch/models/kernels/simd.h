@@ -110,6 +110,19 @@ inline void transpose16(v16 r[16]) {
 #endif
 }
 
+// The rows x cols block at src (rows <= 16 rows src_stride floats apart, cols <= 16 floats each)
+// transposed into dst: cols rows of 16 floats, dst_stride apart, the lanes past rows zero.
+inline void transpose_tile(const float* src, int64_t src_stride, int64_t rows, int64_t cols,
+                           float* dst, int64_t dst_stride) {
+  v16 r[16];
+  for (int64_t i = 0; i < 16; ++i) {
+    const float* row = src + i * src_stride;
+    r[i] = i >= rows ? splat(0.f) : cols == 16 ? load(row) : load_n(row, cols);
+  }
+  transpose16(r);
+  for (int64_t i = 0; i < cols; ++i) store(dst + i * dst_stride, r[i]);
+}
+
 // e^x for x <= 0 (logits minus their row maximum), x clamped at -87 (e^-87 ~ 1.6e-38 is 0 next to
 // a row sum of at least 1). Cody-Waite range reduction x = n ln2 + r with n rounded by the 1.5 * 2^23
 // trick (whose float bits then hold n as an integer), a degree-7 polynomial for e^r on

@@ -162,8 +162,6 @@ def run_search(
         torch.set_num_threads(options.threads)  # training and measurement in this process
     run.root.mkdir(parents=True, exist_ok=True)
     fp = hardware_fingerprint(driver_device, threads=options.threads)
-    if not resume:
-        _write_run_yaml(run, options, space_dict, fp, fingerprint_id(fp))
     log = TrialLog(run)
     storage = options.storage or run.storage_url()
     study_name = options.study_name or run.name
@@ -177,6 +175,8 @@ def run_search(
 
         rebuild(run, options, space, study_name)
     study = _open_run_study(options, storage, study_name, space, run, log, resume)
+    if not resume:  # once the study opened: a storage error leaves no run to --resume
+        _write_run_yaml(run, options, space_dict, fp, fingerprint_id(fp))
     logged = {int(r["trial"]): r for r in log.rows() if "trial" in r}
     recovered = recover_interrupted(
         study, str(run.root.resolve()), logged, options.objectives, space.constraints

@@ -46,3 +46,21 @@ def _search_args(space: Path, out: Path, *extra: str) -> list[str]:
 def search_args():
     """Command-line arguments of a fast search: 3 training steps, no bar, no report."""
     return _search_args
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server on loopback for the session (Debian's postgresql package)."""
+    from pgserver import PostgresServer
+
+    try:
+        server = PostgresServer()
+    except (FileNotFoundError, KeyError) as exc:
+        pytest.skip(f"no PostgreSQL server binaries here ({exc}); .ci/run installs postgresql")
+    try:
+        server.start()
+    except Exception:
+        server.stop()
+        raise
+    yield server
+    server.stop()

@@ -230,9 +230,7 @@ class SearchOptions:
 
 
 def _finite(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    )
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

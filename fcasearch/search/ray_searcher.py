@@ -162,7 +162,12 @@ class StudySearcher(Searcher):
         self._attach(None, None)
 
     def get_state(self) -> dict[str, Any]:
-        return {"configs": self.configs, "last": self.last, "finished": self.finished, "ran": self.ran}
+        return {
+            "configs": self.configs,
+            "last": self.last,
+            "finished": self.finished,
+            "ran": self.ran,
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.configs = dict(state["configs"])

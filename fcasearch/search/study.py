@@ -177,9 +177,7 @@ def claim_slot(study: optuna.Study, trial: optuna.Trial, n_trials: int | None) -
     """
     if n_trials is None:
         return True
-    before = sum(
-        counts(t) for t in study.get_trials(deepcopy=False) if t.number < trial.number
-    )
+    before = sum(counts(t) for t in study.get_trials(deepcopy=False) if t.number < trial.number)
     if before < n_trials:
         return True
     study.tell(trial, state=optuna.trial.TrialState.FAIL)

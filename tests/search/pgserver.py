@@ -82,7 +82,9 @@ class PostgresServer:
 
     def stop(self) -> None:
         try:
-            self._run(self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop", timeout=60)
+            self._run(
+                self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop", timeout=60
+            )
         except (subprocess.SubprocessError, OSError):
             pass
         shutil.rmtree(self.root, ignore_errors=True)

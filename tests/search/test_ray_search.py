@@ -35,14 +35,14 @@ def test_peer_watch_sees_a_connection():
 
 @pytest.fixture(scope="module")
 def ray_run(tmp_path_factory):
-    """A 4-trial Ray search measuring latency, with its report: (run folder, peers, output)."""
+    """A 3-trial Ray search measuring latency, with its report: (run folder, peers, output)."""
     import ray
 
     root = tmp_path_factory.mktemp("ray")
     space = root / "tiny.yaml"
     space.write_text(TINY_SPACE)
     out = root / "run"
-    args = _search_args(space, out, "--n-trials", "4", "--objectives", "accuracy:max",
+    args = _search_args(space, out, "--n-trials", "3", "--objectives", "accuracy:max",
                         "latency_ms:min", "--executor", "ray", "--max-concurrent", "2",
                         "--cpus-per-trial", "1")  # fmt: skip
     args.remove("--no-report")  # the report is built at the end, as users run it
@@ -69,11 +69,11 @@ def test_ray_search_runs_the_same_trials_and_stays_on_loopback(ray_run):
     home = out / "ray" / "home" / "ray_bootstrap_config.yaml"
     assert home.read_text().strip().endswith("type: local")
     df = pd.read_parquet(out / "trials.parquet")
-    assert len(df) == 4 and set(df["status"]) == {"complete"}
+    assert len(df) == 3 and set(df["status"]) == {"complete"}
     assert df["accuracy"].between(0, 1).all() and df["arch_id"].str.len().eq(12).all()
     study = optuna.load_study(study_name="run", storage=f"sqlite:///{out / 'study.db'}")
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(done) == 4
+    assert len(done) == 3
     assert sorted(t.user_attrs["arch_id"] for t in done) == sorted(df["arch_id"])
 
 
@@ -109,9 +109,11 @@ def test_tuner_restore_reads_the_run(ray_run):
 
     out, _, _ = ray_run
     options, space = _options_and_space(out)
-    tuner = tune.Tuner.restore(str(out / "ray" / "results" / "tune"), make_trainable(options, space))
+    tuner = tune.Tuner.restore(
+        str(out / "ray" / "results" / "tune"), make_trainable(options, space)
+    )
     grid = tuner.get_results()
-    assert len(grid) == 4 and not grid.errors
+    assert len(grid) == 3 and not grid.errors
 
 
 @pytest.mark.slow
@@ -122,10 +124,12 @@ def test_result_grid_dataframe_has_the_metrics_as_columns(ray_run):
 
     out, _, _ = ray_run
     options, space = _options_and_space(out)
-    tuner = tune.Tuner.restore(str(out / "ray" / "results" / "tune"), make_trainable(options, space))
+    tuner = tune.Tuner.restore(
+        str(out / "ray" / "results" / "tune"), make_trainable(options, space)
+    )
     frame = tuner.get_results().get_dataframe()
     rows = pd.read_parquet(out / "trials.parquet").set_index("trial")
-    assert len(frame) == 4
+    assert len(frame) == 3
     for col in ("macs", "latency_ms", "params", "accuracy"):
         assert frame[col].notna().all(), col
     for _, r in frame.iterrows():  # the same numbers as the run's own table
@@ -141,7 +145,7 @@ def test_experiment_analysis_loads_the_run(ray_run):
     out, _, _ = ray_run
     analysis = ExperimentAnalysis(str(out / "ray" / "results" / "tune"))
     frame = analysis.dataframe()
-    assert len(frame) == 4 and frame["accuracy"].between(0, 1).all()
+    assert len(frame) == 3 and frame["accuracy"].between(0, 1).all()
 
 
 @pytest.mark.slow

@@ -27,13 +27,40 @@ def _drivers(space: Path, root: Path, storage: str, n: int, n_trials: int) -> li
     outs = [root / f"task-{i}" for i in range(n)]
     procs = [
         subprocess.Popen(
-            [sys.executable, str(REPO / "search.py"), "--space", str(space), "--out", str(out),
-             "--storage", storage, "--study-name", "shared", "--n-trials", str(n_trials),
-             "--sampler", "random", "--seed", str(i), "--objectives", "accuracy:max", "macs:min",
-             "--no-measure", "--budget", "steps=3", "--batch-size", "32", "--threads", "1",
-             "--no-progress", "--no-report"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                str(REPO / "search.py"),
+                "--space",
+                str(space),
+                "--out",
+                str(out),
+                "--storage",
+                storage,
+                "--study-name",
+                "shared",
+                "--n-trials",
+                str(n_trials),
+                "--sampler",
+                "random",
+                "--seed",
+                str(i),
+                "--objectives",
+                "accuracy:max",
+                "macs:min",
+                "--no-measure",
+                "--budget",
+                "steps=3",
+                "--batch-size",
+                "32",
+                "--threads",
+                "1",
+                "--no-progress",
+                "--no-report",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for i, out in enumerate(outs)
     ]
     for p in procs:

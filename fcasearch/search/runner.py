@@ -178,11 +178,10 @@ def run_search(
     if not resume:  # once the study opened: a storage error leaves no run to --resume
         _write_run_yaml(run, options, space_dict, fp, fingerprint_id(fp))
     logged = {int(r["trial"]): r for r in log.rows() if "trial" in r}
-    recovered = recover_interrupted(
-        study, str(run.root.resolve()), logged, options.objectives, space.constraints
-    )
-    if options.sampler_name == "grid" and not resume:
-        _enqueue_grid(study, space, options.n_trials)
+    owner = str(run.root.resolve()) if options.storage else None  # a study others may share
+    recovered = recover_interrupted(study, owner, logged, options.objectives, space.constraints)
+    if options.sampler_name == "grid" and not resume and not study.get_trials(deepcopy=False):
+        _enqueue_grid(study, space, options.n_trials)  # once per study, by its first driver
     deadline = None if options.time_budget is None else time.monotonic() + options.time_budget
     done = counted_trials(study)
     n_left = None if options.n_trials is None else max(0, options.n_trials - done)

@@ -13,8 +13,8 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from conftest import TINY_SPACE, _search_args
 from netwatch import PeerWatch
+from searchkit import TINY_SPACE, search_args
 
 from fcasearch.cli import main
 
@@ -42,7 +42,7 @@ def ray_run(tmp_path_factory):
     space = root / "tiny.yaml"
     space.write_text(TINY_SPACE)
     out = root / "run"
-    args = _search_args(space, out, "--n-trials", "3", "--objectives", "accuracy:max",
+    args = search_args(space, out, "--n-trials", "3", "--objectives", "accuracy:max",
                         "latency_ms:min", "--executor", "ray", "--max-concurrent", "2",
                         "--cpus-per-trial", "1")  # fmt: skip
     args.remove("--no-report")  # the report is built at the end, as users run it

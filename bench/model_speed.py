@@ -7,9 +7,9 @@ queries for the cross tokens, bias gathered every call, explicit softmax) readin
 weights. BN statistics are calibrated first (``calibrate_batchnorm``): an untrained FcaFormer's
 late activations are denormal floats, which no trained model has.
 
-The two are timed in interleaved rounds in one process (each round times every case, the order of
-the two forms alternating from round to round); a round's ratio is reference time / eager time,
-so machine noise that lasts longer than a round cancels. Each printed line gives the median
+The two are timed in interleaved rounds in one process: each round times every case as pairs of
+calls back to back (which form goes first alternating), and its ratio is the reference's median
+time over the eager form's, so machine noise that lasts longer than a pair largely cancels. Each printed line gives the median
 latencies, the median ratio over rounds and their range, and the CPU. Target (issue 19): ratio
 >= 1.3 at batch 1 and 8 for L1 and L2 at 224 px on 2 threads.
 
@@ -44,16 +44,19 @@ from fcasearch.models import (
 MODELS = {"L1": "fcaformer_l1", "L2": "fcaformer_l2"}
 
 
-def median_time(fn: Callable[[], object], warmup: int, repeats: int) -> float:
-    """Median wall time (s) of ``repeats`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def paired_times(
+    eager: Callable[[], object], reference: Callable[[], object], pairs: int
+) -> tuple[float, float]:
+    """Median wall times (s) of ``eager`` and ``reference`` over ``pairs`` back-to-back pairs of
+    calls, which of the two goes first alternating, after one warm-up call of each."""
+    eager(), reference()
+    ours, ref = [], []
+    for i in range(pairs):
+        for fn, out in ((eager, ours), (reference, ref))[:: 1 if i % 2 else -1]:
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return statistics.median(ours), statistics.median(ref)
 
 
 def profile_table(fn: Callable[[], object], rows: int = 15) -> str:
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--img", type=int, default=224)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median reported)")
-    ap.add_argument("--repeats", type=int, default=5, help="timed calls per form per round")
+    ap.add_argument("--repeats", type=int, default=5, help="timed pairs of calls per round")
     ap.add_argument("--target", type=float, default=1.3)
     ap.add_argument("--profile", action="store_true", help="print a profiler table per case")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 repeats, 64 px")
@@ -105,14 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:
             for tag, b, eager, _ in cases:
                 print(f"\n{tag} b{b} eager folded form:\n{profile_table(eager)}")
-        for r in range(args.rounds):
+        for _ in range(args.rounds):
             for tag, b, eager, reference in cases:
-                if r % 2:
-                    t_ref = median_time(reference, 2, args.repeats)
-                    t_ours = median_time(eager, 2, args.repeats)
-                else:
-                    t_ours = median_time(eager, 2, args.repeats)
-                    t_ref = median_time(reference, 2, args.repeats)
+                t_ours, t_ref = paired_times(eager, reference, args.repeats)
                 ratios[(tag, b)].append(t_ref / t_ours)
                 times[(tag, b)].append((t_ours, t_ref))
 

@@ -10,7 +10,9 @@ late activations are denormal floats, which no trained model has.
 The two are timed in interleaved rounds in one process: each round times every case as pairs of
 calls back to back (which form goes first alternating), and its ratio is the reference's median
 time over the eager form's, so machine noise that lasts longer than a pair largely cancels. Each printed line gives the median
-latencies, the median ratio over rounds and their range, and the CPU. Target (issue 19): ratio
+latencies, the median ratio over rounds and their range, the same ratio of process CPU time (on a
+host shared with other work it moves less than wall time; with several threads it includes the
+time threads spend waiting for each other) and the CPU. Target (issue 19): ratio
 >= 1.3 at batch 1 and 8 for L1 and L2 at 224 px on 2 threads.
 
 Run: ``python bench/model_speed.py`` (a few minutes on 2 busy cores; ``--quick`` for a smoke run;
@@ -46,17 +48,21 @@ MODELS = {"L1": "fcaformer_l1", "L2": "fcaformer_l2"}
 
 def paired_times(
     eager: Callable[[], object], reference: Callable[[], object], pairs: int
-) -> tuple[float, float]:
-    """Median wall times (s) of ``eager`` and ``reference`` over ``pairs`` back-to-back pairs of
-    calls, which of the two goes first alternating, after one warm-up call of each."""
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Median wall times and median process CPU times (s) of ``eager`` and ``reference`` over
+    ``pairs`` back-to-back pairs of calls (which of the two goes first alternating), after one
+    warm-up call of each: ``((wall eager, wall reference), (cpu eager, cpu reference))``."""
     eager(), reference()
-    ours, ref = [], []
+    wall: tuple[list[float], list[float]] = ([], [])
+    cpu: tuple[list[float], list[float]] = ([], [])
     for i in range(pairs):
-        for fn, out in ((eager, ours), (reference, ref))[:: 1 if i % 2 else -1]:
-            t0 = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t0)
-    return statistics.median(ours), statistics.median(ref)
+        for k in (0, 1) if i % 2 else (1, 0):
+            w0, c0 = time.perf_counter(), time.process_time()
+            (eager, reference)[k]()
+            wall[k].append(time.perf_counter() - w0)
+            cpu[k].append(time.process_time() - c0)
+    med = statistics.median
+    return (med(wall[0]), med(wall[1])), (med(cpu[0]), med(cpu[1]))
 
 
 def profile_table(fn: Callable[[], object], rows: int = 15) -> str:
@@ -84,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         args.rounds, args.repeats, args.img = 1, 2, 64
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cpu = f"{cpu_model()} ({cpuinfo_field('vendor_id') or 'vendor unknown'})"
+    cpu_name = f"{cpu_model()} ({cpuinfo_field('vendor_id') or 'vendor unknown'})"
 
     cases = []  # (name, batch, eager, reference)
     for tag in args.models:
@@ -102,29 +108,31 @@ def main(argv: list[str] | None = None) -> int:
             x = torch.randn(b, 3, args.img, args.img)
             cases.append((tag, b, lambda m=fused, x=x: m(x), lambda r=ref, x=x: r(x)))
 
-    ratios: dict[tuple[str, int], list[float]] = {(c[0], c[1]): [] for c in cases}
-    times: dict[tuple[str, int], list[tuple[float, float]]] = {k: [] for k in ratios}
+    walls: dict[tuple[str, int], list[tuple[float, float]]] = {(c[0], c[1]): [] for c in cases}
+    cpus: dict[tuple[str, int], list[tuple[float, float]]] = {k: [] for k in walls}
     with torch.inference_mode():
         if args.profile:
             for tag, b, eager, _ in cases:
                 print(f"\n{tag} b{b} eager folded form:\n{profile_table(eager)}")
         for _ in range(args.rounds):
             for tag, b, eager, reference in cases:
-                t_ours, t_ref = paired_times(eager, reference, args.repeats)
-                ratios[(tag, b)].append(t_ref / t_ours)
-                times[(tag, b)].append((t_ours, t_ref))
+                wall, cpu = paired_times(eager, reference, args.repeats)
+                walls[(tag, b)].append(wall)
+                cpus[(tag, b)].append(cpu)
 
     print()
-    for (tag, b), rs in ratios.items():
-        ours = statistics.median(t[0] for t in times[(tag, b)]) * 1e3  # ms
-        ref = statistics.median(t[1] for t in times[(tag, b)]) * 1e3  # ms
-        ratio = statistics.median(rs)
+    med = statistics.median
+    for (tag, b), rows in walls.items():
+        ratios = [ref / ours for ours, ref in rows]
+        cpu_ratio = med(ref / ours for ours, ref in cpus[(tag, b)])
+        ratio = med(ratios)
         verdict = "meets" if ratio >= args.target else "MISSES"
         print(
-            f"{tag} b{b} fp32 {args.img}px {args.threads} threads | eager folded {ours:.1f} ms | "
-            f"reference-style {ref:.1f} ms | ratio {ratio:.2f}x ({verdict} target >= "
-            f"{args.target}x) | rounds {min(rs):.2f}-{max(rs):.2f}x over {len(rs)} | CPU {cpu} | "
-            f"torch {torch.__version__}"
+            f"{tag} b{b} fp32 {args.img}px {args.threads} threads | eager folded "
+            f"{med(r[0] for r in rows) * 1e3:.1f} ms | reference-style "
+            f"{med(r[1] for r in rows) * 1e3:.1f} ms | ratio {ratio:.2f}x ({verdict} target >= "
+            f"{args.target}x) | rounds {min(ratios):.2f}-{max(ratios):.2f}x over {len(ratios)} | "
+            f"CPU-time ratio {cpu_ratio:.2f}x | CPU {cpu_name} | torch {torch.__version__}"
         )
     return 0
 

@@ -230,7 +230,6 @@ def _measure(
     m["weights_mb"] = tensor_bytes(weights) / MIB
     notes["weights"] = f"parameters + buffers of the deployable model in {res.dtype}"
     x = make_input(res.batch_size, in_chans, hw, dev, tdtype, opts["channels_last"])
-    module = model
     if opts["compile"]:
         from fcasearch.models import compile_for_inference
 
@@ -246,16 +245,8 @@ def _measure(
 
     with torch.inference_mode():
         run()  # first forward: dtype support, OOM, compilation show up here
-        from fcasearch.models.layers import packed_weights
-
-        packs = packed_weights(module)  # made by that forward (GEMMs on oneDNN or fcasearch's)
-        if packs:
-            notes["weights"] += (
-                f"; the GEMMs read packed copies of the Linear weights in their library's layout "
-                f"({tensor_bytes(packs) / MIB:.1f} MB more, counted in peak memory)"
-            )
         if opts["memory"]:
-            mp = peak_memory(run, [*weights, *packs, x], device=dev)
+            mp = peak_memory(run, [*weights, x], device=dev)
             m["peak_mem_mb"] = mp.peak_mb
             notes["peak_mem"] = f"inference of batch {res.batch_size} in {res.dtype}; {mp.method}"
         if opts["cuda_graph"] and (opts["latency"] or opts["energy"]):

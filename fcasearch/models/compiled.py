@@ -6,12 +6,7 @@ weights.
 ``freezing`` (weights become constants: oneDNN/MKL weight prepacking, constant folding) and, on
 CPU, its C++ wrapper (the generated graph runs without the Python interpreter between kernels).
 Inductor fuses LayerNorm, GELU, the residual adds and the layout copies into few loops, which the
-eager form cannot do; at batch 1 it ran FcaFormer-L1 about 1.3x faster than the eager inference
-form on a 2-core Xeon. On a 2-core AMD EPYC with fcasearch's kernels, whose eager form runs each
-block as one C++ operator, the two ran within a few percent of each other (``bench/model_speed.py``
-prints both side by side). There the graph calls the stem, downsample and ConvNeXt block
-operators as extern kernels (their banded form: L1 batch 1, paired, 0.94 of the time of the
-per-step graph) and keeps the FcaFormer blocks per step (as one operator, 1.065 of the time).
+eager form cannot do.
 
 The cost: compilation takes tens of seconds, needs a C++ compiler on CPU, and the result serves
 only inference (``torch.inference_mode`` or ``torch.no_grad``) at the shape it was compiled for.
@@ -74,7 +69,7 @@ def compile_for_inference(
     # Dynamo and Inductor read these settings whenever they compile: on the first call and on
     # any recompile (an input made under inference_mode, say, fails the guards of an ordinary
     # tensor; without freezing that recompile would be another, slower program). So every call
-    # carries them (one reused patch: about 8 us a call on a 2-core EPYC).
+    # carries them (one reused patch: a few microseconds a call).
     settings = inductor_config.patch(freezing=True, cpp_wrapper=wrapper)
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -83,9 +78,6 @@ def compile_for_inference(
 
     try:
         with torch.inference_mode():
-            # One eager forward first: it makes the packed GEMM weights (layers.packed_weight),
-            # which the compiled graph then takes as constants.
-            model(example)
             run(example)
     except Exception as e:  # Inductor raises many types (BackendCompilerFailed, CppCompileError)
         raise CompileError(

@@ -188,35 +188,3 @@ def test_fused_module_gets_inference_numbers_only(nano):
     res = measure_cost(fuse_for_inference(build_model(nano)), latency=False, energy=False)
     assert res.ok and res.metrics["peak_mem_mb"] > 0 and math.isnan(res.metrics["train_mem_mb"])
     assert res.notes["train_mem"] == "not measured: the module is already fused for inference"
-
-
-@pytest.mark.parametrize("library", ["torch", "onednn", "fcasearch"])
-def test_packed_gemm_weights_are_named_and_counted_in_peak_memory(nano, monkeypatch, library):
-    from fcasearch.models import layers
-    from fcasearch.models.kernels import load_kernels
-
-    if library == "onednn" and not layers.onednn_fusion_available():
-        pytest.skip("this torch build has no oneDNN fused operators")
-    if library == "fcasearch" and not load_kernels(verbose=False):
-        pytest.skip("fcasearch's kernels cannot be built here")
-    monkeypatch.setattr(layers, "default_gemm_library", lambda kernels=False: library)
-    seen, real = [], cost_mod.peak_memory
-
-    def recording(fn, resident, **kw):
-        seen.append(list(resident))
-        return real(fn, seen[-1], **kw)
-
-    monkeypatch.setattr(cost_mod, "peak_memory", recording)
-    res = measure_cost(nano, batch_size=2, threads=1, latency=False, energy=False, **FAST)
-    assert res.ok
-    resident = seen[-1]  # the inference peak (after the training step's)
-    # oneDNN's copies are opaque tensors; fcasearch's are (ceil(N/32), K, 32) panels
-    packs = [t for t in resident if t.is_mkldnn or (t.dim() == 3 and t.shape[-1] == 32)]
-    if library == "torch":
-        assert packs == [] and "packed" not in res.notes["weights"]
-        return
-    # at least one packed copy per Linear (attention blocks pack their query and key/value
-    # slices apart), all of them resident in the inference peak
-    assert packs and "packed copies of the Linear weights" in res.notes["weights"]
-    linears = sum(isinstance(m, nn.Linear) for m in build_model(nano).modules())
-    assert len(packs) >= linears

@@ -108,8 +108,7 @@ def deployable(model: nn.Module) -> tuple[nn.Module, str]:
         )
         return model.eval(), (
             "eval, BN statistics calibrated on random inputs, fuse_for_inference (Conv-BN and "
-            f"layer scales folded, attention masks frozen, Linear GEMMs on {model.gemm}, "
-            f"attention, depthwise convs and LayerNorms on {model.kernels_note})"
+            "layer scales folded, attention bias gathered once)"
         )
     return model.eval(), "eval (not an FcaFormer: used as built, nothing folded)"
 

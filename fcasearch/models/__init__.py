@@ -8,7 +8,6 @@ from fcasearch.models.checkpoint import (
     reference_state_dict_shapes,
     to_reference_state_dict,
 )
-from fcasearch.models.compiled import CompileError, compile_for_inference
 from fcasearch.models.fca import attention_impl
 from fcasearch.models.fcaformer import FcaFormer, build_model
 from fcasearch.models.fuse import calibrate_batchnorm, fuse_for_inference
@@ -17,12 +16,10 @@ from fcasearch.models.registry import PAPER_DROP_PATH, get_spec, list_models
 __all__ = [
     "PAPER_DROP_PATH",
     "CheckpointError",
-    "CompileError",
     "FcaFormer",
     "attention_impl",
     "build_model",
     "calibrate_batchnorm",
-    "compile_for_inference",
     "fuse_for_inference",
     "get_spec",
     "list_models",

@@ -160,72 +160,13 @@ def count_flops_fvcore(
     )
 
 
-def _onednn_linear_flops(x_shape: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
-    """FLOPs of ``mkldnn._linear_pointwise`` (plain or ``.binary``): rows x in x out, doubled."""
-    return 2 * math.prod(x_shape[:-1]) * x_shape[-1] * out_shape[-1]
-
-
-def _onednn_conv_flops(x_shape: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
-    """FLOPs of ``mkldnn._convolution_pointwise``: output elements x (in/groups) x kh x kw,
-    doubled. The weight is the second input, or the third for ``.binary`` (after ``other``)."""
-    weight = args[1] if args[1] is not None and len(args[1]) == 4 else args[0]
-    return 2 * math.prod(out_shape) * math.prod(weight[1:])
-
-
-def _fca_attention_flops(q_shape: Any, k_shape: Any, *args: Any, **kwargs: Any) -> int:
-    """FLOPs of ``fcasearch_kernels.fca_attention``: ``q k^T`` and ``p v``, each B h N T D MACs,
-    doubled (as torch counts SDPA)."""
-    b, h, n, d = q_shape
-    return 2 * 2 * b * h * n * k_shape[2] * d
-
-
-def _dwconv_flops(x_shape: Any, w_shape: Any, *args: Any, out_shape: Any = None, **kw: Any) -> int:
-    """FLOPs of ``fcasearch_kernels.dwconv2d``: output elements x k x k, doubled."""
-    return 2 * math.prod(out_shape) * w_shape[2] * w_shape[3]
-
-
-def _fcasearch_linear_flops(x_shape: Any, packed_shape: Any, out_features: int, *args: Any,
-                            **kwargs: Any) -> int:  # fmt: skip
-    """FLOPs of ``fcasearch_kernels.linear`` and ``linear_out``: rows x in x out, doubled."""
-    return 2 * math.prod(x_shape) * out_features
-
-
-def _fcasearch_conv_flops(x_shape: Any, packed_shape: Any, *args: Any, out_shape: Any = None,
-                          **kwargs: Any) -> int:  # fmt: skip
-    """FLOPs of ``fcasearch_kernels.conv2d``: output elements x (k * k * Cin, the packed weight's
-    inner size), doubled."""
-    return 2 * math.prod(out_shape) * packed_shape[1]
-
-
-def _inference_flop_formulas() -> dict[Any, Any]:
-    """``FlopCounterMode`` formulas for the operators of the inference form that it does not
-    count itself: oneDNN's Linear and convolution (where this torch build has them) and
-    fcasearch's attention, depthwise-conv, Linear and dense-conv kernels (where they are loaded)."""
-    formulas: dict[Any, Any] = {}
-    if torch.backends.mkldnn.is_available():
-        ops = torch.ops.mkldnn
-        formulas[ops._linear_pointwise] = _onednn_linear_flops
-        formulas[ops._convolution_pointwise] = _onednn_conv_flops
-    from fcasearch.models.kernels import kernels_loaded
-
-    if kernels_loaded():
-        formulas[torch.ops.fcasearch_kernels.fca_attention] = _fca_attention_flops
-        formulas[torch.ops.fcasearch_kernels.dwconv2d] = _dwconv_flops
-        formulas[torch.ops.fcasearch_kernels.linear] = _fcasearch_linear_flops
-        formulas[torch.ops.fcasearch_kernels.linear_out] = _fcasearch_linear_flops
-        formulas[torch.ops.fcasearch_kernels.conv2d] = _fcasearch_conv_flops
-    return formulas
-
-
 def count_macs_torch(
     model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor], *, meta: bool = False
 ) -> int:
     """MACs of ``model(*inputs)`` by torch's ``FlopCounterMode`` (its FLOPs halved).
 
     Attention runs on the math backend so that its matmuls are counted whatever kernel would
-    otherwise be chosen. ``FlopCounterMode`` counts convolutions and matmuls only (no norms); the
-    oneDNN Linear and convolution operators and fcasearch's kernels in a fused model are counted
-    by formulas added here.
+    otherwise be chosen. ``FlopCounterMode`` counts convolutions and matmuls only (no norms).
 
     Args:
         model: the module (not modified).
@@ -241,11 +182,8 @@ def count_macs_torch(
 
         model = copy.deepcopy(model).to("meta")
         args = tuple(torch.empty_like(a, device="meta") for a in args)
-    from fcasearch.models.fuse import per_step
-
-    counter = FlopCounterMode(display=False, custom_mapping=_inference_flop_formulas())
-    # per_step: the fused blocks' kernels one call each, so the counter sees every one
-    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), per_step(model), counter:
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
         model(*args)
     flops = counter.get_total_flops()
     return int(flops) // 2

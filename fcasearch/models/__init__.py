@@ -8,12 +8,13 @@ from fcasearch.models.checkpoint import (
     reference_state_dict_shapes,
     to_reference_state_dict,
 )
-from fcasearch.models.fca import attention_impl
+from fcasearch.models.fca import ATTENTION_IMPLS, attention_impl
 from fcasearch.models.fcaformer import FcaFormer, build_model
 from fcasearch.models.fuse import calibrate_batchnorm, fuse_for_inference
 from fcasearch.models.registry import PAPER_DROP_PATH, get_spec, list_models
 
 __all__ = [
+    "ATTENTION_IMPLS",
     "PAPER_DROP_PATH",
     "CheckpointError",
     "FcaFormer",

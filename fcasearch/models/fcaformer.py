@@ -13,15 +13,8 @@ import torch
 from torch import nn
 
 from fcasearch.models.convnext import ConvStage, Downsample, Stem
-from fcasearch.models.fca import ATTENTION_IMPLS, FcaBlock, FcaStage
-from fcasearch.models.layers import (
-    drop_path_rates,
-    gemm_library,
-    init_weights,
-    linear,
-    packed_weight,
-)
-from fcasearch.models.network import HEAD, network_forward, recording
+from fcasearch.models.fca import FcaBlock, FcaStage, check_attention_impl
+from fcasearch.models.layers import drop_path_rates, init_weights
 from fcasearch.spec import CONV, ArchSpec, SpecError
 
 __all__ = ["FcaFormer", "build_model"]
@@ -64,11 +57,6 @@ class FcaFormer(nn.Module):
             self.stages.append(stage)
         self.norm_head = nn.LayerNorm(stages[-1].width, eps=1e-5)
         self.head = nn.Linear(stages[-1].width, spec.num_classes)
-        self.gemm = "torch"  # library of the head's GEMM once fused; set by fuse_for_inference
-        self.kernels_note = "library operators"  # fcasearch's kernels or not; fuse_for_inference
-        # the whole eager forward as one kernel operator where every part is one (network.py);
-        # set by fuse_for_inference
-        self.block_kernel = False
         self.apply(init_weights)
 
     def _fca_stage(self, s: int, dps: list[float], out_dim: int | None) -> FcaStage:
@@ -116,41 +104,15 @@ class FcaFormer(nn.Module):
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         """Mean over tokens, LayerNorm, Linear: ``(B, d, h, w)`` -> ``(B, classes)``."""
-        w, od, norm = self.head.weight, gemm_library(self.gemm, x), self.norm_head
-        if (
-            od == "fcasearch"  # a fused model on fcasearch's kernels, an input they serve
-            and not torch.compiler.is_compiling()
-            and x.is_contiguous(memory_format=torch.channels_last)
-        ):
-            # mean and LayerNorm as one kernel (ATen's mean over two dims: about 0.1 ms)
-            x = torch.ops.fcasearch_kernels.pool_norm(x, norm.weight, norm.bias, norm.eps)
-            packed = packed_weight(self, "head", w, od)
-            if (rec := recording()) is not None and packed is not None:
-                params = [norm.weight, norm.bias, packed, self.head.bias]
-                rec.step(HEAD, params, [w.shape[0]], [norm.eps], sources=(w,))
-            return linear(x, w, self.head.bias, od, packed)
-        x = norm(x.mean(dim=(2, 3)))  # (B, d)
-        return linear(x, w, self.head.bias, od, packed_weight(self, "head", w, od))
+        return self.head(self.norm_head(x.mean(dim=(2, 3))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in, H, W) -> (B, classes)
-        if (
-            self.block_kernel
-            and not torch.compiler.is_compiling()  # first: Dynamo folds it
-            and self.fused
-            and not self.training
-        ):
-            return network_forward(self, x)
         return self.forward_head(self.forward_features(x))
 
-    # ---- options ----------------------------------------------------------------------------
     def set_attention_impl(self, impl: str) -> FcaFormer:
-        """Choose ``"sdpa"`` (default), ``"explicit"`` or ``"kernel"`` attention for every block
-        (see :mod:`fcasearch.models.fca`; ``"kernel"`` needs
-        :func:`fcasearch.models.kernels.load_kernels` to have succeeded, else it runs SDPA)."""
-        if impl not in ATTENTION_IMPLS:
-            raise ValueError(
-                f"impl: {impl!r} is not an attention implementation; use one of {ATTENTION_IMPLS}"
-            )
+        """Compute every block's attention with ``"sdpa"`` (default) or ``"explicit"`` (see
+        :mod:`fcasearch.models.fca`)."""
+        check_attention_impl(impl)
         for m in self.modules():
             if isinstance(m, FcaBlock):
                 m.attn_impl = impl

@@ -7,10 +7,7 @@ report. A Ray that fcasearch starts itself therefore gets, for its whole process
 * ``HOME`` pointing at a run-local folder holding ``ray_bootstrap_config.yaml`` with
   ``provider: {type: local}`` (the probe is skipped for a local provider);
 * ``RAY_USAGE_STATS_ENABLED=0`` and ``RAY_USAGE_STATS_REPORT_URL`` at a loopback address;
-* the node address ``127.0.0.1`` and no dashboard;
-* ``FCASEARCH_KERNEL_CACHE`` at this user's cache of fcasearch's CPU kernels (resolved before
-  ``HOME`` moves), so that workers load the kernels built there instead of building them again
-  under every run's ``HOME``.
+* the node address ``127.0.0.1`` and no dashboard.
 
 Joining an existing cluster (``--address``) changes nothing about that cluster.
 """
@@ -45,10 +42,7 @@ def local_ray_env(run_root: Path) -> dict[str, str]:
     (home / "ray_bootstrap_config.yaml").write_text("provider:\n  type: local\n")
     tmp = _ray_temp_dir(run_root)
     tmp.mkdir(parents=True, exist_ok=True)
-    from fcasearch.models.kernels import kernel_cache_dir
-
     return {
-        "FCASEARCH_KERNEL_CACHE": str(kernel_cache_dir().resolve()),
         "HOME": str(home),
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_USAGE_STATS_REPORT_URL": LOOPBACK_REPORT_URL,

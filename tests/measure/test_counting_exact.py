@@ -157,46 +157,10 @@ def test_breakdown_sums_and_l1_pieces():
     assert sum(r.params for r in rows.values()) == count_params(spec)
 
 
-@pytest.mark.parametrize("gemm", ["torch", "onednn"])
-def test_torch_counter_sees_the_onednn_ops_of_a_fused_model(gemm):
-    # img 128: stage 0 has 32x32 = 1024 rows, so even the "torch" library runs its MLP as fused
-    # oneDNN Linear+GELU/+residual ops, and the stem and downsample run oneDNN Conv+GELU
+def test_torch_counter_counts_a_fused_model():
     from fcasearch.models import calibrate_batchnorm, fuse_for_inference
-    from fcasearch.models.layers import onednn_fusion_available
 
-    if not onednn_fusion_available():
-        pytest.skip("this torch build has no oneDNN fused operators")
     spec = get_spec("fcaformer_tiny", img_size=128, num_classes=10)
-    model = fuse_for_inference(calibrate_batchnorm(build_model(spec)), gemm=gemm)
+    model = fuse_for_inference(calibrate_batchnorm(build_model(spec)))
     x = torch.randn(2, 3, 128, 128)
-    assert count_macs_torch(model, x) == 2 * count_macs(spec)
-
-
-def test_torch_counter_sees_fcasearch_kernels_of_a_fused_model(monkeypatch):
-    # fcasearch's GEMM library (linear, and linear_out in the row-chunked MLPs), its attention,
-    # depthwise-conv, dense-conv (the stem) and LayerNorm kernels: every MAC counted, none twice
-    from fcasearch.models import calibrate_batchnorm, fuse_for_inference, layers
-    from fcasearch.models.fuse import per_step
-    from fcasearch.models.kernels import load_kernels
-
-    if not load_kernels(verbose=False):
-        pytest.skip("fcasearch's kernels cannot be built here")
-    monkeypatch.setattr(layers, "MLP_CHUNK_ELEMENTS", 4096)  # every MLP in chunks
-    spec = get_spec("fcaformer_tiny", img_size=128, num_classes=10)
-    model = fuse_for_inference(calibrate_batchnorm(build_model(spec)), gemm="fcasearch")
-    x = torch.randn(2, 3, 128, 128)
-    ops = set()
-
-    class _Names(torch.utils._python_dispatch.TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            ops.add(str(func.overloadpacket))
-            return func(*args, **(kwargs or {}))
-
-    with torch.inference_mode(), _Names():
-        model(x)
-    assert {"fcasearch_kernels.fca_block", "fcasearch_kernels.convnext_block"} <= ops
-    ops.clear()
-    with torch.inference_mode(), per_step(model), _Names():  # what the counter sees
-        model(x)
-    assert {"fcasearch_kernels.linear", "fcasearch_kernels.linear_out", "fcasearch_kernels.conv2d"} <= ops  # fmt: skip
     assert count_macs_torch(model, x) == 2 * count_macs(spec)

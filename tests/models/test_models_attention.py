@@ -1,12 +1,13 @@
-"""FcaFormer attention: SDPA path == explicit path, bias index, cached bias behaviour."""
+"""FcaFormer attention: SDPA == explicit, the bias index and table, the block reachable by patches."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 import torch
 
-from fcasearch.models import attention_impl, build_model, get_spec
+from fcasearch.models import attention_impl, build_model, fuse_for_inference, get_spec
 from fcasearch.models.fca import FcaBlock, relative_index
 from fcasearch.spec import ArchSpec, StageSpec
 
@@ -64,19 +65,66 @@ def _block(model) -> FcaBlock:
     return model.stages[2].blocks[1]
 
 
-def test_bias_cached_in_eval_and_invalidated_on_change():
+def test_bias_follows_the_tables_unless_frozen_by_fuse():
     model = build_model(get_spec("fcaformer_nano", img_size=64)).eval()
     blk = _block(model)
+    n = blk.attention_bias_idxs.shape[0]
     with torch.no_grad():
-        first = blk.attention_mask()
-        assert blk.attention_mask() is first  # cached
-        blk.attention_biases.add_(1.0)  # in-place change bumps the version counter
-        second = blk.attention_mask()
-    assert second is not first and torch.all(second[..., : blk.attention_bias_idxs.shape[0]] == 1.0)
-    model.train()
-    assert blk._mask_cache is None
+        blk.attention_biases.add_(1.0)
+        blk.s_token_bias.fill_(2.0)
+        bias = blk.attention_bias()
+    assert bias.shape == (1, blk.num_heads, n, n + blk.cross_in)
+    assert torch.all(bias[..., :n] == 1.0) and torch.all(bias[..., n:] == 2.0)
+    fuse_for_inference(model)
     with torch.no_grad():
-        assert blk.attention_mask() is not blk.attention_mask()  # training: gathered every call
+        blk.attention_biases.add_(1.0)  # the fused form gathered its bias once
+    assert blk.attention_bias() is blk.frozen_bias and torch.all(blk.frozen_bias[..., :n] == 1.0)
+
+
+def test_unknown_attention_impl_is_refused():
+    model = build_model(get_spec("fcaformer_nano", img_size=64))
+    with pytest.raises(ValueError, match="attn_impl: 'flash' is not one of sdpa, explicit"):
+        model.set_attention_impl("flash")
+    with pytest.raises(ValueError, match="attn_impl"), attention_impl(model, "kernel"):
+        pass
+    _block(model).attn_impl = "typo"
+    with pytest.raises(ValueError, match="attn_impl: 'typo'"):
+        model(torch.randn(1, 3, 64, 64))
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["unfused", "fused"])
+def test_a_patched_block_changes_the_output(monkeypatch, fused):
+    # latency and accuracy run the Python modules: an edit of FcaBlock reaches every forward
+    model = build_model(get_spec("fcaformer_nano", img_size=64)).eval()
+    _randomize(model)
+    if fused:
+        fuse_for_inference(model)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        before = model(x)
+    calls = []
+    original = FcaBlock.attention
+
+    def doubled(self, xn, cross):
+        calls.append(self)
+        return 2 * original(self, xn, cross)
+
+    monkeypatch.setattr(FcaBlock, "attention", doubled)
+    with torch.inference_mode():
+        after = model(x)
+    blocks = [m for m in model.modules() if isinstance(m, FcaBlock)]
+    assert calls == blocks  # every block, in order, once
+    assert not torch.allclose(before, after)
+    forward = FcaBlock.forward
+
+    def zeroed(self, t, cross=None):
+        out, emitted = forward(self, t, cross)
+        return out * 0, emitted
+
+    monkeypatch.setattr(FcaBlock, "forward", zeroed)
+    with torch.inference_mode():
+        flat = model(x)
+    assert torch.allclose(flat, flat[:1].expand_as(flat))  # input no longer reaches the head
 
 
 def test_model_built_under_inference_mode_runs_and_tracks_its_tables():
@@ -95,13 +143,13 @@ def test_model_built_under_inference_mode_runs_and_tracks_its_tables():
         torch.testing.assert_close(after, reference(x))
 
 
-def test_bias_cache_reflects_load_state_dict():
+def test_outputs_follow_load_state_dict():
     spec = get_spec("fcaformer_nano", img_size=64)
     model, other = build_model(spec).eval(), build_model(spec).eval()
     _randomize(other)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        model(x)  # fills the caches
+        model(x)
         model.load_state_dict(other.state_dict())
         torch.testing.assert_close(model(x), other(x))
 

@@ -7,17 +7,10 @@ from pathlib import Path
 from fcasearch.search.ray_env import LOOPBACK_REPORT_URL, local_ray_env
 
 
-def test_local_ray_env_moves_home_but_keeps_the_users_kernel_cache(tmp_path, monkeypatch):
-    monkeypatch.delenv("FCASEARCH_KERNEL_CACHE", raising=False)
+def test_local_ray_env_moves_home(tmp_path):
     env = local_ray_env(tmp_path)
     home = Path(env["HOME"])
     assert home == (tmp_path / "ray" / "home").resolve()
     assert (home / "ray_bootstrap_config.yaml").read_text() == "provider:\n  type: local\n"
     assert env["RAY_USAGE_STATS_ENABLED"] == "0"
     assert env["RAY_USAGE_STATS_REPORT_URL"] == LOOPBACK_REPORT_URL
-    # the workers load the kernels this user already built instead of building them per run
-    cache = Path(env["FCASEARCH_KERNEL_CACHE"])
-    assert cache == (Path.home() / ".cache" / "fcasearch" / "kernels").resolve()
-    assert home not in cache.parents
-    monkeypatch.setenv("FCASEARCH_KERNEL_CACHE", str(tmp_path / "k"))
-    assert local_ray_env(tmp_path)["FCASEARCH_KERNEL_CACHE"] == str((tmp_path / "k").resolve())

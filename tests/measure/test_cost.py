@@ -13,7 +13,7 @@ import fcasearch.measure.cost as cost_mod
 from fcasearch.measure import METRIC_KEYS, CostResult, count_macs, count_params, measure_cost
 from fcasearch.models import build_model, get_spec
 
-FAST = {"warmup": 1, "min_repeats": 3, "max_repeats": 8, "max_seconds": 0.5}
+FAST = {"warmup": 1, "min_repeats": 3, "max_repeats": 8, "max_seconds": 0.5, "retries": 0}
 TRIALS_COLUMNS = {
     "params", "macs", "latency_ms", "latency_p90_ms", "latency_cv", "throughput_ips",
     "peak_mem_mb", "train_mem_mb", "energy_mj_per_image",
@@ -34,14 +34,14 @@ def test_full_measurement_of_a_tiny_spec_on_cpu(nano):
     assert m["latency_ms"] > 0 and m["latency_p90_ms"] >= m["latency_ms"] and m["latency_cv"] >= 0
     assert m["throughput_ips"] == pytest.approx(2000.0 / m["latency_ms"])
     assert m["latency_cv"] == pytest.approx(res.latency.robust_cv)
-    assert m["latency_stable"] == float(res.latency.stable) and 1 <= res.latency.attempts <= 3
+    assert m["latency_stable"] == float(res.latency.stable) and res.latency.attempts == 1
     assert 0 < m["weights_mb"] < m["peak_mem_mb"] < m["train_mem_mb"]
     assert math.isnan(m["energy_mj_per_image"])
     assert res.notes["energy"].startswith("unavailable: device is cpu")
     assert "fuse_for_inference" in res.notes["deployable"]
     assert "profile_memory" in res.notes["peak_mem"] and "AdamW" in res.notes["train_mem"]
     assert res.fingerprint["threads"] == 1 and len(res.fingerprint_id) == 12
-    assert res.arch_id == nano.arch_id and res.latency is not None and 3 <= res.latency.n <= 32
+    assert res.arch_id == nano.arch_id and res.latency is not None and 3 <= res.latency.n <= 8
     assert res.runtime == "eager" and res.runtime_version == f"torch {torch.__version__}"
     assert "PyTorch eager" in res.notes["runtime"] and "robust CV" in res.notes["latency"]
     row = res.to_row()

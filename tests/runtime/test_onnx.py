@@ -18,7 +18,7 @@ from fcasearch.runtime.onnx import export_onnx, verify_onnx
 from fcasearch.space import load_space
 
 SHIPPED = {"micro": 2, "mobile": 1, "fcaformer_imagenet": 1}  # space -> sampled members
-FAST = {"warmup": 1, "min_repeats": 3, "max_repeats": 6, "max_seconds": 0.3}
+FAST = {"warmup": 1, "min_repeats": 3, "max_repeats": 6, "max_seconds": 0.3, "retries": 0}
 
 
 def _trained_like(spec, seed: int = 0) -> nn.Module:
@@ -35,7 +35,9 @@ def _trained_like(spec, seed: int = 0) -> nn.Module:
 
 def _check(spec, seed: int = 0, batch: int = 1) -> float:
     model = _trained_like(spec, seed)
-    x = torch.randn(batch, spec.in_chans, *spec.img_size, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(
+        batch, spec.in_chans, *spec.img_size, generator=torch.Generator().manual_seed(1)
+    )
     with torch.no_grad():
         unfolded = model(x)  # the training form, before the runtime folds it
     prepared = get_runtime("onnxruntime").prepare(model, x)
@@ -124,4 +126,7 @@ def test_a_model_that_does_not_match_gives_an_unsupported_row_and_no_number():
     assert math.isnan(ort.metrics["latency_ms"]) and ort.latency_stable is None
     res = measure_cost(DataDependent(), runtime="onnxruntime", img_size=4, in_chans=1, **FAST)
     assert res.status == "unsupported" and "export" in res.reason
-    assert math.isnan(res.metrics["latency_ms"]) and res.to_row()["latency_ms"] != res.to_row()["latency_ms"]
+    assert (
+        math.isnan(res.metrics["latency_ms"])
+        and res.to_row()["latency_ms"] != res.to_row()["latency_ms"]
+    )

@@ -245,7 +245,7 @@ def measure_costs(
     max_seconds: float = 1.0,
     cv_threshold: float = DEFAULT_CV_THRESHOLD,
     retries: int = 2,
-    backoff_s: float = 0.5,
+    backoff_s: float = 0.25,
     energy_seconds: float = 1.0,
     img_size: int | tuple[int, int] = 224,
     in_chans: int = 3,
@@ -388,7 +388,7 @@ def measure_cost(
             * timing: ``warmup``, ``min_repeats``, ``max_repeats``, ``target_cv`` (stop when the
               median's relative s.e. is at most this), ``max_seconds`` (cap, s);
             * stability: ``cv_threshold`` (robust per-run spread above which a cell is
-              re-measured, default 0.1), ``retries`` (default 2), ``backoff_s`` (default 0.5);
+              re-measured, default 0.1), ``retries`` (default 2), ``backoff_s`` (default 0.25 s);
             * ``energy_seconds``, ``img_size`` and ``in_chans`` (for a plain module; a spec has
               its own), ``fingerprint`` (computed earlier for this device and thread count),
               ``nvml`` (a ``pynvml``-like module, for tests).

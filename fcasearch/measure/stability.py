@@ -13,9 +13,10 @@ timed runs of one cell (:func:`fcasearch.measure.latency.robust_cv`), against ``
   a process competing for the cores in bursts puts it at 0.2-1. The threshold sits between.
 
 Backoff: an unstable cell is measured again up to ``retries`` times (default 2). Before retry
-``k`` (1, 2, ...) the measurement sleeps ``backoff_s * 2**(k-1)`` seconds (default 0.5 s, then
-1 s: a burst of load may pass), and the repeats and the time cap grow by ``growth**k`` (default
-2: a longer window averages over shorter bursts). The first attempt whose spread is under the
+``k`` (1, 2, ...) the measurement sleeps ``backoff_s * 2**(k-1)`` seconds (default 0.25 s, then
+0.5 s: a burst of load may pass; kept short because a search pays it per unstable trial), and the
+repeats and the time cap grow by ``growth**k`` (default 2: a longer window averages over shorter
+bursts). The first attempt whose spread is under the
 threshold is the result. If none is, the attempt with the smallest spread is kept and marked
 ``stable=False``: it is recorded as unstable, never as an exact objective value. Several cells
 measured side by side are re-measured side by side, only those still unstable.
@@ -49,7 +50,7 @@ class StabilityPolicy:
 
     cv_threshold: float = DEFAULT_CV_THRESHOLD
     retries: int = 2
-    backoff_s: float = 0.5
+    backoff_s: float = 0.25
     growth: float = 2.0
 
     def __post_init__(self) -> None:

@@ -63,7 +63,7 @@ def test_an_unstable_cell_is_measured_again_with_backoff_and_longer_windows():
     got, timer, slept = _run({"eager": [BURSTY, CALM]})
     s = got["eager"]
     assert s.stable and s.attempts == 2 and s.median_ms == pytest.approx(10.025)
-    assert slept == [0.5]
+    assert slept == [0.25]
     first, second = timer.calls[0][1], timer.calls[1][1]
     assert (second["min_repeats"], second["max_repeats"]) == (10, 40)
     assert second["max_seconds"] == pytest.approx(2 * first["max_seconds"])
@@ -75,7 +75,7 @@ def test_a_cell_that_stays_unstable_is_recorded_as_unstable():
     got, timer, slept = _run({"eager": [BURSTY, worse, BURSTY]})
     s = got["eager"]
     assert not s.stable and s.attempts == 3 and len(s.attempt_cvs) == 3
-    assert slept == [0.5, 1.0]  # doubling backoff
+    assert slept == [0.25, 0.5]  # doubling backoff
     assert s.robust_cv == min(s.attempt_cvs)  # the calmest attempt is kept, still unstable
     assert timer.calls[2][1]["max_repeats"] == 80
 

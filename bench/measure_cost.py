@@ -6,8 +6,16 @@ over ten specs whose MACs span ~5M to ~420M (FcaFormer-L1 shapes scaled in width
 reports the median coefficient of variation of each spec's median latency across sweeps and
 Kendall's tau between the rankings of sweep 1 and sweep 2 (and the mean over all sweep pairs).
 
-Usage: ``python bench/measure_cost.py [--threads 1] [--sweeps 5] [--device cpu]``. Absolute
-times on shared machines vary by 30% or more; compare the numbers of one run.
+Then, per runtime (``--runtimes``, default eager, onnxruntime, compile), what one search trial's
+latency measurement costs (``measure_cost(spec, runtime=...)`` with the search's settings, latency
+only: preparation included, i.e. export, session creation or compilation, and the check against
+eager) for members of the ``micro`` space, against a 2-epoch micro trial (proxy training on the
+bundled digits at 32 px with the search's defaults). Target (issue 19): under 10% for ``eager``
+and ``onnxruntime``.
+
+Usage: ``python bench/measure_cost.py [--threads 1] [--sweeps 5] [--device cpu]``
+(``--only-runtimes`` runs just the per-runtime part). Absolute times on shared machines vary by
+30% or more; compare the numbers of one run.
 """
 
 from __future__ import annotations
@@ -18,9 +26,11 @@ import os
 import statistics
 import time
 
+import numpy as np
 import torch
 from scipy.stats import kendalltau
 
+from fcasearch.cpuinfo import cpu_model
 from fcasearch.measure import (
     count_flops_fvcore,
     count_macs,
@@ -55,12 +65,64 @@ def per_spec(seconds: float, n: int) -> float:
     return seconds / n
 
 
+def runtime_costs(runtimes: list[str], n_specs: int, threads: int, device: str) -> None:
+    """Seconds of one trial's latency measurement per runtime vs a 2-epoch micro trial."""
+    from fcasearch.data import get_dataset
+    from fcasearch.models import build_model
+    from fcasearch.runtime import RuntimeUnavailable
+    from fcasearch.space import load_space
+    from fcasearch.train import TrainConfig, train_model
+
+    space = load_space("micro")
+    rng = np.random.default_rng(0)
+    specs = [space.sample_feasible(rng) for _ in range(n_specs)]
+    data = get_dataset("digits", img_size=32)
+    torch.set_num_threads(threads)
+    train_s = []
+    for s in specs:
+        t = time.perf_counter()
+        config = TrainConfig(lr=2e-3, batch_size=64, seed=0)  # the search's defaults
+        train_model(build_model(s), data, "epochs=2", config, device=device, progress=False)
+        train_s.append(time.perf_counter() - t)
+    trial = statistics.median(train_s)
+    print(f"2-epoch micro trial (digits, 32 px, {threads} thread(s)): median {trial:.2f} s over "
+          f"{n_specs} specs ({min(train_s):.2f}-{max(train_s):.2f}); CPU {cpu_model()}")  # fmt: skip
+    measure_cost(specs[0], device=device, threads=threads, memory=False, energy=False)  # start-up
+    for name in runtimes:
+        costs, notes = [], set()
+        try:
+            for s in specs:
+                t = time.perf_counter()
+                res = measure_cost(
+                    s, runtime=name, device=device, threads=threads, memory=False, energy=False
+                )
+                costs.append(time.perf_counter() - t)
+                notes.add(res.status)
+        except RuntimeUnavailable as exc:
+            print(f"  {name}: not measured: {exc}")
+            continue
+        cost = statistics.median(costs)
+        target = " (target < 10%)" if name in ("eager", "onnxruntime") else ""
+        print(
+            f"  {name}: {cost:.2f} s per trial's latency measurement ({min(costs):.2f}-"
+            f"{max(costs):.2f}; status {'/'.join(sorted(notes))}) = {cost / trial:.1%} of the "
+            f"2-epoch trial{target}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--sweeps", type=int, default=5)
+    parser.add_argument("--runtimes", default="eager,onnxruntime,compile")
+    parser.add_argument("--runtime-specs", type=int, default=3, help="micro specs per runtime")
+    parser.add_argument("--only-runtimes", action="store_true", help="just the per-runtime part")
     args = parser.parse_args()
+    runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+    if args.only_runtimes:
+        runtime_costs(runtimes, args.runtime_specs, args.threads, args.device)
+        return
     specs = bench_specs()
     n = len(specs)
     print(f"{n} specs, MACs {min(map(count_macs, specs)) / 1e6:.1f}M to {max(map(count_macs, specs)) / 1e6:.1f}M; "
@@ -130,6 +192,7 @@ def main() -> None:
     print(
         f"Kendall tau MACs vs sweep-1 latency: {macs_tau:.2f}; load average {os.getloadavg()[0]:.2f}"
     )
+    runtime_costs(runtimes, args.runtime_specs, args.threads, args.device)
 
 
 if __name__ == "__main__":

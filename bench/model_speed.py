@@ -1,22 +1,24 @@
-"""Eager inference form of FcaFormer L1/L2 against a reference-style forward, side by side.
+"""FcaFormer L1/L2 on each deployment runtime against a reference-style forward, side by side.
 
-fcasearch's deployable eager form (``fuse_for_inference``: Conv-BN and layer scales folded,
-attention bias gathered once; eval; ``torch.inference_mode``; fixed threads) is timed against
-:func:`reference_forward.reference_forward` (the official model's manner: NCHW, Conv-BN unfused,
-queries for the cross tokens, bias gathered every call, explicit softmax) reading the same
-weights. BN statistics are calibrated first (``calibrate_batchnorm``): an untrained FcaFormer's
-late activations are denormal floats, which no trained model has.
+For each model and batch size, one calibrated model (BN statistics from random inputs: an
+untrained FcaFormer's late activations are denormal floats, which no trained model has) is
+prepared on each runtime of :mod:`fcasearch.runtime` (``eager``: the folded form under
+``torch.inference_mode``; ``compile``: Inductor with frozen weights; ``onnxruntime``: torch.onnx
+export run in an ONNX Runtime session, CPU provider), every one checked against eager, and timed
+against :func:`reference_forward.reference_forward` (the official model's manner: NCHW, Conv-BN
+unfused, queries for the cross tokens, bias gathered every call, explicit softmax) reading the
+same weights.
 
-The two are timed in interleaved rounds in one process: each round times every case as pairs of
-calls back to back (which form goes first alternating), and its ratio is the reference's median
-time over the eager form's, so machine noise that lasts longer than a pair largely cancels. Each printed line gives the median
-latencies, the median ratio over rounds and their range, the same ratio of process CPU time (on a
-host shared with other work it moves less than wall time; with several threads it includes the
-time threads spend waiting for each other) and the CPU. Target (issue 19): ratio
->= 1.3 at batch 1 and 8 for L1 and L2 at 224 px on 2 threads.
+All forms of one case are timed in interleaved rounds in one process (each round times every
+form, the order rotating from round to round); a round's ratio compares two forms of that round,
+so machine noise that lasts longer than a round cancels. Each printed line gives a runtime's
+median latency, its ratio to the reference-style forward (reference time / runtime time: above 1
+is faster) and, for compile and onnxruntime, to eager; the range of the ratio over rounds; the
+CPU vendor and model; the runtime's version. Target (issue 19): eager >= 1.3x the
+reference-style forward at batch 1 and 8 for L1 and L2 at 224 px on 2 threads.
 
-Run: ``python bench/model_speed.py`` (a few minutes on 2 busy cores; ``--quick`` for a smoke run;
-``--profile`` adds a torch.profiler table of the eager form per case).
+Run: ``python bench/model_speed.py`` (about 10 minutes on 2 busy cores, most of it compiling and
+exporting; ``--runtimes eager,onnxruntime`` skips the compile; ``--quick`` for a smoke run).
 """
 
 from __future__ import annotations
@@ -35,105 +37,125 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_forward import reference_forward
 
 from fcasearch.cpuinfo import cpu_model, cpuinfo_field
-from fcasearch.models import (
-    build_model,
-    calibrate_batchnorm,
-    fuse_for_inference,
-    get_spec,
-    to_reference_state_dict,
-)
+from fcasearch.models import build_model, calibrate_batchnorm, get_spec, to_reference_state_dict
+from fcasearch.runtime import RuntimeUnavailable, UnsupportedModel, get_runtime, parse_runtimes
 
 MODELS = {"L1": "fcaformer_l1", "L2": "fcaformer_l2"}
+REFERENCE = "reference-style"
 
 
-def paired_times(
-    eager: Callable[[], object], reference: Callable[[], object], pairs: int
-) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Median wall times and median process CPU times (s) of ``eager`` and ``reference`` over
-    ``pairs`` back-to-back pairs of calls (which of the two goes first alternating), after one
-    warm-up call of each: ``((wall eager, wall reference), (cpu eager, cpu reference))``."""
-    eager(), reference()
-    wall: tuple[list[float], list[float]] = ([], [])
-    cpu: tuple[list[float], list[float]] = ([], [])
-    for i in range(pairs):
-        for k in (0, 1) if i % 2 else (1, 0):
-            w0, c0 = time.perf_counter(), time.process_time()
-            (eager, reference)[k]()
-            wall[k].append(time.perf_counter() - w0)
-            cpu[k].append(time.process_time() - c0)
-    med = statistics.median
-    return (med(wall[0]), med(wall[1])), (med(cpu[0]), med(cpu[1]))
+def median_time(fn: Callable[[], object], warmup: int, repeats: int) -> float:
+    """Median wall time (s) of ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
-def profile_table(fn: Callable[[], object], rows: int = 15) -> str:
-    """torch.profiler's table of ``fn``'s CPU operators (3 calls after 2 warm-up calls)."""
-    fn(), fn()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        for _ in range(3):
-            fn()
-    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+def prepare_case(
+    spec, batch: int, runtimes: list[str]
+) -> tuple[dict[str, Callable[[], object]], dict[str, str]]:
+    """The callables of one case (each runtime and the reference-style forward) and a note on
+    each runtime (version and max abs diff vs eager, or why it is missing)."""
+    model = calibrate_batchnorm(build_model(spec), generator=torch.Generator().manual_seed(0))
+    ref = reference_forward(spec, {k: v.clone() for k, v in to_reference_state_dict(model).items()})
+    x = torch.randn(
+        batch, spec.in_chans, *spec.img_size, generator=torch.Generator().manual_seed(1)
+    )
+    fns: dict[str, Callable[[], object]] = {}
+    notes: dict[str, str] = {}
+    for name in runtimes:
+        rt = get_runtime(name)
+        try:
+            prepared = rt.prepare(copy.deepcopy(model), x)
+        except (RuntimeUnavailable, UnsupportedModel) as exc:
+            notes[name] = f"skipped: {exc}"
+            continue
+        fns[name] = prepared.run
+        diff = (
+            ""
+            if prepared.max_abs_diff is None
+            else f", max |diff| vs eager {prepared.max_abs_diff:.1e}"
+        )
+        notes[name] = f"{prepared.version}{diff}, prepared in {prepared.setup_seconds:.0f} s"
+    fns[REFERENCE] = lambda: ref(x)
+    return fns, notes
+
+
+def interleave(
+    fns: dict[str, Callable[[], object]], rounds: int, repeats: int
+) -> dict[str, list[float]]:
+    """Per form, the median time (s) of ``repeats`` calls in each of ``rounds`` rounds."""
+    names = list(fns)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    with torch.inference_mode():
+        for r in range(rounds):
+            shift = r % len(names)
+            for name in names[shift:] + names[:shift]:
+                times[name].append(median_time(fns[name], 2, repeats))
+    return times
+
+
+def ratio_text(num: list[float], den: list[float]) -> str:
+    """``median x (min-max)`` of per-round ratios ``num / den``."""
+    rs = [a / b for a, b in zip(num, den)]
+    return f"{statistics.median(rs):.2f}x ({min(rs):.2f}-{max(rs):.2f})"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    ap.add_argument("--runtimes", default="eager,compile,onnxruntime")
     ap.add_argument("--img", type=int, default=224)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median reported)")
-    ap.add_argument("--repeats", type=int, default=5, help="timed pairs of calls per round")
+    ap.add_argument("--repeats", type=int, default=5, help="timed calls per form per round")
     ap.add_argument("--target", type=float, default=1.3)
-    ap.add_argument("--profile", action="store_true", help="print a profiler table per case")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 repeats, 64 px")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, 2 repeats, 64 px")
     args = ap.parse_args(argv)
     if args.quick:
-        args.rounds, args.repeats, args.img = 1, 2, 64
+        args.rounds, args.repeats, args.img = 2, 2, 64
+    runtimes = parse_runtimes(args.runtimes)
+    if "eager" not in runtimes:
+        runtimes.insert(0, "eager")  # the yardstick of the other runtimes
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cpu_name = f"{cpu_model()} ({cpuinfo_field('vendor_id') or 'vendor unknown'})"
+    cpu = f"CPU {cpuinfo_field('vendor_id') or 'vendor unknown'} {cpu_model()}"
 
-    cases = []  # (name, batch, eager, reference)
+    lines = []
     for tag in args.models:
         spec = get_spec(MODELS[tag], img_size=args.img)
-        model = calibrate_batchnorm(build_model(spec), generator=torch.Generator().manual_seed(0))
-        ref = reference_forward(
-            spec, {k: v.clone() for k, v in to_reference_state_dict(model).items()}
-        )
-        fused = fuse_for_inference(copy.deepcopy(model))
-        x1 = torch.randn(1, 3, args.img, args.img)
-        with torch.inference_mode():
-            diff = (fused(x1) - ref(x1)).abs().max().item()
-        print(f"{tag}: {spec.short()} | eager folded vs reference-style max |diff| {diff:.2e}")
         for b in args.batches:
-            x = torch.randn(b, 3, args.img, args.img)
-            cases.append((tag, b, lambda m=fused, x=x: m(x), lambda r=ref, x=x: r(x)))
-
-    walls: dict[tuple[str, int], list[tuple[float, float]]] = {(c[0], c[1]): [] for c in cases}
-    cpus: dict[tuple[str, int], list[tuple[float, float]]] = {k: [] for k in walls}
-    with torch.inference_mode():
-        if args.profile:
-            for tag, b, eager, _ in cases:
-                print(f"\n{tag} b{b} eager folded form:\n{profile_table(eager)}")
-        for _ in range(args.rounds):
-            for tag, b, eager, reference in cases:
-                wall, cpu = paired_times(eager, reference, args.repeats)
-                walls[(tag, b)].append(wall)
-                cpus[(tag, b)].append(cpu)
-
+            fns, notes = prepare_case(spec, b, runtimes)
+            for name in runtimes:
+                print(f"{tag} b{b}: {name}: {notes[name]}", flush=True)
+            times = interleave(fns, args.rounds, args.repeats)
+            head = f"{tag} b{b} fp32 {args.img}px {args.threads} threads"
+            ref_ms = statistics.median(times[REFERENCE]) * 1e3
+            for name in runtimes:
+                if name not in times:
+                    lines.append(f"{head} | {name}: {notes[name]} | {cpu}")
+                    continue
+                ms = statistics.median(times[name]) * 1e3
+                text = (
+                    f"{head} | {name} {ms:.1f} ms | vs {REFERENCE} {ref_ms:.1f} ms: "
+                    f"{ratio_text(times[REFERENCE], times[name])}"
+                )
+                if name == "eager":
+                    rs = [a / c for a, c in zip(times[REFERENCE], times[name])]
+                    verdict = "meets" if statistics.median(rs) >= args.target else "MISSES"
+                    text += f" ({verdict} target >= {args.target}x)"
+                else:
+                    text += f" | vs eager: {ratio_text(times['eager'], times[name])}"
+                lines.append(f"{text} | {args.rounds} rounds | {cpu} | {notes[name].split(',')[0]}")
     print()
-    med = statistics.median
-    for (tag, b), rows in walls.items():
-        ratios = [ref / ours for ours, ref in rows]
-        cpu_ratio = med(ref / ours for ours, ref in cpus[(tag, b)])
-        ratio = med(ratios)
-        verdict = "meets" if ratio >= args.target else "MISSES"
-        print(
-            f"{tag} b{b} fp32 {args.img}px {args.threads} threads | eager folded "
-            f"{med(r[0] for r in rows) * 1e3:.1f} ms | reference-style "
-            f"{med(r[1] for r in rows) * 1e3:.1f} ms | ratio {ratio:.2f}x ({verdict} target >= "
-            f"{args.target}x) | rounds {min(ratios):.2f}-{max(ratios):.2f}x over {len(ratios)} | "
-            f"CPU-time ratio {cpu_ratio:.2f}x | CPU {cpu_name} | torch {torch.__version__}"
-        )
+    for line in lines:
+        print(line)
     return 0
 
 

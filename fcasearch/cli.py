@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "search": ("search", "run a multi-objective architecture search"),
     "report": ("report", "build a Pareto report from one or more results directories"),
     "profile": ("profile", "measure params, MACs, latency, memory and energy on this hardware"),
+    "export": ("export", "export a model (registry, spec JSON, RUN_DIR:ARCH_ID) to ONNX, verified"),
     "calibrate": (
         "calibrate",
         "correlate short-budget training and zero-cost proxies with long-budget accuracy",

@@ -3,10 +3,11 @@
 Example::
 
     fcasearch profile fcaformer_l1 convnext_tiny best.json --device cuda \\
-        --batch-sizes 1,64 --dtypes fp32,bf16 --out profile.csv
+        --batch-sizes 1,64 --dtypes fp32,bf16 --runtime eager,onnxruntime --out profile.csv
 
-One row per (model, batch size, dtype) goes to the CSV (and the JSON beside it), with the hardware
-fingerprint; the terminal shows a table and a progress bar.
+One row per (model, batch size, dtype, runtime) goes to the CSV (and the JSON beside it), with the
+runtime's version and the hardware fingerprint; the runtimes of one cell are measured side by
+side. The terminal shows a table (an unstable latency is marked ``~``) and a progress bar.
 """
 
 from __future__ import annotations
@@ -37,6 +38,15 @@ def _dtype_list(text: str) -> list[str]:
             f"{text!r}: dtypes are {', '.join(allowed)} (comma-separated)"
         )
     return list(dict.fromkeys(values))
+
+
+def _runtime_list(text: str) -> list[str]:
+    from fcasearch.runtime import parse_runtimes
+
+    try:
+        return parse_runtimes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,9 +88,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--channels-last", action="store_true", help="channels-last weights and inputs"
     )
     parser.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile the deployable model (Inductor, frozen weights; needs a C++ compiler on CPU)",
+        "--runtime",
+        type=_runtime_list,
+        default=["eager"],
+        metavar="R[,R...]",
+        help="runtimes to measure latency on, side by side: eager (default), compile "
+        "(torch.compile; needs a C++ compiler on CPU), onnxruntime (torch.onnx export, checked "
+        "against eager), tensorrt (CUDA, torch-tensorrt)",
     )
     parser.add_argument(
         "--cuda-graph",
@@ -105,6 +119,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.01,
         help="stop timing when the median's relative s.e. is below this (default 0.01)",
+    )
+    parser.add_argument(
+        "--cv-threshold",
+        type=float,
+        default=0.1,
+        help="robust per-run spread (1.4826 MAD / median) above which a latency cell is measured "
+        "again and, if it stays above, marked unstable (default 0.1)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="re-measurements of an unstable cell, with backoff (default 2)",
     )
     parser.add_argument(
         "--energy-seconds", type=float, default=2.0, help="energy window per cell, s (default 2)"
@@ -138,7 +165,7 @@ def _table(rows: list[dict[str, Any]], fp: dict[str, Any]) -> Any:
         title=f"{where}, {fp.get('threads')} CPU threads, torch {fp.get('torch')} [{fid}]"
     )
     heads = [
-        ("model", "left"), ("batch", "right"), ("dtype", "left"), ("params M", "right"),
+        ("model", "left"), ("batch", "right"), ("dtype", "left"), ("runtime", "left"), ("params M", "right"),
         ("MMACs", "right"), ("latency ms", "right"), ("p90 ms", "right"), ("CV", "right"),
         ("img/s", "right"), ("peak MiB", "right"), ("train MiB", "right"), ("mJ/img", "right"), ("W", "right"),
         ("status", "left"),
@@ -147,9 +174,12 @@ def _table(rows: list[dict[str, Any]], fp: dict[str, Any]) -> Any:
         table.add_column(name, justify=justify, no_wrap=name in ("model", "status"))
     for r in rows:
         status = r["status"] if r["status"] == "ok" else f"[red]{r['status']}[/red]"
+        latency = _fmt(r["latency_ms"])
+        if r.get("latency_stable") is False:
+            latency, status = f"~{latency}", f"{status} [yellow]unstable[/yellow]"
         table.add_row(
-            str(r["model"]), str(r["batch_size"]), str(r["dtype"]),
-            _fmt(r["params"], 1e6), _fmt(r["macs"], 1e6, 1), _fmt(r["latency_ms"]),
+            str(r["model"]), str(r["batch_size"]), str(r["dtype"]), str(r.get("runtime", "")),
+            _fmt(r["params"], 1e6), _fmt(r["macs"], 1e6, 1), latency,
             _fmt(r["latency_p90_ms"]), _percent(r["latency_cv"]),
             _fmt(r["throughput_ips"], 1, 1), _fmt(r["peak_mem_mb"], 1, 1), _fmt(r["train_mem_mb"], 1, 1),
             _fmt(r["energy_mj_per_image"], 1, 2), _fmt(r.get("avg_power_w"), 1, 0), status,
@@ -166,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
 
     from fcasearch.measure.prepare import check_device
     from fcasearch.measure.profile import profile_grid, resolve_target, write_profile
+    from fcasearch.runtime import RuntimeUnavailable, get_runtime
 
     console = Console()
     if not console.is_terminal:  # a pipe or file: do not squeeze the table into 80 columns
@@ -177,10 +208,12 @@ def run(args: argparse.Namespace) -> int:
         ]
         if args.out is not None and args.out.suffix.lower() != ".csv":
             raise ValueError(f"--out {args.out}: must name a .csv file (the JSON goes next to it)")
-    except ValueError as exc:
+        for name in args.runtime:
+            get_runtime(name).check(args.device)
+    except (ValueError, RuntimeUnavailable) as exc:
         print(f"fcasearch profile: error: {exc}", file=sys.stderr)
         return 2
-    total = len(targets) * len(args.batch_sizes) * len(args.dtypes)
+    total = len(targets) * len(args.batch_sizes) * len(args.dtypes) * len(args.runtime)
     progress = Progress(
         TextColumn("[bold]profile[/bold] {task.description}"),
         BarColumn(),
@@ -198,7 +231,8 @@ def run(args: argparse.Namespace) -> int:
             progress.update(
                 task,
                 advance=1,
-                description=f"{row['model']} b{row['batch_size']} {row['dtype']}: {row['status']}",
+                description=f"{row['model']} b{row['batch_size']} {row['dtype']} "
+                f"{row['runtime']}: {row['status']}",
             )
 
         try:
@@ -207,10 +241,10 @@ def run(args: argparse.Namespace) -> int:
                 device=args.device,
                 batch_sizes=args.batch_sizes,
                 dtypes=args.dtypes,
+                runtimes=args.runtime,
                 threads=args.threads,
                 on_row=on_row,
                 channels_last=args.channels_last,
-                compile=args.compile,
                 cuda_graph=args.cuda_graph,
                 memory=not args.no_memory,
                 energy=not args.no_energy,
@@ -218,9 +252,11 @@ def run(args: argparse.Namespace) -> int:
                 max_repeats=args.max_repeats,
                 max_seconds=args.max_seconds,
                 target_cv=args.target_cv,
+                cv_threshold=args.cv_threshold,
+                retries=args.retries,
                 energy_seconds=args.energy_seconds,
             )
-        except ValueError as exc:
+        except (ValueError, RuntimeUnavailable) as exc:
             progress.stop()
             print(f"fcasearch profile: error: {exc}", file=sys.stderr)
             return 2
@@ -229,8 +265,18 @@ def run(args: argparse.Namespace) -> int:
     for r in rows:
         if r["status"] != "ok":
             console.print(
-                f"{r['model']} b{r['batch_size']} {r['dtype']}: {r['status']}: {r['reason']}"
+                f"{r['model']} b{r['batch_size']} {r['dtype']} {r['runtime']}: {r['status']}: "
+                f"{r['reason']}"
             )
+    unstable = [r for r in rows if r.get("latency_stable") is False]
+    if unstable:
+        console.print(
+            f"{len(unstable)} latency cell(s) marked ~ stayed above the CV threshold "
+            f"{args.cv_threshold:g} after {args.retries} re-measurement(s): not exact values "
+            "(the machine is busy; measure again when it is quiet)"
+        )
+    versions = sorted({f"{r['runtime']}: {r['runtime_version']}" for r in rows})
+    console.print("runtimes: " + "; ".join(versions))
     energy_notes = {
         n
         for r in rows

@@ -11,12 +11,12 @@ _FIELDS = (
     "data_root", "download", "subset_classes", "subset_fraction", "batch_size", "lr", "device",
     "threads", "measure", "latency_batch_size", "latency_dtype", "latency_cuda_graph", "pruner",
     "seed", "out", "executor", "storage", "study_name", "address", "cpus_per_trial",
-    "gpus_per_trial", "max_concurrent", "asha", "progress",
+    "gpus_per_trial", "max_concurrent", "asha", "progress", "save_weights",
 )  # fmt: skip
 # what may change when a run is resumed (how long and where it runs, not what a trial measures)
 _RESUMABLE = (
     "n_trials", "time_budget", "progress", "max_concurrent", "address", "executor",
-    "cpus_per_trial", "gpus_per_trial",
+    "cpus_per_trial", "gpus_per_trial", "save_weights",
 )  # fmt: skip
 
 
@@ -101,6 +101,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         default=d,
         help="time a CUDA graph replay of each candidate (no kernel-launch cost; CUDA only)",
+    )
+    p.add_argument(
+        "--save-weights",
+        action="store_true",
+        default=d,
+        help="save each trained trial's final weights to <run>/weights/<arch_id>.pt "
+        "(for `fcasearch export RUN_DIR:ARCH_ID`)",
     )
     p.add_argument(
         "--pruner",

@@ -1,6 +1,7 @@
 """Measurement: params and MACs (closed form and fvcore), latency, memory, energy, fingerprint.
 
-Pure measurement, no training. ``measure_cost`` is the one call the search makes per candidate;
+Pure measurement, no training. ``measure_cost`` is the one call the search makes per candidate
+(latency on a named runtime of :mod:`fcasearch.runtime`; ``measure_costs`` for several side by side);
 ``count_params``/``count_macs`` need no model (constraint checks); ``profile_grid`` backs
 ``fcasearch profile``.
 
@@ -24,10 +25,16 @@ _EXPORTS = {
     "FlopReport": "flops",
     "count_flops_fvcore": "flops",
     "count_macs_torch": "flops",
+    "DEFAULT_CV_THRESHOLD": "latency",
     "LatencyStats": "latency",
     "cpu_threads": "latency",
+    "robust_cv": "latency",
     "summarize_times": "latency",
     "time_callable": "latency",
+    "time_interleaved": "latency",
+    "StabilityPolicy": "stability",
+    "measure_stable": "stability",
+    "merge_attempts": "stability",
     "MemoryPeak": "memory",
     "peak_memory": "memory",
     "EnergyResult": "energy",
@@ -39,6 +46,7 @@ _EXPORTS = {
     "METRIC_KEYS": "cost",
     "CostResult": "cost",
     "measure_cost": "cost",
+    "measure_costs": "cost",
     "CudaGraphError": "graphs",
     "capture_cuda_graph": "graphs",
     "build_baseline": "baselines",

@@ -1,9 +1,14 @@
-"""``fcasearch profile`` logic: resolve model names, measure a (model x batch x dtype) grid, write it.
+"""``fcasearch profile`` logic: resolve model names, measure a (model x batch x dtype x runtime)
+grid, write it.
 
 Models are registry names (``fcaformer_l1`` ...), baseline names (``convnext_tiny``, ``swin_t``,
-``deit_s_like``) or paths to spec JSON files. Each grid cell becomes one row with the columns of
-:data:`PROFILE_COLUMNS`; a cell that runs out of memory stays, with ``status`` ``oom`` (and larger
-batch sizes of the same model and dtype are then marked ``oom`` without being run).
+``deit_s_like``) or paths to spec JSON files. Candidates and reference models go through the same
+:func:`~fcasearch.measure.cost.measure_costs` with the same settings: eval, the folded form where
+one exists, the same runtimes. For each (model, batch size, dtype) the runtimes are measured side
+by side (one model prepared on each, latencies in interleaved rounds), one row per runtime with
+the columns of :data:`PROFILE_COLUMNS`. A cell that runs out of memory stays, with ``status``
+``oom`` (and larger batch sizes of the same model and dtype are then marked ``oom`` without being
+run once every runtime ran out).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 from torch import nn
 
 from fcasearch.measure.baselines import build_baseline, check_baseline, list_baselines
-from fcasearch.measure.cost import METRIC_KEYS, measure_cost
+from fcasearch.measure.cost import METRIC_KEYS, measure_costs
 from fcasearch.measure.fingerprint import fingerprint_id, hardware_fingerprint
 from fcasearch.measure.graphs import check_graph_device
 from fcasearch.measure.latency import cpu_threads
@@ -34,6 +39,9 @@ PROFILE_COLUMNS = (
     "batch_size",
     "dtype",
     "device",
+    "runtime",
+    "runtime_version",
+    "threads",
     *METRIC_KEYS,
     "avg_power_w",
     "status",
@@ -116,7 +124,14 @@ def resolve_target(
 
 
 def _failed_row(
-    target: ProfileTarget, bs: int, dtype: str, device: str, status: str, reason: str, fp: dict
+    target: ProfileTarget,
+    bs: int,
+    dtype: str,
+    device: str,
+    status: str,
+    reason: str,
+    fp: dict,
+    runtime: Any,
 ) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(PROFILE_COLUMNS, "")
     row.update({k: math.nan for k in (*METRIC_KEYS, "avg_power_w")})
@@ -126,6 +141,10 @@ def _failed_row(
         batch_size=bs,
         dtype=dtype,
         device=device,
+        runtime=runtime.name,
+        runtime_version=runtime.version,
+        threads=fp.get("threads"),
+        latency_stable=None,
         status=status,
         reason=reason,
         measure_seconds=0.0,
@@ -141,11 +160,13 @@ def profile_grid(
     device: str = "cpu",
     batch_sizes: Sequence[int] = (1,),
     dtypes: Sequence[str] = ("fp32",),
+    runtimes: Sequence[str] = ("eager",),
     threads: int | None = None,
     on_row: Callable[[dict[str, Any]], None] | None = None,
     **measure_kwargs: Any,
 ) -> list[dict[str, Any]]:
-    """Measure every (model, batch size, dtype) cell with :func:`measure_cost`.
+    """Measure every (model, batch size, dtype) cell on every runtime with
+    :func:`~fcasearch.measure.cost.measure_costs` (runtimes side by side within a cell).
 
     Args:
         targets: models from :func:`resolve_target`.
@@ -153,14 +174,24 @@ def profile_grid(
         batch_sizes: batch sizes, each measured separately (ascending order skips sizes above
             one that ran out of memory).
         dtypes: ``fp32``, ``bf16``, ``fp16``.
+        runtimes: runtime names (:func:`fcasearch.runtime.list_runtimes`); one row each.
         threads: CPU threads for every cell.
         on_row: called with each row as it is finished (progress display).
-        **measure_kwargs: passed to :func:`measure_cost` (``channels_last``, ``compile``,
-            ``cuda_graph``, ``latency``, ``memory``, ``energy``, the timing caps).
+        **measure_kwargs: passed to :func:`measure_costs` (``channels_last``, ``cuda_graph``,
+            ``latency``, ``memory``, ``energy``, the timing caps, ``cv_threshold``, ``retries``,
+            ``runtime_options``).
 
     Returns:
-        The rows, in grid order. A cell that raised is kept with ``status`` ``failed``.
+        The rows, in grid order, runtimes innermost. A cell that raised is kept with ``status``
+        ``failed``.
+
+    Raises:
+        RuntimeUnavailable: a runtime is not installed or does not suit the device (before
+            anything is measured).
+        ValueError: a bad argument.
     """
+    from fcasearch.runtime import get_runtime, parse_runtimes
+
     dev = str(check_device(device))
     if measure_kwargs.get("cuda_graph"):
         check_graph_device(dev)  # once for the grid, not a failed row per cell
@@ -169,10 +200,16 @@ def profile_grid(
     bad = [b for b in batch_sizes if not isinstance(b, int) or b < 1]
     if bad:
         raise ValueError(f"batch_sizes: {bad} are not positive integers")
+    names = parse_runtimes(list(runtimes))
+    options = measure_kwargs.get("runtime_options") or {}
+    rts = [get_runtime(n, **options.get(n, {})) for n in names]
+    for rt in rts:
+        rt.check(dev)
     rows: list[dict[str, Any]] = []
     with cpu_threads(threads) as used:
         fp = hardware_fingerprint(dev, used)
-        cell = {"device": dev, "threads": used, "fingerprint": fp, **measure_kwargs}
+        cell = {"device": dev, "threads": used, "fingerprint": fp, "runtimes": names}
+        cell.update(measure_kwargs)
         for target in targets:
             model = None  # a baseline is built once and copied by every measurement
             for dtype in dtypes:
@@ -180,24 +217,30 @@ def profile_grid(
                 for bs in batch_sizes:
                     if oom_at is not None and bs > oom_at:
                         reason = f"skipped: batch size {oom_at} already ran out of memory"
-                        row = _failed_row(target, bs, dtype, dev, "oom", reason, fp)
+                        cell_rows = [
+                            _failed_row(target, bs, dtype, dev, "oom", reason, fp, rt) for rt in rts
+                        ]
                     else:
                         try:
                             if model is None:
                                 model = target.build()
-                            res = measure_cost(
+                            results = measure_costs(
                                 model, batch_size=bs, dtype=dtype, img_size=target.img_size, **cell
                             )
-                            row = {"model": target.label, **res.to_row()}
-                            if res.status == "oom":
+                            cell_rows = [{"model": target.label, **r.to_row()} for r in results]
+                            if all(r.status == "oom" for r in results):
                                 oom_at = bs
                         except Exception as exc:  # one bad cell must not end the whole profile
                             text = str(exc).strip().splitlines()
                             reason = f"{type(exc).__name__}: {text[0] if text else ''}"
-                            row = _failed_row(target, bs, dtype, dev, "failed", reason, fp)
-                    rows.append(row)
-                    if on_row is not None:
-                        on_row(row)
+                            cell_rows = [
+                                _failed_row(target, bs, dtype, dev, "failed", reason, fp, rt)
+                                for rt in rts
+                            ]
+                    for row in cell_rows:
+                        rows.append(row)
+                        if on_row is not None:
+                            on_row(row)
     return rows
 
 

@@ -8,7 +8,6 @@ from fcasearch.models.checkpoint import (
     reference_state_dict_shapes,
     to_reference_state_dict,
 )
-from fcasearch.models.compiled import CompileError, compile_for_inference
 from fcasearch.models.fca import ATTENTION_IMPLS, attention_impl
 from fcasearch.models.fcaformer import FcaFormer, build_model
 from fcasearch.models.fuse import calibrate_batchnorm, fuse_for_inference
@@ -18,12 +17,10 @@ __all__ = [
     "ATTENTION_IMPLS",
     "PAPER_DROP_PATH",
     "CheckpointError",
-    "CompileError",
     "FcaFormer",
     "attention_impl",
     "build_model",
     "calibrate_batchnorm",
-    "compile_for_inference",
     "fuse_for_inference",
     "get_spec",
     "list_models",

@@ -328,3 +328,17 @@ def _train(
         )
     if ckpt is not None and res.status in ("complete", "pruned"):
         ckpt.unlink(missing_ok=True)  # kept otherwise, so that a retry resumes it
+    if o.save_weights and res.status in ("complete", "pruned"):
+        _save_weights(model, spec, ctx, res)
+
+
+def _save_weights(model, spec: ArchSpec, ctx: TrialContext, res: TrialResult) -> None:
+    """The trained state_dict to ``<run>/weights/<arch_id>.pt`` (``fcasearch export`` reads it)."""
+    if ctx.checkpoint_dir is None:
+        res.notes["weights"] = "not saved: this worker has no run directory"
+        return
+    from fcasearch.train.checkpoint import save_checkpoint
+
+    path = ctx.checkpoint_dir.parent / "weights" / f"{spec.arch_id}.pt"
+    save_checkpoint(path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+    res.notes["weights"] = str(path)

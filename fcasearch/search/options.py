@@ -88,6 +88,7 @@ class SearchOptions:
     latency_batch_size: int = 1
     latency_dtype: str = "fp32"
     latency_cuda_graph: bool = False  # time a CUDA graph replay (CUDA only)
+    save_weights: bool = False  # each trained trial saves <run>/weights/<arch_id>.pt
     pruner: str = "median"
     seed: int = 0
     out: str = ""

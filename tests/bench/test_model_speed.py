@@ -61,16 +61,19 @@ def test_reference_forward_computes_the_models_function(spec: ArchSpec) -> None:
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_quick_run_prints_a_ratio_line_with_the_cpu() -> None:
+@pytest.mark.slow
+def test_quick_run_prints_a_ratio_line_per_runtime_with_the_cpu() -> None:
     cmd = [sys.executable, str(BENCH / "model_speed.py"), "--quick", "--models", "L1"]
     out = subprocess.run(
-        [*cmd, "--batches", "1", "--threads", "1"],
+        [*cmd, "--batches", "1", "--threads", "1", "--runtimes", "eager,onnxruntime"],
         capture_output=True,
         text=True,
         check=True,
-        timeout=300,
+        timeout=600,
     ).stdout
-    assert "eager folded vs reference-style max |diff|" in out
+    assert "L1 b1: onnxruntime: onnxruntime " in out and "max |diff| vs eager" in out
     lines = [line for line in out.splitlines() if line.startswith("L1 b1 fp32 64px 1 threads")]
-    assert len(lines) == 1
-    assert "| ratio " in lines[0] and "target >= 1.3x" in lines[0] and "| CPU " in lines[0]
+    eager, ort = lines
+    assert "| eager " in eager and "vs reference-style" in eager and "target >= 1.3x" in eager
+    assert "| onnxruntime " in ort and "| vs eager: " in ort
+    assert all("| CPU " in line for line in lines)

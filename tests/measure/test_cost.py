@@ -1,4 +1,5 @@
-"""measure_cost: the metrics contract, closed form without a build, OOM/unsupported handling."""
+"""measure_cost: the metrics contract, closed form without a build, OOM/unsupported handling,
+runtimes side by side."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import fcasearch.measure.cost as cost_mod
 from fcasearch.measure import METRIC_KEYS, CostResult, count_macs, count_params, measure_cost
 from fcasearch.models import build_model, get_spec
 
-FAST = {"warmup": 1, "min_repeats": 3, "max_repeats": 8, "max_seconds": 0.5}
+FAST = {"warmup": 1, "min_repeats": 3, "max_repeats": 8, "max_seconds": 0.5, "retries": 0}
 TRIALS_COLUMNS = {
     "params", "macs", "latency_ms", "latency_p90_ms", "latency_cv", "throughput_ips",
     "peak_mem_mb", "train_mem_mb", "energy_mj_per_image",
@@ -27,11 +28,13 @@ def nano():
 def test_full_measurement_of_a_tiny_spec_on_cpu(nano):
     res = measure_cost(nano, batch_size=2, threads=1, **FAST)
     assert isinstance(res, CostResult) and res.ok and res.reason == ""
-    assert set(res.metrics) == TRIALS_COLUMNS | {"weights_mb"} == set(METRIC_KEYS)
+    assert set(res.metrics) == TRIALS_COLUMNS | {"weights_mb", "latency_stable"} == set(METRIC_KEYS)
     m = res.metrics
     assert m["params"] == count_params(nano) and m["macs"] == count_macs(nano)
     assert m["latency_ms"] > 0 and m["latency_p90_ms"] >= m["latency_ms"] and m["latency_cv"] >= 0
     assert m["throughput_ips"] == pytest.approx(2000.0 / m["latency_ms"])
+    assert m["latency_cv"] == pytest.approx(res.latency.robust_cv)
+    assert m["latency_stable"] == float(res.latency.stable) and res.latency.attempts == 1
     assert 0 < m["weights_mb"] < m["peak_mem_mb"] < m["train_mem_mb"]
     assert math.isnan(m["energy_mj_per_image"])
     assert res.notes["energy"].startswith("unavailable: device is cpu")
@@ -39,12 +42,16 @@ def test_full_measurement_of_a_tiny_spec_on_cpu(nano):
     assert "profile_memory" in res.notes["peak_mem"] and "AdamW" in res.notes["train_mem"]
     assert res.fingerprint["threads"] == 1 and len(res.fingerprint_id) == 12
     assert res.arch_id == nano.arch_id and res.latency is not None and 3 <= res.latency.n <= 8
+    assert res.runtime == "eager" and res.runtime_version == f"torch {torch.__version__}"
+    assert "PyTorch eager" in res.notes["runtime"] and "robust CV" in res.notes["latency"]
     row = res.to_row()
     assert (
         row["status"] == "ok"
         and row["fingerprint_id"] == res.fingerprint_id
         and "latency:" in row["notes"]
     )
+    assert row["runtime"] == "eager" and row["runtime_version"] == res.runtime_version
+    assert row["threads"] == 1 and row["latency_stable"] is res.latency.stable
 
 
 def test_closed_form_only_builds_nothing(nano, monkeypatch):
@@ -57,6 +64,7 @@ def test_closed_form_only_builds_nothing(nano, monkeypatch):
     assert math.isnan(res.metrics["latency_ms"]) and math.isnan(res.metrics["peak_mem_mb"])
     assert res.metrics["weights_mb"] == pytest.approx(count_params(nano) * 4 / 2**20)
     assert res.notes["latency"] == "not measured (latency=False)"
+    assert res.latency_stable is None and res.to_row()["latency_stable"] is None
 
 
 def test_plain_module_is_counted_by_fvcore_and_left_untouched():
@@ -188,3 +196,13 @@ def test_fused_module_gets_inference_numbers_only(nano):
     res = measure_cost(fuse_for_inference(build_model(nano)), latency=False, energy=False)
     assert res.ok and res.metrics["peak_mem_mb"] > 0 and math.isnan(res.metrics["train_mem_mb"])
     assert res.notes["train_mem"] == "not measured: the module is already fused for inference"
+
+
+def test_compile_flag_is_now_a_runtime(nano):
+    with pytest.raises(ValueError, match="runtime='compile'"):
+        measure_cost(nano, compile=True)
+
+
+def test_unknown_runtime_names_the_known_ones(nano):
+    with pytest.raises(ValueError, match="eager, compile, onnxruntime, tensorrt"):
+        measure_cost(nano, runtime="tvm")

@@ -9,26 +9,46 @@ import pytest
 import torch
 from torch import nn
 
-from fcasearch.measure.latency import cpu_threads, summarize_times, time_callable
+from fcasearch.measure.latency import (
+    cpu_threads,
+    robust_cv,
+    summarize_times,
+    time_callable,
+    time_interleaved,
+)
 
 
 def test_summary_statistics_of_known_times():
     times = [5.0, 1.0, 4.0, 2.0, 3.0]
-    s = summarize_times(times, warmup=2, target_cv=0.5, min_repeats=3, method="test")
+    s = summarize_times(
+        times, warmup=2, target_cv=0.5, min_repeats=3, cv_threshold=0.5, method="test"
+    )
     assert s.median_ms == 3.0
     assert s.p90_ms == pytest.approx(4.6)  # linear interpolation between 4 and 5
     assert s.mean_ms == 3.0
     assert s.cv == pytest.approx(statistics.stdev(times) / 3.0)
     # MAD = 1 -> sigma 1.4826 -> s.e. of the median 1.2533 * 1.4826 / sqrt(5), relative to 3
     assert s.median_rel_se == pytest.approx(1.2533 * 1.4826 / math.sqrt(5) / 3.0)
-    assert s.stable and s.n == 5 and s.warmup == 2 and s.times_ms == tuple(times)
+    assert s.robust_cv == pytest.approx(1.4826 / 3.0) == robust_cv(times)
+    assert s.converged and s.stable and s.n == 5 and s.warmup == 2 and s.times_ms == tuple(times)
+    assert s.attempts == 1 and s.attempt_cvs == (s.robust_cv,)
+    tight = summarize_times(times, target_cv=0.5, min_repeats=3, cv_threshold=0.1)
+    assert tight.converged and not tight.stable  # spread 0.49 > 0.1: not a clean number
     assert s.throughput(8) == pytest.approx(8 / 0.003)
 
 
 def test_single_run_is_never_called_stable():
     s = summarize_times([2.0], target_cv=0.02, min_repeats=5)
-    assert s.median_ms == s.p90_ms == 2.0 and s.cv == 0.0
-    assert not s.stable
+    assert s.median_ms == s.p90_ms == 2.0 and s.cv == 0.0 and s.robust_cv == 0.0
+    assert not s.stable and not s.converged
+
+
+def test_robust_cv_ignores_a_minority_of_outliers():
+    calm = [10.0, 10.2, 9.9, 10.1, 10.0, 9.8, 10.3, 10.0]
+    spiky = [*calm[:-2], 200.0, 150.0]  # two runs hit by a burst of load
+    assert robust_cv(spiky) < 0.05 < summarize_times(spiky).cv
+    bursty = [10.0, 21.0, 10.2, 19.5, 9.9, 22.0, 10.1, 20.0]  # half the runs slowed
+    assert robust_cv(bursty) > 0.3
 
 
 def test_time_callable_on_a_tiny_model_gives_sane_stats():
@@ -49,7 +69,8 @@ def test_time_callable_on_a_tiny_model_gives_sane_stats():
     assert len(s.times_ms) == s.n and all(t > 0 for t in s.times_ms)
     assert 0 < min(s.times_ms) <= s.median_ms <= s.p90_ms <= max(s.times_ms)
     assert s.cv >= 0 and s.median_rel_se >= 0
-    assert s.stable == (s.median_rel_se <= 0.05)
+    assert s.converged == (s.median_rel_se <= 0.05)
+    assert s.stable == (s.robust_cv <= s.cv_threshold)
     assert s.throughput(4) == pytest.approx(4000.0 / s.median_ms)
     assert "perf_counter" in s.method
 
@@ -86,6 +107,38 @@ def test_time_cap_still_honours_min_repeats():
 def test_bad_caps_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         time_callable(lambda: None, **kwargs)
+
+
+def test_interleaved_rounds_rotate_and_each_callable_keeps_its_own_runs():
+    order: list[str] = []
+    fns = {name: (lambda name=name: order.append(name)) for name in ("a", "b", "c")}
+    stats = time_interleaved(
+        fns, warmup=1, min_repeats=4, max_repeats=4, target_cv=0.0, max_seconds=60.0
+    )
+    assert order[:3] == ["a", "b", "c"]  # warm-up, in order
+    timed = order[3:]
+    rounds = [timed[i : i + 3] for i in range(0, len(timed), 3)]
+    assert rounds == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
+    assert set(stats) == {"a", "b", "c"} and all(s.n == 4 for s in stats.values())
+    assert "interleaved with 2 other(s)" in stats["a"].method
+
+
+def test_interleaved_callables_stop_on_their_own():
+    # a callable that reaches its time cap stops; the other runs on to max_repeats
+    stats = time_interleaved(
+        {"slow": lambda: sum(range(20000)), "fast": lambda: None},
+        warmup=0,
+        min_repeats=3,
+        max_repeats=40,
+        target_cv=0.0,
+        max_seconds=1e-4,
+    )
+    assert stats["slow"].n == 3 and stats["fast"].n >= 3
+
+
+def test_nothing_to_time_is_an_error():
+    with pytest.raises(ValueError, match="fns"):
+        time_interleaved({})
 
 
 def test_cpu_threads_fixes_and_restores():

@@ -17,11 +17,23 @@ from fcasearch.measure.profile import PROFILE_COLUMNS, profile_grid, resolve_tar
 from fcasearch.models import get_spec
 
 REQUIRED = [
-    "model", "arch_id", "batch_size", "dtype", "device", "params", "macs", "latency_ms",
+    "model", "arch_id", "batch_size", "dtype", "device", "runtime", "runtime_version", "threads",
+    "latency_stable", "params", "macs", "latency_ms",
     "latency_p90_ms", "latency_cv", "throughput_ips", "peak_mem_mb", "train_mem_mb",
     "energy_mj_per_image", "weights_mb", "status", "notes", "fingerprint_id", "fingerprint",
 ]  # fmt: skip
-FAST = ["--warmup", "1", "--max-repeats", "5", "--max-seconds", "0.2", "--energy-seconds", "0.1"]
+FAST = [
+    "--warmup",
+    "1",
+    "--max-repeats",
+    "5",
+    "--max-seconds",
+    "0.2",
+    "--energy-seconds",
+    "0.1",
+    "--retries",
+    "0",
+]
 
 
 def run_cli(argv: list[str]) -> int:
@@ -62,6 +74,8 @@ def test_cli_end_to_end_on_cpu(tmp_path, capsys):
     ]  # fmt: skip
     for r in rows:
         assert r["status"] == "ok" and r["device"] == "cpu" and r["energy_mj_per_image"] == ""
+        assert r["runtime"] == "eager" and r["runtime_version"].startswith("torch ")
+        assert r["threads"] == "1" and r["latency_stable"] in ("True", "False")
         assert float(r["latency_ms"]) > 0 and float(r["peak_mem_mb"]) > 0
         assert json.loads(r["fingerprint"])["threads"] == 1 and len(r["fingerprint_id"]) == 12
     cand = [r for r in rows if r["model"] == "cand"]
@@ -79,6 +93,38 @@ def test_cli_profiles_a_baseline(tmp_path):
     (row,) = list(csv.DictReader(out.open()))
     assert row["model"] == "deit_s_like" and row["arch_id"] == "" and row["status"] == "ok"
     assert 21e6 < float(row["params"]) < 23e6 and "fvcore" in row["notes"]
+
+
+@pytest.mark.slow
+def test_one_row_per_model_and_runtime_for_candidates_and_reference_models(tmp_path, capsys):
+    out = tmp_path / "r.csv"
+    argv = ["fcaformer_nano", "deit_s_like", "--img-size", "32", "--runtime", "eager,onnxruntime"]
+    assert run_cli([*argv, "--no-memory", "--threads", "1", "--out", str(out), *FAST]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["model"], r["runtime"]) for r in rows] == [
+        ("fcaformer_nano", "eager"), ("fcaformer_nano", "onnxruntime"),
+        ("deit_s_like", "eager"), ("deit_s_like", "onnxruntime"),
+    ]  # fmt: skip
+    for r in rows:
+        assert r["status"] == "ok" and float(r["latency_ms"]) > 0, r["reason"]
+        assert "interleaved with eager, onnxruntime" in r["notes"]
+    nano_eager, nano_ort, deit_eager, deit_ort = rows
+    # candidates folded, reference models as built: the same policy on every runtime
+    assert "fuse_for_inference" in nano_eager["notes"] and "fuse_for_inference" in nano_ort["notes"]
+    assert "as built" in deit_eager["notes"] and "as built" in deit_ort["notes"]
+    assert nano_ort["runtime_version"].startswith("onnxruntime ")
+    assert "max abs diff vs eager" in deit_ort["notes"]
+    text = capsys.readouterr().out
+    assert "onnxruntime" in text and "runtimes: eager: torch" in text
+
+
+def test_runtime_that_cannot_run_here_is_a_user_error(capsys):
+    assert run_cli(["fcaformer_nano", "--runtime", "eager,tensorrt"]) == 2
+    assert "NVIDIA GPUs only" in capsys.readouterr().err
+    parser = argparse.ArgumentParser()
+    profile_cmd.add_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["m", "--runtime", "tvm"])
 
 
 def test_unknown_model_is_a_user_error(capsys):
@@ -126,16 +172,16 @@ def test_resolve_names_files_and_overrides(tmp_path):
 def test_oom_rows_are_kept_and_larger_batches_skipped(monkeypatch):
     calls = []
 
-    def fake_measure(model, *, batch_size, dtype, fingerprint, **kwargs):
+    def fake_measure(model, *, batch_size, dtype, fingerprint, runtimes, **kwargs):
         calls.append(batch_size)
         res = CostResult(
             metrics={"params": 1.0}, fingerprint=fingerprint, batch_size=batch_size, dtype=dtype
         )
         if batch_size >= 4:
             res.status, res.reason = "oom", f"out of memory at batch size {batch_size}"
-        return res
+        return [res]
 
-    monkeypatch.setattr(profile_mod, "measure_cost", fake_measure)
+    monkeypatch.setattr(profile_mod, "measure_costs", fake_measure)
     rows = profile_grid([resolve_target("fcaformer_nano")], batch_sizes=[1, 4, 16])
     assert calls == [1, 4]
     assert [r["status"] for r in rows] == ["ok", "oom", "oom"]
@@ -147,9 +193,14 @@ def test_failed_cell_does_not_end_the_grid(monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(profile_mod, "measure_cost", boom)
-    rows = profile_grid([resolve_target("fcaformer_nano")], dtypes=["fp32", "bf16"])
-    assert [r["status"] for r in rows] == ["failed", "failed"] and "kaboom" in rows[0]["reason"]
+    monkeypatch.setattr(profile_mod, "measure_costs", boom)
+    rows = profile_grid(
+        [resolve_target("fcaformer_nano")],
+        dtypes=["fp32", "bf16"],
+        runtimes=["eager", "onnxruntime"],
+    )
+    assert [r["status"] for r in rows] == ["failed"] * 4 and "kaboom" in rows[0]["reason"]
+    assert [r["runtime"] for r in rows] == ["eager", "onnxruntime"] * 2
 
 
 def test_write_profile_formats(tmp_path):

@@ -1,4 +1,5 @@
-"""compile_for_inference: the Inductor-compiled inference form computes the unfused model's outputs."""
+"""The compile runtime: torch.compile (Inductor) of the folded model computes the unfolded
+model's outputs; without a C++ compiler it says what to install."""
 
 from __future__ import annotations
 
@@ -7,14 +8,9 @@ import shutil
 import pytest
 import torch
 
-from fcasearch.models import (
-    CompileError,
-    build_model,
-    calibrate_batchnorm,
-    compile_for_inference,
-    get_spec,
-)
-from fcasearch.models.compiled import cpp_compiler_available
+from fcasearch.models import build_model, calibrate_batchnorm, get_spec
+from fcasearch.runtime import CompileError, compile_for_inference, get_runtime
+from fcasearch.runtime.compiled import cpp_compiler_available
 
 needs_cxx = pytest.mark.skipif(
     not cpp_compiler_available(), reason="torch.compile on CPU needs a C++ compiler"
@@ -23,7 +19,7 @@ needs_cxx = pytest.mark.skipif(
 
 @pytest.mark.slow
 @needs_cxx
-def test_compiled_equals_unfused():
+def test_compile_runtime_equals_the_unfolded_model():
     spec = get_spec("fcaformer_nano", img_size=32, num_classes=7)
     torch.manual_seed(3)
     model = calibrate_batchnorm(build_model(spec))
@@ -33,11 +29,12 @@ def test_compiled_equals_unfused():
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         want = model(x)
-    compiled = compile_for_inference(model, x)
+    prepared = get_runtime("compile").prepare(model, x)
     assert model.fused  # folded on the way
-    with torch.inference_mode():
-        got = compiled(x)
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert prepared.runtime == "compile" and "inductor" in prepared.version
+    assert "torch.compile" in prepared.note and prepared.max_abs_diff < 1e-4
+    torch.testing.assert_close(prepared(x), want, rtol=1e-4, atol=1e-4)
+    assert prepared.run().shape == (2, 7)
 
 
 def test_compile_without_cxx_says_what_to_do(monkeypatch):

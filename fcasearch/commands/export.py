@@ -1,0 +1,243 @@
+"""``fcasearch export``: the deployable model as an ONNX file, verified with ONNX Runtime.
+
+Examples::
+
+    fcasearch export fcaformer_l1 --format onnx --out l1.onnx
+    fcasearch export best.json --format onnx --out best.onnx --weights best.pt
+    fcasearch export results/micro-run:3f2a9c1b7d4e --format onnx --out trial.onnx
+
+MODEL is a registry name (``fcaformer_l1`` ..., or a reference model such as ``convnext_tiny``),
+a spec JSON (a file, or the JSON text itself), or ``RUN_DIR:ARCH_ID``: a trial of a search run,
+built from the spec the run logged, with the weights it saved at ``RUN_DIR/weights/ARCH_ID.pt``
+(``fcasearch search --save-weights``) unless ``--weights`` names others. FcaFormer models are
+exported in their folded inference form (Conv-BN and layer scales folded). The file is run in
+ONNX Runtime and compared with the eager model before the command reports success; the max abs
+difference is printed. Any failure says why and exits non-zero (2 for a user error, 1 when the
+export or its check fails).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ExportTarget", "add_arguments", "load_weights", "resolve_model", "run"]
+
+
+@dataclass
+class ExportTarget:
+    """What MODEL named: a spec (FcaFormer) or a reference model, and the weights to use."""
+
+    label: str
+    spec: Any = None  # ArchSpec
+    baseline: str | None = None
+    weights: Path | None = None
+    note: str = ""
+
+
+def _spec_from_text(text: str, where: str) -> Any:
+    from fcasearch.spec import ArchSpec, SpecError
+
+    try:
+        return ArchSpec.from_json(text)
+    except (json.JSONDecodeError, SpecError, TypeError, ValueError) as exc:
+        raise ValueError(f"{where} is not a valid spec JSON: {exc}") from None
+
+
+def _from_run(run_dir: Path, arch_id: str) -> ExportTarget:
+    from fcasearch.storage import RunDir, TrialLog
+
+    rows = [r for r in TrialLog(RunDir(run_dir)).rows() if r.get("arch_id") == arch_id]
+    if not rows:
+        raise ValueError(f"{run_dir}:{arch_id}: no trial of arch_id {arch_id!r} in {run_dir}")
+    row = next((r for r in rows if r.get("status") == "complete"), rows[0])
+    spec = _spec_from_text(str(row.get("spec", "")), f"the spec logged for {arch_id}")
+    weights = run_dir / "weights" / f"{arch_id}.pt"
+    if weights.is_file():
+        return ExportTarget(f"{run_dir.name}:{arch_id}", spec=spec, weights=weights)
+    return ExportTarget(
+        f"{run_dir.name}:{arch_id}",
+        spec=spec,
+        note=(
+            f"warning: {run_dir} kept no weights for {arch_id} (search with --save-weights, or "
+            "pass --weights): exporting freshly initialised weights"
+        ),
+    )
+
+
+def resolve_model(name: str, *, img_size: int | None = None) -> ExportTarget:
+    """Turn MODEL into an :class:`ExportTarget` (module docstring).
+
+    Raises:
+        ValueError: nothing matches, a file cannot be read, or a spec is invalid.
+    """
+    from fcasearch.measure.baselines import list_baselines
+    from fcasearch.models import get_spec, list_models
+
+    if name in list_models():
+        return ExportTarget(name, spec=get_spec(name, img_size=img_size or 224))
+    if name in list_baselines():
+        return ExportTarget(name, baseline=name)
+    if name.lstrip().startswith("{"):
+        return ExportTarget("spec", spec=_spec_from_text(name, "MODEL"))
+    path = Path(name)
+    if path.is_file() or path.suffix == ".json":
+        if not path.is_file():
+            raise ValueError(f"MODEL {name!r}: spec file {path} does not exist")
+        return ExportTarget(path.stem, spec=_spec_from_text(path.read_text("utf-8"), str(path)))
+    run_dir, sep, arch_id = name.rpartition(":")
+    if sep and run_dir and Path(run_dir).is_dir():
+        return _from_run(Path(run_dir), arch_id)
+    raise ValueError(
+        f"MODEL {name!r} is not a registry model ({', '.join(list_models())}), a reference model "
+        f"({', '.join(list_baselines())}), a spec JSON file or text, or RUN_DIR:ARCH_ID of an "
+        "existing run directory"
+    )
+
+
+def load_weights(model: Any, path: Path) -> str:
+    """Load ``path`` into ``model`` (fcasearch's own keys, or the official FcaFormer layout,
+    possibly wrapped under ``model``/``state_dict``); a note on what was loaded.
+
+    Raises:
+        ValueError: the file is unreadable or its tensors do not fit the model (says which).
+    """
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(
+            f"--weights {path}: cannot read it ({type(exc).__name__}: {exc})"
+        ) from None
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ValueError(f"--weights {path}: holds a {type(state).__name__}, not a state dict")
+    keys = [k.removeprefix("module.") for k in state]
+    if any(k.startswith(("patch_embed.", "layer_")) for k in keys):
+        from fcasearch.models import load_reference_checkpoint
+
+        try:
+            load_reference_checkpoint(model, state)
+        except ValueError as exc:
+            raise ValueError(f"--weights {path}: {exc}") from None
+        return f"weights {path} (official FcaFormer layout)"
+    try:
+        model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ValueError(f"--weights {path}: does not fit the model: {first}") from None
+    return f"weights {path}"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``fcasearch export``."""
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="registry name (fcaformer_l1 ...), spec JSON (file or text) or RUN_DIR:ARCH_ID",
+    )
+    parser.add_argument("--format", choices=["onnx"], default="onnx", help="onnx (the default)")
+    parser.add_argument("--out", type=Path, required=True, metavar="FILE", help="file to write")
+    parser.add_argument(
+        "--weights", type=Path, default=None, metavar="CKPT", help="state dict to load first"
+    )
+    parser.add_argument("--batch-size", type=int, default=1, help="example batch (default 1)")
+    parser.add_argument(
+        "--dynamic-batch", action="store_true", help="leave the batch dimension free"
+    )
+    parser.add_argument(
+        "--img-size", type=int, default=None, help="input side of a registry model (default 224)"
+    )
+    parser.add_argument(
+        "--exporter",
+        choices=["dynamo", "torchscript"],
+        default="dynamo",
+        help="torch.onnx exporter (default dynamo; needs onnxscript)",
+    )
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (exporter default)")
+
+
+def _build(target: ExportTarget, weights: Path | None, img_size: int | None) -> tuple[Any, str]:
+    from fcasearch.runtime import inference_form
+
+    if target.baseline is not None:
+        from fcasearch.measure.baselines import build_baseline
+
+        model = build_baseline(target.baseline, img_size=img_size or 224)
+    else:
+        from fcasearch.models import build_model
+
+        model = build_model(target.spec)
+    path = weights or target.weights
+    loaded = load_weights(model, path) if path is not None else "freshly initialised weights"
+    model, how = inference_form(model)
+    return model, f"{loaded}; {how}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export and verify; 2 on a user error, 1 if the export or its check failed, else 0."""
+    import torch
+
+    from fcasearch.runtime import RuntimeUnavailable, UnsupportedModel
+    from fcasearch.runtime.onnx import export_onnx, verify_onnx
+
+    def fail(code: int, text: str) -> int:
+        print(f"fcasearch export: error: {text}", file=sys.stderr)
+        return code
+
+    if args.batch_size < 1:
+        return fail(2, f"--batch-size {args.batch_size}: must be >= 1")
+    try:
+        target = resolve_model(args.model, img_size=args.img_size)
+        if target.note and args.weights is None:
+            print(target.note, file=sys.stderr)
+        model, how = _build(target, args.weights, args.img_size)
+    except ValueError as exc:
+        return fail(2, str(exc))
+    spec = target.spec
+    chans, hw = (
+        (spec.in_chans, spec.img_size) if spec is not None else (3, (args.img_size or 224,) * 2)
+    )
+    example = torch.randn(args.batch_size, chans, *hw, generator=torch.Generator().manual_seed(0))
+    try:
+        info = export_onnx(
+            model,
+            example,
+            args.out,
+            exporter=args.exporter,
+            opset=args.opset,
+            dynamic_batch=args.dynamic_batch,
+        )
+        diffs = [verify_onnx(info.path, model, example)]
+        if args.dynamic_batch:  # another batch size through the free dimension
+            other = torch.randn(args.batch_size + 1, chans, *hw)
+            diffs.append(verify_onnx(info.path, model, other))
+    except RuntimeUnavailable as exc:
+        return fail(2, str(exc))
+    except UnsupportedModel as exc:
+        return fail(1, f"{args.out} does not match the model: {exc}")
+    except Exception as exc:  # the exporters raise many types
+        text = str(exc).strip().splitlines()
+        return fail(1, f"export failed: {type(exc).__name__}: {text[0] if text else ''}")
+    import onnxruntime
+
+    size_mb = info.path.stat().st_size / 2**20
+    batch = "batch free" if args.dynamic_batch else f"batch {args.batch_size}"
+    arch = f" (arch_id {spec.arch_id})" if spec is not None else ""
+    print(
+        f"exported {target.label}{arch} to {info.path} ({size_mb:.1f} MiB, opset {info.opset}, "
+        f"torch.onnx {info.exporter} exporter, {info.seconds:.1f} s); input 'images' "
+        f"({batch}, {chans}, {hw[0]}, {hw[1]}) float32, output 'logits'; {how}"
+    )
+    print(
+        f"verified with ONNX Runtime {onnxruntime.__version__} (CPUExecutionProvider): max abs "
+        f"diff vs eager {max(diffs):.3g}"
+    )
+    return 0

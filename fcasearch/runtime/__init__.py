@@ -1,0 +1,115 @@
+"""Deployment runtimes: how a model is run for timing and deployment.
+
+A runtime prepares a model and an example input and returns a :class:`Prepared` (a callable, a
+note on what ran and how, and the runtime's version). The registry:
+
+* ``eager``: PyTorch eager mode, ``torch.inference_mode``, the folded form (the default, and the
+  reference every other runtime is checked against);
+* ``compile``: ``torch.compile`` / Inductor with frozen weights;
+* ``onnxruntime``: ``torch.onnx`` export run in an ONNX Runtime session;
+* ``tensorrt``: Torch-TensorRT, where it is installed (NVIDIA GPUs).
+
+Use::
+
+    rt = get_runtime("onnxruntime")
+    prepared = rt.prepare(model, torch.randn(1, 3, 224, 224))
+    logits = prepared(images)
+
+Runtimes load on first use: importing this package imports neither onnxruntime nor
+torch-tensorrt.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from fcasearch.runtime.base import (
+    Prepared,
+    Runtime,
+    RuntimeUnavailable,
+    UnsupportedModel,
+    inference_form,
+)
+
+__all__ = [
+    "RUNTIMES",
+    "CompileError",
+    "Prepared",
+    "Runtime",
+    "RuntimeUnavailable",
+    "UnsupportedModel",
+    "compile_for_inference",
+    "export_onnx",
+    "get_runtime",
+    "inference_form",
+    "list_runtimes",
+    "parse_runtimes",
+    "verify_onnx",
+]
+
+# name -> (module under fcasearch.runtime, class)
+RUNTIMES: dict[str, tuple[str, str]] = {
+    "eager": ("eager", "EagerRuntime"),
+    "compile": ("compiled", "CompileRuntime"),
+    "onnxruntime": ("onnx", "OnnxRuntime"),
+    "tensorrt": ("tensorrt", "TensorRTRuntime"),
+}
+
+# names defined in submodules, loaded on first use
+_LAZY = {
+    "CompileError": "compiled",
+    "compile_for_inference": "compiled",
+    "export_onnx": "onnx",
+    "verify_onnx": "onnx",
+}
+
+
+def list_runtimes() -> list[str]:
+    """Names accepted by :func:`get_runtime`, the default (``eager``) first."""
+    return list(RUNTIMES)
+
+
+def get_runtime(name: str, **options: Any) -> Runtime:
+    """The runtime called ``name``, constructed with ``options`` (e.g. ``exporter=`` or
+    ``providers=`` for ``onnxruntime``).
+
+    Whether it can run here is checked by ``runtime.check(device)`` (and again by ``prepare``).
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones) or a bad option.
+    """
+    if name not in RUNTIMES:
+        raise ValueError(f"runtime: {name!r} is not known; choose one of {', '.join(RUNTIMES)}")
+    module, cls = RUNTIMES[name]
+    runtime_cls = getattr(importlib.import_module(f"fcasearch.runtime.{module}"), cls)
+    return runtime_cls(**options)
+
+
+def parse_runtimes(text: str | list[str] | tuple[str, ...]) -> list[str]:
+    """``"eager,onnxruntime"`` (or a list) to known runtime names, in order, without repeats.
+
+    Raises:
+        ValueError: an empty list or an unknown name.
+    """
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    names = list(dict.fromkeys(p.strip() for p in parts if p.strip()))
+    if not names:
+        raise ValueError(f"runtime: {text!r} names no runtime; choose from {', '.join(RUNTIMES)}")
+    for name in names:
+        if name not in RUNTIMES:
+            raise ValueError(f"runtime: {name!r} is not known; choose from {', '.join(RUNTIMES)}")
+    return names
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fcasearch.runtime' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"fcasearch.runtime.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

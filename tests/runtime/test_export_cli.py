@@ -1,0 +1,196 @@
+"""``fcasearch export``: registry name, spec JSON (file and text), RUN_DIR:ARCH_ID with the weights
+a search saved; the file is verified with ONNX Runtime, failures exit non-zero with the reason."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fcasearch.cli import main
+from fcasearch.commands import export as export_cmd
+from fcasearch.models import build_model, fuse_for_inference, get_spec
+from fcasearch.runtime.onnx import onnx_session
+from fcasearch.spec import ArchSpec
+from fcasearch.storage import RunDir, TrialLog
+
+TINY_SPACE = """\
+name: tiny
+img_size: 32
+in_chans: 1
+num_classes: 10
+conv_stages: 2
+defaults: {head_dim: 8, mlp_ratio: 2}
+stages:
+  - {depth: 1, width: 8}
+  - {depth: 1, width: 16}
+  - {depth: 2, width: 16}
+  - {depth: 1, width: 16}
+"""
+
+
+def _onnx_logits(path, x: torch.Tensor) -> np.ndarray:
+    session = onnx_session(path)
+    return session.run(["logits"], {"images": x.numpy()})[0]
+
+
+def _folded(spec: ArchSpec, state: dict | None = None) -> torch.nn.Module:
+    model = build_model(spec)
+    if state is not None:
+        model.load_state_dict(state)
+    return fuse_for_inference(model)
+
+
+def test_registry_name(tmp_path, capsys):
+    out = tmp_path / "nano.onnx"
+    argv = ["export", "fcaformer_nano", "--img-size", "32", "--format", "onnx", "--out", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert (
+        f"exported fcaformer_nano (arch_id {get_spec('fcaformer_nano', img_size=32).arch_id})"
+        in text
+    )
+    assert "verified with ONNX Runtime" in text and "max abs diff vs eager" in text
+    assert "dynamo exporter" in text and out.is_file()
+
+
+@pytest.mark.parametrize("as_file", [True, False])
+def test_spec_json_file_or_text(tmp_path, capsys, as_file):
+    spec = get_spec("fcaformer_nano", img_size=32, num_classes=4, in_chans=1)
+    model_arg = spec.to_json()
+    if as_file:
+        (tmp_path / "cand.json").write_text(model_arg)
+        model_arg = str(tmp_path / "cand.json")
+    out = tmp_path / "sub" / "cand.onnx"
+    argv = ["export", model_arg, "--out", str(out), "--exporter", "torchscript", "--dynamic-batch"]
+    assert main(argv) == 0
+    assert "batch free" in capsys.readouterr().out
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        want = _folded(spec)(x)
+    # freshly initialised weights are random: the file is checked for its shape, batch 3 included
+    assert _onnx_logits(out, x).shape == tuple(want.shape) == (3, 4)
+
+
+@pytest.mark.slow
+def test_run_dir_and_arch_id_use_the_weights_the_search_saved(tmp_path, capsys):
+    space = tmp_path / "tiny.yaml"
+    space.write_text(TINY_SPACE)
+    run_dir = tmp_path / "run"
+    search = [
+        "search", "--space", str(space), "--out", str(run_dir), "--n-trials", "1",
+        "--budget", "steps=3", "--batch-size", "32", "--threads", "1", "--no-progress",
+        "--no-report", "--objectives", "accuracy:max", "macs:min", "--no-measure",
+        "--save-weights",
+    ]  # fmt: skip
+    assert main(search) == 0
+    (row,) = TrialLog(RunDir(run_dir)).rows()
+    arch_id = row["arch_id"]
+    weights = run_dir / "weights" / f"{arch_id}.pt"
+    assert weights.is_file()
+    state = torch.load(weights, weights_only=True)
+    spec = ArchSpec.from_json(row["spec"])
+    assert not all(  # trained: not the initial weights
+        torch.equal(v, build_model(spec).state_dict()[k]) for k, v in state.items()
+    )
+    out = tmp_path / "trial.onnx"
+    capsys.readouterr()
+    assert main(["export", f"{run_dir}:{arch_id}", "--out", str(out)]) == 0
+    text = capsys.readouterr()
+    assert f"weights {weights}" in text.out and "warning" not in text.err
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        want = _folded(spec, state)(x).numpy()
+    np.testing.assert_allclose(_onnx_logits(out, x), want, rtol=1e-3, atol=1e-4)
+
+
+def test_run_dir_without_saved_weights_warns(tmp_path, capsys):
+    spec = get_spec("fcaformer_nano", img_size=32, in_chans=1, num_classes=10)
+    run = RunDir(tmp_path / "run")
+    TrialLog(run).append(
+        {"trial": 0, "arch_id": spec.arch_id, "spec": spec.to_json(), "status": "complete"}
+    )
+    target = export_cmd.resolve_model(f"{run.root}:{spec.arch_id}")
+    assert target.spec == spec and target.weights is None and "--save-weights" in target.note
+    with pytest.raises(ValueError, match="no trial of arch_id 'abc'"):
+        export_cmd.resolve_model(f"{run.root}:abc")
+
+
+def test_weights_file_loaded_and_checked(tmp_path):
+    spec = get_spec("fcaformer_nano", img_size=32)
+    model = build_model(spec)
+    path = tmp_path / "w.pt"
+    torch.save({"model": model.state_dict()}, path)
+    fresh = build_model(spec)
+    assert export_cmd.load_weights(fresh, path) == f"weights {path}"
+    assert all(
+        torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values())
+    )
+    torch.save({"head.weight": torch.zeros(2, 2)}, path)
+    with pytest.raises(ValueError, match="does not fit the model"):
+        export_cmd.load_weights(build_model(spec), path)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["no_such_model"], "is not a registry model"),
+        (['{"stages": []}'], "not a valid spec JSON"),
+        (["missing.json"], "does not exist"),
+        (["fcaformer_nano", "--batch-size", "0"], "--batch-size 0"),
+    ],
+)
+def test_user_errors_exit_2_with_the_reason(tmp_path, capsys, argv, message):
+    assert main(["export", *argv, "--out", str(tmp_path / "x.onnx")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_mismatched_weights_exit_2(tmp_path, capsys):
+    path = tmp_path / "w.pt"
+    torch.save({"head.weight": torch.zeros(2, 2)}, path)
+    code = main(
+        [
+            "export",
+            "fcaformer_nano",
+            "--img-size",
+            "32",
+            "--weights",
+            str(path),
+            "--out",
+            str(tmp_path / "x.onnx"),
+        ]
+    )
+    assert code == 2 and "does not fit the model" in capsys.readouterr().err
+
+
+def test_a_file_that_does_not_match_exits_1(tmp_path, capsys, monkeypatch):
+    import fcasearch.runtime.onnx as onnx_mod
+    from fcasearch.runtime import UnsupportedModel
+
+    def mismatch(*args, **kwargs):
+        raise UnsupportedModel("onnxruntime: outputs differ from eager by up to 3 (tolerance 1e-4)")
+
+    monkeypatch.setattr(onnx_mod, "verify_onnx", mismatch)
+    out = tmp_path / "x.onnx"
+    argv = [
+        "export",
+        "fcaformer_nano",
+        "--img-size",
+        "32",
+        "--exporter",
+        "torchscript",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "does not match the model" in err and "differ from eager" in err
+
+
+def test_cli_lists_export():
+    from fcasearch.cli import COMMANDS
+
+    assert "export" in COMMANDS
+    assert json.dumps(COMMANDS["export"])

@@ -1,0 +1,138 @@
+"""The onnxruntime runtime: every export checked against eager, for L1, sampled members of every
+shipped search space, and models that do not export or do not match."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fcasearch.measure import measure_cost, measure_costs
+from fcasearch.models import build_model, calibrate_batchnorm, get_spec
+from fcasearch.runtime import UnsupportedModel, get_runtime
+from fcasearch.runtime.base import tolerance
+from fcasearch.runtime.onnx import export_onnx, verify_onnx
+from fcasearch.space import load_space
+
+SHIPPED = {"micro": 2, "mobile": 1, "fcaformer_imagenet": 1}  # space -> sampled members
+FAST = {"warmup": 1, "min_repeats": 3, "max_repeats": 6, "max_seconds": 0.3, "retries": 0}
+
+
+def _trained_like(spec, seed: int = 0) -> nn.Module:
+    """A model with BN statistics from data-like inputs (unit-scale activations) and weights
+    moved off their initial values, so that outputs are not all near zero."""
+    torch.manual_seed(seed)
+    model = build_model(spec)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    gen = torch.Generator().manual_seed(seed)
+    return calibrate_batchnorm(model, steps=1, batch_size=2, generator=gen)
+
+
+def _check(spec, seed: int = 0, batch: int = 1, exporter: str = "auto") -> float:
+    model = _trained_like(spec, seed)
+    x = torch.randn(
+        batch, spec.in_chans, *spec.img_size, generator=torch.Generator().manual_seed(1)
+    )
+    with torch.no_grad():
+        unfolded = model(x)  # the training form, before the runtime folds it
+    prepared = get_runtime("onnxruntime", exporter=exporter).prepare(model, x)
+    assert prepared.runtime == "onnxruntime" and prepared.version.startswith("onnxruntime ")
+    used = "torchscript exporter (auto)" if exporter == "auto" else f"{exporter} exporter"
+    assert "max abs diff vs eager" in prepared.note and used in prepared.note
+    got = prepared(x)
+    assert prepared.max_abs_diff <= tolerance(unfolded)
+    torch.testing.assert_close(got, unfolded, rtol=1e-3, atol=1e-4)
+    return prepared.max_abs_diff
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exporter", ["auto", "dynamo"])
+def test_fcaformer_l1_exports_equivalently(exporter):
+    diff = _check(get_spec("fcaformer_l1"), exporter=exporter)
+    assert diff < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "space, index", [(name, i) for name, count in SHIPPED.items() for i in range(count)]
+)
+def test_sampled_members_of_every_shipped_space_export_equivalently(space, index):
+    ss = load_space(space)
+    rng = np.random.default_rng(1000 + index)
+    spec = ss.sample_feasible(rng)
+    assert ss.contains(spec)
+    _check(spec, seed=index)
+
+
+def test_torchscript_exporter_and_a_free_batch_dimension(tmp_path):
+    spec = get_spec("fcaformer_nano", img_size=32, num_classes=4)
+    model = _trained_like(spec).eval()
+    from fcasearch.runtime import inference_form
+
+    model, _ = inference_form(model)
+    info = export_onnx(
+        model,
+        torch.randn(2, 3, 32, 32),
+        tmp_path / "m.onnx",
+        exporter="torchscript",
+        dynamic_batch=True,
+    )
+    assert info.path.is_file() and info.exporter == "torchscript" and info.opset >= 17
+    for batch in (1, 3):
+        assert verify_onnx(info.path, model, torch.randn(batch, 3, 32, 32)) < 1e-4
+
+
+class DataDependent(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(16, 3)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        if x.sum() > 0:  # control flow on values: no static graph holds it
+            x = x * 2
+        return self.lin(x)
+
+
+class Noisy(nn.Module):
+    """Exports fine, but its outputs never match (fresh noise on every call)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(16, 3)
+
+    def forward(self, x):
+        y = self.lin(x.flatten(1))
+        return y + torch.rand_like(y)
+
+
+def test_a_model_that_does_not_export_is_unsupported_with_the_reason():
+    x = torch.ones(1, 1, 4, 4)
+    with pytest.raises(UnsupportedModel, match=r"torch.onnx export failed \(dynamo: "):
+        get_runtime("onnxruntime", exporter="dynamo").prepare(DataDependent(), x)
+    # the tracing exporter bakes the branch in: the negated input shows it
+    with pytest.raises(UnsupportedModel, match=r"negated input.*differ from eager"):
+        get_runtime("onnxruntime", exporter="torchscript").prepare(DataDependent(), x)
+
+
+def test_a_model_that_does_not_match_gives_an_unsupported_row_and_no_number():
+    with pytest.raises(UnsupportedModel, match="differ from eager"):
+        get_runtime("onnxruntime").prepare(Noisy(), torch.randn(1, 1, 4, 4))
+    eager, ort = measure_costs(
+        Noisy(), runtimes=("eager", "onnxruntime"), img_size=4, in_chans=1, energy=False, **FAST
+    )
+    assert eager.ok and eager.metrics["latency_ms"] > 0
+    assert ort.status == "unsupported" and "differ from eager" in ort.reason
+    assert ort.runtime == "onnxruntime" and ort.runtime_version.startswith("onnxruntime ")
+    assert math.isnan(ort.metrics["latency_ms"]) and ort.latency_stable is None
+    res = measure_cost(DataDependent(), runtime="onnxruntime", img_size=4, in_chans=1, **FAST)
+    assert res.status == "unsupported" and "differ from eager" in res.reason
+    assert (
+        math.isnan(res.metrics["latency_ms"])
+        and res.to_row()["latency_ms"] != res.to_row()["latency_ms"]
+    )

@@ -1,0 +1,103 @@
+"""The runtime registry: names, options, and clear errors for runtimes that cannot run here."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+
+import pytest
+import torch
+
+from fcasearch.measure import measure_cost
+from fcasearch.models import get_spec
+from fcasearch.runtime import (
+    RuntimeUnavailable,
+    get_runtime,
+    list_runtimes,
+    parse_runtimes,
+)
+
+
+def test_registry_names_and_versions():
+    assert list_runtimes() == ["eager", "compile", "onnxruntime", "tensorrt"]
+    for name in list_runtimes():
+        rt = get_runtime(name)
+        assert rt.name == name and isinstance(rt.version, str) and rt.version
+    assert get_runtime("eager").version == f"torch {torch.__version__}"
+    assert get_runtime("onnxruntime").version.startswith("onnxruntime ")
+
+
+def test_unknown_names_and_options_are_refused():
+    with pytest.raises(ValueError, match="choose one of eager, compile, onnxruntime, tensorrt"):
+        get_runtime("openvino")
+    with pytest.raises(ValueError, match="takes no options"):
+        get_runtime("eager", exporter="dynamo")
+    with pytest.raises(ValueError, match="exporter"):
+        get_runtime("onnxruntime", exporter="tvm")
+
+
+def test_parse_runtimes():
+    assert parse_runtimes("eager, onnxruntime,eager") == ["eager", "onnxruntime"]
+    assert parse_runtimes(["compile"]) == ["compile"]
+    with pytest.raises(ValueError, match="'tvm' is not known"):
+        parse_runtimes("eager,tvm")
+    with pytest.raises(ValueError, match="names no runtime"):
+        parse_runtimes(" , ")
+
+
+def test_tensorrt_on_cpu_says_it_needs_a_gpu():
+    with pytest.raises(RuntimeUnavailable, match=r"NVIDIA GPUs only.*--device cuda"):
+        get_runtime("tensorrt").check("cpu")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("torch_tensorrt") is not None, reason="torch-tensorrt is installed"
+)
+def test_tensorrt_not_installed_names_the_package():
+    with pytest.raises(RuntimeUnavailable, match="pip install torch-tensorrt"):
+        get_runtime("tensorrt").check(torch.device("cuda"))
+
+
+def test_onnxruntime_not_installed_names_the_packages(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name)
+    )
+    with pytest.raises(RuntimeUnavailable, match=r"onnxruntime.*pip install onnx onnxruntime"):
+        get_runtime("onnxruntime").check("cpu")
+
+
+def test_onnxruntime_without_a_gpu_provider_names_onnxruntime_gpu():
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider")
+    with pytest.raises(RuntimeUnavailable, match=r"CUDAExecutionProvider.*onnxruntime-gpu"):
+        get_runtime("onnxruntime").check(torch.device("cuda"))
+
+
+def test_compile_without_a_cpp_compiler_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeUnavailable, match=r"C\+\+ compiler.*apt install g\+\+"):
+        get_runtime("compile").check("cpu")
+
+
+def test_measure_cost_raises_before_measuring_on_an_unavailable_runtime():
+    spec = get_spec("fcaformer_nano", img_size=32)
+    with pytest.raises(RuntimeUnavailable, match="NVIDIA GPUs only"):
+        measure_cost(spec, runtime="tensorrt")
+    # closed form only: nothing runs, so nothing needs the runtime
+    res = measure_cost(spec, runtime="tensorrt", latency=False, memory=False, energy=False)
+    assert res.ok and res.runtime == "tensorrt"
+
+
+def test_importing_the_package_loads_no_onnxruntime():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, fcasearch.runtime as r; r.get_runtime('eager'); "
+        "print(any(m.startswith(('onnxruntime', 'torch_tensorrt')) for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

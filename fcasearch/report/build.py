@@ -543,7 +543,7 @@ def _summary(data: ReportData) -> dict[str, object]:
         "run_hypervolume_definitions": {
             r.label: r.hypervolume.id for r in data.runs if r.hypervolume is not None
         },
-        "combined_hypervolume": data.combined_hv,
+        "combined_hypervolume": None if np.isnan(data.combined_hv) else data.combined_hv,
         "hypervolume_per_run": clean(data.per_run),
         "hypervolume_per_sampler": clean(data.per_sampler),
         "status_counts": clean(data.counts),

@@ -111,49 +111,36 @@ def _limits(values: np.ndarray, log: bool) -> tuple[float, float] | None:
     return lo - pad, hi + pad
 
 
-def _mark_unstable(ax: plt.Axes, x: np.ndarray, y: np.ndarray, axis: str, col: str) -> None:
-    """Unstable points: open markers where they fall inside the axis, arrows at its edge (with
-    their values) where they fall outside. Call after the limits are set."""
+def _mark_unstable(
+    ax: plt.Axes, x: np.ndarray, y: np.ndarray, axis: str, col: str, in_legend: bool = False
+) -> None:
+    """Unstable points: open triangles where they fall inside the (already set) axis range,
+    open arrows at its edge where they fall outside, with their values in the legend label
+    (``in_legend``) or in a note in the corner."""
     if not len(x):
         return
-    lo, hi = ax.get_xlim() if axis == "x" else ax.get_ylim()
+    lo, hi = sorted(ax.get_xlim() if axis == "x" else ax.get_ylim())
     v = x if axis == "x" else y
-    inside = (v >= min(lo, hi)) & (v <= max(lo, hi))
-    ax.scatter(
-        x[inside],
-        y[inside],
-        s=60,
-        facecolors="none",
-        edgecolors=UNSTABLE,
-        linewidths=1.3,
-        marker="^",
-        zorder=5,
-        label="unstable latency",
-    )
+    inside = (v >= lo) & (v <= hi)
+    style = {"s": 60, "facecolors": "none", "edgecolors": UNSTABLE, "linewidths": 1.3, "zorder": 5}
+    if inside.any():
+        ax.scatter(x[inside], y[inside], marker="^", label="unstable latency", **style)
     out = ~inside
-    if out.any():
-        edge = np.where(v[out] > max(lo, hi), max(lo, hi), min(lo, hi))
-        px, py = (edge, y[out]) if axis == "x" else (x[out], edge)
-        marker = (">" if axis == "x" else "^") if (v[out] > max(lo, hi)).all() else "D"
-        ax.scatter(
-            px,
-            py,
-            s=60,
-            facecolors="none",
-            edgecolors=UNSTABLE,
-            linewidths=1.3,
-            marker=marker,
-            zorder=5,
-            clip_on=False,
-            label=None if inside.any() else "unstable latency",
-        )
-        unit = _UNITS.get(col, "")
-        shown = ", ".join(f"{val:.3g}{unit}" for val in sorted(v[out])[:3])
-        more = f" (+{out.sum() - 3})" if out.sum() > 3 else ""
+    if not out.any():
+        return
+    edge = np.where(v[out] > hi, hi, lo)
+    px, py = (edge, y[out]) if axis == "x" else (x[out], edge)
+    marker = (">" if axis == "x" else "^") if (v[out] > hi).all() else "D"
+    unit = _UNITS.get(col, "")
+    shown = ", ".join(f"{val:.3g}{unit}" for val in sorted(v[out])[:3])
+    more = f" (+{out.sum() - 3})" if out.sum() > 3 else ""
+    text = f"unstable, off the axis: {shown}{more}"
+    ax.scatter(px, py, marker=marker, clip_on=False, label=text if in_legend else None, **style)
+    if not in_legend:
         ax.text(
             0.99,
             0.02,
-            f"unstable, off the axis: {shown}{more}",
+            text,
             transform=ax.transAxes,
             ha="right",
             va="bottom",
@@ -355,6 +342,7 @@ def quality_vs_cost_figure(
             unstable[quality].to_numpy(dtype=float),
             "x",
             cost,
+            in_legend=True,
         )
     draw_attainment(ax, surfaces or {}, False, directions)
     _format_axis(ax.xaxis, cost)

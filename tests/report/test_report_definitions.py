@@ -4,6 +4,7 @@ unstable latency; attainment surfaces of seeds."""
 from __future__ import annotations
 
 import json
+
 import pandas as pd
 import pytest
 import yaml

@@ -223,8 +223,10 @@ def hypervolume(points: Array, reference_point: Sequence[float] | np.ndarray) ->
 def hv_contributions(points: Array, reference_point: Sequence[float] | np.ndarray) -> np.ndarray:
     """Exclusive hypervolume contribution of each point (minimization).
 
-    The contribution of a point is how much the hypervolume drops when it alone is removed:
-    zero for dominated points, for duplicates and for points beyond the reference.
+    The contribution of a non-dominated point is how much the hypervolume of the front drops
+    when it alone is removed. Dominated points, duplicates and points beyond the reference
+    contribute zero, and dominated points are ignored (removing a front point does not let them
+    count), as in moocore's default.
 
     Args:
         points: Array of shape ``(n_points, n_objectives)``.

@@ -125,3 +125,12 @@ def test_a_run_without_any_reference_reports_no_hypervolume(make_run, tmp_path):
     summary = json.loads(paths.summary_json.read_text())
     assert summary["combined_hypervolume"] is None  # NaN in JSON
     assert "No hypervolume: no objective has a reference" in paths.markdown.read_text()
+
+
+def test_report_cli_takes_hv_references(make_run, report_cli, capsys):
+    run = make_run("cli", objectives=LATENCY)
+    assert report_cli(["report", str(run), "--no-figures", "--hv-reference", "latency_ms=5"]) == 0
+    md = (run / "report" / "report.md").read_text()
+    assert "latency_ms from 0 (best) to 5 (the report's --hv-reference latency_ms=5)" in md
+    assert report_cli(["report", str(run), "--no-figures", "--hv-reference", "macs=5"]) == 2
+    assert "macs is not an objective" in capsys.readouterr().err

@@ -9,7 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
+from fcasearch.pareto import define_hypervolume
 from fcasearch.report import build_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -62,6 +64,17 @@ def test_tables_fit_their_boxes_and_figures_are_full_width(make_run, tmp_path):
         {"name": "latency_ms", "direction": "minimize"},
     ]
     runs = [make_run(f"seed{i}", seed=i, objectives=objectives) for i in range(2)]
+    # a stored definition with long source texts (the method table must wrap them)
+    pairs = [(o["name"], o["direction"]) for o in objectives]
+    long = define_hypervolume(
+        pairs, space_maximum=lambda m: (9e6, "upper bound (the space has 602,118,696,960 "
+        "architectures: each stage's blocks maximized separately at its largest depth, width "
+        "and MLP ratio)"), given={"latency_ms": (50.0, None)},
+    )  # fmt: skip
+    for run in runs:
+        config = yaml.safe_load((run / "run.yaml").read_text())
+        config["hypervolume"] = long.to_dict()
+        (run / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     paths = build_report(runs, tmp_path / "report")
     measured = _measure(paths.html, tmp_path)
     assert len(measured["tables"]) >= 5

@@ -105,6 +105,10 @@ def test_unstable_latency_is_marked(make_run, tmp_path):
     assert "210 ms<span>⚠</span>" in html and "unstable: the latency stayed above" in html
     assert "210 ms ⚠ unstable" in paths.markdown.read_text()
     assert "unstable latency" in html  # the captions say how it is drawn
+    # nor does it set the reference derived for this older run
+    summary = json.loads(paths.summary_json.read_text())
+    latency = summary["hypervolume_definition"]["objectives"][1]
+    assert latency["reference"] == trials.loc[trials["latency_stable"], "latency_ms"].max() < 210
 
 
 def test_seeds_of_one_configuration_get_attainment_surfaces(make_run, tmp_path):

@@ -230,7 +230,9 @@ TRIAL_COLUMNS: dict[str, str] = {
 def _typed(column: pd.Series, kind: str) -> pd.Series:
     if kind in ("str", "json"):
         text = column.astype("object").where(column.notna(), "{}" if kind == "json" else "")
-        return text.map(lambda v: v if isinstance(v, str) else str(v)).astype("string")
+        # plain Python str values: pandas' string dtype would turn a client's ``.map(json.loads)``
+        # into Arrow structs
+        return text.map(lambda v: v if isinstance(v, str) else str(v)).astype(object)
     if kind == "bool":
 
         def flag(v: Any) -> Any:

@@ -68,6 +68,9 @@ def test_contributions_are_what_removing_a_point_costs():
     with_dominated = np.vstack([pts, pts[0] + 0.01])
     assert hv_contributions(with_dominated, ref)[-1] == 0.0
     assert hv_contributions([[2.0, 0.5]], [1.0, 1.0]).tolist() == [0.0]  # beyond the reference
+    assert hv_contributions([[3.0], [1.0], [2.0], [1.0]], [4.0]).tolist() == [0, 0, 0, 0]
+    assert hv_contributions([[3.0], [1.0], [2.0]], [4.0]).tolist() == [0, 1, 0]
+    assert hv_contributions([[1.5], [5.0]], [4.0]).tolist() == [2.5, 0]
 
 
 def test_history_never_falls_and_ends_at_the_whole_value():

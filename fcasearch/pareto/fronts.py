@@ -207,7 +207,13 @@ def hv_contributions(points: Array, reference_point: Sequence[float] | np.ndarra
     pts, ref = _as_points(points, reference_point)
     out = np.zeros(len(pts))
     inside = np.all(pts < ref, axis=1)
-    if inside.any():
+    if inside.any() and ref.size == 1:  # moocore wants two objectives: the best point's gap
+        col = pts[:, 0]
+        best = int(np.argmin(np.where(inside, col, np.inf)))
+        rest = np.delete(col, best)
+        runner_up = min(float(rest.min()), float(ref[0])) if len(rest) else float(ref[0])
+        out[best] = runner_up - col[best]
+    elif inside.any():
         out[inside] = moocore.hv_contributions(pts[inside], ref=ref)
     return out
 

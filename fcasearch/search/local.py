@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import time
 
 import optuna
 
 from fcasearch.search.objective import TrialContext, evaluate, reused_result
 from fcasearch.search.progress import SearchProgress
+from fcasearch.search.schedulers import StudyScheduler
 from fcasearch.search.study import sample_architecture, tell
 from fcasearch.storage.records import TrialLog
 
@@ -30,6 +30,7 @@ def run_local(
     """
     o = ctx.options
     cache = log.completed(o.budget)
+    scheduler = StudyScheduler(study, o.objectives)  # asha/mo-asha: the study's RungPruner
     ran = 0
     while (n_trials is None or ran < n_trials) and (
         deadline is None or time.monotonic() < deadline
@@ -43,15 +44,7 @@ def run_local(
         else:
 
             def report(epoch: int, metrics: dict[str, float], _trial=trial) -> bool:
-                acc = metrics.get("accuracy")
-                if (
-                    acc is None
-                    or len(o.objectives) > 1
-                    or (isinstance(acc, float) and math.isnan(acc))
-                ):
-                    return False
-                _trial.report(float(acc), epoch)
-                return _trial.should_prune()
+                return scheduler.report(_trial, epoch, metrics)  # True: stop at this rung
 
             progress.start_trial(trial.number, spec)
             result = evaluate(spec, ctx, report)

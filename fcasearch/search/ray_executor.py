@@ -87,6 +87,7 @@ def _row_for_stopped(
     last: dict[str, Any] | None,
     error: bool,
     budget: str,
+    schedule: Any = None,
 ) -> dict[str, Any]:
     from fcasearch.measure.counting import count_macs, count_params
 
@@ -94,12 +95,16 @@ def _row_for_stopped(
     res.reason = (
         "the Ray trial raised (see the Ray logs under ray/)"
         if error
-        else "stopped by the ASHA scheduler"
+        else "stopped by the scheduler"
     )
     res.metrics = {"params": float(count_params(spec)), "macs": float(count_macs(spec))}
     if last:  # the last per-epoch report: accuracy so far and the costs measured before training
         res.metrics.update({k: float(v) for k, v in last.items() if k in METRICS})
         res.epochs = float(last.get("epoch", 0))  # epochs completed (the trainer counts from 1)
+    if schedule is not None:
+        res.rung = schedule.rung_reached(res.epochs)
+        if not error and res.rung is not None:
+            res.reason = f"stopped by the scheduler at rung {res.rung} (epoch {res.epochs:g})"
     return res.row(trial_number, run)
 
 
@@ -116,11 +121,16 @@ def run_ray(
 ) -> int:
     """Run trials on Ray Tune (a local Ray started for the run, or ``--address``)."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     from fcasearch.search.ray_env import ray_session
-    from fcasearch.train import Budget
+    from fcasearch.search.schedulers import (
+        RUNG_VALUES_ATTR,
+        rung_values_from_study,
+        schedule_for,
+    )
+    from fcasearch.search.schedulers.tune import RungTuneScheduler
 
     o = ctx.options
     run_root = log.run.root
@@ -150,7 +160,9 @@ def run_ray(
                 row = json.loads(result["row"])
             else:
                 last = result or getattr(self, "_last", {}).get(trial_id)
-                row = _row_for_stopped(spec, ot_trial.number, log.run.name, last, error, o.budget)
+                row = _row_for_stopped(
+                    spec, ot_trial.number, log.run.name, last, error, o.budget, schedule
+                )
             log.append(row)
             res = TrialResult(spec=spec, status=row["status"], reason=row.get("reason") or "")
             res.metrics = {
@@ -158,6 +170,8 @@ def run_ray(
                 for k, v in row.items()
                 if isinstance(v, (int, float)) and (k in METRICS or k.startswith(PROXY_PREFIX))
             }
+            if schedule is not None:  # for a resumed run's scheduler
+                ot_trial.set_user_attr(RUNG_VALUES_ATTR, scheduler.rung_values(trial_id))
             tell(self._ot_study, ot_trial, res, o.objectives, space.constraints)
             if row["status"] == "complete" and not cfg.get("reuse"):
                 cache.setdefault(spec.arch_id, row)
@@ -188,16 +202,10 @@ def run_ray(
         study_name=study_name,
         seed=o.seed,
     )
-    if o.asha and o.trains:
-        budget = Budget.parse(o.budget)
-        max_t = max(1, math.ceil(budget.epochs or 1))
-        scheduler = ASHAScheduler(
-            metric="accuracy",
-            mode="max",
-            time_attr="training_iteration",
-            max_t=max_t + 1,
-            grace_period=1,
-            reduction_factor=2,
+    schedule = schedule_for(o)
+    if schedule is not None:  # asha / mo-asha, seeded with the rungs a resumed run reached
+        scheduler = RungTuneScheduler(
+            schedule, o.objectives, o.scheduler, rung_values_from_study(study)
         )
     else:
         scheduler = FIFOScheduler()

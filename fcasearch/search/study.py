@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from fcasearch.search.objective import TrialResult
-from fcasearch.search.offspring import ArchitectureOffspring
-from fcasearch.search.options import Objective, SearchOptions
+from fcasearch.search.offspring import ArchitectureNSGAII
+from fcasearch.search.options import HARDWARE_METRICS, Objective, SearchOptions
 
 if TYPE_CHECKING:
     from fcasearch.space import SearchSpace
@@ -26,6 +26,7 @@ __all__ = [
     "open_study",
     "recover_interrupted",
     "sample_architecture",
+    "study_attrs",
     "tell",
     "values_for",
 ]
@@ -49,11 +50,13 @@ def make_sampler(
 ) -> optuna.samplers.BaseSampler:
     """The sampler named by the options (``grid`` is random sampling over an enqueued grid).
 
-    NSGA-II makes its children with :class:`~fcasearch.search.offspring.ArchitectureOffspring`:
-    Optuna's recipe (tournament, uniform crossover, per-parameter redraw), drawn again while the
-    child is an architecture the study already evaluated (on the micro space, 40 seeds, it
-    reached random search's final hypervolume at 43% of 400 trials, Optuna's own children at
-    48%). ``space`` is the space the trials sample (read from ``options.space`` when not given).
+    NSGA-II is :class:`~fcasearch.search.offspring.ArchitectureNSGAII`: children over every
+    parameter of the space, conditional ones included, made by
+    :class:`~fcasearch.search.offspring.ArchitectureOffspring` (Optuna's recipe: tournament,
+    uniform crossover, per-parameter redraw; drawn again while the child is an architecture the
+    study already evaluated). TPE is multivariate with ``group=True``, which models each set of
+    parameters that occur together (trials ask only the parameters their architecture uses).
+    ``space`` is the space the trials sample (read from ``options.space`` when not given).
     """
     name, seed = options.sampler_name, options.seed
     if name == "nsga2" and space is None:
@@ -64,10 +67,8 @@ def make_sampler(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if name == "nsga2":
-            return optuna.samplers.NSGAIISampler(
-                seed=seed,
-                population_size=nsga2_population(options.n_trials),
-                child_generation_strategy=ArchitectureOffspring(space, seed=seed),
+            return ArchitectureNSGAII(
+                space, seed=seed, population_size=nsga2_population(options.n_trials)
             )
         if name == "tpe":
             return optuna.samplers.TPESampler(
@@ -80,10 +81,15 @@ def make_sampler(
 
 
 def make_pruner(options: SearchOptions) -> optuna.pruners.BasePruner:
-    """Median pruning on per-epoch accuracy; Optuna prunes single-objective studies only."""
-    if options.pruner == "none" or len(options.objectives) > 1 or not options.trains:
+    """The study's pruner: ASHA or MO-ASHA at the run's rungs
+    (:class:`~fcasearch.search.schedulers.RungPruner`, which also works for multi-objective
+    studies: it reads the trials' rung values from user attributes), or none (``fifo``)."""
+    from fcasearch.search.schedulers import RungPruner, schedule_for
+
+    schedule = schedule_for(options)
+    if schedule is None:
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
+    return RungPruner(schedule, options.objectives, options.scheduler)
 
 
 def make_storage(url: str) -> optuna.storages.BaseStorage:
@@ -173,12 +179,40 @@ def values_for(objectives: Sequence[Objective], metrics: dict[str, float]) -> li
 
 
 def sample_architecture(trial: optuna.Trial, space: SearchSpace) -> ArchSpec:
-    """The trial's architecture (every space parameter asked: ``flat``), its ``arch_id`` recorded
-    in the study at once, so that a trial still running counts as evaluated for NSGA-II's
-    children (:class:`ArchitectureOffspring`). Both executors sample through here."""
-    spec = space.sample(trial, flat=True)
+    """The trial's architecture, asking only the parameters it uses (define-by-run), its
+    ``arch_id`` recorded in the study at once, so that a trial still running counts as evaluated
+    for NSGA-II's children (:class:`~fcasearch.search.offspring.ArchitectureOffspring`). Both
+    executors sample through here."""
+    spec = space.sample(trial)
     trial.set_user_attr("arch_id", spec.arch_id)
     return spec
+
+
+# user attributes for a person reading the study (optuna-dashboard): each is one storage write
+_SHOWN = ("params", "macs", "latency_ms")
+
+
+def study_attrs(result: TrialResult, objectives: Sequence[Objective]) -> dict[str, Any]:
+    """What a trial shows beside its values in optuna-dashboard: ``status``, the short ``spec``,
+    ``params`` and ``macs`` (``latency_ms`` when measured; any hardware objective measured), the
+    ``reason`` of a trial that is not complete, the ``rung`` reached under a scheduler, and the
+    accuracy of a pruned trial (at its last rung: a pruned trial has no objective values)."""
+    attrs: dict[str, Any] = {"status": result.status, "spec": result.spec.short()}
+    m = result.metrics
+    shown = list(_SHOWN) + [o.name for o in objectives if o.name in HARDWARE_METRICS]
+    for name in dict.fromkeys(shown):
+        v = m.get(name)
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            attrs[name] = int(v) if name in ("params", "macs") else round(float(v), 6)
+    if result.reason:
+        attrs["reason"] = result.reason[:2000]
+    rung = getattr(result, "rung", None)
+    if rung is not None:
+        attrs["rung"] = int(rung)
+    acc = m.get("accuracy")
+    if result.status == "pruned" and isinstance(acc, (int, float)) and math.isfinite(acc):
+        attrs["accuracy"] = round(float(acc), 6)
+    return attrs
 
 
 def tell(
@@ -188,12 +222,19 @@ def tell(
     objectives: Sequence[Objective],
     constraints: Any,
 ) -> None:
-    """Record a finished trial in the study: values and constraint, or its failed/pruned state."""
-    # few attributes: each is one storage write (the full row is in trials.parquet); arch_id was
-    # written when the trial was sampled (sample_architecture)
-    trial.set_user_attr("status", result.status)
-    if result.reason:
-        trial.set_user_attr("reason", result.reason[:2000])
+    """Record a finished trial in the study.
+
+    * complete: its values, and the constraint ``space`` (0: feasible);
+    * infeasible: state PRUNED (never COMPLETE, so no client reads it as a result: not Optuna's
+      ``best_trials``, not optuna-dashboard, which ignores Optuna 5's constraints), with its
+      constraint violation (> 0) so that TPE still ranks it below every feasible trial; reason and
+      status in the user attributes;
+    * pruned by a scheduler: PRUNED; failed: FAIL.
+
+    The user attributes of :func:`study_attrs` come first (a handful of storage writes).
+    """
+    for key, value in study_attrs(result, objectives).items():
+        trial.set_user_attr(key, value)
     if result.status == "failed":
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return
@@ -201,4 +242,7 @@ def tell(
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         return
     trial.set_constraint("space", constraint_violation(result, constraints))
+    if result.status == "infeasible":
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        return
     study.tell(trial, values_for(objectives, result.metrics))

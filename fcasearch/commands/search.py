@@ -12,7 +12,7 @@ _FIELDS = (
     "threads", "measure", "latency_batch_size", "latency_dtype", "latency_cuda_graph",
     "scheduler", "min_epochs", "reduction_factor",
     "seed", "out", "executor", "storage", "study_name", "address", "cpus_per_trial",
-    "gpus_per_trial", "max_concurrent", "progress",
+    "gpus_per_trial", "max_concurrent", "progress", "hv_reference",
 )  # fmt: skip
 # what may change when a run is resumed (how long and where it runs, not what a trial measures)
 _RESUMABLE = (
@@ -171,6 +171,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--no-progress", dest="progress", action="store_false", default=d, help="no progress bar"
     )
     p.add_argument("--no-report", action="store_true", help="do not build the report at the end")
+    p.add_argument(
+        "--hv-reference",
+        nargs="+",
+        default=d,
+        metavar="NAME=REF[:BEST]",
+        help="hypervolume reference of an objective in its own units, e.g. latency_ms=50 "
+        "peak_mem_mb=200 (needed for latency/memory objectives without a constraint; see "
+        "README 'Hypervolume')",
+    )
 
 
 def resolve(args: argparse.Namespace):

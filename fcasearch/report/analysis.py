@@ -6,19 +6,26 @@ treated as values: a complete trial without every objective is counted but not r
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from fcasearch.report.hypervolume import hypervolume
+from fcasearch.pareto import (
+    HypervolumeDefinition,
+    hypervolume,
+    hypervolume_history,
+    knee_point,
+    non_dominated_sort,
+)
 from fcasearch.report.info import METRIC_COLUMNS, Objective
-from fcasearch.report.pareto import knee_point, non_dominated_sort
 
 __all__ = [
     "Normalization",
     "arch_spread",
+    "attainment_groups",
     "budget_table",
     "fit_normalization",
     "hv_history",
@@ -35,7 +42,12 @@ DEFAULT_REFERENCE = 1.1
 
 @dataclass(frozen=True)
 class Normalization:
-    """Maps objectives to [0, 1] minimization coordinates (0 best) for hypervolumes.
+    """Maps objectives to [0, 1] minimization coordinates (0 best) fitted over finished trials.
+
+    A post-hoc scale for comparing finished runs (``bench/``); reports measure hypervolumes under
+    the runs' own :class:`~fcasearch.pareto.HypervolumeDefinition` instead, which does not depend
+    on which trials are shown. Both offer ``names``, ``directions``, ``reference`` and
+    ``transform``, which is all :func:`hv_history` and :func:`hv_summary` use.
 
     Attributes:
         names: Objective names, in order.
@@ -162,84 +174,148 @@ def _elapsed_seconds(group: pd.DataFrame) -> pd.Series:
     return pd.Series(np.nan, index=group.index)
 
 
-def _history(points: np.ndarray, norm: Normalization) -> list[float]:
-    """Hypervolume after each point is added in order (NaN rows leave it unchanged)."""
-    ref = np.array(norm.reference)
-    front = np.empty((0, points.shape[1]))
-    hv, out = 0.0, []
-    for p in points:
-        if np.isfinite(p).all() and not (front <= p).all(axis=1).any():
-            keep = ~((p <= front).all(axis=1) & (p < front).any(axis=1))
-            front = np.vstack([front[keep], p])
-            hv = hypervolume(front, ref)
-        out.append(hv)
-    return out
+Scale = Normalization | HypervolumeDefinition
 
 
-def hv_history(df: pd.DataFrame, ranked: pd.DataFrame, norm: Normalization) -> pd.DataFrame:
+def _scaled(group: pd.DataFrame, ranked: pd.DataFrame, scale: Scale) -> np.ndarray:
+    """The group's rows in the scale's minimized coordinates; NaN for rows that are not ranked."""
+    names = list(scale.names)
+    vals = np.full((len(group), len(names)), np.nan)
+    counted = group.index.isin(ranked.index)
+    if counted.any() and names:
+        vals[counted] = scale.transform(group.loc[counted, names].to_numpy(dtype=float))
+    return vals
+
+
+def hv_history(df: pd.DataFrame, ranked: pd.DataFrame, norm: Scale) -> pd.DataFrame:
     """Hypervolume of each run's front as trials finish, over trials and over wall-clock time.
 
     Args:
         df: All trials of all runs (``run_label`` column).
         ranked: Output of :func:`rank_trials` (rows that count for the front).
-        norm: The shared normalization.
+        norm: The hypervolume definition (or a post-hoc :class:`Normalization`).
 
     Returns:
         Long table with ``run_label``, ``sampler``, ``axis`` (``"trial"`` or ``"time"``), ``x``
-        (trial number, or elapsed seconds) and ``hypervolume``, one row per trial and axis.
+        (trial number, or elapsed seconds) and ``hypervolume``, one row per trial and axis;
+        non-decreasing within each run and axis.
     """
     rows = []
-    names = list(norm.names)
+    ref = np.array(norm.reference)
     for label, group in df.groupby("run_label", sort=False):
-        vals = np.full((len(group), len(names)), np.nan)
-        counted = group.index.isin(ranked.index)
-        if counted.any():
-            vals[counted] = norm.transform(group.loc[counted, names].to_numpy(dtype=float))
+        if not len(norm.names):
+            continue
+        vals = _scaled(group, ranked, norm)
         sampler = str(group["sampler"].iloc[0])
         by_trial = np.argsort(group["trial"].to_numpy(), kind="stable")
-        hv = _history(vals[by_trial], norm)
+        hv = hypervolume_history(vals[by_trial], ref)
         trials = group["trial"].to_numpy()[by_trial]
         rows += [(label, sampler, "trial", float(t), h) for t, h in zip(trials, hv)]
         elapsed = _elapsed_seconds(group).to_numpy(dtype=float)
         if np.isfinite(elapsed).any():
             order = np.argsort(np.where(np.isfinite(elapsed), elapsed, np.inf), kind="stable")
             order = order[np.isfinite(elapsed[order])]
-            hv = _history(vals[order], norm)
+            hv = hypervolume_history(vals[order], ref)
             rows += [(label, sampler, "time", float(e), h) for e, h in zip(elapsed[order], hv)]
     return pd.DataFrame(rows, columns=["run_label", "sampler", "axis", "x", "hypervolume"])
 
 
-def hv_summary(df: pd.DataFrame, ranked: pd.DataFrame, norm: Normalization) -> pd.DataFrame:
-    """Per run: trial counts, front size and final hypervolume (normalized space).
+def _run_hv(mine: pd.DataFrame, scale: Scale) -> float:
+    if not len(scale.names):
+        return float("nan")
+    if not len(mine):
+        return 0.0
+    pts = scale.transform(mine[list(scale.names)].to_numpy(dtype=float))
+    return hypervolume(pts, np.array(scale.reference))
+
+
+def hv_summary(
+    df: pd.DataFrame,
+    ranked: pd.DataFrame,
+    norm: Scale,
+    own: dict[str, HypervolumeDefinition] | None = None,
+    objectives: Sequence[Objective] | None = None,
+) -> pd.DataFrame:
+    """Per run: trial counts, front size and final hypervolume.
 
     Args:
         df: All trials of all runs.
         ranked: Output of :func:`rank_trials`.
-        norm: The shared normalization.
+        norm: The definition the runs are compared under.
+        own: Each run's own definition by label; where one differs from ``norm`` the table adds
+            ``hv_own`` (the value under the run's own definition) and ``definition`` (its id).
+        objectives: All objectives (for the front size); those of ``norm`` if omitted.
 
     Returns:
         One row per run: ``run_label``, ``sampler``, ``seed``, ``trials``, ``complete``,
         ``front_size`` (the run's own front) and ``hypervolume``.
     """
     rows = []
-    names = list(norm.names)
-    ref = np.array(norm.reference)
+    own = own or {}
+    if objectives is not None:
+        names, dirs = [o.name for o in objectives], [o.direction for o in objectives]
+    else:
+        names, dirs = list(norm.names), list(norm.directions)
+    differs = any(
+        isinstance(norm, HypervolumeDefinition) and not d.same_as(norm) for d in own.values()
+    )
     for label, group in df.groupby("run_label", sort=False):
         mine = ranked[ranked["run_label"] == label]
-        pts = norm.transform(mine[names].to_numpy(dtype=float)) if len(mine) else np.empty((0, 0))
-        own_front = len(mine) and int((non_dominated_sort(pts) == 0).sum())
-        rows.append(
-            {
-                "run_label": label,
-                "sampler": str(group["sampler"].iloc[0]),
-                "seed": group["seed"].iloc[0],
-                "trials": len(group),
-                "complete": int((group["status"] == "complete").sum()),
-                "front_size": int(own_front),
-                "hypervolume": hypervolume(pts, ref) if len(mine) else 0.0,
-            }
+        own_front = (
+            int((non_dominated_sort(mine[names].to_numpy(dtype=float), dirs) == 0).sum())
+            if len(mine) and names
+            else 0
         )
+        row = {
+            "run_label": label,
+            "sampler": str(group["sampler"].iloc[0]),
+            "seed": group["seed"].iloc[0],
+            "trials": len(group),
+            "complete": int((group["status"] == "complete").sum()),
+            "front_size": own_front,
+            "hypervolume": _run_hv(mine, norm),
+        }
+        if differs and label in own:
+            row["hv_own"] = _run_hv(mine, own[label])
+            row["definition"] = own[label].id
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def attainment_groups(runs_config: dict[str, dict], min_runs: int = 2) -> dict[str, list[str]]:
+    """Runs that are seeds of one configuration: same sampler, space and options but the seed.
+
+    Args:
+        runs_config: ``run.yaml`` contents by run label.
+        min_runs: Smallest group returned.
+
+    Returns:
+        ``{group label: [run labels]}`` for each configuration with at least ``min_runs`` runs;
+        the group label names the sampler and the number of seeds.
+    """
+    ignored = {
+        "seed", "out", "study_name", "storage", "progress", "address", "executor",
+        "max_concurrent", "cpus_per_trial", "gpus_per_trial", "n_trials", "time_budget",
+    }  # fmt: skip
+    groups: dict[str, list[str]] = {}
+    samplers: dict[str, str] = {}
+    for label, cfg in runs_config.items():
+        options = {k: v for k, v in (cfg.get("options") or {}).items() if k not in ignored}
+        key = json.dumps(
+            [cfg.get("sampler"), cfg.get("space"), cfg.get("objectives"), options],
+            sort_keys=True,
+            default=str,
+        )
+        groups.setdefault(key, []).append(label)
+        samplers[key] = str(cfg.get("sampler") or "unknown")
+    out = {}
+    for key, labels in groups.items():
+        if len(labels) >= min_runs:
+            name = f"{samplers[key]} ({len(labels)} seeds)"
+            while name in out:
+                name += "'"
+            out[name] = labels
+    return out
 
 
 def sampler_summary(per_run: pd.DataFrame) -> pd.DataFrame:

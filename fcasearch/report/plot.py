@@ -83,6 +83,154 @@ def _use_log(values: np.ndarray) -> bool:
     return len(v) > 1 and v.max() / v.min() > 20
 
 
+# ---- unstable latency: marked, and kept from setting the axis range ---------------------------
+
+LATENCY_AXES = ("latency_ms", "latency_p90_ms", "latency_cv", "throughput_ips")
+UNSTABLE = "#b7791f"
+
+
+def unstable_mask(df: pd.DataFrame, col: str) -> np.ndarray:
+    """Rows whose ``col`` comes from an unstable latency measurement (``latency_stable`` False;
+    a missing column counts as stable)."""
+    if col not in LATENCY_AXES or "latency_stable" not in df:
+        return np.zeros(len(df), dtype=bool)
+    return ~df["latency_stable"].fillna(True).astype(bool).to_numpy()
+
+
+def _limits(values: np.ndarray, log: bool) -> tuple[float, float] | None:
+    """Axis limits around ``values`` with a 5% margin (in log space on a log axis)."""
+    v = values[np.isfinite(values) & ((values > 0) if log else True)]
+    if not len(v):
+        return None
+    lo, hi = float(v.min()), float(v.max())
+    if log:
+        a, b = np.log10(lo), np.log10(hi)
+        pad = max((b - a) * 0.05, 0.02)
+        return 10 ** (a - pad), 10 ** (b + pad)
+    pad = max((hi - lo) * 0.05, abs(hi) * 0.02, 1e-12)
+    return lo - pad, hi + pad
+
+
+def _mark_unstable(ax: plt.Axes, x: np.ndarray, y: np.ndarray, axis: str, col: str) -> None:
+    """Unstable points: open markers where they fall inside the axis, arrows at its edge (with
+    their values) where they fall outside. Call after the limits are set."""
+    if not len(x):
+        return
+    lo, hi = ax.get_xlim() if axis == "x" else ax.get_ylim()
+    v = x if axis == "x" else y
+    inside = (v >= min(lo, hi)) & (v <= max(lo, hi))
+    ax.scatter(
+        x[inside],
+        y[inside],
+        s=60,
+        facecolors="none",
+        edgecolors=UNSTABLE,
+        linewidths=1.3,
+        marker="^",
+        zorder=5,
+        label="unstable latency",
+    )
+    out = ~inside
+    if out.any():
+        edge = np.where(v[out] > max(lo, hi), max(lo, hi), min(lo, hi))
+        px, py = (edge, y[out]) if axis == "x" else (x[out], edge)
+        marker = (">" if axis == "x" else "^") if (v[out] > max(lo, hi)).all() else "D"
+        ax.scatter(
+            px,
+            py,
+            s=60,
+            facecolors="none",
+            edgecolors=UNSTABLE,
+            linewidths=1.3,
+            marker=marker,
+            zorder=5,
+            clip_on=False,
+            label=None if inside.any() else "unstable latency",
+        )
+        unit = _UNITS.get(col, "")
+        shown = ", ".join(f"{val:.3g}{unit}" for val in sorted(v[out])[:3])
+        more = f" (+{out.sum() - 3})" if out.sum() > 3 else ""
+        ax.text(
+            0.99,
+            0.02,
+            f"unstable, off the axis: {shown}{more}",
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=7.5,
+            color=UNSTABLE,
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1},
+        )
+
+
+# ---- attainment surfaces (several seeds of one configuration) --------------------------------
+
+
+def _staircase(points: np.ndarray, far: tuple[float, float]) -> np.ndarray:
+    """The boundary of the region a minimized 2-D point set attains, from the far edge of the
+    second axis to the far edge of the first."""
+    p = points[np.lexsort((-points[:, 1], points[:, 0]))]
+    path = [(p[0, 0], far[1])]
+    for i, (x, y) in enumerate(p):
+        if i:
+            path.append((x, p[i - 1, 1]))
+        path.append((x, y))
+    path.append((far[0], p[-1, 1]))
+    return np.array(path, dtype=float)
+
+
+def draw_attainment(
+    ax: plt.Axes,
+    surfaces: dict[str, dict[float, np.ndarray]],
+    x_first: bool,
+    directions: tuple[str, str],
+) -> None:
+    """Median attainment surface and 25-75% band of each seed group, on fixed axis limits.
+
+    Args:
+        ax: Axes whose limits are already set.
+        surfaces: ``{group: {percentile: (k, 2) points}}`` in the pair's units and order.
+        x_first: The pair's first column is on the x axis (else its second).
+        directions: The pair's directions, in the pair's order.
+    """
+    if not surfaces:
+        return
+    xlim, ylim = ax.get_xlim(), ax.get_ylim()
+    dx, dy = directions if x_first else directions[::-1]
+    sx = -1.0 if dx == "maximize" else 1.0
+    sy = -1.0 if dy == "maximize" else 1.0
+    far = (max(sx * xlim[0], sx * xlim[1]), max(sy * ylim[0], sy * ylim[1]))
+    colours = sns.color_palette("dark", len(surfaces))
+    for (group, by_pct), colour in zip(surfaces.items(), colours):
+        paths = {}
+        for pct, pts in by_pct.items():
+            if len(pts):
+                xy = pts if x_first else pts[:, ::-1]
+                paths[pct] = _staircase(xy * (sx, sy), far) * (sx, sy)
+        if 25.0 in paths and 75.0 in paths:
+            ring = np.vstack([paths[25.0], paths[75.0][::-1]])
+            ax.fill(
+                ring[:, 0],
+                ring[:, 1],
+                color=colour,
+                alpha=0.15,
+                lw=0,
+                zorder=1.5,
+                label=f"{group}: 25-75% attained",
+            )
+        if 50.0 in paths:
+            ax.plot(
+                paths[50.0][:, 0],
+                paths[50.0][:, 1],
+                color=colour,
+                lw=1.6,
+                zorder=3.2,
+                label=f"{group}: median attainment",
+            )
+    ax.set_xlim(xlim)
+    ax.set_ylim(ylim)
+
+
 def quality_vs_cost_figure(
     ranked: pd.DataFrame,
     staircase: pd.DataFrame,
@@ -92,8 +240,13 @@ def quality_vs_cost_figure(
     references: pd.DataFrame | None = None,
     infeasible: pd.DataFrame | None = None,
     split_by: str | None = None,
+    surfaces: dict[str, dict[float, np.ndarray]] | None = None,
+    directions: tuple[str, str] = ("maximize", "minimize"),
 ) -> Path:
     """Quality against one cost: dominated trials, the Pareto set, the knee, the budget front.
+
+    Trials whose latency was measured unstably (``latency_stable`` False) are drawn as open
+    markers on a latency axis and do not set its range; those beyond it sit at its edge.
 
     Args:
         ranked: Ranked complete trials (``on_front``, ``knee``, ``arch_id`` columns).
@@ -104,13 +257,18 @@ def quality_vs_cost_figure(
         references: Reference models (``label``, ``kind`` and a ``cost`` column): vertical lines.
         infeasible: Trials rejected by a constraint, drawn as a rug where ``cost`` is known.
         split_by: Column that colours the Pareto set (run, or hardware fingerprint).
+        surfaces: Attainment surfaces of (quality, cost) per seed group
+            (:func:`fcasearch.pareto.attainment_surfaces`).
+        directions: Directions of (quality, cost).
 
     Returns:
         ``path``.
     """
     _theme()
     fig, ax = plt.subplots(figsize=(7.2, 4.6))
-    data = ranked[ranked[cost].notna()]
+    everything = ranked[ranked[cost].notna()]
+    shaky = unstable_mask(everything, cost)
+    unstable, data = everything[shaky], everything[~shaky]
     dominated, front = data[~data["on_front"]], data[data["on_front"]]
     if len(dominated):
         ax.scatter(
@@ -171,7 +329,8 @@ def quality_vs_cost_figure(
             )
     xs = [data[cost].to_numpy(dtype=float)]
     if infeasible is not None and cost in infeasible and infeasible[cost].notna().any():
-        rug = infeasible[cost].dropna().to_numpy(dtype=float)
+        rug_rows = infeasible[infeasible[cost].notna()]
+        rug = rug_rows[cost].to_numpy(dtype=float)[~unstable_mask(rug_rows, cost)]
         xs.append(rug)
         sns.rugplot(x=rug, ax=ax, color=INFEASIBLE, height=0.04, lw=1.5, alpha=0.8)
         ax.plot([], [], "|", color=INFEASIBLE, label=f"infeasible ({len(rug)})")
@@ -184,7 +343,20 @@ def quality_vs_cost_figure(
     )
     if log:
         ax.set_xscale("log")
+    limits = _limits(data_x, log) if len(unstable) else None
+    if limits is not None:
+        ax.set_xlim(limits)
     _draw_references(ax, refs, cost, data_x, log)
+    if len(unstable):
+        ax.autoscale(enable=False, axis="x")
+        _mark_unstable(
+            ax,
+            unstable[cost].to_numpy(dtype=float),
+            unstable[quality].to_numpy(dtype=float),
+            "x",
+            cost,
+        )
+    draw_attainment(ax, surfaces or {}, False, directions)
     _format_axis(ax.xaxis, cost)
     _format_axis(ax.yaxis, quality)
     ax.set_xlabel(_label(cost) + (" (log scale)" if log else ""))
@@ -243,13 +415,25 @@ def _draw_references(
         )
 
 
-def objective_pairs_figure(ranked: pd.DataFrame, columns: Sequence[str], path: Path) -> Path | None:
-    """Pair plot of the objectives (and headline costs), Pareto set against dominated trials.
+def objective_pairs_figure(
+    ranked: pd.DataFrame,
+    columns: Sequence[str],
+    path: Path,
+    surfaces: dict[tuple[str, str], dict[str, dict[float, np.ndarray]]] | None = None,
+    directions: dict[str, str] | None = None,
+) -> Path | None:
+    """Objectives (and headline costs) in pairs, the Pareto set against dominated trials.
+
+    A corner grid: histograms on the diagonal, scatter plots below it. Unstable latency values
+    are open markers and do not set a latency axis's range; attainment surfaces of seed groups
+    are drawn where ``surfaces`` has them.
 
     Args:
         ranked: Ranked complete trials with ``on_front``.
         columns: Numeric columns to pair (2 to 5).
         path: PNG to write.
+        surfaces: ``{(a, b): {group: {percentile: points}}}`` for objective pairs ``(a, b)``.
+        directions: Direction per column (for the surfaces); minimized when absent.
 
     Returns:
         ``path``, or None when fewer than two columns have values.
@@ -258,27 +442,71 @@ def objective_pairs_figure(ranked: pd.DataFrame, columns: Sequence[str], path: P
     if len(cols) < 2 or len(ranked) < 2:
         return None
     _theme()
-    data = ranked[cols].rename(columns=_label)
-    data["set"] = np.where(ranked["on_front"], "Pareto set", "dominated")
-    grid = sns.pairplot(
-        data,
-        hue="set",
-        hue_order=["dominated", "Pareto set"],
-        palette={"dominated": DOMINATED, "Pareto set": FRONT},
-        corner=True,
-        diag_kind="hist",
-        height=2.1,
-        plot_kws={"s": 20, "linewidth": 0},
-        diag_kws={"element": "step"},
-    )
-    for ax in grid.axes.flat:
-        if ax is None:
-            continue
-        for axis, label in ((ax.xaxis, ax.get_xlabel()), (ax.yaxis, ax.get_ylabel())):
-            col = next((c for c in cols if _label(c) == label), None)
-            if col:
-                _format_axis(axis, col)
-    return _save(grid.figure, path)
+    surfaces, directions = surfaces or {}, directions or {}
+    k = len(cols)
+    fig, axes = plt.subplots(k, k, figsize=(2.6 * k, 2.4 * k), squeeze=False)
+    on_front = ranked["on_front"].to_numpy(dtype=bool)
+    shaky = {c: unstable_mask(ranked, c) for c in cols}
+    logs = {c: _use_log(ranked[c].to_numpy(dtype=float)[~shaky[c]]) for c in cols}
+    for i, yc in enumerate(cols):
+        for j, xc in enumerate(cols):
+            ax = axes[i][j]
+            if j > i:
+                ax.set_visible(False)
+                continue
+            x = ranked[xc].to_numpy(dtype=float)
+            stable_x = ~shaky[xc]
+            if i == j:
+                bins = np.histogram_bin_edges(x[stable_x & np.isfinite(x)], bins=12)
+                for mask, colour in ((~on_front, DOMINATED), (on_front, FRONT)):
+                    sel = x[mask & stable_x & np.isfinite(x)]
+                    ax.hist(sel, bins=bins, color=colour, histtype="step", lw=1.4)
+                ax.set_yticks([])
+            else:
+                y = ranked[yc].to_numpy(dtype=float)
+                ok = ~shaky[xc] & ~shaky[yc]
+                for mask, colour, size in ((~on_front, DOMINATED, 14), (on_front, FRONT, 22)):
+                    ax.scatter(x[mask & ok], y[mask & ok], s=size, color=colour, linewidths=0)
+                for col, axis, log in ((xc, "x", logs[xc]), (yc, "y", logs[yc])):
+                    if log:
+                        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+                    values = ranked[col].to_numpy(dtype=float)[~shaky[col]]
+                    lim = _limits(values, log) if shaky[col].any() else None
+                    if lim is not None:
+                        (ax.set_xlim if axis == "x" else ax.set_ylim)(lim)
+                for col, axis in ((xc, "x"), (yc, "y")):
+                    if shaky[col].any():
+                        m = shaky[col]
+                        _mark_unstable(ax, x[m], y[m], axis, col)
+                pair = surfaces.get((yc, xc)) or surfaces.get((xc, yc))
+                if pair:
+                    first = (yc, xc) if (yc, xc) in surfaces else (xc, yc)
+                    dirs = (
+                        directions.get(first[0], "minimize"),
+                        directions.get(first[1], "minimize"),
+                    )
+                    draw_attainment(ax, pair, first[0] == xc, dirs)
+                _format_axis(ax.yaxis, yc)
+            _format_axis(ax.xaxis, xc)
+            ax.tick_params(labelsize=7.5)
+            ax.set_xlabel(_label(xc) if i == k - 1 else "", fontsize=8.5)
+            ax.set_ylabel(_label(yc) if j == 0 and i > 0 else "", fontsize=8.5)
+    handles = [
+        plt.Line2D([], [], marker="o", ls="", color=FRONT, label="Pareto set"),
+        plt.Line2D([], [], marker="o", ls="", color=DOMINATED, label="dominated"),
+    ]
+    if any(m.any() for m in shaky.values()):
+        handles.append(
+            plt.Line2D(
+                [], [], marker="^", ls="", mfc="none", mec=UNSTABLE, label="unstable latency"
+            )
+        )
+    groups = list(dict.fromkeys(g for pair in surfaces.values() for g in pair))
+    for group, colour in zip(groups, sns.color_palette("dark", max(1, len(groups)))):
+        handles.append(plt.Line2D([], [], color=colour, lw=1.6, label=f"{group}: median, 25-75%"))
+    fig.legend(handles=handles, loc="upper right", fontsize=8.5, frameon=False)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def hv_history_figure(history: pd.DataFrame, path: Path) -> Path | None:
@@ -319,7 +547,9 @@ def hv_history_figure(history: pd.DataFrame, path: Path) -> Path | None:
             legend=kind == axes_kinds[-1] and multi,
         )
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("hypervolume (normalized)")
+        if kind == "trial":
+            ax.xaxis.set_major_locator(mticker.MaxNLocator(integer=True))
+        ax.set_ylabel("hypervolume (fraction of box)")
         ax.set_title(
             f"hypervolume over {'trials' if kind == 'trial' else 'time'}", fontsize=11, loc="left"
         )
@@ -366,7 +596,7 @@ def hv_by_sampler_figure(per_run: pd.DataFrame, path: Path) -> Path | None:
         jitter=0.12,
         ax=ax,
     )
-    ax.set_ylabel("final hypervolume (normalized)")
+    ax.set_ylabel("final hypervolume (fraction of box)")
     ax.set_title("hypervolume per sampler (mean ± sd, dots: runs)", fontsize=11, loc="left")
     return _save(fig, path)
 

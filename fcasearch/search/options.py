@@ -100,10 +100,13 @@ class SearchOptions:
     gpus_per_trial: float = 0.0
     max_concurrent: int = 2
     progress: bool = True
+    # hypervolume references NAME -> "REF" or "REF:BEST" (fcasearch.pareto.define_hypervolume)
+    hv_reference: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.objectives, (str, list)):
             object.__setattr__(self, "objectives", parse_objectives(self.objectives))
+        object.__setattr__(self, "hv_reference", _hv_reference(self.hv_reference, self.objectives))
         if self.sampler and self.sampler not in SAMPLERS:
             raise SearchError(f"sampler: {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
         if self.executor not in EXECUTORS:
@@ -168,6 +171,7 @@ class SearchOptions:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["objectives"] = [f"{o.name}:{o.direction[:3]}" for o in self.objectives]
+        d["hv_reference"] = dict(self.hv_reference)
         return d
 
     @classmethod
@@ -200,6 +204,30 @@ def _legacy(data: Mapping[str, Any]) -> dict[str, Any]:
     if asha and "scheduler" not in out:
         out["scheduler"] = "asha"
     return out
+
+
+def _hv_reference(raw: Any, objectives: tuple[Objective, ...]) -> tuple[tuple[str, str], ...]:
+    """``--hv-reference`` items (or a config mapping) as sorted (name, "REF[:BEST]") pairs."""
+    from fcasearch.pareto import HypervolumeError, parse_hv_reference
+
+    if isinstance(raw, tuple) and all(isinstance(p, tuple) for p in raw):
+        raw = dict(raw)
+    try:
+        parsed = parse_hv_reference(raw or None, source="hv_reference")
+    except HypervolumeError as exc:
+        raise SearchError(str(exc)) from None
+    names = [o.name for o in objectives]
+    for name in parsed:
+        if name not in names:
+            raise SearchError(
+                f"hv_reference: {name!r} is not an objective of this search ({', '.join(names)})"
+            )
+    return tuple(
+        sorted(
+            (n, f"{r:.17g}" + (f":{b:.17g}" if b is not None else ""))
+            for n, (r, b) in parsed.items()
+        )
+    )
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -77,8 +77,31 @@ def load_run_options(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any
     return dict(data["options"]), data["space"]
 
 
+def _hypervolume(run: RunDir, options: SearchOptions, space: Any, resume: bool) -> Any:
+    """The run's hypervolume definition: the one run.yaml stores, else defined now (before the
+    first trial) from the space and ``options.hv_reference`` (``fcasearch.pareto``)."""
+    from fcasearch.pareto import HypervolumeDefinition, HypervolumeError
+    from fcasearch.space.bounds import space_hypervolume
+
+    try:
+        if resume and run.run_yaml.exists():
+            stored = (yaml.safe_load(run.run_yaml.read_text()) or {}).get("hypervolume")
+            if stored:
+                return HypervolumeDefinition.from_dict(stored, source=f"{run.run_yaml} hypervolume")
+        return space_hypervolume(
+            space, options.objective_pairs, dict(options.hv_reference), given_source="hv_reference"
+        )
+    except HypervolumeError as exc:
+        raise SearchError(str(exc)) from None
+
+
 def _write_run_yaml(
-    run: RunDir, options: SearchOptions, space_dict: dict[str, Any], fingerprint: dict, fp_id: str
+    run: RunDir,
+    options: SearchOptions,
+    space_dict: dict[str, Any],
+    fingerprint: dict,
+    fp_id: str,
+    hypervolume: dict[str, Any] | None = None,
 ) -> None:
     doc = {
         "name": run.name,
@@ -90,6 +113,7 @@ def _write_run_yaml(
         "budget": options.budget,
         "fingerprint": json.loads(json.dumps(fingerprint, default=str)),  # plain types only
         "fingerprint_id": fp_id,
+        "hypervolume": hypervolume,
         "options": options.to_dict(),
         "space": space_dict,
         "versions": _versions(),
@@ -141,6 +165,7 @@ def run_search(
                 "device: cuda was asked but torch sees no CUDA device here; use --device cpu "
                 "(or --executor ray --address HOST:PORT to train on a cluster's GPUs)"
             )
+    hv = _hypervolume(run, options, space, resume)  # fixed before the first trial
     ctx = TrialContext(options=options, space=space, checkpoint_dir=run.checkpoints)
     try:
         check_data(ctx)  # once, before any trial: a wrong dataset is the run's error, not a trial's
@@ -153,7 +178,7 @@ def run_search(
     run.root.mkdir(parents=True, exist_ok=True)
     fp = hardware_fingerprint(driver_device, threads=options.threads)
     if not resume:
-        _write_run_yaml(run, options, space_dict, fp, fingerprint_id(fp))
+        _write_run_yaml(run, options, space_dict, fp, fingerprint_id(fp), hv.to_dict())
     log = TrialLog(run)
     storage = options.storage or run.storage_url()
     study_name = options.study_name or run.name
@@ -164,7 +189,9 @@ def run_search(
         _enqueue_grid(study, space, options.n_trials)
     n_left = None if options.n_trials is None else max(0, options.n_trials - len(done_rows))
     deadline = None if options.time_budget is None else time.monotonic() + options.time_budget
-    progress = SearchProgress(n_left, options.objectives, done_rows, enabled=options.progress)
+    progress = SearchProgress(
+        n_left, options.objectives, done_rows, enabled=options.progress, hypervolume=hv
+    )
     try:
         if options.executor == "ray":
             from fcasearch.search.ray_executor import run_ray

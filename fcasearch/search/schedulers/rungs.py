@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fcasearch.metrics import Objective
+from fcasearch.pareto import non_dominated_sort
 
 __all__ = [
     "SCHEDULERS",
@@ -148,26 +149,6 @@ def _minimized(points: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     return x
 
 
-def _front_ranks(x: np.ndarray) -> np.ndarray:
-    """Non-dominated sorting of minimized points: 0 for the first front, 1 for the next..."""
-    n = len(x)
-    ranks = np.full(n, -1, dtype=int)
-    if n == 0:
-        return ranks
-    le = (x[:, None, :] <= x[None, :, :]).all(axis=2)
-    lt = (x[:, None, :] < x[None, :, :]).any(axis=2)
-    dominates = le & lt  # dominates[i, j]: i dominates j
-    left = np.ones(n, dtype=bool)
-    level = 0
-    while left.any():
-        beaten = (dominates[left][:, left]).any(axis=0)
-        idx = np.nonzero(left)[0][~beaten]
-        ranks[idx] = level
-        left[idx] = False
-        level += 1
-    return ranks
-
-
 def crowding_distance(points: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
     """NSGA-II crowding distance of minimized points forming one front.
 
@@ -215,7 +196,7 @@ def promotion_order(
     arrival = np.arange(n)
     if x.shape[1] == 1:
         return np.lexsort((arrival, x[:, 0]))
-    fronts = _front_ranks(x)
+    fronts = non_dominated_sort(x)  # moocore's, all columns minimized
     scale = x.max(axis=0) - x.min(axis=0)
     crowd = np.zeros(n)
     for level in np.unique(fronts):

@@ -138,11 +138,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", default=d, help="results directory (default results/<space>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument(
+        "--rebuild-study",
+        action="store_true",
+        help="with --resume: rebuild a lost or corrupt study.db from the run's trials.jsonl",
+    )
     p.add_argument("--executor", choices=["local", "ray"], default=d, help="local (default) or ray")
     p.add_argument(
         "--storage",
         default=d,
-        help="Optuna storage URL (default sqlite:///<out>/study.db); any SQLAlchemy URL",
+        help="Optuna storage (default sqlite:///<out>/study.db): any SQLAlchemy URL, e.g. "
+        "postgresql://USER:PASS@HOST/DB, or a journal file journal:///PATH.log for a shared "
+        "file system; drivers sharing --storage and --study-name feed one study",
     )
     p.add_argument("--study-name", default=d, help="Optuna study name (default: the run's name)")
     p.add_argument(
@@ -217,7 +224,12 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         options, space_dict = resolve(args)
-        outcome = run_search(options, resume=bool(args.resume), space_dict=space_dict)
+        outcome = run_search(
+            options,
+            resume=bool(args.resume),
+            space_dict=space_dict,
+            rebuild_study=args.rebuild_study,
+        )
     except (SearchError, SpaceError) as exc:
         print(f"fcasearch search: error: {exc}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,8 +114,7 @@ class SearchOptions:
             raise SearchError(f"executor: {self.executor!r} is not one of {', '.join(EXECUTORS)}")
         if self.n_trials is None and self.time_budget is None:
             raise SearchError("give --n-trials or --time-budget (or both) so the search can end")
-        if self.n_trials is not None and self.n_trials < 1:
-            raise SearchError(f"n_trials: {self.n_trials} must be >= 1")
+        self._check_numbers()
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise SearchError(f"device: {self.device!r} must be 'cpu', 'cuda' or 'cuda:N'")
         if self.latency_cuda_graph and not self.device.startswith("cuda"):
@@ -153,6 +153,60 @@ class SearchOptions:
             schedule_for(self)
         except ValueError as exc:
             raise SearchError(str(exc)) from None
+
+    def _check_numbers(self) -> None:
+        """Counts, durations and sizes that no trial could run with are errors before any trial
+        starts (as the budget's form is)."""
+        from fcasearch.train.budget import Budget, BudgetError
+
+        try:
+            Budget.parse(self.budget)
+        except BudgetError as exc:
+            raise SearchError(f"{exc} (--budget)") from None
+        for name in ("time_budget", "trial_timeout", "lr", "cpus_per_trial", "gpus_per_trial",
+                     "subset_fraction"):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, str):  # YAML reads 2e-3 as a string
+                try:
+                    object.__setattr__(self, name, float(value))
+                except ValueError:
+                    raise SearchError(f"{name}: {value!r} is not a number") from None
+        whole = {
+            "n_trials": self.n_trials,
+            "batch_size": self.batch_size,
+            "latency_batch_size": self.latency_batch_size,
+            "max_concurrent": self.max_concurrent,
+            "threads": self.threads,
+            "subset_classes": self.subset_classes,
+        }
+        for name, value in whole.items():
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                flag = "--" + name.replace("_", "-")
+                raise SearchError(f"{name}: {value!r} must be a whole number >= 1 ({flag})")
+        positive = {
+            "time_budget": self.time_budget,
+            "trial_timeout": self.trial_timeout,
+            "lr": self.lr,
+            "cpus_per_trial": self.cpus_per_trial,
+        }
+        for name, value in positive.items():
+            if value is None:
+                continue
+            if not _finite(value) or value <= 0:
+                flag = "--" + name.replace("_", "-")
+                raise SearchError(f"{name}: {value!r} must be a positive number ({flag})")
+        if not _finite(self.gpus_per_trial) or self.gpus_per_trial < 0:
+            raise SearchError(
+                f"gpus_per_trial: {self.gpus_per_trial!r} must be 0 or more (--gpus-per-trial)"
+            )
+        if self.subset_fraction is not None and not (
+            _finite(self.subset_fraction) and 0 < self.subset_fraction <= 1
+        ):
+            raise SearchError(
+                f"subset_fraction: {self.subset_fraction!r} must be in (0, 1] (--subset-fraction)"
+            )
 
     @property
     def sampler_name(self) -> str:
@@ -228,6 +282,10 @@ def _hv_reference(raw: Any, objectives: tuple[Objective, ...]) -> tuple[tuple[st
             for n, (r, b) in parsed.items()
         )
     )
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

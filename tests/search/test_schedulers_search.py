@@ -68,7 +68,8 @@ def test_fifo_rows_have_no_rung_and_asha_is_a_deprecated_alias(
     assert "rung" in df.columns and df["rung"].isna().all()
     out = tmp_path / "asha"
     args = search_args(
-        tiny_space, out, "--n-trials", "1", "--no-measure", "--budget", "epochs=2", "--asha", "--objectives", "accuracy",
+        tiny_space, out, "--n-trials", "1", "--no-measure", "--budget", "epochs=2", "--asha",
+        "--objectives", "accuracy", "macs",
         "--subset-fraction", "0.1",
     )  # fmt: skip
     assert main(args) == 0

@@ -8,8 +8,9 @@ normalized over every point any run found, maximized ones flipped, reference 1.1
 seeds, and prints how many trials NSGA-II and TPE need to reach random search's final hypervolume.
 Target: <= 50% of the trials. The samplers are the ones ``search.py`` builds for that many trials
 (``make_sampler``: NSGA-II population ~1.25*sqrt(n) with children that are new architectures,
-multivariate TPE after 10 random trials); every trial asks every space parameter (flat), see
-``search_spaces/README.md``. Defaults: 400 trials x 20 seeds (with 5 seeds the reach moved by 20
+multivariate TPE after 10 random trials); every trial asks only the parameters its
+architecture uses, see ``search_spaces/README.md``. ``--samplers`` and ``--seed-start`` pick a
+subset (random is the reference and must be among them). Defaults: 400 trials x 20 seeds (with 5 seeds the reach moved by 20
 points or more between seed sets, with 10 seeds by up to 9),
 runs in parallel processes (``--jobs``), one thread each, so the numbers do not depend on the
 job count. The same runs cut at 1/4 and 1/2 of the trials are printed for context.
@@ -104,8 +105,8 @@ def part1(args, root: Path) -> None:
             budget=args.short_budget,
             threads=1,  # the same numbers whatever --jobs is
         )
-        for sampler in SAMPLERS
-        for seed in range(args.seeds)
+        for sampler in args.samplers
+        for seed in range(args.seed_start, args.seed_start + args.seeds)
     }
     t0 = time.perf_counter()
     if args.jobs > 1:  # whole runs in parallel processes
@@ -117,21 +118,22 @@ def part1(args, root: Path) -> None:
     frames = {key: pd.read_parquet(path) for key, path in paths.items()}
     wall = time.perf_counter() - t0
     curves = hv_curves(frames, [Objective(quality, "maximize"), Objective("macs", "minimize")])
-    mean = {s: np.mean([curves[(s, k)] for k in range(args.seeds)], axis=0) for s in SAMPLERS}
+    seeds = range(args.seed_start, args.seed_start + args.seeds)
+    mean = {s: np.mean([curves[(s, k)] for k in seeds], axis=0) for s in args.samplers}
     n = args.trials
     print(
         f"micro space, objective {objectives}, {n} trials x {args.seeds} seeds per sampler "
         f"({wall:.0f} s in all, {args.jobs} job(s)); samplers as `search.py` makes them for "
         f"{n} trials (NSGA-II population {nsga2_population(n)}, children new architectures)"
     )
-    for s in SAMPLERS:
-        finals = [curves[(s, k)][-1] for k in range(args.seeds)]
+    for s in args.samplers:
+        finals = [curves[(s, k)][-1] for k in seeds]
         print(
             f"  {s:6s} final hypervolume {np.mean(finals):.4f} +- {np.std(finals):.4f}  "
             f"(at 25%: {mean[s][n // 4 - 1]:.4f}, at 50%: {mean[s][n // 2 - 1]:.4f})"
         )
     target = mean["random"][-1]
-    for s in ("nsga2", "tpe"):
+    for s in [s for s in args.samplers if s != "random"]:
         k = reach(mean[s], target)
         if k is not None:
             print(
@@ -148,7 +150,7 @@ def part1(args, root: Path) -> None:
     cuts = [c for c in (n // 4, n // 2) if c >= 20]
     for c in cuts:
         parts = []
-        for s in ("nsga2", "tpe"):
+        for s in [s for s in args.samplers if s != "random"]:
             k = reach(mean[s][:c], mean["random"][c - 1])
             parts.append(f"{s} {k / c:.0%}" if k is not None else f"{s} not within {c}")
         print(f"  context, the first {c} trials of the same runs: random's HV reached at " + ", ".join(parts))  # fmt: skip
@@ -313,6 +315,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=20)
     p.add_argument("--trials", type=int, default=400)
+    p.add_argument("--seed-start", type=int, default=0, help="part 1: first seed")
+    p.add_argument(
+        "--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS, help="part 1's samplers"
+    )
     p.add_argument(
         "--cheap",
         choices=["proxy", "train"],

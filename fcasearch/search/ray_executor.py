@@ -139,7 +139,11 @@ def run_ray(
     schedule = schedule_for(o)
     if schedule is not None:  # asha / mo-asha, seeded with the rungs the study holds (resume)
         scheduler = RungTuneScheduler(
-            schedule, o.objectives, o.scheduler, rung_values_from_study(study)
+            schedule,
+            o.objectives,
+            o.scheduler,
+            rung_values_from_study(study),
+            getattr(study.pruner, "bounds", None),  # the study's RungPruner (make_pruner)
         )
     else:
         scheduler = FIFOScheduler()

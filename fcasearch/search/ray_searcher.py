@@ -223,7 +223,7 @@ class StudySearcher(Searcher):
         from fcasearch.search.schedulers import RungPruner
         from fcasearch.search.study import make_pruner
 
-        pruner = make_pruner(self.opts)
+        pruner = make_pruner(self.opts, self.search_space)
         return pruner if isinstance(pruner, RungPruner) else None
 
     @property

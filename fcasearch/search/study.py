@@ -96,16 +96,30 @@ def make_sampler(
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def make_pruner(options: SearchOptions) -> optuna.pruners.BasePruner:
+def make_pruner(
+    options: SearchOptions, space: SearchSpace | None = None
+) -> optuna.pruners.BasePruner:
     """The study's pruner: ASHA or MO-ASHA at the run's rungs
     (:class:`~fcasearch.search.schedulers.RungPruner`, which also works for multi-objective
-    studies: it reads the trials' rung values from user attributes), or none (``fifo``)."""
+    studies: it reads the trials' rung values from user attributes), or none (``fifo``).
+    MO-ASHA ranks a front by hypervolume contribution under the run's hypervolume definition,
+    derived from ``space`` (read from ``options.space`` when not given) and the options as the
+    run defines it (``fcasearch.space.bounds.space_hypervolume``)."""
     from fcasearch.search.schedulers import RungPruner, schedule_for
 
     schedule = schedule_for(options)
     if schedule is None:
         return optuna.pruners.NopPruner()
-    return RungPruner(schedule, options.objectives, options.scheduler)
+    definition = None
+    if options.scheduler == "mo-asha":
+        from fcasearch.space import load_space
+        from fcasearch.space.bounds import space_hypervolume
+
+        space = space if space is not None else load_space(options.space)
+        definition = space_hypervolume(
+            space, options.objective_pairs, dict(options.hv_reference), given_source="hv_reference"
+        )
+    return RungPruner(schedule, options.objectives, options.scheduler, definition)
 
 
 def open_study(
@@ -138,7 +152,7 @@ def open_study(
                 study_name=study_name,
                 directions=directions,
                 sampler=sampler,
-                pruner=make_pruner(options),
+                pruner=make_pruner(options, space),
                 load_if_exists=True,
             )
             if [d.name.lower() for d in study.directions] != directions:

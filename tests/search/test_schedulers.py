@@ -16,9 +16,11 @@ from fcasearch.search.schedulers import (
     RungSchedule,
     RungTable,
     StudyScheduler,
+    contributions,
     crowding_distance,
     promotable,
     promotion_order,
+    rung_bounds,
     rung_objectives,
     rung_values_from_study,
     schedule_for,
@@ -89,6 +91,38 @@ def test_mo_promotion_is_non_dominated_sorting_then_crowding():
     order = promotion_order(front, MAX_MIN, tie_column=0).tolist()
     assert order[:2] == [0, 1]  # the ends
     assert order[-1] in (2, 3) and order[2] in (3, 4)
+
+
+def test_mo_asha_ranks_a_front_by_hypervolume_contribution_under_the_runs_definition():
+    """Without bounds the two ends of a front tie (crowding) and accuracy decides: the large
+    network goes on. Under the run's definition (accuracy in [0, 1], MACs up to 1.2M) the
+    network 2.2x cheaper at 1.6 points less accuracy dominates far more of the box, and goes on."""
+    accurate, cheap = [0.977, 638_688.0], [0.961, 286_880.0]
+    bounds = [(1.0, 0.0), (0.0, 1_200_000.0)]
+    assert not promotable(cheap, [accurate], MAX_MIN, 3, tie_column=0)
+    assert promotable(cheap, [accurate], MAX_MIN, 3, tie_column=0, bounds=bounds)
+    z = contributions(np.array([accurate, cheap]), bounds)
+    assert z[1] > 10 * z[0] > 0
+    # a point beyond the reference contributes nothing; one counted column: no contributions
+    assert contributions(np.array([[0.5, 2e6], [0.4, 1e5]]), bounds)[0] == 0
+    assert not contributions(np.array([accurate, cheap]), [(1.0, 0.0), None]).any()
+
+
+def test_rung_bounds_come_from_the_runs_hypervolume_definition():
+    from fcasearch.space import load_space
+    from fcasearch.space.bounds import space_hypervolume
+
+    space = load_space("micro")
+    pairs = [("accuracy", "maximize"), ("macs", "minimize"), ("latency_ms", "minimize")]
+    definition = space_hypervolume(space, pairs)
+    objs = tuple(Objective(n, d) for n, d in pairs)
+    bounds = rung_bounds(definition, objs)
+    assert bounds[0] == (1.0, 0.0) and bounds[1][0] == 0.0 and bounds[1][1] > 0
+    assert bounds[2] is None  # latency has no reference without a constraint or --hv-reference
+    o = SearchOptions(
+        space="micro", objectives="accuracy macs", budget="epochs=4", scheduler="mo-asha"
+    )
+    assert make_pruner(o).bounds == bounds[:2]
 
 
 def test_crowding_distance_of_a_front():

@@ -20,9 +20,11 @@ from fcasearch.search.schedulers.rungs import (
     SCHEDULERS,
     RungSchedule,
     RungTable,
+    contributions,
     crowding_distance,
     promotable,
     promotion_order,
+    rung_bounds,
     rung_objectives,
 )
 
@@ -36,9 +38,11 @@ __all__ = [
     "RungSchedule",
     "RungTable",
     "StudyScheduler",
+    "contributions",
     "crowding_distance",
     "promotable",
     "promotion_order",
+    "rung_bounds",
     "rung_objectives",
     "rung_values_from_study",
     "schedule_for",

@@ -24,6 +24,7 @@ from fcasearch.search.schedulers.rungs import (
     RungSchedule,
     accuracy_column,
     promotable,
+    rung_bounds,
     rung_objectives,
 )
 
@@ -49,15 +50,22 @@ class RungPruner(optuna.pruners.BasePruner):
         schedule: the run's rungs.
         objectives: the run's objectives.
         scheduler: ``asha`` (rank by accuracy) or ``mo-asha`` (non-dominated sorting of all).
+        definition: the run's hypervolume definition (``fcasearch.pareto``): MO-ASHA ranks a
+            front by hypervolume contribution under it (without one: by crowding distance).
     """
 
     def __init__(
-        self, schedule: RungSchedule, objectives: Sequence[Objective], scheduler: str = "mo-asha"
+        self,
+        schedule: RungSchedule,
+        objectives: Sequence[Objective],
+        scheduler: str = "mo-asha",
+        definition: Any = None,
     ) -> None:
         self.schedule = schedule
         self.scheduler = scheduler
         self.objectives = tuple(objectives)
         self.ranked = rung_objectives(scheduler, objectives)
+        self.bounds = rung_bounds(definition, self.ranked)
         self.directions = [o.direction for o in self.ranked]
         self.tie_column = accuracy_column(self.ranked)
 
@@ -83,7 +91,12 @@ class RungPruner(optuna.pruners.BasePruner):
             if value is not None and len(value) == len(self.ranked):
                 peers.append(value)
         return not promotable(
-            mine[key], peers, self.directions, self.schedule.reduction_factor, self.tie_column
+            mine[key],
+            peers,
+            self.directions,
+            self.schedule.reduction_factor,
+            self.tie_column,
+            self.bounds,
         )
 
 

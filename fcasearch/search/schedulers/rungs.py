@@ -14,12 +14,16 @@ How a rung ranks its trials:
 * ``asha``: by accuracy at that rung alone (the higher first).
 * ``mo-asha`` (Schmucker et al., 2021): by non-dominated sorting of the run's objectives, with
   the accuracy at that rung and the cost objectives (params, MACs, latency, ...; measured before
-  training, so exact at any rung). Inside one front, by **crowding distance** (NSGA-II's: per
-  objective, the gap between a point's neighbours along the front, over the range of that
-  objective among all points at the rung; the two ends of a front count as infinitely
-  crowded-free), so that promotion spreads along the front instead of favouring one end. Equal
-  crowding (the ends of a front, fronts of one or two points) is broken by accuracy at the rung
-  (the higher first), then by arrival (the earlier first: a newcomer never displaces a trial
+  training, so exact at any rung). Inside one front, by the **hypervolume contribution** of each
+  point under the run's hypervolume definition (``run.yaml`` ``hypervolume``: each objective
+  scaled so that its best value is 0 and its reference 1; the area only that point dominates),
+  so that the trials promoted are those the run's own measure of progress values most: a
+  network 2x cheaper at 1 point less accuracy outranks the accurate one, which accuracy-first
+  ASHA would keep. Equal contributions (a point beyond the reference, or a run whose definition
+  counts fewer than two of the ranked objectives) are broken by **crowding distance** (NSGA-II's:
+  per objective, the gap between a point's neighbours along the front, over the range of that
+  objective among all points at the rung; the ends of a front first), then by accuracy at the
+  rung (the higher first), then by arrival (the earlier first: a newcomer never displaces a trial
   that ranks the same).
 
 A missing or non-finite value ranks as worse than any finite one.
@@ -30,20 +34,23 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from fcasearch.metrics import Objective
-from fcasearch.pareto import non_dominated_sort
+from fcasearch.pareto import hv_contributions, non_dominated_sort
 
 __all__ = [
     "SCHEDULERS",
     "RungSchedule",
     "RungTable",
     "accuracy_column",
+    "contributions",
     "crowding_distance",
     "promotable",
     "promotion_order",
+    "rung_bounds",
     "rung_objectives",
 ]
 
@@ -130,6 +137,16 @@ def rung_objectives(scheduler: str, objectives: Sequence[Objective]) -> tuple[Ob
     return tuple(acc) if scheduler == "asha" else tuple(objectives)
 
 
+def rung_bounds(definition: Any, objectives: Sequence[Objective]) -> tuple | None:
+    """Per objective, ``(best, reference)`` from a run's hypervolume definition
+    (:class:`fcasearch.pareto.HypervolumeDefinition`; None for an objective it leaves out), or
+    None without a definition."""
+    if definition is None:
+        return None
+    known = {o.name: (float(o.best), float(o.reference)) for o in definition.included}
+    return tuple(known.get(o.name) for o in objectives)
+
+
 def accuracy_column(objectives: Sequence[Objective]) -> int | None:
     """Where ``accuracy`` is among ``objectives`` (it breaks equal crowding), or None."""
     return next((j for j, o in enumerate(objectives) if o.name == "accuracy"), None)
@@ -177,10 +194,35 @@ def crowding_distance(points: np.ndarray, scale: np.ndarray | None = None) -> np
     return out
 
 
+Bounds = Sequence[tuple[float, float] | None]
+
+
+def contributions(points: np.ndarray, bounds: Bounds) -> np.ndarray:
+    """Each point's exclusive hypervolume contribution among ``points`` (one front), with each
+    column scaled so that ``best`` is 0 and ``reference`` 1 (``bounds[j] = (best, reference)``,
+    None: the column does not count); zeros when fewer than two columns count.
+
+    Args:
+        points: shape ``(n, m)`` in the objectives' own units.
+        bounds: per column, ``(best, reference)`` or None.
+    """
+    cols = [j for j, b in enumerate(bounds) if b is not None]
+    n = len(points)
+    if len(cols) < 2 or n == 0:
+        return np.zeros(n)
+    best = np.array([bounds[j][0] for j in cols], dtype=float)
+    ref = np.array([bounds[j][1] for j in cols], dtype=float)
+    z = (np.asarray(points, dtype=float)[:, cols] - best) / (ref - best)
+    z = np.where(np.isfinite(z), z, 1.0)
+    z = np.clip(z, 0.0, 1.0)  # beyond the reference: on it (no contribution)
+    return np.asarray(hv_contributions(z, np.ones(len(cols))), dtype=float)
+
+
 def promotion_order(
     points: Sequence[Sequence[float]],
     directions: Sequence[str],
     tie_column: int | None = None,
+    bounds: Bounds | None = None,
 ) -> np.ndarray:
     """Indices of ``points`` from the first to promote to the last (module docstring's rule).
 
@@ -188,6 +230,8 @@ def promotion_order(
         points: one row per trial at the rung, in arrival order, columns as ``directions``.
         directions: ``"maximize"`` or ``"minimize"`` per column.
         tie_column: the column (accuracy) that breaks equal crowding; then arrival order.
+        bounds: per column ``(best, reference)`` of the run's hypervolume definition, or None
+            (no hypervolume contributions: crowding first).
     """
     n = len(points)
     if n == 0:
@@ -198,13 +242,17 @@ def promotion_order(
         return np.lexsort((arrival, x[:, 0]))
     fronts = non_dominated_sort(x)  # moocore's, all columns minimized
     scale = x.max(axis=0) - x.min(axis=0)
-    crowd = np.zeros(n)
+    crowd, contrib = np.zeros(n), np.zeros(n)
+    raw = np.asarray(points, dtype=float)
     for level in np.unique(fronts):
         idx = np.nonzero(fronts == level)[0]
         crowd[idx] = crowding_distance(x[idx], scale)
+        if bounds is not None:
+            contrib[idx] = contributions(raw[idx], bounds)
     tie = x[:, tie_column] if tie_column is not None else np.zeros(n)
-    # np.lexsort sorts by the last key first: front, then crowding (larger first), tie, arrival
-    return np.lexsort((arrival, tie, -crowd, fronts))
+    # np.lexsort sorts by the last key first: front, contribution and crowding (larger first),
+    # the tie column, arrival
+    return np.lexsort((arrival, tie, -crowd, -contrib, fronts))
 
 
 def promotable(
@@ -213,12 +261,13 @@ def promotable(
     directions: Sequence[str],
     reduction_factor: int,
     tie_column: int | None = None,
+    bounds: Bounds | None = None,
 ) -> bool:
     """Whether a trial reaching a rung with ``point`` goes on, given the ``peers`` that reached
     that rung before it: it must be among the first ``max(1, n // eta)`` of the ``n`` trials in
     :func:`promotion_order` (the newcomer is last in arrival order)."""
     rows = [list(p) for p in peers] + [list(point)]
-    order = promotion_order(rows, directions, tie_column)
+    order = promotion_order(rows, directions, tie_column, bounds)
     keep = max(1, len(rows) // reduction_factor)
     return bool(len(rows) - 1 in set(order[:keep].tolist()))
 
@@ -232,10 +281,18 @@ class RungTable:
     Args:
         schedule: the run's rungs.
         objectives: what a rung ranks by (:func:`rung_objectives`).
+        bounds: per ranked objective ``(best, reference)`` of the run's hypervolume definition
+            (:func:`rung_bounds`), or None.
     """
 
-    def __init__(self, schedule: RungSchedule, objectives: Sequence[Objective]) -> None:
+    def __init__(
+        self,
+        schedule: RungSchedule,
+        objectives: Sequence[Objective],
+        bounds: Bounds | None = None,
+    ) -> None:
         self.schedule = schedule
+        self.bounds = None if bounds is None else tuple(bounds)
         self.objectives = tuple(objectives)
         self.directions = [o.direction for o in self.objectives]
         self.tie_column = accuracy_column(self.objectives)
@@ -270,7 +327,12 @@ class RungTable:
         vec = self.vector(metrics)
         peers = [v for k, v in here.items() if k != key]
         go_on = promotable(
-            vec, peers, self.directions, self.schedule.reduction_factor, self.tie_column
+            vec,
+            peers,
+            self.directions,
+            self.schedule.reduction_factor,
+            self.tie_column,
+            self.bounds,
         )
         here[key] = vec
         return go_on

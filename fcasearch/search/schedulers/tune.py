@@ -32,6 +32,8 @@ class RungTuneScheduler(FIFOScheduler):
         objectives: the run's objectives.
         scheduler: ``asha`` or ``mo-asha``.
         seed_values: ``(key, rung, values)`` of trials that reached rungs before (a resumed run).
+        bounds: per ranked objective ``(best, reference)`` of the run's hypervolume definition
+            (``RungPruner.bounds``), or None.
     """
 
     def __init__(
@@ -40,10 +42,11 @@ class RungTuneScheduler(FIFOScheduler):
         objectives: Sequence[Objective],
         scheduler: str = "mo-asha",
         seed_values: Iterable[tuple[Hashable, int, Sequence[float]]] = (),
+        bounds: Sequence[tuple[float, float] | None] | None = None,
     ) -> None:
         super().__init__()
         self.scheduler = scheduler
-        self.table = RungTable(schedule, rung_objectives(scheduler, objectives))
+        self.table = RungTable(schedule, rung_objectives(scheduler, objectives), bounds)
         for key, rung, values in seed_values:
             self.table.record(key, rung, values)
         self.stopped: dict[str, int] = {}  # Tune trial id -> rung it was stopped at

@@ -139,7 +139,13 @@ figcaption { font-size:12.5px; color:var(--muted); margin-top:6px; }
 """
 
 
-_WRAP = ("spec_short", "reason", "trials", "spec")  # long text; other cells stay on one line
+_WRAP = (
+    "spec_short",
+    "reason",
+    "trials",
+    "spec",
+    "source",
+)  # long text; other cells stay on one line
 
 
 def _esc(v: Any) -> str:

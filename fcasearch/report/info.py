@@ -176,6 +176,7 @@ def _read_trials(path: Path) -> tuple[pd.DataFrame, str]:
     )
 
 
+_LATENCY_CELLS = ("latency_ms", "latency_p90_ms", "latency_cv", "throughput_ips")
 _DERIVED = (
     "derived when reporting: run.yaml stores no hypervolume definition (a run from before "
     "definitions were stored)"
@@ -191,7 +192,7 @@ def run_definition(
     (:func:`fcasearch.pareto.define_hypervolume`: its options' ``hv_reference``, accuracy in
     [0, 1], its space's constraints and closed-form maxima); an objective still without a
     reference then takes the worst value any of the run's trials recorded (the run is finished,
-    so that too is fixed). The definition's ``note`` says it was derived.
+    so that too is fixed; unstable latency values are not counted). The definition's ``note`` says it was derived.
 
     Args:
         config: ``run.yaml`` as loaded.
@@ -226,6 +227,8 @@ def run_definition(
     bounds = []
     for b in derived.objectives:
         col = trials[b.name] if b.name in trials else pd.Series(dtype=float)
+        if b.name in _LATENCY_CELLS and "latency_stable" in trials:
+            col = col[trials["latency_stable"].astype(bool)]  # an unstable value sets nothing
         seen = pd.to_numeric(col, errors="coerce").astype(float)
         seen = seen[np.isfinite(seen)]
         if b.included or b.best is None or not len(seen):

@@ -6,7 +6,6 @@ This module imports matplotlib (Agg backend) and seaborn at import time: import 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -20,12 +19,13 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.transforms import blended_transform_factory
 
+from fcasearch.report.plot_marks import axis_limits, draw_attainment, mark_unstable, unstable_mask
+
 __all__ = [
     "LABELS",
     "arch_spread_figure",
     "hv_by_sampler_figure",
     "hv_history_figure",
-    "objective_pairs_figure",
     "quality_vs_cost_figure",
 ]
 
@@ -81,154 +81,6 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 def _use_log(values: np.ndarray) -> bool:
     v = values[np.isfinite(values) & (values > 0)]
     return len(v) > 1 and v.max() / v.min() > 20
-
-
-# ---- unstable latency: marked, and kept from setting the axis range ---------------------------
-
-LATENCY_AXES = ("latency_ms", "latency_p90_ms", "latency_cv", "throughput_ips")
-UNSTABLE = "#b7791f"
-
-
-def unstable_mask(df: pd.DataFrame, col: str) -> np.ndarray:
-    """Rows whose ``col`` comes from an unstable latency measurement (``latency_stable`` False;
-    a missing column counts as stable)."""
-    if col not in LATENCY_AXES or "latency_stable" not in df:
-        return np.zeros(len(df), dtype=bool)
-    return ~df["latency_stable"].fillna(True).astype(bool).to_numpy()
-
-
-def _limits(values: np.ndarray, log: bool) -> tuple[float, float] | None:
-    """Axis limits around ``values`` with a 5% margin (in log space on a log axis)."""
-    v = values[np.isfinite(values) & ((values > 0) if log else True)]
-    if not len(v):
-        return None
-    lo, hi = float(v.min()), float(v.max())
-    if log:
-        a, b = np.log10(lo), np.log10(hi)
-        pad = max((b - a) * 0.05, 0.02)
-        return 10 ** (a - pad), 10 ** (b + pad)
-    pad = max((hi - lo) * 0.05, abs(hi) * 0.02, 1e-12)
-    return lo - pad, hi + pad
-
-
-def _mark_unstable(ax: plt.Axes, x: np.ndarray, y: np.ndarray, axis: str, col: str) -> None:
-    """Unstable points: open markers where they fall inside the axis, arrows at its edge (with
-    their values) where they fall outside. Call after the limits are set."""
-    if not len(x):
-        return
-    lo, hi = ax.get_xlim() if axis == "x" else ax.get_ylim()
-    v = x if axis == "x" else y
-    inside = (v >= min(lo, hi)) & (v <= max(lo, hi))
-    ax.scatter(
-        x[inside],
-        y[inside],
-        s=60,
-        facecolors="none",
-        edgecolors=UNSTABLE,
-        linewidths=1.3,
-        marker="^",
-        zorder=5,
-        label="unstable latency",
-    )
-    out = ~inside
-    if out.any():
-        edge = np.where(v[out] > max(lo, hi), max(lo, hi), min(lo, hi))
-        px, py = (edge, y[out]) if axis == "x" else (x[out], edge)
-        marker = (">" if axis == "x" else "^") if (v[out] > max(lo, hi)).all() else "D"
-        ax.scatter(
-            px,
-            py,
-            s=60,
-            facecolors="none",
-            edgecolors=UNSTABLE,
-            linewidths=1.3,
-            marker=marker,
-            zorder=5,
-            clip_on=False,
-            label=None if inside.any() else "unstable latency",
-        )
-        unit = _UNITS.get(col, "")
-        shown = ", ".join(f"{val:.3g}{unit}" for val in sorted(v[out])[:3])
-        more = f" (+{out.sum() - 3})" if out.sum() > 3 else ""
-        ax.text(
-            0.99,
-            0.02,
-            f"unstable, off the axis: {shown}{more}",
-            transform=ax.transAxes,
-            ha="right",
-            va="bottom",
-            fontsize=7.5,
-            color=UNSTABLE,
-            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1},
-        )
-
-
-# ---- attainment surfaces (several seeds of one configuration) --------------------------------
-
-
-def _staircase(points: np.ndarray, far: tuple[float, float]) -> np.ndarray:
-    """The boundary of the region a minimized 2-D point set attains, from the far edge of the
-    second axis to the far edge of the first."""
-    p = points[np.lexsort((-points[:, 1], points[:, 0]))]
-    path = [(p[0, 0], far[1])]
-    for i, (x, y) in enumerate(p):
-        if i:
-            path.append((x, p[i - 1, 1]))
-        path.append((x, y))
-    path.append((far[0], p[-1, 1]))
-    return np.array(path, dtype=float)
-
-
-def draw_attainment(
-    ax: plt.Axes,
-    surfaces: dict[str, dict[float, np.ndarray]],
-    x_first: bool,
-    directions: tuple[str, str],
-) -> None:
-    """Median attainment surface and 25-75% band of each seed group, on fixed axis limits.
-
-    Args:
-        ax: Axes whose limits are already set.
-        surfaces: ``{group: {percentile: (k, 2) points}}`` in the pair's units and order.
-        x_first: The pair's first column is on the x axis (else its second).
-        directions: The pair's directions, in the pair's order.
-    """
-    if not surfaces:
-        return
-    xlim, ylim = ax.get_xlim(), ax.get_ylim()
-    dx, dy = directions if x_first else directions[::-1]
-    sx = -1.0 if dx == "maximize" else 1.0
-    sy = -1.0 if dy == "maximize" else 1.0
-    far = (max(sx * xlim[0], sx * xlim[1]), max(sy * ylim[0], sy * ylim[1]))
-    colours = sns.color_palette("dark", len(surfaces))
-    for (group, by_pct), colour in zip(surfaces.items(), colours):
-        paths = {}
-        for pct, pts in by_pct.items():
-            if len(pts):
-                xy = pts if x_first else pts[:, ::-1]
-                paths[pct] = _staircase(xy * (sx, sy), far) * (sx, sy)
-        if 25.0 in paths and 75.0 in paths:
-            ring = np.vstack([paths[25.0], paths[75.0][::-1]])
-            ax.fill(
-                ring[:, 0],
-                ring[:, 1],
-                color=colour,
-                alpha=0.15,
-                lw=0,
-                zorder=1.5,
-                label=f"{group}: 25-75% attained",
-            )
-        if 50.0 in paths:
-            ax.plot(
-                paths[50.0][:, 0],
-                paths[50.0][:, 1],
-                color=colour,
-                lw=1.6,
-                zorder=3.2,
-                label=f"{group}: median attainment",
-            )
-    ax.set_xlim(xlim)
-    ax.set_ylim(ylim)
 
 
 def quality_vs_cost_figure(
@@ -343,18 +195,19 @@ def quality_vs_cost_figure(
     )
     if log:
         ax.set_xscale("log")
-    limits = _limits(data_x, log) if len(unstable) else None
+    limits = axis_limits(data_x, log) if len(unstable) else None
     if limits is not None:
         ax.set_xlim(limits)
     _draw_references(ax, refs, cost, data_x, log)
     if len(unstable):
         ax.autoscale(enable=False, axis="x")
-        _mark_unstable(
+        mark_unstable(
             ax,
             unstable[cost].to_numpy(dtype=float),
             unstable[quality].to_numpy(dtype=float),
             "x",
-            cost,
+            _UNITS.get(cost, ""),
+            in_legend=True,
         )
     draw_attainment(ax, surfaces or {}, False, directions)
     _format_axis(ax.xaxis, cost)
@@ -413,100 +266,6 @@ def _draw_references(
             color=colour,
             bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1},
         )
-
-
-def objective_pairs_figure(
-    ranked: pd.DataFrame,
-    columns: Sequence[str],
-    path: Path,
-    surfaces: dict[tuple[str, str], dict[str, dict[float, np.ndarray]]] | None = None,
-    directions: dict[str, str] | None = None,
-) -> Path | None:
-    """Objectives (and headline costs) in pairs, the Pareto set against dominated trials.
-
-    A corner grid: histograms on the diagonal, scatter plots below it. Unstable latency values
-    are open markers and do not set a latency axis's range; attainment surfaces of seed groups
-    are drawn where ``surfaces`` has them.
-
-    Args:
-        ranked: Ranked complete trials with ``on_front``.
-        columns: Numeric columns to pair (2 to 5).
-        path: PNG to write.
-        surfaces: ``{(a, b): {group: {percentile: points}}}`` for objective pairs ``(a, b)``.
-        directions: Direction per column (for the surfaces); minimized when absent.
-
-    Returns:
-        ``path``, or None when fewer than two columns have values.
-    """
-    cols = [c for c in columns if c in ranked and ranked[c].notna().sum() > 1][:5]
-    if len(cols) < 2 or len(ranked) < 2:
-        return None
-    _theme()
-    surfaces, directions = surfaces or {}, directions or {}
-    k = len(cols)
-    fig, axes = plt.subplots(k, k, figsize=(2.6 * k, 2.4 * k), squeeze=False)
-    on_front = ranked["on_front"].to_numpy(dtype=bool)
-    shaky = {c: unstable_mask(ranked, c) for c in cols}
-    logs = {c: _use_log(ranked[c].to_numpy(dtype=float)[~shaky[c]]) for c in cols}
-    for i, yc in enumerate(cols):
-        for j, xc in enumerate(cols):
-            ax = axes[i][j]
-            if j > i:
-                ax.set_visible(False)
-                continue
-            x = ranked[xc].to_numpy(dtype=float)
-            stable_x = ~shaky[xc]
-            if i == j:
-                bins = np.histogram_bin_edges(x[stable_x & np.isfinite(x)], bins=12)
-                for mask, colour in ((~on_front, DOMINATED), (on_front, FRONT)):
-                    sel = x[mask & stable_x & np.isfinite(x)]
-                    ax.hist(sel, bins=bins, color=colour, histtype="step", lw=1.4)
-                ax.set_yticks([])
-            else:
-                y = ranked[yc].to_numpy(dtype=float)
-                ok = ~shaky[xc] & ~shaky[yc]
-                for mask, colour, size in ((~on_front, DOMINATED, 14), (on_front, FRONT, 22)):
-                    ax.scatter(x[mask & ok], y[mask & ok], s=size, color=colour, linewidths=0)
-                for col, axis, log in ((xc, "x", logs[xc]), (yc, "y", logs[yc])):
-                    if log:
-                        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
-                    values = ranked[col].to_numpy(dtype=float)[~shaky[col]]
-                    lim = _limits(values, log) if shaky[col].any() else None
-                    if lim is not None:
-                        (ax.set_xlim if axis == "x" else ax.set_ylim)(lim)
-                for col, axis in ((xc, "x"), (yc, "y")):
-                    if shaky[col].any():
-                        m = shaky[col]
-                        _mark_unstable(ax, x[m], y[m], axis, col)
-                pair = surfaces.get((yc, xc)) or surfaces.get((xc, yc))
-                if pair:
-                    first = (yc, xc) if (yc, xc) in surfaces else (xc, yc)
-                    dirs = (
-                        directions.get(first[0], "minimize"),
-                        directions.get(first[1], "minimize"),
-                    )
-                    draw_attainment(ax, pair, first[0] == xc, dirs)
-                _format_axis(ax.yaxis, yc)
-            _format_axis(ax.xaxis, xc)
-            ax.tick_params(labelsize=7.5)
-            ax.set_xlabel(_label(xc) if i == k - 1 else "", fontsize=8.5)
-            ax.set_ylabel(_label(yc) if j == 0 and i > 0 else "", fontsize=8.5)
-    handles = [
-        plt.Line2D([], [], marker="o", ls="", color=FRONT, label="Pareto set"),
-        plt.Line2D([], [], marker="o", ls="", color=DOMINATED, label="dominated"),
-    ]
-    if any(m.any() for m in shaky.values()):
-        handles.append(
-            plt.Line2D(
-                [], [], marker="^", ls="", mfc="none", mec=UNSTABLE, label="unstable latency"
-            )
-        )
-    groups = list(dict.fromkeys(g for pair in surfaces.values() for g in pair))
-    for group, colour in zip(groups, sns.color_palette("dark", max(1, len(groups)))):
-        handles.append(plt.Line2D([], [], color=colour, lw=1.6, label=f"{group}: median, 25-75%"))
-    fig.legend(handles=handles, loc="upper right", fontsize=8.5, frameon=False)
-    fig.tight_layout()
-    return _save(fig, path)
 
 
 def hv_history_figure(history: pd.DataFrame, path: Path) -> Path | None:

@@ -174,8 +174,8 @@ def _stored_hypervolume(run: RunDir) -> Any:
 
 # The columns of trials.parquet / trials.csv, in order, with their kinds (results/README.md).
 # int: nullable Int64; float: float64 (NaN when not measured); bool: nullable boolean; str: text
-# ("" when absent). proxy.* columns (the zero-cost proxies a run computed) and any column a newer
-# writer adds follow, as logged.
+# ("" when absent); json: JSON text ("{}" when absent). proxy.* columns (the zero-cost proxies a
+# run computed) and any column a newer writer adds follow, as logged.
 TRIAL_COLUMNS: dict[str, str] = {
     "trial": "int",
     "run": "str",
@@ -222,15 +222,17 @@ TRIAL_COLUMNS: dict[str, str] = {
     "ray_node": "str",
     "cuda_visible_devices": "str",
     "fingerprint_id": "str",
-    "fingerprint": "str",
-    "notes": "str",
+    "fingerprint": "json",
+    "notes": "json",
 }
 
 
 def _typed(column: pd.Series, kind: str) -> pd.Series:
-    if kind == "str":
-        text = column.astype("object").where(column.notna(), "")
-        return text.map(lambda v: v if isinstance(v, str) else str(v)).astype("string")
+    if kind in ("str", "json"):
+        text = column.astype("object").where(column.notna(), "{}" if kind == "json" else "")
+        # plain Python str values: pandas' string dtype would turn a client's ``.map(json.loads)``
+        # into Arrow structs
+        return text.map(lambda v: v if isinstance(v, str) else str(v)).astype(object)
     if kind == "bool":
 
         def flag(v: Any) -> Any:

@@ -4,6 +4,7 @@ unstable latency; attainment surfaces of seeds."""
 from __future__ import annotations
 
 import json
+
 import pandas as pd
 import pytest
 import yaml
@@ -104,6 +105,10 @@ def test_unstable_latency_is_marked(make_run, tmp_path):
     assert "210 ms<span>⚠</span>" in html and "unstable: the latency stayed above" in html
     assert "210 ms ⚠ unstable" in paths.markdown.read_text()
     assert "unstable latency" in html  # the captions say how it is drawn
+    # nor does it set the reference derived for this older run
+    summary = json.loads(paths.summary_json.read_text())
+    latency = summary["hypervolume_definition"]["objectives"][1]
+    assert latency["reference"] == trials.loc[trials["latency_stable"], "latency_ms"].max() < 210
 
 
 def test_seeds_of_one_configuration_get_attainment_surfaces(make_run, tmp_path):
@@ -124,3 +129,12 @@ def test_a_run_without_any_reference_reports_no_hypervolume(make_run, tmp_path):
     summary = json.loads(paths.summary_json.read_text())
     assert summary["combined_hypervolume"] is None  # NaN in JSON
     assert "No hypervolume: no objective has a reference" in paths.markdown.read_text()
+
+
+def test_report_cli_takes_hv_references(make_run, report_cli, capsys):
+    run = make_run("cli", objectives=LATENCY)
+    assert report_cli(["report", str(run), "--no-figures", "--hv-reference", "latency_ms=5"]) == 0
+    md = (run / "report" / "report.md").read_text()
+    assert "latency_ms from 0 (best) to 5 (the report's --hv-reference latency_ms=5)" in md
+    assert report_cli(["report", str(run), "--no-figures", "--hv-reference", "macs=5"]) == 2
+    assert "macs is not an objective" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -42,7 +43,8 @@ def test_an_all_infeasible_run_has_every_column(tmp_path):
     assert list(df.columns) == list(TRIAL_COLUMNS)
     for col in ("latency_ms", "peak_mem_mb", "weights_mb", "latency_cv"):
         assert df[col].dtype == "float64" and df[col].isna().all()
-    assert df["notes"].tolist() == ["", "", ""] and df["ray_node"].tolist() == ["", "", ""]
+    assert df["notes"].tolist() == ["{}"] * 3 and df["ray_node"].tolist() == [""] * 3
+    assert df["notes"].map(json.loads).tolist() == [{}] * 3  # plain dicts, as clients expect
     assert str(df["params"].dtype) == "Int64" and df["params"].tolist() == [250000] * 3
     assert str(df["rung"].dtype) == "Int64" and df["rung"].isna().all()
     assert str(df["latency_stable"].dtype) == "boolean"

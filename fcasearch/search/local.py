@@ -49,11 +49,15 @@ def run_local(
     run_dir = str(log.run.root.resolve())
     wait_s = SHARED_WAIT_S if o.trial_timeout is None else o.trial_timeout + 60.0
     ran = 0
+    # alone on its study, the driver counts for itself; sharing it, it claims each trial
+    left = None if n_trials is None else n_trials - counted_trials(study)
     while deadline is None or time.monotonic() < deadline:
-        if n_trials is not None and counted_trials(study) >= n_trials:
+        if left is not None and (
+            left - ran <= 0 if not shared else counted_trials(study) >= n_trials
+        ):
             break
         trial = study.ask()
-        if not claim_slot(study, trial, n_trials):
+        if shared and not claim_slot(study, trial, n_trials):
             break  # other drivers took the last trials meanwhile
         spec = sample_architecture(trial, ctx.space, run_dir=run_dir, budget=o.budget)
         cached = cache.get(spec.arch_id)

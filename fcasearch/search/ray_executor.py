@@ -85,6 +85,11 @@ def _trainable(
     tune.report(_final_report(row))
 
 
+def _trial_dirname(trial) -> str:
+    """A Tune trial's folder: its id (Tune's default spells the whole config into the name)."""
+    return f"trial_{trial.trial_id}"
+
+
 def make_trainable(options: SearchOptions, space: Any, checkpoint_dir: str | None = None):
     """The run's Tune trainable, with its resources (also what ``tune.Tuner.restore`` needs)."""
     from ray import tune
@@ -162,6 +167,7 @@ def run_ray(
                 max_concurrent_trials=o.max_concurrent,
                 time_budget_s=time_budget,
                 reuse_actors=False,
+                trial_dirname_creator=_trial_dirname,
             ),
             run_config=tune.RunConfig(
                 name="tune",

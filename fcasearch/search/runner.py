@@ -187,8 +187,6 @@ def run_search(
         torch.set_num_threads(options.threads)  # training and measurement in this process
     run.root.mkdir(parents=True, exist_ok=True)
     fp = hardware_fingerprint(driver_device, threads=options.threads)
-    if not resume:
-        _write_run_yaml(run, options, space_dict, fp, fingerprint_id(fp), hv.to_dict())
     log = TrialLog(run)
     storage = options.storage or run.storage_url()
     study_name = options.study_name or run.name
@@ -202,12 +200,13 @@ def run_search(
 
         rebuild(run, options, space, study_name)
     study = _open_run_study(options, storage, study_name, space, run, log, resume)
+    if not resume:  # once the study opened: a storage error leaves no run to --resume
+        _write_run_yaml(run, options, space_dict, fp, fingerprint_id(fp), hv.to_dict())
     logged = {int(r["trial"]): r for r in log.rows() if "trial" in r}
-    recovered = recover_interrupted(
-        study, str(run.root.resolve()), logged, options.objectives, space.constraints
-    )
-    if options.sampler_name == "grid" and not resume:
-        _enqueue_grid(study, space, options.n_trials)
+    owner = str(run.root.resolve()) if options.storage else None  # a study others may share
+    recovered = recover_interrupted(study, owner, logged, options.objectives, space.constraints)
+    if options.sampler_name == "grid" and not resume and not study.get_trials(deepcopy=False):
+        _enqueue_grid(study, space, options.n_trials)  # once per study, by its first driver
     deadline = None if options.time_budget is None else time.monotonic() + options.time_budget
     done = counted_trials(study)
     n_left = None if options.n_trials is None else max(0, options.n_trials - done)

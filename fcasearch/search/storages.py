@@ -78,7 +78,9 @@ def _hint(url: str) -> str:
             "database name, user and password, and that the database exists (createdb NAME)"
         )
     if url.startswith("sqlite"):
-        return "check that the folder exists and is writable, and that the file is a SQLite database"
+        return (
+            "check that the folder exists and is writable, and that the file is a SQLite database"
+        )
     return "check the URL's form (sqlite:///FILE, postgresql://USER:PASS@HOST:PORT/DB, journal:///FILE.log)"
 
 

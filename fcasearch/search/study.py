@@ -224,9 +224,9 @@ def recover_interrupted(
 
     Args:
         study: the run's study.
-        run_dir: settle only trials sampled by this run (``run_dir`` user attribute), so that a
-            study shared with other drivers keeps their running trials; ``None``: every
-            RUNNING trial (the run's own study).
+        run_dir: settle only trials of this run (``run_dir`` user attribute), so that a study
+            shared with other drivers keeps their running trials, even those so new that they
+            carry no attribute yet; ``None``: every RUNNING trial (the run's own study).
         rows: the run's logged rows by trial number.
         objectives: the study's objectives (to record a logged row's values).
         constraints: the space's constraints (to record a logged row's constraint).
@@ -238,8 +238,7 @@ def recover_interrupted(
 
     n = 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        owner = t.user_attrs.get("run_dir")
-        if run_dir is not None and owner is not None and owner != run_dir:
+        if run_dir is not None and t.user_attrs.get("run_dir") != run_dir:
             continue
         study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
         row = (rows or {}).get(t.number)
@@ -313,10 +312,10 @@ def sample_architecture(
     ``run_dir`` and ``budget``, when given, are recorded too: which run owns the trial (a study
     shared by several drivers) and what it trains for (dedupe across drivers).
     """
+    if run_dir is not None:  # first: from now on no other driver's recovery touches it
+        trial.set_user_attr("run_dir", run_dir)
     spec = space.sample(trial)
     trial.set_user_attr("arch_id", spec.arch_id)
-    if run_dir is not None:
-        trial.set_user_attr("run_dir", run_dir)
     if budget is not None:
         trial.set_user_attr("budget", budget)
     return spec

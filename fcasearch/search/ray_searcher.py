@@ -41,7 +41,7 @@ from fcasearch.storage.records import RunDir, TrialLog
 
 __all__ = ["StudySearcher", "row_for_stopped", "trial_config"]
 
-_LIVE = ("_study", "_progress", "_trials", "_log", "_space", "_opts", "_cache")
+_LIVE = ("_study", "_progress", "_trials", "_log", "_space", "_opts", "_cache", "_pruner")
 
 
 def trial_config(
@@ -223,8 +223,12 @@ class StudySearcher(Searcher):
         from fcasearch.search.schedulers import RungPruner
         from fcasearch.search.study import make_pruner
 
-        pruner = make_pruner(self.opts, self.search_space)
-        return pruner if isinstance(pruner, RungPruner) else None
+        if "_pruner" not in self.__dict__:  # the study's (its run's definition), else made once
+            pruner = self.study.pruner
+            if not isinstance(pruner, RungPruner):
+                pruner = make_pruner(self.opts, self.search_space)
+            self._pruner = pruner if isinstance(pruner, RungPruner) else None
+        return self._pruner
 
     @property
     def log(self) -> TrialLog:
@@ -267,9 +271,13 @@ class StudySearcher(Searcher):
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         keep = ("epoch", "threads", "ray_node", "cuda_visible_devices")
         self.last[trial_id] = {k: v for k, v in result.items() if k in METRICS or k in keep}
+        self._note_rung(trial_id, result)
+
+    def _note_rung(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Keep the trial's values at a rung, for the study (a resumed run's scheduler)."""
         pruner = self.pruner
         rung = None if pruner is None else pruner.schedule.rung_at(result.get("epoch", 0.5))
-        if rung is not None:  # the trial's values at a rung, for the study (a resumed run)
+        if rung is not None:
             self.rung_values.setdefault(trial_id, {})[str(rung)] = pruner.vector(result)
 
     def on_trial_complete(
@@ -285,7 +293,12 @@ class StudySearcher(Searcher):
         if result and result.get("row"):
             row = json.loads(result["row"])
         else:
-            last = self.last.get(trial_id) or result
+            # a trial the scheduler stopped ends on the result it was stopped at (Tune does not
+            # pass that one to on_trial_result)
+            stopped_on = result is not None and "epoch" in result and not error
+            last = result if stopped_on else (self.last.get(trial_id) or result)
+            if stopped_on:
+                self._note_rung(trial_id, result)
             rung = rung_reached(o, float((last or {}).get("epoch", 0)))
             row = row_for_stopped(spec, number, self.log.run.name, last, error, o.budget, rung)
         self.log.append(row)  # durable first: a kill after this line loses nothing

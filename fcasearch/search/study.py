@@ -97,21 +97,21 @@ def make_sampler(
 
 
 def make_pruner(
-    options: SearchOptions, space: SearchSpace | None = None
+    options: SearchOptions, space: SearchSpace | None = None, definition: Any = None
 ) -> optuna.pruners.BasePruner:
     """The study's pruner: ASHA or MO-ASHA at the run's rungs
     (:class:`~fcasearch.search.schedulers.RungPruner`, which also works for multi-objective
     studies: it reads the trials' rung values from user attributes), or none (``fifo``).
-    MO-ASHA ranks a front by hypervolume contribution under the run's hypervolume definition,
-    derived from ``space`` (read from ``options.space`` when not given) and the options as the
-    run defines it (``fcasearch.space.bounds.space_hypervolume``)."""
+    MO-ASHA ranks a front by hypervolume contribution under the run's hypervolume
+    ``definition``; without one it is derived from ``space`` (read from ``options.space`` when
+    not given) as the run defines it (``fcasearch.space.bounds.space_hypervolume``: it may
+    enumerate the space, seconds on micro)."""
     from fcasearch.search.schedulers import RungPruner, schedule_for
 
     schedule = schedule_for(options)
     if schedule is None:
         return optuna.pruners.NopPruner()
-    definition = None
-    if options.scheduler == "mo-asha":
+    if options.scheduler == "mo-asha" and definition is None:
         from fcasearch.space import load_space
         from fcasearch.space.bounds import space_hypervolume
 
@@ -128,9 +128,11 @@ def open_study(
     study_name: str,
     sampler: optuna.samplers.BaseSampler | None = None,
     space: SearchSpace | None = None,
+    hypervolume: Any = None,
 ) -> optuna.Study:
     """Create or load the run's study (``load_if_exists``: resuming is loading); without a
-    ``sampler``, the one :func:`make_sampler` makes for ``options`` and ``space``.
+    ``sampler``, the one :func:`make_sampler` makes for ``options`` and ``space``; the pruner
+    :func:`make_pruner`'s for the run's ``hypervolume`` definition.
 
     Several drivers may open one study at the same moment (a SLURM array on one PostgreSQL
     database): a collision while creating the study or its metric names is retried.
@@ -152,7 +154,7 @@ def open_study(
                 study_name=study_name,
                 directions=directions,
                 sampler=sampler,
-                pruner=make_pruner(options, space),
+                pruner=make_pruner(options, space, hypervolume),
                 load_if_exists=True,
             )
             if [d.name.lower() for d in study.directions] != directions:

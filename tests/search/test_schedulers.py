@@ -108,11 +108,11 @@ def test_mo_asha_ranks_a_front_by_hypervolume_contribution_under_the_runs_defini
     assert not contributions(np.array([accurate, cheap]), [(1.0, 0.0), None]).any()
 
 
-def test_rung_bounds_come_from_the_runs_hypervolume_definition():
+def test_rung_bounds_come_from_the_runs_hypervolume_definition(tiny_space):
     from fcasearch.space import load_space
     from fcasearch.space.bounds import space_hypervolume
 
-    space = load_space("micro")
+    space = load_space(tiny_space)
     pairs = [("accuracy", "maximize"), ("macs", "minimize"), ("latency_ms", "minimize")]
     definition = space_hypervolume(space, pairs)
     objs = tuple(Objective(n, d) for n, d in pairs)
@@ -120,9 +120,15 @@ def test_rung_bounds_come_from_the_runs_hypervolume_definition():
     assert bounds[0] == (1.0, 0.0) and bounds[1][0] == 0.0 and bounds[1][1] > 0
     assert bounds[2] is None  # latency has no reference without a constraint or --hv-reference
     o = SearchOptions(
-        space="micro", objectives="accuracy macs", budget="epochs=4", scheduler="mo-asha"
+        space=str(tiny_space), objectives="accuracy macs", budget="epochs=4", scheduler="mo-asha"
     )
-    assert make_pruner(o).bounds == bounds[:2]
+    assert make_pruner(o).bounds == bounds[:2]  # derived from the space when not given
+    given = space_hypervolume(space, pairs[:2], {"macs": "1000"})
+    assert make_pruner(o, definition=given).bounds == ((1.0, 0.0), (0.0, 1000.0))
+    asha = SearchOptions(
+        space=str(tiny_space), objectives="accuracy macs", budget="epochs=4", scheduler="asha"
+    )
+    assert make_pruner(asha).bounds is None  # accuracy alone: no fronts to rank
 
 
 def test_crowding_distance_of_a_front():

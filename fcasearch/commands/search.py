@@ -9,15 +9,24 @@ import sys
 _FIELDS = (
     "space", "objectives", "sampler", "n_trials", "time_budget", "budget", "trial_timeout", "data",
     "data_root", "download", "subset_classes", "subset_fraction", "batch_size", "lr", "device",
-    "threads", "measure", "latency_batch_size", "latency_dtype", "latency_cuda_graph", "pruner",
+    "threads", "measure", "latency_batch_size", "latency_dtype", "latency_cuda_graph",
+    "scheduler", "min_epochs", "reduction_factor",
     "seed", "out", "executor", "storage", "study_name", "address", "cpus_per_trial",
-    "gpus_per_trial", "max_concurrent", "asha", "progress", "save_weights", "hv_reference",
+    "gpus_per_trial", "max_concurrent", "progress", "save_weights", "hv_reference",
 )  # fmt: skip
 # what may change when a run is resumed (how long and where it runs, not what a trial measures)
 _RESUMABLE = (
     "n_trials", "time_budget", "progress", "max_concurrent", "address", "executor",
     "cpus_per_trial", "gpus_per_trial", "save_weights",
 )  # fmt: skip
+
+
+class _DeprecatedAsha(argparse.Action):
+    """``--asha``: the earlier flag for ``--scheduler asha``, with a note on stderr."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print("fcasearch search: --asha is deprecated; use --scheduler asha", file=sys.stderr)
+        namespace.scheduler = "asha"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -110,10 +119,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(for `fcasearch export RUN_DIR:ARCH_ID`)",
     )
     p.add_argument(
-        "--pruner",
-        choices=["median", "none"],
+        "--scheduler",
+        choices=["fifo", "asha", "mo-asha"],
         default=d,
-        help="Optuna pruner (single objective only)",
+        help="early stopping at rungs of per-epoch accuracy: fifo (none, default), asha "
+        "(ranks by accuracy), mo-asha (non-dominated sorting of accuracy and the cost objectives)",
+    )
+    p.add_argument(
+        "--min-epochs",
+        type=int,
+        default=d,
+        metavar="R",
+        help="asha/mo-asha: the first rung, in epochs (default 1)",
+    )
+    p.add_argument(
+        "--reduction-factor",
+        type=int,
+        default=d,
+        metavar="ETA",
+        help="asha/mo-asha: rungs at R*ETA^k epochs below the budget; about 1 trial in ETA goes "
+        "on past each (default 3)",
     )
     p.add_argument(
         "--seed", type=int, default=d, help="seed of sampler, data split and training (default 0)"
@@ -151,9 +176,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-concurrent", type=int, default=d, help="Ray trials at once (default 2)")
     p.add_argument(
         "--asha",
-        action="store_true",
+        action=_DeprecatedAsha,
+        nargs=0,
         default=d,
-        help="Ray: ASHA early stopping on per-epoch accuracy",
+        help="deprecated: the same as --scheduler asha",
     )
     p.add_argument(
         "--no-progress", dest="progress", action="store_false", default=d, help="no progress bar"

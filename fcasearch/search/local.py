@@ -7,7 +7,6 @@ and evaluate each architecture once per budget (:mod:`fcasearch.search.shared`).
 
 from __future__ import annotations
 
-import math
 import time
 
 import optuna
@@ -15,6 +14,7 @@ import optuna
 from fcasearch.search.objective import TrialContext, evaluate, reused_result
 from fcasearch.search.placement import placement_columns
 from fcasearch.search.progress import SearchProgress
+from fcasearch.search.schedulers import StudyScheduler
 from fcasearch.search.shared import shared_metrics, wait_for_result
 from fcasearch.search.study import claim_slot, counted_trials, sample_architecture, tell
 from fcasearch.storage.records import TrialLog
@@ -45,6 +45,7 @@ def run_local(
     """
     o = ctx.options
     cache = log.completed(o.budget)
+    scheduler = StudyScheduler(study, o.objectives)  # asha/mo-asha: the study's RungPruner
     run_dir = str(log.run.root.resolve())
     wait_s = SHARED_WAIT_S if o.trial_timeout is None else o.trial_timeout + 60.0
     ran = 0
@@ -71,15 +72,7 @@ def run_local(
         else:
 
             def report(epoch: int, metrics: dict[str, float], _trial=trial) -> bool:
-                acc = metrics.get("accuracy")
-                if (
-                    acc is None
-                    or len(o.objectives) > 1
-                    or (isinstance(acc, float) and math.isnan(acc))
-                ):
-                    return False
-                _trial.report(float(acc), epoch)
-                return _trial.should_prune()
+                return scheduler.report(_trial, epoch, metrics)  # True: stop at this rung
 
             progress.start_trial(trial.number, spec)
             result = evaluate(spec, ctx, report)

@@ -89,7 +89,9 @@ class SearchOptions:
     latency_dtype: str = "fp32"
     latency_cuda_graph: bool = False  # time a CUDA graph replay (CUDA only)
     save_weights: bool = False  # each trained trial saves <run>/weights/<arch_id>.pt
-    pruner: str = "median"
+    scheduler: str = "fifo"  # fifo | asha | mo-asha (fcasearch.search.schedulers)
+    min_epochs: int = 1  # first rung, r (asha, mo-asha)
+    reduction_factor: int = 3  # eta: rungs at r * eta**k epochs; ~1/eta go on past each
     seed: int = 0
     out: str = ""
     executor: str = "local"
@@ -99,7 +101,6 @@ class SearchOptions:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_concurrent: int = 2
-    asha: bool = False
     progress: bool = True
     # hypervolume references NAME -> "REF" or "REF:BEST" (fcasearch.pareto.define_hypervolume)
     hv_reference: tuple[tuple[str, str], ...] = ()
@@ -134,11 +135,25 @@ class SearchOptions:
                     f"device: {self.device!r} on Ray: each trial sees only the GPU Ray gives it "
                     "(as cuda:0); use --device cuda"
                 )
-        if self.pruner not in ("median", "none"):
-            raise SearchError(f"pruner: {self.pruner!r} must be 'median' or 'none'")
+        self._check_scheduler()
         if not self.measure and any(o.name in HARDWARE_METRICS for o in self.objectives):
             names = [o.name for o in self.objectives if o.name in HARDWARE_METRICS]
             raise SearchError(f"objectives {names} need measurement; drop --no-measure")
+
+    def _check_scheduler(self) -> None:
+        from fcasearch.search.schedulers import SCHEDULERS, rung_objectives, schedule_for
+
+        if self.scheduler not in SCHEDULERS:
+            raise SearchError(
+                f"scheduler: {self.scheduler!r} is not one of {', '.join(SCHEDULERS)}"
+            )
+        if self.scheduler == "fifo":
+            return
+        try:
+            rung_objectives(self.scheduler, self.objectives)
+            schedule_for(self)
+        except ValueError as exc:
+            raise SearchError(str(exc)) from None
 
     def _check_numbers(self) -> None:
         """Counts, durations and sizes that no trial could run with are errors before any trial
@@ -219,7 +234,7 @@ class SearchOptions:
         """Options from a dict (a config file); unknown keys are errors with a suggestion."""
         known = {f.name for f in dataclasses.fields(cls)}
         clean = {}
-        for key, value in data.items():
+        for key, value in _legacy(data).items():
             k = str(key).replace("-", "_")
             if k not in known:
                 close = difflib.get_close_matches(k, sorted(known), n=1)
@@ -234,8 +249,16 @@ class SearchOptions:
             raise SearchError(f"{source}: {exc}") from None
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _legacy(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Options of earlier versions (a run.yaml to resume, an old config): ``asha: true`` is
+    ``scheduler: asha`` (deprecated); ``pruner`` (the median pruner, replaced by the
+    schedulers) is dropped."""
+    out = dict(data)
+    asha = out.pop("asha", None)
+    out.pop("pruner", None)
+    if asha and "scheduler" not in out:
+        out["scheduler"] = "asha"
+    return out
 
 
 def _hv_reference(raw: Any, objectives: tuple[Objective, ...]) -> tuple[tuple[str, str], ...]:
@@ -260,6 +283,10 @@ def _hv_reference(raw: Any, objectives: tuple[Objective, ...]) -> tuple[tuple[st
             for n, (r, b) in parsed.items()
         )
     )
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 Searcher (what next): :class:`~fcasearch.search.ray_searcher.StudySearcher`, the run's Optuna
 study driven through its ask/tell API (same sampler, same storage); it logs every finished trial
-in the driver and tells the study. Scheduler (whether to continue): FIFO, or ASHA on per-epoch
-accuracy. Trainable (the score): :func:`fcasearch.search.objective.evaluate` in a worker, whose
+in the driver and tells the study. Scheduler (whether to continue): FIFO, or ASHA / MO-ASHA on
+per-epoch results (:class:`~fcasearch.search.schedulers.tune.RungTuneScheduler`). Trainable (the score): :func:`fcasearch.search.objective.evaluate` in a worker, whose
 final report carries every metric as a column (``ResultGrid.get_dataframe()``) and the whole row.
 Ray is imported here (and in ray_searcher / ray_env) only.
 """
@@ -119,11 +119,12 @@ def run_ray(
     """Run trials on Ray Tune (a local Ray started for the run, or ``--address``) until the study
     holds ``n_trials`` or ``deadline`` (monotonic s) passes; how many trials ran here."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
 
     from fcasearch.search.ray_env import ray_session
+    from fcasearch.search.schedulers import rung_values_from_study, schedule_for
+    from fcasearch.search.schedulers.tune import RungTuneScheduler
     from fcasearch.search.study import counted_trials
-    from fcasearch.train import Budget
 
     o = ctx.options
     run_root = log.run.root
@@ -140,16 +141,14 @@ def run_ray(
         study=study,
         progress=progress,
     )
-    if o.asha and o.trains:
-        budget = Budget.parse(o.budget)
-        max_t = max(1, math.ceil(budget.epochs or 1))
-        scheduler = ASHAScheduler(
-            metric="accuracy",
-            mode="max",
-            time_attr="training_iteration",
-            max_t=max_t + 1,
-            grace_period=1,
-            reduction_factor=2,
+    schedule = schedule_for(o)
+    if schedule is not None:  # asha / mo-asha, seeded with the rungs the study holds (resume)
+        scheduler = RungTuneScheduler(
+            schedule,
+            o.objectives,
+            o.scheduler,
+            rung_values_from_study(study),
+            getattr(study.pruner, "bounds", None),  # the study's RungPruner (make_pruner)
         )
     else:
         scheduler = FIFOScheduler()

@@ -22,8 +22,10 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
+from fcasearch.search.objective import rung_reached
 from fcasearch.search.options import METRICS, SearchOptions
 from fcasearch.search.progress import SearchProgress
+from fcasearch.search.schedulers import RUNG_VALUES_ATTR
 from fcasearch.search.shared import find_owner, shared_metrics
 from fcasearch.search.study import (
     claim_slot,
@@ -39,7 +41,7 @@ from fcasearch.storage.records import RunDir, TrialLog
 
 __all__ = ["StudySearcher", "row_for_stopped", "trial_config"]
 
-_LIVE = ("_study", "_progress", "_trials", "_log", "_space", "_opts", "_cache")
+_LIVE = ("_study", "_progress", "_trials", "_log", "_space", "_opts", "_cache", "_pruner")
 
 
 def trial_config(
@@ -77,9 +79,11 @@ def row_for_stopped(
     last: dict[str, Any] | None,
     error: bool,
     budget: str,
+    rung: int | None = None,
 ) -> dict[str, Any]:
     """The row of a Tune trial that ended without its final report: failed (it raised, or its
-    worker died) or pruned (ASHA stopped it); costs and accuracy from its last report."""
+    worker died) or pruned (the scheduler stopped it at ``rung``); costs and accuracy from its
+    last report."""
     from fcasearch.measure.counting import count_macs, count_params
     from fcasearch.search.objective import TrialResult
 
@@ -93,6 +97,9 @@ def row_for_stopped(
     last = last or {}
     res.metrics.update({k: float(v) for k, v in last.items() if k in METRICS})
     res.epochs = float(last.get("epoch", 0))  # epochs completed (the trainer counts from 1)
+    res.rung = rung
+    if rung is not None and not error:
+        res.reason = f"stopped by the scheduler at rung {rung} (epoch {res.epochs:g})"
     row = res.row(trial_number, run)
     row.update(
         threads=int(last.get("threads", 0)),
@@ -141,6 +148,7 @@ class StudySearcher(Searcher):
         self.configs: dict[str, dict[str, Any]] = {}  # Tune trial id -> its config
         self.last: dict[str, dict[str, Any]] = {}  # Tune trial id -> its last epoch report
         self.finished: set[str] = set()
+        self.rung_values: dict[str, dict[str, list[float]]] = {}  # Tune trial id -> its rungs
         self.ran = 0
         self._attach(study, progress)
 
@@ -167,9 +175,11 @@ class StudySearcher(Searcher):
             "last": self.last,
             "finished": self.finished,
             "ran": self.ran,
+            "rung_values": self.rung_values,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
+        self.rung_values = dict(state.get("rung_values", {}))
         self.configs = dict(state["configs"])
         self.last = dict(state["last"])
         self.finished = set(state["finished"])
@@ -205,6 +215,20 @@ class StudySearcher(Searcher):
                 self.opts, self.storage, self.study_name, space=self.search_space
             )
         return self._study
+
+    @property
+    def pruner(self) -> Any:
+        """The run's :class:`~fcasearch.search.schedulers.RungPruner` (rungs and what they rank
+        by), or None without a scheduler."""
+        from fcasearch.search.schedulers import RungPruner
+        from fcasearch.search.study import make_pruner
+
+        if "_pruner" not in self.__dict__:  # the study's (its run's definition), else made once
+            pruner = self.study.pruner
+            if not isinstance(pruner, RungPruner):
+                pruner = make_pruner(self.opts, self.search_space)
+            self._pruner = pruner if isinstance(pruner, RungPruner) else None
+        return self._pruner
 
     @property
     def log(self) -> TrialLog:
@@ -247,6 +271,14 @@ class StudySearcher(Searcher):
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         keep = ("epoch", "threads", "ray_node", "cuda_visible_devices")
         self.last[trial_id] = {k: v for k, v in result.items() if k in METRICS or k in keep}
+        self._note_rung(trial_id, result)
+
+    def _note_rung(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Keep the trial's values at a rung, for the study (a resumed run's scheduler)."""
+        pruner = self.pruner
+        rung = None if pruner is None else pruner.schedule.rung_at(result.get("epoch", 0.5))
+        if rung is not None:
+            self.rung_values.setdefault(trial_id, {})[str(rung)] = pruner.vector(result)
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
@@ -261,18 +293,27 @@ class StudySearcher(Searcher):
         if result and result.get("row"):
             row = json.loads(result["row"])
         else:
-            last = self.last.get(trial_id) or result
-            row = row_for_stopped(spec, number, self.log.run.name, last, error, o.budget)
+            # a trial the scheduler stopped ends on the result it was stopped at (Tune does not
+            # pass that one to on_trial_result)
+            stopped_on = result is not None and "epoch" in result and not error
+            last = result if stopped_on else (self.last.get(trial_id) or result)
+            if stopped_on:
+                self._note_rung(trial_id, result)
+            rung = rung_reached(o, float((last or {}).get("epoch", 0)))
+            row = row_for_stopped(spec, number, self.log.run.name, last, error, o.budget, rung)
         self.log.append(row)  # durable first: a kill after this line loses nothing
         res = result_from_row(row, spec)
         reused = bool(cfg.get("reuse"))
         share = shared_metrics(row) if self.shared and not reused else None
         trial = self._trials.pop(trial_id, None)
         if trial is not None:
+            if self.rung_values.get(trial_id):
+                trial.set_user_attr(RUNG_VALUES_ATTR, self.rung_values[trial_id])
             tell(self.study, trial, res, o.objectives, self.search_space.constraints, shared=share)
         else:  # a trial Tune restored from an earlier driver: told by its number
             state = {"failed": optuna.trial.TrialState.FAIL}.get(res.status)
-            state = optuna.trial.TrialState.PRUNED if res.status == "pruned" else state
+            if res.status in ("pruned", "infeasible"):  # never COMPLETE (see study.tell)
+                state = optuna.trial.TrialState.PRUNED
             values = None if state else values_for(o.objectives, res.metrics)
             self.study.tell(number, values, state=state, skip_if_finished=True)
         if res.status == "complete" and not reused:

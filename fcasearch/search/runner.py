@@ -199,7 +199,7 @@ def run_search(
         from fcasearch.search.rebuild import rebuild_study as rebuild
 
         rebuild(run, options, space, study_name)
-    study = _open_run_study(options, storage, study_name, space, run, log, resume)
+    study = _open_run_study(options, storage, study_name, space, run, log, resume, hv)
     if not resume:  # once the study opened: a storage error leaves no run to --resume
         _write_run_yaml(run, options, space_dict, fp, fingerprint_id(fp), hv.to_dict())
     logged = {int(r["trial"]): r for r in log.rows() if "trial" in r}
@@ -241,7 +241,7 @@ def run_search(
     )
 
 
-def _open_run_study(options, storage, study_name, space, run, log, resume):
+def _open_run_study(options, storage, study_name, space, run, log, resume, hypervolume=None):
     """The run's study; on ``--resume`` of a run whose own study.db is lost, overwritten or
     corrupt, a one-line error that offers ``--rebuild-study``."""
     from fcasearch.search.storages import StorageError
@@ -256,7 +256,7 @@ def _open_run_study(options, storage, study_name, space, run, log, resume):
     if logged and not run.study_db.exists():
         raise SearchError(f"--resume: {run.study_db} is missing; {offer}")
     try:
-        study = open_study(options, storage, study_name, space=space)
+        study = open_study(options, storage, study_name, space=space, hypervolume=hypervolume)
     except StorageError as exc:
         if logged:
             raise SearchError(f"--resume: {run.study_db} cannot be read ({exc}); {offer}") from None

@@ -12,8 +12,15 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from fcasearch.search.objective import TrialResult
-from fcasearch.search.offspring import ArchitectureOffspring
-from fcasearch.search.options import METRICS, PROXY_PREFIX, Objective, SearchError, SearchOptions
+from fcasearch.search.offspring import ArchitectureNSGAII
+from fcasearch.search.options import (
+    HARDWARE_METRICS,
+    METRICS,
+    PROXY_PREFIX,
+    Objective,
+    SearchError,
+    SearchOptions,
+)
 from fcasearch.search.storages import StorageError, make_storage, redact
 
 if TYPE_CHECKING:
@@ -35,6 +42,7 @@ __all__ = [
     "recover_interrupted",
     "result_from_row",
     "sample_architecture",
+    "study_attrs",
     "tell",
     "values_for",
 ]
@@ -58,11 +66,13 @@ def make_sampler(
 ) -> optuna.samplers.BaseSampler:
     """The sampler named by the options (``grid`` is random sampling over an enqueued grid).
 
-    NSGA-II makes its children with :class:`~fcasearch.search.offspring.ArchitectureOffspring`:
-    Optuna's recipe (tournament, uniform crossover, per-parameter redraw), drawn again while the
-    child is an architecture the study already evaluated (on the micro space, 40 seeds, it
-    reached random search's final hypervolume at 43% of 400 trials, Optuna's own children at
-    48%). ``space`` is the space the trials sample (read from ``options.space`` when not given).
+    NSGA-II is :class:`~fcasearch.search.offspring.ArchitectureNSGAII`: children over every
+    parameter of the space, conditional ones included, made by
+    :class:`~fcasearch.search.offspring.ArchitectureOffspring` (Optuna's recipe: tournament,
+    uniform crossover, per-parameter redraw; drawn again while the child is an architecture the
+    study already evaluated). TPE is multivariate with ``group=True``, which models each set of
+    parameters that occur together (trials ask only the parameters their architecture uses).
+    ``space`` is the space the trials sample (read from ``options.space`` when not given).
     """
     name, seed = options.sampler_name, options.seed
     if name == "nsga2" and space is None:
@@ -73,10 +83,8 @@ def make_sampler(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if name == "nsga2":
-            return optuna.samplers.NSGAIISampler(
-                seed=seed,
-                population_size=nsga2_population(options.n_trials),
-                child_generation_strategy=ArchitectureOffspring(space, seed=seed),
+            return ArchitectureNSGAII(
+                space, seed=seed, population_size=nsga2_population(options.n_trials)
             )
         if name == "tpe":
             return optuna.samplers.TPESampler(
@@ -88,11 +96,30 @@ def make_sampler(
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def make_pruner(options: SearchOptions) -> optuna.pruners.BasePruner:
-    """Median pruning on per-epoch accuracy; Optuna prunes single-objective studies only."""
-    if options.pruner == "none" or len(options.objectives) > 1 or not options.trains:
+def make_pruner(
+    options: SearchOptions, space: SearchSpace | None = None, definition: Any = None
+) -> optuna.pruners.BasePruner:
+    """The study's pruner: ASHA or MO-ASHA at the run's rungs
+    (:class:`~fcasearch.search.schedulers.RungPruner`, which also works for multi-objective
+    studies: it reads the trials' rung values from user attributes), or none (``fifo``).
+    MO-ASHA ranks a front by hypervolume contribution under the run's hypervolume
+    ``definition``; without one it is derived from ``space`` (read from ``options.space`` when
+    not given) as the run defines it (``fcasearch.space.bounds.space_hypervolume``: it may
+    enumerate the space, seconds on micro)."""
+    from fcasearch.search.schedulers import RungPruner, schedule_for
+
+    schedule = schedule_for(options)
+    if schedule is None:
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
+    if options.scheduler == "mo-asha" and definition is None:
+        from fcasearch.space import load_space
+        from fcasearch.space.bounds import space_hypervolume
+
+        space = space if space is not None else load_space(options.space)
+        definition = space_hypervolume(
+            space, options.objective_pairs, dict(options.hv_reference), given_source="hv_reference"
+        )
+    return RungPruner(schedule, options.objectives, options.scheduler, definition)
 
 
 def open_study(
@@ -101,9 +128,11 @@ def open_study(
     study_name: str,
     sampler: optuna.samplers.BaseSampler | None = None,
     space: SearchSpace | None = None,
+    hypervolume: Any = None,
 ) -> optuna.Study:
     """Create or load the run's study (``load_if_exists``: resuming is loading); without a
-    ``sampler``, the one :func:`make_sampler` makes for ``options`` and ``space``.
+    ``sampler``, the one :func:`make_sampler` makes for ``options`` and ``space``; the pruner
+    :func:`make_pruner`'s for the run's ``hypervolume`` definition.
 
     Several drivers may open one study at the same moment (a SLURM array on one PostgreSQL
     database): a collision while creating the study or its metric names is retried.
@@ -125,7 +154,7 @@ def open_study(
                 study_name=study_name,
                 directions=directions,
                 sampler=sampler,
-                pruner=make_pruner(options),
+                pruner=make_pruner(options, space, hypervolume),
                 load_if_exists=True,
             )
             if [d.name.lower() for d in study.directions] != directions:
@@ -277,20 +306,48 @@ def sample_architecture(
     run_dir: str | None = None,
     budget: str | None = None,
 ) -> ArchSpec:
-    """The trial's architecture (every space parameter asked: ``flat``), its ``arch_id`` recorded
-    in the study at once, so that a trial still running counts as evaluated for NSGA-II's
-    children (:class:`ArchitectureOffspring`). Both executors sample through here.
+    """The trial's architecture, asking only the parameters it uses (define-by-run), its
+    ``arch_id`` recorded in the study at once, so that a trial still running counts as evaluated
+    for NSGA-II's children (:class:`~fcasearch.search.offspring.ArchitectureOffspring`). Both
+    executors sample through here.
 
     ``run_dir`` and ``budget``, when given, are recorded too: which run owns the trial (a study
     shared by several drivers) and what it trains for (dedupe across drivers).
     """
     if run_dir is not None:  # first: from now on no other driver's recovery touches it
         trial.set_user_attr("run_dir", run_dir)
-    spec = space.sample(trial, flat=True)
+    spec = space.sample(trial)
     trial.set_user_attr("arch_id", spec.arch_id)
     if budget is not None:
         trial.set_user_attr("budget", budget)
     return spec
+
+
+# user attributes for a person reading the study (optuna-dashboard): each is one storage write
+_SHOWN = ("params", "macs", "latency_ms")
+
+
+def study_attrs(result: TrialResult, objectives: Sequence[Objective]) -> dict[str, Any]:
+    """What a trial shows beside its values in optuna-dashboard: ``status``, the short ``spec``,
+    ``params`` and ``macs`` (``latency_ms`` when measured; any hardware objective measured), the
+    ``reason`` of a trial that is not complete, the ``rung`` reached under a scheduler, and the
+    accuracy of a pruned trial (at its last rung: a pruned trial has no objective values)."""
+    attrs: dict[str, Any] = {"status": result.status, "spec": result.spec.short()}
+    m = result.metrics
+    shown = list(_SHOWN) + [o.name for o in objectives if o.name in HARDWARE_METRICS]
+    for name in dict.fromkeys(shown):
+        v = m.get(name)
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            attrs[name] = int(v) if name in ("params", "macs") else round(float(v), 6)
+    if result.reason:
+        attrs["reason"] = result.reason[:2000]
+    rung = getattr(result, "rung", None)
+    if rung is not None:
+        attrs["rung"] = int(rung)
+    acc = m.get("accuracy")
+    if result.status == "pruned" and isinstance(acc, (int, float)) and math.isfinite(acc):
+        attrs["accuracy"] = round(float(acc), 6)
+    return attrs
 
 
 def tell(
@@ -302,17 +359,22 @@ def tell(
     *,
     shared: dict[str, Any] | None = None,
 ) -> None:
-    """Record a finished trial in the study: values and constraint, or its failed/pruned state.
+    """Record a finished trial in the study.
 
+    * complete: its values, and the constraint ``space`` (0: feasible);
+    * infeasible: state PRUNED (never COMPLETE, so no client reads it as a result: not Optuna's
+      ``best_trials``, not optuna-dashboard, which ignores Optuna 5's constraints), with its
+      constraint violation (> 0) so that TPE still ranks it below every feasible trial; reason and
+      status in the user attributes;
+    * pruned by a scheduler: PRUNED; failed: FAIL.
+
+    The user attributes of :func:`study_attrs` come first (a handful of storage writes).
     ``shared``: what other drivers of a shared study need to reuse this trial instead of
     training the same architecture again (:func:`fcasearch.search.shared.shared_metrics`),
     stored as the ``metrics`` user attribute.
     """
-    # few attributes: each is one storage write (the full row is in trials.parquet); arch_id was
-    # written when the trial was sampled (sample_architecture)
-    trial.set_user_attr("status", result.status)
-    if result.reason:
-        trial.set_user_attr("reason", result.reason[:2000])
+    for key, value in study_attrs(result, objectives).items():
+        trial.set_user_attr(key, value)
     if shared is not None and result.status == "complete":
         trial.set_user_attr("metrics", shared)
     if result.status == "failed":
@@ -322,6 +384,9 @@ def tell(
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         return
     trial.set_constraint("space", constraint_violation(result, constraints))
+    if result.status == "infeasible":
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        return
     study.tell(trial, values_for(objectives, result.metrics))
 
 
@@ -336,4 +401,7 @@ def result_from_row(row: dict[str, Any], spec: ArchSpec) -> TrialResult:
         and not isinstance(v, bool)
         and (k in METRICS or k.startswith(PROXY_PREFIX))
     }
+    rung = row.get("rung")
+    if isinstance(rung, (int, float)) and not isinstance(rung, bool) and math.isfinite(rung):
+        res.rung = int(rung)
     return res

@@ -21,3 +21,16 @@ def test_local_ray_env_moves_home_but_keeps_the_users_kernel_cache(tmp_path, mon
     assert home not in cache.parents
     monkeypatch.setenv("FCASEARCH_KERNEL_CACHE", str(tmp_path / "k"))
     assert local_ray_env(tmp_path)["FCASEARCH_KERNEL_CACHE"] == str((tmp_path / "k").resolve())
+
+
+def test_the_environment_is_restored_exactly(monkeypatch):
+    import os
+
+    from fcasearch.search.ray_env import _patched_environ
+
+    monkeypatch.setenv("FCS_KEPT", "1")
+    monkeypatch.delenv("FCS_ADDED", raising=False)
+    with _patched_environ({"FCS_KEPT": "2"}):
+        assert os.environ["FCS_KEPT"] == "2"
+        os.environ["FCS_ADDED"] = "ray sets this"  # as ray.init sets RAY_AUTH_MODE
+    assert os.environ["FCS_KEPT"] == "1" and "FCS_ADDED" not in os.environ

@@ -89,16 +89,17 @@ def local_ray_env(run_root: Path) -> dict[str, str]:
 
 @contextlib.contextmanager
 def _patched_environ(values: dict[str, str]) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in values}
+    """``values`` in the environment while the block runs; afterwards the environment exactly as
+    it was, without what Ray set meanwhile (``ray.init`` leaves ``RAY_AUTH_MODE=token`` behind,
+    and a later ``ray start`` from this process would then look for a token it never made)."""
+    saved = dict(os.environ)
     os.environ.update(values)
     try:
         yield
     finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        for key in [k for k in os.environ if k not in saved]:
+            del os.environ[key]
+        os.environ.update(saved)
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -71,3 +72,4 @@ def test_search_joins_an_existing_cluster_by_address(tiny_space, search_args, tm
                 pass
         time.sleep(0.5)
     assert not _pids_using(temp_dir)
+    shutil.rmtree(temp_dir, ignore_errors=True)

@@ -7,6 +7,7 @@ import contextlib
 import io
 import ipaddress
 import json
+import shutil
 import time
 
 import optuna
@@ -51,7 +52,10 @@ def ray_run(tmp_path_factory):
         code = main(args)
     assert code == 0, text.getvalue()[-3000:]
     assert not ray.is_initialized()  # the run shut down the Ray it started
-    return out, watch, text.getvalue()
+    yield out, watch, text.getvalue()
+    from fcasearch.search.ray_env import ray_temp_dir
+
+    shutil.rmtree(ray_temp_dir(out), ignore_errors=True)  # the session files outside the run
 
 
 def _options_and_space(out):

@@ -8,10 +8,9 @@ the FcaFormer stages, are free.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from fcasearch.models.layers import ConvBN, DropPath
+from fcasearch.models.layers import ConvBN, DropPath, gelu_map, in_row_chunks
 
 __all__ = ["ConvNeXtBlock", "ConvStage", "Downsample", "Stem"]
 
@@ -26,7 +25,7 @@ class Stem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in, H, W) -> (B, d, H/4, W/4)
         x = x.contiguous(memory_format=torch.channels_last)
-        return self.conv2(F.gelu(self.conv1(x)))
+        return self.conv2(gelu_map(self.conv1(x)))
 
 
 class Downsample(nn.Module):
@@ -40,7 +39,7 @@ class Downsample(nn.Module):
         self.conv3 = ConvBN(out_dim, out_dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d, H, W) -> (B, o, H/2, W/2)
-        return self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(x)))))
+        return self.conv3(gelu_map(self.conv2(gelu_map(self.conv1(x)))))
 
 
 class ConvNeXtBlock(nn.Module):
@@ -65,11 +64,13 @@ class ConvNeXtBlock(nn.Module):
         self.gamma: nn.Parameter | None = nn.Parameter(torch.full((dim,), float(layer_scale_init)))
         self.drop_path = DropPath(drop_path)
 
+    def mlp(self, y: torch.Tensor) -> torch.Tensor:  # (..., d), row by row
+        y = self.pwconv2(self.act(self.pwconv1(self.norm(y))))
+        return y if self.gamma is None else y * self.gamma
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d, H, W), channels-last
         y = self.dwconv(x).permute(0, 2, 3, 1)  # (B, H, W, d)
-        y = self.pwconv2(self.act(self.pwconv1(self.norm(y))))
-        if self.gamma is not None:
-            y = y * self.gamma
+        y = in_row_chunks(self.mlp, y, self.pwconv1.out_features)
         return x + self.drop_path(y.permute(0, 3, 1, 2))
 
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fcasearch.models.layers import ConvBN, DropPath, Mlp, PaddedConv2d
+from fcasearch.models.layers import ConvBN, DropPath, Mlp, PaddedConv2d, in_row_chunks
 
 __all__ = ["ATTENTION_IMPLS", "FcaBlock", "FcaStage", "attention_impl", "relative_index"]
 
@@ -129,15 +129,13 @@ class FcaBlock(nn.Module):
         """
         b, n, d = x.shape
         h, hd = self.num_heads, d // self.num_heads
-        wq, wkv = self.qkv.weight.split((d, 2 * d))
-        bq, bkv = self.qkv.bias.split((d, 2 * d))
-        q = F.linear(x, wq, bq).view(b, n, h, hd).transpose(1, 2)  # (B, h, N, hd)
-        if cross is not None:
+        q, k, v = self.qkv(x).view(b, n, 3, h, hd).permute(2, 0, 3, 1, 4)  # (B, h, N, hd) each
+        if cross is not None:  # keys and values only: queries come from the main tokens
             if self.s_scale_factors is not None:
                 cross = cross * self.s_scale_factors
-            x = torch.cat([x, self.s_norm(cross)], dim=1)  # (B, N + M, d)
-        kv = F.linear(x, wkv, bkv).view(b, -1, 2, h, hd).permute(2, 0, 3, 1, 4)
-        k, v = kv.unbind(0)  # (B, h, N + M, hd) each
+            kv = F.linear(self.s_norm(cross), self.qkv.weight[d:], self.qkv.bias[d:])
+            kc, vc = kv.view(b, -1, 2, h, hd).permute(2, 0, 3, 1, 4)  # (B, h, M, hd) each
+            k, v = torch.cat([k, kc], dim=2), torch.cat([v, vc], dim=2)  # (B, h, N + M, hd)
         bias = self.attention_bias().to(q.dtype)
         if self.attn_impl == "sdpa":
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
@@ -169,7 +167,7 @@ class FcaBlock(nn.Module):
             emitted = self.dw_conv(xmap).flatten(2).transpose(1, 2)  # (B, S, d)
         if self.local_conv is not None:  # replaces the token stream: no residual
             x = self.local_conv(xmap).permute(0, 2, 3, 1).reshape(b, n, d)
-        y = self.mlp(self.norm2(x))
+        y = in_row_chunks(lambda t: self.mlp(self.norm2(t)), x, self.mlp.fc1.out_features)
         x = x + self.drop_path(y if self.gamma_2 is None else y * self.gamma_2)
         return x, emitted
 

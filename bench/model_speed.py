@@ -16,8 +16,9 @@ than a few calls largely cancels. Each printed line gives a runtime's median lat
 the reference-style forward (reference time / runtime time: above 1 is faster) and, for compile
 and onnxruntime, to eager; the range of the ratio over rounds; the same ratio of process CPU time
 (on a host shared with other work it moves less than wall time; with several threads it includes
-the time threads spend waiting for each other); the CPU vendor and model; the runtime's version. Target (issue 19): eager >= 1.3x the
-reference-style forward at batch 1 and 8 for L1 and L2 at 224 px on 2 threads.
+the time threads spend waiting for each other); the CPU vendor and model; the runtime's version.
+Target (issue 19): eager >= 1.3x the reference-style forward at batch 1 and 8 for L1 and L2 at
+224 px on 2 threads.
 
 Run: ``python bench/model_speed.py`` (about 10 minutes on 2 busy cores, most of it compiling and
 exporting; ``--runtimes eager,onnxruntime`` skips the compile; ``--quick`` for a smoke run).

@@ -8,8 +8,9 @@ normalized over every point any run found, maximized ones flipped, reference 1.1
 seeds, and prints how many trials NSGA-II and TPE need to reach random search's final hypervolume.
 Target: <= 50% of the trials. The samplers are the ones ``search.py`` builds for that many trials
 (``make_sampler``: NSGA-II population ~1.25*sqrt(n) with children that are new architectures,
-multivariate TPE after 10 random trials); every trial asks every space parameter (flat), see
-``search_spaces/README.md``. Defaults: 400 trials x 20 seeds (with 5 seeds the reach moved by 20
+multivariate TPE after 10 random trials); every trial asks only the parameters its
+architecture uses, see ``search_spaces/README.md``. ``--samplers`` and ``--seed-start`` pick a
+subset (random is the reference and must be among them). Defaults: 400 trials x 20 seeds (with 5 seeds the reach moved by 20
 points or more between seed sets, with 10 seeds by up to 9),
 runs in parallel processes (``--jobs``), one thread each, so the numbers do not depend on the
 job count. The same runs cut at 1/4 and 1/2 of the trials are printed for context.
@@ -19,8 +20,22 @@ build, measurement, training) and everything the framework adds (sampling, stora
 exports), after a 1-trial search has paid the process's one-time start-up (printed apart).
 Target: overhead < 5%.
 
-Run: ``python bench/search_efficiency.py`` (about 16 min with 2 jobs on 2 cores, of which the
-overhead part is 1 min; ``--trials 100 --seeds 5`` for a shorter look)
+Part 3 (anytime performance) compares multi-fidelity MO-ASHA with NSGA-II + FIFO at **equal
+wall-clock time**, not equal trial counts: each configuration searches the micro space for
+``--anytime-seconds`` (``--time-budget``), accuracy from real training on the bundled digits at
+``--anytime-budget`` (``epochs=8``: rungs at epochs 1 and 3 with the default ``eta=3``) maximized,
+closed-form MACs minimized, ``--anytime-seeds`` seeds. The hypervolume after t seconds counts the
+trials complete by then (a pruned trial's accuracy is at a lower fidelity and is left out), under
+the runs' fixed definition (``run.yaml`` ``hypervolume``: accuracy in [0, 1], MACs up to the
+space's closed-form maximum; the same for every run). Configurations: ``nsga2+fifo`` (the
+baseline), ``random+mo-asha`` (MO-ASHA as Schmucker et al. run it, random proposals) and
+``nsga2+mo-asha``. Target: MO-ASHA reaches NSGA-II+FIFO's final mean hypervolume in at most 50%
+of the wall time. The curves go to ``--out`` (``anytime.csv``: per run and the means on a common
+time grid; ``anytime.png``: mean and 25-75% band across seeds).
+
+Run: ``python bench/search_efficiency.py`` (part 1 about 16 min with 2 jobs on 2 cores, part 2
+1 min, part 3 3 configurations x 5 seeds x 600 s / jobs, 75 min with 2 jobs); ``--quick`` for a
+short look at every part (about 10 min with 2 jobs).
 """
 
 from __future__ import annotations
@@ -90,8 +105,8 @@ def part1(args, root: Path) -> None:
             budget=args.short_budget,
             threads=1,  # the same numbers whatever --jobs is
         )
-        for sampler in SAMPLERS
-        for seed in range(args.seeds)
+        for sampler in args.samplers
+        for seed in range(args.seed_start, args.seed_start + args.seeds)
     }
     t0 = time.perf_counter()
     if args.jobs > 1:  # whole runs in parallel processes
@@ -103,21 +118,22 @@ def part1(args, root: Path) -> None:
     frames = {key: pd.read_parquet(path) for key, path in paths.items()}
     wall = time.perf_counter() - t0
     curves = hv_curves(frames, [Objective(quality, "maximize"), Objective("macs", "minimize")])
-    mean = {s: np.mean([curves[(s, k)] for k in range(args.seeds)], axis=0) for s in SAMPLERS}
+    seeds = range(args.seed_start, args.seed_start + args.seeds)
+    mean = {s: np.mean([curves[(s, k)] for k in seeds], axis=0) for s in args.samplers}
     n = args.trials
     print(
         f"micro space, objective {objectives}, {n} trials x {args.seeds} seeds per sampler "
         f"({wall:.0f} s in all, {args.jobs} job(s)); samplers as `search.py` makes them for "
         f"{n} trials (NSGA-II population {nsga2_population(n)}, children new architectures)"
     )
-    for s in SAMPLERS:
-        finals = [curves[(s, k)][-1] for k in range(args.seeds)]
+    for s in args.samplers:
+        finals = [curves[(s, k)][-1] for k in seeds]
         print(
             f"  {s:6s} final hypervolume {np.mean(finals):.4f} +- {np.std(finals):.4f}  "
             f"(at 25%: {mean[s][n // 4 - 1]:.4f}, at 50%: {mean[s][n // 2 - 1]:.4f})"
         )
     target = mean["random"][-1]
-    for s in ("nsga2", "tpe"):
+    for s in [s for s in args.samplers if s != "random"]:
         k = reach(mean[s], target)
         if k is not None:
             print(
@@ -134,7 +150,7 @@ def part1(args, root: Path) -> None:
     cuts = [c for c in (n // 4, n // 2) if c >= 20]
     for c in cuts:
         parts = []
-        for s in ("nsga2", "tpe"):
+        for s in [s for s in args.samplers if s != "random"]:
             k = reach(mean[s][:c], mean["random"][c - 1])
             parts.append(f"{s} {k / c:.0%}" if k is not None else f"{s} not within {c}")
         print(f"  context, the first {c} trials of the same runs: random's HV reached at " + ", ".join(parts))  # fmt: skip
@@ -172,10 +188,137 @@ def part2(args, root: Path) -> None:
     print(f"  (a 1-trial search run first in this process, start-up included: {startup:.1f} s)")
 
 
+ANYTIME = (("nsga2", "fifo"), ("random", "mo-asha"), ("nsga2", "mo-asha"))
+BASELINE = "nsga2+fifo"
+
+
+def anytime_curve(run_dir: Path, grid: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
+    """Hypervolume of one run's complete trials against seconds since its first trial started
+    (sampled on ``grid``), under the run's own fixed definition; and its trial counts."""
+    import yaml
+
+    from fcasearch.pareto import HypervolumeDefinition
+
+    doc = yaml.safe_load((run_dir / "run.yaml").read_text())
+    definition = HypervolumeDefinition.from_dict(doc["hypervolume"], source=str(run_dir))
+    df = pd.read_parquet(run_dir / "trials.parquet")
+    start = pd.to_datetime(df["started_at"]).min()
+    end = pd.to_datetime(df["started_at"]) + pd.to_timedelta(df["trial_seconds"], unit="s")
+    df = df.assign(t=(end - start).dt.total_seconds())
+    done = df[df["status"] == "complete"].sort_values("t", kind="stable")
+    counts = df["status"].value_counts().to_dict()
+    if done.empty:
+        return np.zeros(len(grid)), counts
+    values = done[list(definition.names)].to_numpy(dtype=float)
+    history = definition.history(values)
+    idx = np.searchsorted(done["t"].to_numpy(), grid, side="right")
+    return np.where(idx > 0, history[np.maximum(idx - 1, 0)], 0.0), counts
+
+
+def part3(args, root: Path) -> None:
+    seconds, seeds = args.anytime_seconds, args.anytime_seeds
+    runs = {}
+    for seed in range(seeds):  # seed-major: concurrent jobs run different configurations
+        for sampler, scheduler in ANYTIME:
+            label = f"{sampler}+{scheduler}"
+            runs[(label, seed)] = SearchOptions(
+                space=str(SPACE), objectives="accuracy:max macs:min", sampler=sampler,
+                scheduler=scheduler, min_epochs=args.min_epochs,
+                reduction_factor=args.reduction_factor, n_trials=None, time_budget=seconds,
+                budget=args.anytime_budget, seed=seed, measure=False, progress=False,
+                threads=1, out=str(root / f"anytime-{label}-{seed}"),
+            )  # fmt: skip
+    t0 = time.perf_counter()
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max(1, args.jobs), mp_context=ctx) as pool:
+        paths = dict(zip(runs, pool.map(one_run, runs.values())))
+    wall = time.perf_counter() - t0
+    grid = np.linspace(0.0, seconds, 241)
+    curves, counts = {}, {}
+    for key, path in paths.items():
+        curves[key], counts[key] = anytime_curve(Path(path).parent, grid)
+    labels = [f"{a}+{b}" for a, b in ANYTIME]
+    stack = {c: np.array([curves[(c, k)] for k in range(seeds)]) for c in labels}
+    mean = {c: stack[c].mean(axis=0) for c in labels}
+    print(
+        f"anytime: micro space, accuracy (training {args.anytime_budget} on digits) vs MACs, "
+        f"{seconds:g} s per run x {seeds} seeds per configuration ({wall:.0f} s in all, "
+        f"{args.jobs} job(s), 1 thread per run); MO-ASHA {_rungs(args)}"
+    )
+    for c in labels:
+        finals = stack[c][:, -1]
+        done = np.mean([counts[(c, k)].get("complete", 0) for k in range(seeds)])
+        pruned = np.mean([counts[(c, k)].get("pruned", 0) for k in range(seeds)])
+        print(
+            f"  {c:15s} final hypervolume {finals.mean():.4f} +- {finals.std():.4f}  "
+            f"(at 25%: {mean[c][60]:.4f}, at 50%: {mean[c][120]:.4f}); trials per run: "
+            f"{done:.1f} complete, {pruned:.1f} pruned"
+        )
+    target = mean[BASELINE][-1]
+    for c in labels:
+        if c == BASELINE:
+            continue
+        hit = np.nonzero(mean[c] >= target - 1e-12)[0]
+        if len(hit):
+            t = grid[hit[0]]
+            print(
+                f"  {c} reaches {BASELINE}'s final hypervolume {target:.4f} at {t:.0f} s = "
+                f"{t / seconds:.0%} of the wall time (target <= 50%)"
+            )
+        else:
+            print(
+                f"  {c} does not reach {BASELINE}'s final hypervolume {target:.4f} within "
+                f"{seconds:g} s (its final mean is {mean[c][-1]:.4f}; target <= 50% of the time)"
+            )
+    save_anytime(Path(args.out), grid, labels, stack, mean)
+
+
+def _rungs(args) -> str:
+    from fcasearch.search.schedulers import RungSchedule
+    from fcasearch.train import Budget
+
+    epochs = Budget.parse(args.anytime_budget).epochs
+    return RungSchedule(epochs, args.min_epochs, args.reduction_factor).describe()
+
+
+def save_anytime(out: Path, grid, labels, stack, mean) -> None:
+    """``anytime.csv`` (every run and the means on the grid) and ``anytime.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for c in labels:
+        for k, curve in enumerate(stack[c]):
+            rows += [{"config": c, "seed": k, "seconds": t, "hypervolume": v} for t, v in zip(grid, curve)]  # fmt: skip
+        rows += [{"config": c, "seed": "mean", "seconds": t, "hypervolume": v} for t, v in zip(grid, mean[c])]  # fmt: skip
+    pd.DataFrame(rows).to_csv(out / "anytime.csv", index=False)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for c in labels:
+        lo, hi = np.percentile(stack[c], [25, 75], axis=0)
+        ax.plot(grid, mean[c], label=c)
+        ax.fill_between(grid, lo, hi, alpha=0.2)
+    ax.axhline(mean[BASELINE][-1], color="grey", lw=0.8, ls="--")
+    ax.axvline(grid[-1] / 2, color="grey", lw=0.8, ls=":")
+    ax.set(xlabel="wall-clock seconds", ylabel="hypervolume (run.yaml definition)")
+    ax.set_title("Anytime hypervolume: mean and 25-75% across seeds")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "anytime.png", dpi=120)
+    plt.close(fig)
+    print(f"  curves: {out / 'anytime.csv'}, {out / 'anytime.png'}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=20)
     p.add_argument("--trials", type=int, default=400)
+    p.add_argument("--seed-start", type=int, default=0, help="part 1: first seed")
+    p.add_argument(
+        "--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS, help="part 1's samplers"
+    )
     p.add_argument(
         "--cheap",
         choices=["proxy", "train"],
@@ -195,13 +338,31 @@ def main() -> None:
         help="runs in parallel processes (each run uses 1 thread; results do not depend on it)",
     )
     p.add_argument("--keep", metavar="DIR", help="keep the run directories under DIR")
+    p.add_argument("--skip-anytime", action="store_true")
+    p.add_argument("--anytime-seconds", type=float, default=600.0, help="wall time per run (s)")
+    p.add_argument("--anytime-seeds", type=int, default=5)
+    p.add_argument("--anytime-budget", default="epochs=8", help="training budget per trial")
+    p.add_argument("--min-epochs", type=int, default=1, help="MO-ASHA's first rung (epochs)")
+    p.add_argument("--reduction-factor", type=int, default=3, help="MO-ASHA's eta")
+    p.add_argument("--out", default="bench-out", help="folder for anytime.csv and anytime.png")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short look at every part: 100 trials x 4 seeds, 3 overhead trials, "
+        "anytime 90 s x 2 seeds at epochs=4",
+    )
     args = p.parse_args()
+    if args.quick:
+        args.trials, args.seeds, args.overhead_trials = 100, 4, 3
+        args.anytime_seconds, args.anytime_seeds, args.anytime_budget = 90.0, 2, "epochs=4"
     with tempfile.TemporaryDirectory(prefix="fcs-bench-") as tmp:
         root = Path(args.keep) if args.keep else Path(tmp)
         if not args.skip_hypervolume:
             part1(args, root)
         if not args.skip_overhead:
             part2(args, root)
+        if not args.skip_anytime:
+            part3(args, root)
 
 
 if __name__ == "__main__":

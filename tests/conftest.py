@@ -12,6 +12,29 @@ import pytest
 import torch
 
 
+def _versions() -> str:
+    from importlib import metadata
+
+    names = ("torch", "torchvision", "optuna", "ray", "sqlalchemy", "psycopg", "numpy")
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} -")
+    return "fcasearch dependencies: " + ", ".join(found)
+
+
+def pytest_report_header(config):
+    """The versions a run tested against (CI installs the newest the bounds allow)."""
+    return _versions()
+
+
+def pytest_configure(config):
+    if os.environ.get("CI") and config.get_verbosity() < 0:  # -q hides the header: say it anyway
+        print(_versions(), flush=True)
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

@@ -7,18 +7,6 @@ import sys
 from pathlib import Path
 
 
-def _reference(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--ref {text!r}: give one number or one per objective, e.g. 1.1 or 1.1,1.2"
-        ) from None
-    if not values:
-        raise argparse.ArgumentTypeError("--ref needs at least one number")
-    return values
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``fcasearch report``."""
     parser.add_argument(
@@ -36,12 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="report directory (default: <first run>/report)",
     )
     parser.add_argument(
-        "--ref",
-        type=_reference,
+        "--hv-reference",
+        nargs="+",
         default=None,
-        metavar="R[,R...]",
-        help="hypervolume reference point in normalized units, one value or one "
-        "per objective (default 1.1)",
+        metavar="NAME=REF[:BEST]",
+        help="hypervolume reference of an objective in its own units, e.g. latency_ms=50; "
+        "the runs are then compared with these references (default: each run's own definition "
+        "from run.yaml, or the widest box of them when they differ)",
     )
     parser.add_argument(
         "--allow-mixed-hardware",
@@ -74,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         paths = build_report(
             args.runs,
             args.out,
-            reference=args.ref,
+            hv_reference=args.hv_reference,
             allow_mixed_hardware=args.allow_mixed_hardware,
             profile=args.profile,
             device=args.device,
@@ -84,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"fcasearch report: error: {exc}", file=sys.stderr)
         return 2
+    for warning in paths.warnings:
+        print(f"fcasearch report: warning: {warning}", file=sys.stderr)
     print(f"html:     {paths.html}")
     print(f"markdown: {paths.markdown}")
     print(f"pareto:   {paths.pareto_csv}")

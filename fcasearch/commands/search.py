@@ -9,15 +9,24 @@ import sys
 _FIELDS = (
     "space", "objectives", "sampler", "n_trials", "time_budget", "budget", "trial_timeout", "data",
     "data_root", "download", "subset_classes", "subset_fraction", "batch_size", "lr", "device",
-    "threads", "measure", "latency_batch_size", "latency_dtype", "latency_cuda_graph", "pruner",
+    "threads", "measure", "latency_batch_size", "latency_dtype", "latency_cuda_graph",
+    "scheduler", "min_epochs", "reduction_factor",
     "seed", "out", "executor", "storage", "study_name", "address", "cpus_per_trial",
-    "gpus_per_trial", "max_concurrent", "asha", "progress", "save_weights",
+    "gpus_per_trial", "max_concurrent", "progress", "save_weights", "hv_reference",
 )  # fmt: skip
 # what may change when a run is resumed (how long and where it runs, not what a trial measures)
 _RESUMABLE = (
     "n_trials", "time_budget", "progress", "max_concurrent", "address", "executor",
     "cpus_per_trial", "gpus_per_trial", "save_weights",
 )  # fmt: skip
+
+
+class _DeprecatedAsha(argparse.Action):
+    """``--asha``: the earlier flag for ``--scheduler asha``, with a note on stderr."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print("fcasearch search: --asha is deprecated; use --scheduler asha", file=sys.stderr)
+        namespace.scheduler = "asha"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -110,21 +119,44 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(for `fcasearch export RUN_DIR:ARCH_ID`)",
     )
     p.add_argument(
-        "--pruner",
-        choices=["median", "none"],
+        "--scheduler",
+        choices=["fifo", "asha", "mo-asha"],
         default=d,
-        help="Optuna pruner (single objective only)",
+        help="early stopping at rungs of per-epoch accuracy: fifo (none, default), asha "
+        "(ranks by accuracy), mo-asha (non-dominated sorting of accuracy and the cost objectives)",
+    )
+    p.add_argument(
+        "--min-epochs",
+        type=int,
+        default=d,
+        metavar="R",
+        help="asha/mo-asha: the first rung, in epochs (default 1)",
+    )
+    p.add_argument(
+        "--reduction-factor",
+        type=int,
+        default=d,
+        metavar="ETA",
+        help="asha/mo-asha: rungs at R*ETA^k epochs below the budget; about 1 trial in ETA goes "
+        "on past each (default 3)",
     )
     p.add_argument(
         "--seed", type=int, default=d, help="seed of sampler, data split and training (default 0)"
     )
     p.add_argument("--out", default=d, help="results directory (default results/<space>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument(
+        "--rebuild-study",
+        action="store_true",
+        help="with --resume: rebuild a lost or corrupt study.db from the run's trials.jsonl",
+    )
     p.add_argument("--executor", choices=["local", "ray"], default=d, help="local (default) or ray")
     p.add_argument(
         "--storage",
         default=d,
-        help="Optuna storage URL (default sqlite:///<out>/study.db); any SQLAlchemy URL",
+        help="Optuna storage (default sqlite:///<out>/study.db): any SQLAlchemy URL, e.g. "
+        "postgresql://USER:PASS@HOST/DB, or a journal file journal:///PATH.log for a shared "
+        "file system; drivers sharing --storage and --study-name feed one study",
     )
     p.add_argument("--study-name", default=d, help="Optuna study name (default: the run's name)")
     p.add_argument(
@@ -144,14 +176,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-concurrent", type=int, default=d, help="Ray trials at once (default 2)")
     p.add_argument(
         "--asha",
-        action="store_true",
+        action=_DeprecatedAsha,
+        nargs=0,
         default=d,
-        help="Ray: ASHA early stopping on per-epoch accuracy",
+        help="deprecated: the same as --scheduler asha",
     )
     p.add_argument(
         "--no-progress", dest="progress", action="store_false", default=d, help="no progress bar"
     )
     p.add_argument("--no-report", action="store_true", help="do not build the report at the end")
+    p.add_argument(
+        "--hv-reference",
+        nargs="+",
+        default=d,
+        metavar="NAME=REF[:BEST]",
+        help="hypervolume reference of an objective in its own units, e.g. latency_ms=50 "
+        "peak_mem_mb=200 (needed for latency/memory objectives without a constraint; see "
+        "README 'Hypervolume')",
+    )
 
 
 def resolve(args: argparse.Namespace):
@@ -189,7 +231,12 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         options, space_dict = resolve(args)
-        outcome = run_search(options, resume=bool(args.resume), space_dict=space_dict)
+        outcome = run_search(
+            options,
+            resume=bool(args.resume),
+            space_dict=space_dict,
+            rebuild_study=args.rebuild_study,
+        )
     except (SearchError, SpaceError) as exc:
         print(f"fcasearch search: error: {exc}", file=sys.stderr)
         return 2

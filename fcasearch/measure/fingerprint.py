@@ -1,10 +1,13 @@
 """The hardware fingerprint attached to every measurement, and its short stable id.
 
 The fingerprint is a JSON-safe dict; fields that do not apply (GPU fields on a CPU measurement)
-are ``None``. :func:`fingerprint_id` hashes only the fields that decide how fast a model runs
-(processor, thread count, GPU model, driver, library versions, power limit, MIG mode, device
-type), not the ones that merely name one physical machine (GPU UUID) nor volatile ones:
-two identical nodes of a cluster share one id, so a search spread over them forms one group.
+are ``None``. :func:`fingerprint_id` hashes only the fields that identify the hardware and its
+software (processor, GPU model, driver, library versions, power limit, MIG mode, device type),
+not the ones that merely name one physical machine (GPU UUID), volatile ones, nor measurement
+settings: ``threads`` is recorded in the fingerprint and in each trial row's ``threads`` column
+but is not part of the id, so one machine is one machine whether a measurement ran in a Ray
+worker with 1 thread or in the driver with 2. Two identical nodes of a cluster share one id,
+so a search spread over them forms one group.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ IDENTIFYING_FIELDS = (
     "device",
     "cpu_model",
     "cpu_cores",
-    "threads",
     "gpu_name",
     "driver",
     "cuda",

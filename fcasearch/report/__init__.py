@@ -1,7 +1,8 @@
 """Pareto reports of searches: analysis (fronts, hypervolumes, tables) and rendering.
 
 Importing this package is light: seaborn and matplotlib load only when figures are drawn
-(:mod:`fcasearch.report.plot`, imported inside :func:`build_report`).
+(:mod:`fcasearch.report.plot`, imported inside :func:`build_report`). The multi-objective math
+lives in :mod:`fcasearch.pareto` (over moocore); its names are re-exported here.
 
 Example:
     >>> from fcasearch.report import hypervolume, non_dominated_sort
@@ -13,9 +14,19 @@ Example:
 
 from __future__ import annotations
 
+from fcasearch.pareto import (
+    HypervolumeDefinition,
+    attainment_surfaces,
+    dominates,
+    hv_contributions,
+    hypervolume,
+    knee_point,
+    non_dominated_sort,
+    pareto_mask,
+    to_minimization,
+)
 from fcasearch.report.analysis import Normalization, fit_normalization, hv_history, rank_trials
 from fcasearch.report.build import ReportData, ReportPaths, build_report
-from fcasearch.report.hypervolume import hypervolume
 from fcasearch.report.info import (
     HARDWARE_METRICS,
     MixedHardwareError,
@@ -26,27 +37,23 @@ from fcasearch.report.info import (
     load_run,
     load_runs,
 )
-from fcasearch.report.pareto import (
-    dominates,
-    knee_point,
-    non_dominated_sort,
-    pareto_mask,
-    to_minimization,
-)
 
 __all__ = [
     "HARDWARE_METRICS",
+    "HypervolumeDefinition",
     "MixedHardwareError",
     "Normalization",
     "Objective",
     "ReportData",
     "ReportPaths",
     "RunData",
+    "attainment_surfaces",
     "build_report",
     "check_hardware",
     "combine_runs",
     "dominates",
     "fit_normalization",
+    "hv_contributions",
     "hv_history",
     "hypervolume",
     "knee_point",

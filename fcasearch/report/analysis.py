@@ -7,18 +7,25 @@ treated as values: a complete trial without every objective is counted but not r
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from fcasearch.report.hypervolume import hypervolume
+from fcasearch.pareto import knee_point, non_dominated_sort
+from fcasearch.report.hypervolumes import (
+    Normalization,
+    attainment_groups,
+    fit_normalization,
+    hv_history,
+    hv_summary,
+    sampler_summary,
+)
 from fcasearch.report.info import METRIC_COLUMNS, Objective
-from fcasearch.report.pareto import knee_point, non_dominated_sort
 
 __all__ = [
     "Normalization",
     "arch_spread",
+    "attainment_groups",
     "budget_table",
     "fit_normalization",
     "hv_history",
@@ -29,46 +36,6 @@ __all__ = [
     "status_counts",
     "status_details",
 ]
-
-DEFAULT_REFERENCE = 1.1
-
-
-@dataclass(frozen=True)
-class Normalization:
-    """Maps objectives to [0, 1] minimization coordinates (0 best) for hypervolumes.
-
-    Attributes:
-        names: Objective names, in order.
-        directions: ``"minimize"``/``"maximize"`` per objective.
-        lower: Smallest value of each objective over the trials compared (original units).
-        upper: Largest value of each objective (original units).
-        reference: Reference point in normalized coordinates.
-    """
-
-    names: tuple[str, ...]
-    directions: tuple[str, ...]
-    lower: tuple[float, ...]
-    upper: tuple[float, ...]
-    reference: tuple[float, ...]
-
-    def transform(self, values: np.ndarray) -> np.ndarray:
-        """Normalize an ``(n, n_objectives)`` array in original units."""
-        values = np.asarray(values, dtype=float).reshape(-1, len(self.names))
-        lo, hi = np.array(self.lower), np.array(self.upper)
-        span = np.where(hi > lo, hi - lo, 1.0)
-        out = (values - lo) / span
-        flip = np.array([d == "maximize" for d in self.directions])
-        out[:, flip] = ((hi - values) / span)[:, flip]
-        return out
-
-    def records(self) -> list[dict[str, object]]:
-        """One dict per objective: name, direction, lower, upper, reference."""
-        return [
-            {"objective": n, "direction": d, "lower": lo, "upper": hi, "reference": r}
-            for n, d, lo, hi, r in zip(
-                self.names, self.directions, self.lower, self.upper, self.reference
-            )
-        ]
 
 
 def _objective_frame(df: pd.DataFrame, objectives: Sequence[Objective]) -> np.ndarray:
@@ -99,162 +66,6 @@ def rank_trials(df: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFra
         knee = knee_point(_objective_frame(front, objectives), dirs)
         ranked.loc[front.index[knee], "knee"] = True
     return ranked
-
-
-def fit_normalization(
-    ranked: pd.DataFrame,
-    objectives: Sequence[Objective],
-    reference: float | Sequence[float] | None = None,
-) -> Normalization:
-    """Bounds of each objective over the ranked trials of all runs compared.
-
-    Args:
-        ranked: Output of :func:`rank_trials` over the union of the runs.
-        objectives: The objectives with directions.
-        reference: Normalized reference point: one value for all objectives or one per
-            objective; 1.1 in each coordinate if omitted.
-
-    Returns:
-        The normalization (bounds NaN when there is no rankable trial).
-
-    Raises:
-        ValueError: If the reference has the wrong length or is not above 0.
-    """
-    n = len(objectives)
-    if reference is None:
-        ref = (DEFAULT_REFERENCE,) * n
-    elif np.ndim(reference) == 0:
-        ref = (float(reference),) * n  # type: ignore[arg-type]
-    else:
-        ref = tuple(float(r) for r in reference)  # type: ignore[union-attr]
-        if len(ref) == 1:
-            ref = ref * n
-    if len(ref) != n:
-        raise ValueError(
-            f"reference point has {len(ref)} values for {n} objectives "
-            f"({', '.join(o.name for o in objectives)}); give one value or one per objective"
-        )
-    if any(not np.isfinite(r) or r <= 0 for r in ref):
-        raise ValueError(f"reference point {ref} must be finite and above 0 (normalized units)")
-    vals = _objective_frame(ranked, objectives)
-    lower = tuple(np.min(vals, axis=0).tolist()) if len(vals) else (np.nan,) * n
-    upper = tuple(np.max(vals, axis=0).tolist()) if len(vals) else (np.nan,) * n
-    return Normalization(
-        names=tuple(o.name for o in objectives),
-        directions=tuple(o.direction for o in objectives),
-        lower=lower,
-        upper=upper,
-        reference=ref,
-    )
-
-
-def _elapsed_seconds(group: pd.DataFrame) -> pd.Series:
-    """Seconds from the run's first trial start to each trial's end (NaN when unknown)."""
-    start = pd.to_datetime(group.get("started_at"), utc=True, errors="coerce", format="ISO8601")
-    end = pd.to_datetime(group.get("finished_at"), utc=True, errors="coerce", format="ISO8601")
-    if start is not None and end is not None and end.notna().any():
-        t0 = start.min() if start.notna().any() else end.min()
-        return (end - t0).dt.total_seconds()
-    if group["trial_seconds"].notna().any():  # sequential runs: cumulative time
-        order = group["trial"].argsort(kind="stable")
-        cum = group["trial_seconds"].fillna(0.0).iloc[order].cumsum()
-        return cum.reindex(group.index)
-    return pd.Series(np.nan, index=group.index)
-
-
-def _history(points: np.ndarray, norm: Normalization) -> list[float]:
-    """Hypervolume after each point is added in order (NaN rows leave it unchanged)."""
-    ref = np.array(norm.reference)
-    front = np.empty((0, points.shape[1]))
-    hv, out = 0.0, []
-    for p in points:
-        if np.isfinite(p).all() and not (front <= p).all(axis=1).any():
-            keep = ~((p <= front).all(axis=1) & (p < front).any(axis=1))
-            front = np.vstack([front[keep], p])
-            hv = hypervolume(front, ref)
-        out.append(hv)
-    return out
-
-
-def hv_history(df: pd.DataFrame, ranked: pd.DataFrame, norm: Normalization) -> pd.DataFrame:
-    """Hypervolume of each run's front as trials finish, over trials and over wall-clock time.
-
-    Args:
-        df: All trials of all runs (``run_label`` column).
-        ranked: Output of :func:`rank_trials` (rows that count for the front).
-        norm: The shared normalization.
-
-    Returns:
-        Long table with ``run_label``, ``sampler``, ``axis`` (``"trial"`` or ``"time"``), ``x``
-        (trial number, or elapsed seconds) and ``hypervolume``, one row per trial and axis.
-    """
-    rows = []
-    names = list(norm.names)
-    for label, group in df.groupby("run_label", sort=False):
-        vals = np.full((len(group), len(names)), np.nan)
-        counted = group.index.isin(ranked.index)
-        if counted.any():
-            vals[counted] = norm.transform(group.loc[counted, names].to_numpy(dtype=float))
-        sampler = str(group["sampler"].iloc[0])
-        by_trial = np.argsort(group["trial"].to_numpy(), kind="stable")
-        hv = _history(vals[by_trial], norm)
-        trials = group["trial"].to_numpy()[by_trial]
-        rows += [(label, sampler, "trial", float(t), h) for t, h in zip(trials, hv)]
-        elapsed = _elapsed_seconds(group).to_numpy(dtype=float)
-        if np.isfinite(elapsed).any():
-            order = np.argsort(np.where(np.isfinite(elapsed), elapsed, np.inf), kind="stable")
-            order = order[np.isfinite(elapsed[order])]
-            hv = _history(vals[order], norm)
-            rows += [(label, sampler, "time", float(e), h) for e, h in zip(elapsed[order], hv)]
-    return pd.DataFrame(rows, columns=["run_label", "sampler", "axis", "x", "hypervolume"])
-
-
-def hv_summary(df: pd.DataFrame, ranked: pd.DataFrame, norm: Normalization) -> pd.DataFrame:
-    """Per run: trial counts, front size and final hypervolume (normalized space).
-
-    Args:
-        df: All trials of all runs.
-        ranked: Output of :func:`rank_trials`.
-        norm: The shared normalization.
-
-    Returns:
-        One row per run: ``run_label``, ``sampler``, ``seed``, ``trials``, ``complete``,
-        ``front_size`` (the run's own front) and ``hypervolume``.
-    """
-    rows = []
-    names = list(norm.names)
-    ref = np.array(norm.reference)
-    for label, group in df.groupby("run_label", sort=False):
-        mine = ranked[ranked["run_label"] == label]
-        pts = norm.transform(mine[names].to_numpy(dtype=float)) if len(mine) else np.empty((0, 0))
-        own_front = len(mine) and int((non_dominated_sort(pts) == 0).sum())
-        rows.append(
-            {
-                "run_label": label,
-                "sampler": str(group["sampler"].iloc[0]),
-                "seed": group["seed"].iloc[0],
-                "trials": len(group),
-                "complete": int((group["status"] == "complete").sum()),
-                "front_size": int(own_front),
-                "hypervolume": hypervolume(pts, ref) if len(mine) else 0.0,
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def sampler_summary(per_run: pd.DataFrame) -> pd.DataFrame:
-    """Hypervolume mean, standard deviation (ddof 1), min and max per sampler across runs.
-
-    Args:
-        per_run: Output of :func:`hv_summary`.
-
-    Returns:
-        One row per sampler: ``sampler``, ``runs``, ``hv_mean``, ``hv_std`` (NaN for one run),
-        ``hv_min``, ``hv_max``.
-    """
-    grouped = per_run.groupby("sampler", sort=True)["hypervolume"]
-    out = grouped.agg(runs="count", hv_mean="mean", hv_std="std", hv_min="min", hv_max="max")
-    return out.reset_index().sort_values("hv_mean", ascending=False, ignore_index=True)
 
 
 def pick_quality_and_cost(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fcasearch.pareto import HypervolumeDefinition, common_definition, parse_hv_reference
 from fcasearch.report import analysis as an
+from fcasearch.report.figures import draw_figures
 from fcasearch.report.html import format_value, render_html, render_markdown
-from fcasearch.report.hypervolume import hypervolume
 from fcasearch.report.info import (
-    HARDWARE_METRICS,
     Objective,
     RunData,
     check_hardware,
@@ -36,8 +36,6 @@ from fcasearch.report.references import (
 
 __all__ = ["ReportData", "ReportPaths", "build_report"]
 
-FIGURE_COSTS = ("macs", "params", "latency_ms", "peak_mem_mb")
-
 
 @dataclass(frozen=True)
 class ReportPaths:
@@ -48,9 +46,10 @@ class ReportPaths:
         html: ``index.html`` (self-contained).
         markdown: ``report.md``.
         pareto_csv: ``pareto.csv``, the Pareto set with every metric and the spec JSON.
-        summary_json: ``summary.json``: hypervolumes, normalization, counts, picks.
+        summary_json: ``summary.json``: hypervolumes and their definition, counts, picks.
         specs_dir: ``specs/``, one ``<arch_id>.json`` per Pareto architecture.
         figures: The PNGs written.
+        warnings: One-line problems met while loading (a corrupt ``trials.parquet``, ...).
     """
 
     out_dir: Path
@@ -60,6 +59,7 @@ class ReportPaths:
     summary_json: Path
     specs_dir: Path
     figures: tuple[Path, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass
@@ -71,7 +71,8 @@ class ReportData:
     runs: list[RunData]
     quality: Objective
     cost: str | None
-    norm: an.Normalization
+    objectives: tuple[Objective, ...]
+    hv: HypervolumeDefinition
     trials: pd.DataFrame
     ranked: pd.DataFrame
     pareto: pd.DataFrame
@@ -86,6 +87,7 @@ class ReportData:
     details: pd.DataFrame
     references: pd.DataFrame
     combined_hv: float
+    attainment: dict[str, list[str]] = field(default_factory=dict)
     headline: str = ""
     hv_sentence: str = ""
     method_text: str = ""
@@ -195,66 +197,11 @@ def _latency_batch_size(run: RunData) -> int | None:
     return None
 
 
-def _figures(data: ReportData, out: Path) -> dict[str, tuple[Path, str]]:
-    from fcasearch.report import plot  # seaborn and matplotlib load here only
-
-    figs: dict[str, tuple[Path, str]] = {}
-    ranked, q = data.ranked, data.quality.name
-    costs = [o for o in data.norm.names if o != q]
-    costs += [c for c in FIGURE_COSTS if c not in costs]
-    costs = [c for c in costs if c in ranked and ranked[c].notna().any()]
-    infeasible = data.trials[data.trials["status"] == "infeasible"]
-    multi_fp = ranked["fingerprint_id"].nunique() > 1
-    for cost in costs:
-        split = (
-            "fingerprint_id"
-            if cost in HARDWARE_METRICS and multi_fp
-            else ("run_label" if len(data.runs) > 1 else None)
-        )
-        stair = an.budget_table(ranked, data.quality, cost)
-        path = plot.quality_vs_cost_figure(
-            ranked, stair, q, cost, out / f"{q}_vs_{cost}.png", data.references, infeasible, split
-        )
-        kind = "objective" if cost in data.norm.names else "metric"
-        figs[f"cost_{cost}"] = (
-            path,
-            f"{q} against {cost} ({kind}). Large dots: the Pareto set "
-            "over all objectives; line: best within each budget; star: knee; "
-            "dashed: reference models (cost only); red ticks: infeasible.",
-        )
-    pair_cols = list(data.norm.names) + [c for c in ("params", "macs") if c not in data.norm.names]
-    path = plot.objective_pairs_figure(ranked, pair_cols, out / "objective_pairs.png")
-    if path:
-        figs["pairs"] = (path, "Objectives (and params/MACs) in pairs; blue: the Pareto set.")
-    path = plot.hv_history_figure(data.history, out / "hypervolume_history.png")
-    if path:
-        figs["hv_history"] = (
-            path,
-            "Hypervolume of each run's front (normalized space) after "
-            "each trial and over wall-clock time.",
-        )
-    path = plot.hv_by_sampler_figure(data.per_run, out / "hypervolume_by_sampler.png")
-    if path:
-        figs["hv_sampler"] = (path, "Final hypervolume per sampler across runs (seeds).")
-    numeric, categorical = an.arch_spread(ranked, data.cost)
-    path = plot.arch_spread_figure(
-        numeric, categorical, data.cost or "rank", out / "arch_spread.png"
-    )
-    if path:
-        figs["arch_spread"] = (
-            path,
-            "Architecture choices: numeric ones against the primary "
-            "cost (blue: Pareto set), string ones as shares of the front vs "
-            "all ranked trials.",
-        )
-    return figs
-
-
 def build_report(
     run_dirs: Sequence[str | Path] | str | Path,
     out_dir: str | Path | None = None,
     *,
-    reference: float | Sequence[float] | None = None,
+    hv_reference: Mapping[str, object] | Sequence[str] | None = None,
     allow_mixed_hardware: bool = False,
     profile: str | Path | None = None,
     device: str | None = None,
@@ -266,8 +213,11 @@ def build_report(
     Args:
         run_dirs: Results directories (``results/<run>``) sharing their objectives.
         out_dir: Report directory; ``<first run>/report`` if omitted.
-        reference: Hypervolume reference point in normalized coordinates (one value or one per
-            objective); 1.1 each by default.
+        hv_reference: Hypervolume references in the objectives' units
+            (``["latency_ms=50"]`` or ``{"latency_ms": 50}``): the runs are then compared under
+            their definition with these references set. Without it each run keeps its own
+            definition (``run.yaml``), and runs whose definitions differ are compared under
+            :func:`fcasearch.pareto.common_definition`.
         allow_mixed_hardware: Report hardware-dependent objectives measured on several machines
             instead of raising :class:`~fcasearch.report.info.MixedHardwareError`.
         profile: A ``fcasearch profile`` CSV of reference models (latency/memory markers drawn
@@ -282,7 +232,7 @@ def build_report(
     Raises:
         FileNotFoundError: If a directory, its ``run.yaml`` or its trials are missing.
         MixedHardwareError: See ``allow_mixed_hardware``.
-        ValueError: If the runs have different objectives or the reference point is invalid.
+        ValueError: If the runs have different objectives or ``hv_reference`` is invalid.
     """
     if isinstance(run_dirs, str | Path):
         run_dirs = [run_dirs]
@@ -293,7 +243,11 @@ def build_report(
     objectives = runs[0].objectives
     trials = combine_runs(runs)
     ranked = an.rank_trials(trials, objectives)
-    norm = an.fit_normalization(ranked, objectives, reference)
+    own = {r.label: r.hypervolume for r in runs if r.hypervolume is not None}
+    hv = common_definition(list(own.values()))
+    if hv_reference:
+        source = "the report's --hv-reference"
+        hv = hv.with_references(parse_hv_reference(hv_reference, source=source), source)
     q_name, cost = an.pick_quality_and_cost(objectives, list(trials.columns))
     quality = next(o for o in objectives if o.name == q_name)
     metrics = an.metric_columns(ranked, objectives)
@@ -309,8 +263,9 @@ def build_report(
         "arch_id",
         *(["run_label"] if multi else []),
         "trial",
+        "spec_short",  # early, so that it shows on a narrow screen
         *metrics,
-        "spec_short",
+        "hv_contribution",
         "profile_cmd",
         "rebuild_cmd",
     ]
@@ -323,20 +278,20 @@ def build_report(
         for c in ("params", "macs")
         if c not in extra and c not in (q_name, cost) and c in ranked and ranked[c].notna().any()
     ]
-    per_run = an.hv_summary(trials, ranked, norm)
-    names = list(norm.names)
-    combined = (
-        hypervolume(norm.transform(front[names].to_numpy(dtype=float)), norm.reference)
-        if len(front)
-        else 0.0
-    )
+    per_run = an.hv_summary(trials, ranked, hv, own, objectives)
+    combined = hv.value(front[list(hv.names)].to_numpy(dtype=float)) if hv.names else np.nan
+    if hv.names and len(pareto):
+        pareto = pareto.assign(
+            hv_contribution=hv.contributions(pareto[list(hv.names)].to_numpy(dtype=float))
+        )
     data = ReportData(
         title=title or "fcasearch report: " + ", ".join(r.label for r in runs),
         subtitle=_subtitle(runs, objectives),
         runs=runs,
         quality=quality,
         cost=cost,
-        norm=norm,
+        objectives=tuple(objectives),
+        hv=hv,
         trials=trials,
         ranked=ranked,
         pareto=pareto,
@@ -346,32 +301,28 @@ def build_report(
         picks=_pick(front, quality, cost),
         per_run=per_run,
         per_sampler=an.sampler_summary(per_run),
-        history=an.hv_history(trials, ranked, norm),
+        history=an.hv_history(trials, ranked, hv),
         counts=an.status_counts(trials, ranked),
         details=an.status_details(trials, ranked),
         references=refs,
         combined_hv=combined,
         notes=notes,
         fingerprints=fingerprints,
+        attainment=an.attainment_groups({r.label: r.config for r in runs}),
     )
     data.headline = _headline(data, len(trials))
-    ref_txt = ", ".join(f"{r:g}" for r in norm.reference)
-    data.hv_sentence = (
-        f"Hypervolume in normalized space: each objective scaled to [0, 1] over the {len(ranked)} "
-        f"ranked trials of all runs compared (maximized objectives flipped, 0 best), reference "
-        f"point ({ref_txt}); the largest possible value is {float(np.prod(norm.reference)):.4g}. "
-        f"The combined front reaches {combined:.4f}."
-    )
+    data.hv_sentence = _hv_sentence(data, runs)
     data.method_text = (
         "Ranks come from non-dominated sorting over all objectives with their directions; only "
         "complete trials with every objective measured are ranked (NaN is missing, never a "
         "value). The knee is, in the front's own normalized space, the point farthest from the "
         "line through the two extreme points (two objectives), or the point closest to the "
-        "ideal point (three or more). Normalization bounds and reference point:"
+        "ideal point (three or more). Hypervolume bounds (objective units), fixed before each "
+        "run's first trial:"
     )
     figure_paths: list[Path] = []
     if figures:
-        data.figures = _figures(data, out / "figures")
+        data.figures = draw_figures(data, out / "figures")
         figure_paths = [p for p, _ in data.figures.values()]
     html_path, md_path = out / "index.html", out / "report.md"
     html_path.write_text(render_html(data), encoding="utf-8")
@@ -389,6 +340,7 @@ def build_report(
             "fingerprint_id",
             "profile_cmd",
             "rebuild_cmd",
+            "hv_contribution",
             "spec",
         ]
         if c in pareto
@@ -405,7 +357,37 @@ def build_report(
         summary_json=summary_path,
         specs_dir=specs_dir,
         figures=tuple(figure_paths),
+        warnings=tuple(w for r in runs for w in r.warnings),
     )
+
+
+def _hv_sentence(data: ReportData, runs: list[RunData]) -> str:
+    hv = data.hv
+    if not hv.names:
+        return (
+            "No hypervolume: no objective has a reference ("
+            + hv.describe()
+            + "). Give one with --hv-reference NAME=REF."
+        )
+    own = {r.hypervolume.id for r in runs if r.hypervolume is not None}
+    if len(runs) == 1:
+        which = f"the run's definition {hv.id}"
+    elif own == {hv.id}:
+        which = f"definition {hv.id}, the one every run compared has (each keeps its own value)"
+    else:
+        which = f"a common definition {hv.id} ({hv.note}); hv_own is each run's value under its own"
+    text = (
+        f"Hypervolume under {which}: {hv.describe()}. Each counted objective is scaled "
+        "linearly from its best value (0) to its reference (1), so the hypervolume is the "
+        "fraction of that box the front dominates (1 would be ideal); points beyond a reference "
+        "count nothing there. The bounds are fixed before a run's first trial, so a run's value "
+        "never falls as trials are added."
+    )
+    if hv.note and len(runs) == 1:
+        text += f" The definition was {hv.note}."
+    if len(data.pareto):
+        text += f" The combined front reaches {data.combined_hv:.4f}."
+    return text
 
 
 def _subtitle(runs: list[RunData], objectives: Sequence[Objective]) -> str:
@@ -442,12 +424,12 @@ def _summary(data: ReportData) -> dict[str, object]:
             }
             for r in data.runs
         ],
-        "objectives": [
-            {"name": n, "direction": d} for n, d in zip(data.norm.names, data.norm.directions)
-        ],
-        "normalization": data.norm.records(),
-        "reference_point": list(data.norm.reference),
-        "combined_hypervolume": data.combined_hv,
+        "objectives": [{"name": o.name, "direction": o.direction} for o in data.objectives],
+        "hypervolume_definition": data.hv.to_dict(),
+        "run_hypervolume_definitions": {
+            r.label: r.hypervolume.id for r in data.runs if r.hypervolume is not None
+        },
+        "combined_hypervolume": None if np.isnan(data.combined_hv) else data.combined_hv,
         "hypervolume_per_run": clean(data.per_run),
         "hypervolume_per_sampler": clean(data.per_sampler),
         "status_counts": clean(data.counts),

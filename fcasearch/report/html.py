@@ -52,8 +52,10 @@ def format_value(column: str, value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else ""
     if isinstance(value, int | float):
-        if column in ("accuracy", "hypervolume", "hv_mean", "hv_std", "hv_min", "hv_max", "share"):
-            return f"{value:.2%}" if column in ("accuracy", "share") else f"{value:.4f}"
+        if column in ("accuracy", "share"):
+            return f"{value:.2%}"
+        if column in _FRACTIONS:
+            return f"{value:.4f}"
         if column in ("params", "macs"):
             return _eng(float(value))
         if column in _UNITS:
@@ -64,6 +66,24 @@ def format_value(column: str, value: Any) -> str:
     return str(value)
 
 
+_FRACTIONS = ("hypervolume", "hv_own", "hv_contribution", "hv_mean", "hv_std", "hv_min", "hv_max")
+# cells that come from a latency measurement: marked when the row's latency_stable is False
+LATENCY_CELLS = ("latency_ms", "latency_p90_ms", "latency_cv", "throughput_ips")
+UNSTABLE_MARK = "⚠"
+UNSTABLE_TITLE = (
+    "unstable: the latency stayed above the CV threshold after re-measuring; not an exact value"
+)
+
+
+def is_unstable(row: pd.Series, column: str) -> bool:
+    """Whether ``row``'s ``column`` is a latency cell measured unstably (``latency_stable``
+    False; a missing flag counts as stable)."""
+    if column not in LATENCY_CELLS:
+        return False
+    flag = row.get("latency_stable")
+    return flag is not None and flag is not pd.NA and not pd.isna(flag) and not bool(flag)
+
+
 # --------------------------------------------------------------------------- HTML
 
 _CSS = """
@@ -72,7 +92,7 @@ _CSS = """
 * { box-sizing: border-box; }
 body { margin:0; font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif; color:var(--ink);
        background:var(--bg); }
-main { max-width:1240px; margin:0 auto; padding:28px 32px 60px; }
+main { max-width:1400px; margin:0 auto; padding:28px 24px 60px; }
 header h1 { margin:0 0 4px; font-size:26px; }
 header .sub { color:var(--muted); font-size:14px; }
 h2 { font-size:19px; margin:34px 0 10px; padding-bottom:6px; border-bottom:2px solid var(--line); }
@@ -87,18 +107,21 @@ h3 { font-size:15px; margin:18px 0 8px; }
 .card.knee { border-top:4px solid #f2b134; } .card.best { border-top:4px solid var(--accent); }
 .card.cheap { border-top:4px solid var(--good); }
 .lead { font-size:15.5px; margin:6px 0 14px; }
-.table-wrap { overflow-x:auto; background:#fff; border:1px solid var(--line); border-radius:8px; }
+.table-wrap { overflow-x:auto; max-width:100%; background:#fff; border:1px solid var(--line);
+              border-radius:8px; }
 .table-wrap.fit { width:fit-content; max-width:100%; }
 .cmds { background:#fff; border:1px solid var(--line); border-radius:8px; padding:8px 12px; overflow-x:auto; }
 .cmds div { white-space:nowrap; padding:3px 0; font-size:12px; }
 .cmds .id { display:inline-block; width:118px; font-family:ui-monospace,Menlo,monospace; color:var(--accent); }
 .cmds code { word-break:normal; margin-right:10px; }
-table { border-collapse:collapse; width:100%; font-size:13px; }
-th { background:#eef1f5; text-align:left; font-weight:600; position:sticky; top:0; }
+table { border-collapse:collapse; width:100%; font-size:12.5px; }
+th { background:#eef1f5; text-align:left; font-weight:600; position:sticky; top:0;
+     overflow-wrap:anywhere; }
 th.num { text-align:right; }
-th, td { padding:6px 10px; border-bottom:1px solid var(--line); vertical-align:top; }
+th, td { padding:5px 7px; border-bottom:1px solid var(--line); vertical-align:top; }
 tr:nth-child(even) td { background:#fafbfc; }
-td { white-space:nowrap; } td.wrap { white-space:normal; min-width:220px; }
+td { white-space:nowrap; } td.wrap { white-space:normal; min-width:160px; overflow-wrap:anywhere; }
+td.unstable { color:var(--warn); } td.unstable span { margin-left:3px; }
 td.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
 tr.knee td { background:#fff7e0 !important; }
 code { font-family:ui-monospace,SFMono-Regular,Menlo,monospace; font-size:11.5px; background:#f1f3f5;
@@ -116,7 +139,13 @@ figcaption { font-size:12.5px; color:var(--muted); margin-top:6px; }
 """
 
 
-_WRAP = ("spec_short", "reason", "trials", "spec")  # long text; other cells stay on one line
+_WRAP = (
+    "spec_short",
+    "reason",
+    "trials",
+    "spec",
+    "source",
+)  # long text; other cells stay on one line
 
 
 def _esc(v: Any) -> str:
@@ -142,7 +171,8 @@ def _html_table(
     }
     num_attr = ' class="num"'
     head = "".join(
-        f"<th{num_attr if c in numeric_cols else ''}>{_esc(headers.get(c, c))}</th>" for c in cols
+        f"<th{num_attr if c in numeric_cols else ''}>{_breakable(headers.get(c, c))}</th>"
+        for c in cols
     )
     body = []
     for _, row in df.iterrows():
@@ -152,6 +182,11 @@ def _html_table(
             text = format_value(c, v)
             if c in code_cols and text != "—":
                 cells.append(f"<td><code>{_esc(text)}</code></td>")
+            elif is_unstable(row, c) and text != "—":
+                cells.append(
+                    f'<td class="num unstable" title="{_esc(UNSTABLE_TITLE)}">{_esc(text)}'
+                    f"<span>{UNSTABLE_MARK}</span></td>"
+                )
             else:
                 numeric = isinstance(v, int | float) and not isinstance(v, bool)
                 cls = ' class="num"' if numeric else (' class="wrap"' if c in _WRAP else "")
@@ -163,6 +198,11 @@ def _html_table(
         f'<div class="{wrap}"><table><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"
     )
+
+
+def _breakable(text: str) -> str:
+    """Escaped header text that may wrap after ``_`` and ``.`` (long metric names)."""
+    return _esc(text).replace("_", "_<wbr>").replace(".", ".<wbr>")
 
 
 def _img(path: Path) -> str:
@@ -243,7 +283,7 @@ def render_html(data: ReportData) -> str:
     if data.figures:
         parts.append('<h2 id="figures">Figures</h2><div class="figs">')
         for key, (path, caption) in data.figures.items():
-            wide = " class='wide'" if key in ("arch_spread", "hv_history") else ""
+            wide = " class='wide'" if key in ("arch_spread", "hv_history", "pairs") else ""
             parts.append(
                 f"<figure{wide}>{_img(path)}<figcaption>{_esc(caption)}</figcaption></figure>"
             )
@@ -271,7 +311,7 @@ def render_html(data: ReportData) -> str:
         parts.append("<p>Every trial completed with all objectives measured.</p>")
     parts.append('<h2 id="method">Method and notes</h2>')
     parts.append(f"<p>{_esc(data.method_text)}</p>")
-    parts.append(_html_table(pd.DataFrame(data.norm.records())))
+    parts.append(_html_table(pd.DataFrame(data.hv.records())))
     if data.notes:
         parts.append("<h3>Notes</h3><ul class='notes'>")
         parts += [f"<li>{_esc(n)}</li>" for n in data.notes]
@@ -331,14 +371,14 @@ def _md_table(
     if not len(df):
         return "_none_\n"
 
-    def cell(c: str, v: Any) -> str:
-        text = format_value(c, v).replace("|", "\\|").replace("\n", " ")
+    def cell(c: str, row: pd.Series) -> str:
+        text = format_value(c, row.get(c)).replace("|", "\\|").replace("\n", " ")
+        if is_unstable(row, c) and text != "—":
+            text += f" {UNSTABLE_MARK} unstable"
         return f"`{text}`" if c in code_cols and text != "—" else text
 
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += [
-        "| " + " | ".join(cell(c, row.get(c)) for c in cols) + " |" for _, row in df.iterrows()
-    ]
+    lines += ["| " + " | ".join(cell(c, row) for c in cols) + " |" for _, row in df.iterrows()]
     return "\n".join(lines) + "\n"
 
 
@@ -404,7 +444,7 @@ def render_markdown(data: ReportData, figure_dir: str = "figures") -> str:
         "",
         data.method_text,
         "",
-        _md_table(pd.DataFrame(data.norm.records())),
+        _md_table(pd.DataFrame(data.hv.records())),
     ]
     out += [f"- {n}" for n in data.notes]
     out += [f"- hardware `{k}`: {v}" for k, v in data.fingerprints.items()]

@@ -18,6 +18,12 @@ import numpy as np
 import pandas as pd
 
 from fcasearch.metrics import HARDWARE_METRICS, METRICS, Objective
+from fcasearch.pareto import (
+    HypervolumeDefinition,
+    HypervolumeError,
+    ObjectiveBound,
+    define_hypervolume,
+)
 
 __all__ = [
     "HARDWARE_METRICS",
@@ -30,6 +36,7 @@ __all__ = [
     "describe_fingerprint",
     "load_run",
     "load_runs",
+    "run_definition",
 ]
 
 # every numeric metric a trial may carry, in the order tables show them
@@ -72,6 +79,10 @@ class RunData:
         fingerprint_id: ``run.yaml`` ``fingerprint_id`` if given.
         fingerprint: ``run.yaml`` ``fingerprint`` if given.
         notes: Things the report should mention about this run.
+        hypervolume: The run's hypervolume definition (stored in ``run.yaml``, or derived for
+            an older run: its ``note`` says so).
+        warnings: One-line problems met while loading (a corrupt ``trials.parquet``, ...), also
+            among ``notes``.
     """
 
     path: Path
@@ -85,6 +96,8 @@ class RunData:
     fingerprint_id: str | None = None
     fingerprint: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    hypervolume: HypervolumeDefinition | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def device(self) -> str:
@@ -122,16 +135,112 @@ def _parse_objectives(raw: Any, source: Path) -> tuple[Objective, ...]:
     return tuple(out)
 
 
-def _read_trials(path: Path) -> pd.DataFrame:
+def _read_trials(path: Path) -> tuple[pd.DataFrame, str]:
+    """The run's trials and, when ``trials.parquet`` could not be read, one line saying so.
+
+    ``trials.jsonl`` (the fsynced journal every export is rebuilt from) stands in for an
+    unreadable ``trials.parquet``; ``trials.csv`` for a run that has neither.
+    """
     parquet, csv = path / "trials.parquet", path / "trials.csv"
+    journal = path / "trials.jsonl"
     if parquet.exists():
-        return pd.read_parquet(parquet)
+        try:
+            return pd.read_parquet(parquet), ""
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            if journal.exists():
+                from fcasearch.storage.records import RunDir, TrialLog
+
+                return TrialLog(RunDir(path)).frame(), (
+                    f"{parquet} is unreadable ({why}); the report was built from "
+                    f"{journal.name}, the run's journal"
+                )
+            if csv.exists():
+                return pd.read_csv(csv, keep_default_na=True), (
+                    f"{parquet} is unreadable ({why}) and there is no {journal.name}; the report "
+                    f"was built from {csv.name}"
+                )
+            raise ValueError(
+                f"{parquet} is unreadable ({why}) and the run has no {journal.name} or "
+                f"{csv.name} to build the report from"
+            ) from None
     if csv.exists():
-        return pd.read_csv(csv, keep_default_na=True)
+        return pd.read_csv(csv, keep_default_na=True), ""
+    if journal.exists():
+        from fcasearch.storage.records import RunDir, TrialLog
+
+        return TrialLog(RunDir(path)).frame(), ""
     raise FileNotFoundError(
         f"{path}: no trials.parquet or trials.csv; is this a results directory written by "
         "`fcasearch search`?"
     )
+
+
+_LATENCY_CELLS = ("latency_ms", "latency_p90_ms", "latency_cv", "throughput_ips")
+_DERIVED = (
+    "derived when reporting: run.yaml stores no hypervolume definition (a run from before "
+    "definitions were stored)"
+)
+
+
+def run_definition(
+    config: dict[str, Any], objectives: Sequence[Objective], trials: pd.DataFrame, source: str
+) -> HypervolumeDefinition:
+    """The run's hypervolume definition: ``run.yaml``'s ``hypervolume``, or derived.
+
+    A run written before definitions were stored gets one by the same rules a new run gets
+    (:func:`fcasearch.pareto.define_hypervolume`: its options' ``hv_reference``, accuracy in
+    [0, 1], its space's constraints and closed-form maxima); an objective still without a
+    reference then takes the worst value any of the run's trials recorded (the run is finished,
+    so that too is fixed; unstable latency values are not counted). The definition's ``note`` says it was derived.
+
+    Args:
+        config: ``run.yaml`` as loaded.
+        objectives: The run's objectives.
+        trials: The run's trials (for the last rule).
+        source: ``run.yaml``'s path, for messages.
+
+    Raises:
+        HypervolumeError: A stored definition that cannot be read.
+    """
+    stored = config.get("hypervolume")
+    if stored:
+        definition = HypervolumeDefinition.from_dict(stored, source=f"{source}: hypervolume")
+        if [o.name for o in definition.objectives] != [o.name for o in objectives]:
+            raise HypervolumeError(
+                f"{source}: hypervolume names objectives "
+                f"{[o.name for o in definition.objectives]}, the run has {[o.name for o in objectives]}"
+            )
+        return definition
+    pairs = [(o.name, o.direction) for o in objectives]
+    given = (config.get("options") or {}).get("hv_reference") or None
+    try:
+        from fcasearch.space import load_space
+        from fcasearch.space.bounds import space_hypervolume
+
+        space = load_space(config["space"], source=f"{source} (space)")
+        derived = space_hypervolume(
+            space, pairs, given, given_source="run.yaml options.hv_reference", note=_DERIVED
+        )
+    except (KeyError, TypeError, ValueError):  # no space, or one that no longer loads
+        derived = define_hypervolume(pairs, note=_DERIVED + "; its space could not be loaded")
+    bounds = []
+    for b in derived.objectives:
+        col = trials[b.name] if b.name in trials else pd.Series(dtype=float)
+        if b.name in _LATENCY_CELLS and "latency_stable" in trials:
+            col = col[trials["latency_stable"].astype(bool)]  # an unstable value sets nothing
+        seen = pd.to_numeric(col, errors="coerce").astype(float)
+        seen = seen[np.isfinite(seen)]
+        if b.included or b.best is None or not len(seen):
+            bounds.append(b)
+            continue
+        worst = float(seen.max() if b.direction == "minimize" else seen.min())
+        if (worst > b.best) if b.direction == "minimize" else (worst < b.best):
+            b = ObjectiveBound(
+                b.name, b.direction, b.best, worst, "worst value in the run's trials"
+            )
+        bounds.append(b)
+    return HypervolumeDefinition(tuple(bounds), note=derived.note)
 
 
 def _type_trials(df: pd.DataFrame, objectives: Iterable[Objective], run_name: str) -> pd.DataFrame:
@@ -157,7 +266,27 @@ def _type_trials(df: pd.DataFrame, objectives: Iterable[Objective], run_name: st
         if col not in df:
             df[col] = pd.NA
         df[col] = df[col].astype("string")
+    df["latency_stable"] = _stable_flags(df)
     return df
+
+
+def _stable_flags(df: pd.DataFrame) -> pd.Series:
+    """``latency_stable`` as plain bools: only an explicit False (or "false") is unstable; a
+    missing column or value counts as stable (nothing says otherwise)."""
+    if "latency_stable" not in df:
+        return pd.Series(True, index=df.index, dtype=bool)
+
+    def unstable(v: Any) -> bool:
+        if isinstance(v, str):
+            return v.strip().lower() in ("false", "0", "no")
+        return (
+            v is not None
+            and v is not pd.NA
+            and not (isinstance(v, float) and np.isnan(v))
+            and not bool(v)
+        )
+
+    return ~df["latency_stable"].astype("object").map(unstable).astype(bool)
 
 
 def _unique_labels(names: list[str], paths: list[Path]) -> list[str]:
@@ -210,13 +339,19 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
         fingerprint_id=str(config["fingerprint_id"]) if config.get("fingerprint_id") else None,
         fingerprint=config.get("fingerprint") or {},
     )
-    raw = _read_trials(path)
+    raw, warning = _read_trials(path)
+    if warning:
+        run.warnings.append(warning)
+        run.notes.append(warning)
     missing = [o.name for o in objectives if o.name not in raw.columns]
     if missing and len(raw):
         run.notes.append(
             f"run {name!r}: objective column(s) {missing} absent from the trials table"
         )
     run.trials = _type_trials(raw, objectives, name)
+    run.hypervolume = run_definition(config, objectives, run.trials, str(run_yaml))
+    if run.hypervolume.note:
+        run.notes.append(f"run {name!r}: hypervolume definition {run.hypervolume.note}.")
     return run
 
 

@@ -6,7 +6,6 @@ This module imports matplotlib (Agg backend) and seaborn at import time: import 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -20,12 +19,13 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.transforms import blended_transform_factory
 
+from fcasearch.report.plot_marks import axis_limits, draw_attainment, mark_unstable, unstable_mask
+
 __all__ = [
     "LABELS",
     "arch_spread_figure",
     "hv_by_sampler_figure",
     "hv_history_figure",
-    "objective_pairs_figure",
     "quality_vs_cost_figure",
 ]
 
@@ -92,8 +92,13 @@ def quality_vs_cost_figure(
     references: pd.DataFrame | None = None,
     infeasible: pd.DataFrame | None = None,
     split_by: str | None = None,
+    surfaces: dict[str, dict[float, np.ndarray]] | None = None,
+    directions: tuple[str, str] = ("maximize", "minimize"),
 ) -> Path:
     """Quality against one cost: dominated trials, the Pareto set, the knee, the budget front.
+
+    Trials whose latency was measured unstably (``latency_stable`` False) are drawn as open
+    markers on a latency axis and do not set its range; those beyond it sit at its edge.
 
     Args:
         ranked: Ranked complete trials (``on_front``, ``knee``, ``arch_id`` columns).
@@ -104,13 +109,18 @@ def quality_vs_cost_figure(
         references: Reference models (``label``, ``kind`` and a ``cost`` column): vertical lines.
         infeasible: Trials rejected by a constraint, drawn as a rug where ``cost`` is known.
         split_by: Column that colours the Pareto set (run, or hardware fingerprint).
+        surfaces: Attainment surfaces of (quality, cost) per seed group
+            (:func:`fcasearch.pareto.attainment_surfaces`).
+        directions: Directions of (quality, cost).
 
     Returns:
         ``path``.
     """
     _theme()
     fig, ax = plt.subplots(figsize=(7.2, 4.6))
-    data = ranked[ranked[cost].notna()]
+    everything = ranked[ranked[cost].notna()]
+    shaky = unstable_mask(everything, cost)
+    unstable, data = everything[shaky], everything[~shaky]
     dominated, front = data[~data["on_front"]], data[data["on_front"]]
     if len(dominated):
         ax.scatter(
@@ -171,7 +181,8 @@ def quality_vs_cost_figure(
             )
     xs = [data[cost].to_numpy(dtype=float)]
     if infeasible is not None and cost in infeasible and infeasible[cost].notna().any():
-        rug = infeasible[cost].dropna().to_numpy(dtype=float)
+        rug_rows = infeasible[infeasible[cost].notna()]
+        rug = rug_rows[cost].to_numpy(dtype=float)[~unstable_mask(rug_rows, cost)]
         xs.append(rug)
         sns.rugplot(x=rug, ax=ax, color=INFEASIBLE, height=0.04, lw=1.5, alpha=0.8)
         ax.plot([], [], "|", color=INFEASIBLE, label=f"infeasible ({len(rug)})")
@@ -184,7 +195,21 @@ def quality_vs_cost_figure(
     )
     if log:
         ax.set_xscale("log")
+    limits = axis_limits(data_x, log) if len(unstable) else None
+    if limits is not None:
+        ax.set_xlim(limits)
     _draw_references(ax, refs, cost, data_x, log)
+    if len(unstable):
+        ax.autoscale(enable=False, axis="x")
+        mark_unstable(
+            ax,
+            unstable[cost].to_numpy(dtype=float),
+            unstable[quality].to_numpy(dtype=float),
+            "x",
+            _UNITS.get(cost, ""),
+            in_legend=True,
+        )
+    draw_attainment(ax, surfaces or {}, False, directions)
     _format_axis(ax.xaxis, cost)
     _format_axis(ax.yaxis, quality)
     ax.set_xlabel(_label(cost) + (" (log scale)" if log else ""))
@@ -243,44 +268,6 @@ def _draw_references(
         )
 
 
-def objective_pairs_figure(ranked: pd.DataFrame, columns: Sequence[str], path: Path) -> Path | None:
-    """Pair plot of the objectives (and headline costs), Pareto set against dominated trials.
-
-    Args:
-        ranked: Ranked complete trials with ``on_front``.
-        columns: Numeric columns to pair (2 to 5).
-        path: PNG to write.
-
-    Returns:
-        ``path``, or None when fewer than two columns have values.
-    """
-    cols = [c for c in columns if c in ranked and ranked[c].notna().sum() > 1][:5]
-    if len(cols) < 2 or len(ranked) < 2:
-        return None
-    _theme()
-    data = ranked[cols].rename(columns=_label)
-    data["set"] = np.where(ranked["on_front"], "Pareto set", "dominated")
-    grid = sns.pairplot(
-        data,
-        hue="set",
-        hue_order=["dominated", "Pareto set"],
-        palette={"dominated": DOMINATED, "Pareto set": FRONT},
-        corner=True,
-        diag_kind="hist",
-        height=2.1,
-        plot_kws={"s": 20, "linewidth": 0},
-        diag_kws={"element": "step"},
-    )
-    for ax in grid.axes.flat:
-        if ax is None:
-            continue
-        for axis, label in ((ax.xaxis, ax.get_xlabel()), (ax.yaxis, ax.get_ylabel())):
-            col = next((c for c in cols if _label(c) == label), None)
-            if col:
-                _format_axis(axis, col)
-    return _save(grid.figure, path)
-
-
 def hv_history_figure(history: pd.DataFrame, path: Path) -> Path | None:
     """Hypervolume of each run's front over trials and over wall-clock time.
 
@@ -319,7 +306,9 @@ def hv_history_figure(history: pd.DataFrame, path: Path) -> Path | None:
             legend=kind == axes_kinds[-1] and multi,
         )
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("hypervolume (normalized)")
+        if kind == "trial":
+            ax.xaxis.set_major_locator(mticker.MaxNLocator(integer=True))
+        ax.set_ylabel("hypervolume (fraction of box)")
         ax.set_title(
             f"hypervolume over {'trials' if kind == 'trial' else 'time'}", fontsize=11, loc="left"
         )
@@ -366,7 +355,7 @@ def hv_by_sampler_figure(per_run: pd.DataFrame, path: Path) -> Path | None:
         jitter=0.12,
         ax=ax,
     )
-    ax.set_ylabel("final hypervolume (normalized)")
+    ax.set_ylabel("final hypervolume (fraction of box)")
     ax.set_title("hypervolume per sampler (mean ± sd, dots: runs)", fontsize=11, loc="left")
     return _save(fig, path)
 

@@ -1,18 +1,27 @@
-"""The in-process executor: Optuna ask/tell in this process, one trial at a time."""
+"""The in-process executor: Optuna ask/tell in this process, one trial at a time.
+
+Several such drivers may share one study (``--storage`` on a database or a journal file):
+between them they finish the study's ``n_trials`` (:func:`~fcasearch.search.study.claim_slot`)
+and evaluate each architecture once per budget (:mod:`fcasearch.search.shared`).
+"""
 
 from __future__ import annotations
 
-import math
 import time
 
 import optuna
 
 from fcasearch.search.objective import TrialContext, evaluate, reused_result
+from fcasearch.search.placement import placement_columns
 from fcasearch.search.progress import SearchProgress
-from fcasearch.search.study import sample_architecture, tell
+from fcasearch.search.schedulers import StudyScheduler
+from fcasearch.search.shared import shared_metrics, wait_for_result
+from fcasearch.search.study import claim_slot, counted_trials, sample_architecture, tell
 from fcasearch.storage.records import TrialLog
 
-__all__ = ["run_local"]
+__all__ = ["SHARED_WAIT_S", "run_local"]
+
+SHARED_WAIT_S = 3600.0  # s a driver waits for another one evaluating the same architecture
 
 
 def run_local(
@@ -22,42 +31,63 @@ def run_local(
     n_trials: int | None,
     deadline: float | None,
     progress: SearchProgress,
+    *,
+    shared: bool = False,
 ) -> int:
-    """Run trials until ``n_trials`` more are finished or ``deadline`` (monotonic s) passes.
+    """Run trials until the study holds ``n_trials`` or ``deadline`` (monotonic s) passes.
+
+    Args:
+        n_trials: trials the study should hold in all (those of other drivers included).
+        shared: the study may have other drivers: reuse their results and share ours.
 
     Returns:
-        How many trials ran.
+        How many trials ran here.
     """
     o = ctx.options
     cache = log.completed(o.budget)
+    scheduler = StudyScheduler(study, o.objectives)  # asha/mo-asha: the study's RungPruner
+    run_dir = str(log.run.root.resolve())
+    wait_s = SHARED_WAIT_S if o.trial_timeout is None else o.trial_timeout + 60.0
     ran = 0
-    while (n_trials is None or ran < n_trials) and (
-        deadline is None or time.monotonic() < deadline
-    ):
+    # alone on its study, the driver counts for itself; sharing it, it claims each trial
+    left = None if n_trials is None else n_trials - counted_trials(study)
+    while deadline is None or time.monotonic() < deadline:
+        if left is not None and (
+            left - ran <= 0 if not shared else counted_trials(study) >= n_trials
+        ):
+            break
         trial = study.ask()
-        spec = sample_architecture(trial, ctx.space)
+        if shared and not claim_slot(study, trial, n_trials):
+            break  # other drivers took the last trials meanwhile
+        spec = sample_architecture(trial, ctx.space, run_dir=run_dir, budget=o.budget)
         cached = cache.get(spec.arch_id)
+        note = ""
+        if cached is None and shared:
+            cached, note = wait_for_result(
+                study, trial.number, spec.arch_id, o.budget, limit_s=wait_s
+            )
         if cached is not None:
             result = reused_result(cached, spec)
             trial.set_user_attr("reused_from", int(cached["trial"]))
         else:
 
             def report(epoch: int, metrics: dict[str, float], _trial=trial) -> bool:
-                acc = metrics.get("accuracy")
-                if (
-                    acc is None
-                    or len(o.objectives) > 1
-                    or (isinstance(acc, float) and math.isnan(acc))
-                ):
-                    return False
-                _trial.report(float(acc), epoch)
-                return _trial.should_prune()
+                return scheduler.report(_trial, epoch, metrics)  # True: stop at this rung
 
             progress.start_trial(trial.number, spec)
             result = evaluate(spec, ctx, report)
-        row = result.row(trial.number, log.run.name)
+            if note:
+                result.notes["shared"] = note
+        row = {**result.row(trial.number, log.run.name), **placement_columns(result.fingerprint)}
         log.append(row)  # durable first: a kill after this line loses nothing
-        tell(study, trial, result, o.objectives, ctx.space.constraints)
+        tell(
+            study,
+            trial,
+            result,
+            o.objectives,
+            ctx.space.constraints,
+            shared=shared_metrics(row) if shared and cached is None else None,
+        )
         if result.status == "complete" and cached is None:
             cache.setdefault(spec.arch_id, row)
         progress.finish_trial(row)

@@ -29,6 +29,7 @@ __all__ = [
     "check_data",
     "evaluate",
     "reused_result",
+    "rung_reached",
 ]
 
 # epoch, metrics -> True to stop (pruned)
@@ -58,6 +59,7 @@ class TrialResult:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     fingerprint_id: str = ""
     notes: dict[str, str] = field(default_factory=dict)
+    rung: int | None = None  # last rung reached under asha/mo-asha (None: no scheduler)
 
     def row(self, trial: int, run: str) -> dict[str, Any]:
         row: dict[str, Any] = {
@@ -72,6 +74,7 @@ class TrialResult:
             "accuracy": math.nan,
             **self.metrics,
             "epochs": self.epochs,
+            "rung": math.nan if self.rung is None else int(self.rung),
             "budget": self.budget,
             "train_seconds": self.train_seconds,
             "measure_seconds": self.measure_seconds,
@@ -104,7 +107,12 @@ def reused_result(cached: dict[str, Any], spec) -> TrialResult:
         device=cached.get("device", "cpu"),
         fingerprint_id=cached.get("fingerprint_id", ""),
         notes={"reused_from_trial": str(cached.get("trial"))},
+        rung=_int_or_none(cached.get("rung")),
     )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def arch_columns(spec: ArchSpec) -> dict[str, Any]:
@@ -229,6 +237,14 @@ def check_data(ctx: TrialContext) -> None:
             )
 
 
+def rung_reached(options: SearchOptions, epochs: float) -> int | None:
+    """The last rung a trial that trained ``epochs`` reached (None without a scheduler)."""
+    from fcasearch.search.schedulers import schedule_for
+
+    schedule = schedule_for(options)
+    return None if schedule is None else schedule.rung_reached(epochs)
+
+
 def _build_seeded(spec: ArchSpec, seed: int):
     """The model with weights drawn from a seed of (run seed, arch_id) alone: the same
     architecture starts from the same weights in any trial, process or resumed run, and the
@@ -313,10 +329,13 @@ def _train(
     )
     res.train_seconds = time.perf_counter() - t
     res.epochs = float(out.epochs)
+    res.rung = rung_reached(o, res.epochs)
     res.metrics["accuracy"] = float(out.accuracy) if out.accuracy is not None else math.nan
     if out.status != "complete":
         res.status = "pruned" if out.status == "pruned" else "failed"
         res.reason = out.reason or out.status
+        if out.status == "pruned" and res.rung is not None:
+            res.reason = f"stopped by {o.scheduler} at rung {res.rung} (epoch {out.epochs:g})"
     elif (
         o.trial_timeout is not None
         and out.stopped_by == "seconds"

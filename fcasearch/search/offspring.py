@@ -27,11 +27,22 @@ this class             46%       45%        37%        44%        43%
 
 So ``search.py``'s NSGA-II uses it (:func:`~fcasearch.search.study.make_sampler`). An earlier
 variant that replaced the per-parameter redraw by one ``mutate`` step on half of the children
-also removed the repeats but did worse (48% and 57% on seeds 0-9 and 10-19).
+also removed the repeats but did worse (48% and 57% on seeds 0-9 and 10-19). (These figures were
+measured when every trial asked every parameter; trials now ask only the parameters their
+architecture uses, see below.)
+
+Conditional parameters. A trial asks only what its architecture uses (no ``s1.tme`` when stage 1
+is a conv stage). Optuna's NSGA-II hands its children only the parameters every finished trial
+shares (its intersection search space) and draws the others at random;
+:class:`ArchitectureNSGAII` instead gives the children every parameter of the space
+(:meth:`~fcasearch.space.SearchSpace.distributions`). A parent lacking a parameter passes on the
+other parent's value, else a random one; the trial then asks only the parameters its child
+architecture uses, and the values of the others are dropped.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,7 +59,7 @@ from optuna.trial import FrozenTrial
 
 from fcasearch.space import SearchSpace, SpaceError
 
-__all__ = ["ArchitectureOffspring"]
+__all__ = ["ArchitectureNSGAII", "ArchitectureOffspring"]
 
 
 def _violation(trial: FrozenTrial) -> float:
@@ -62,7 +73,7 @@ class ArchitectureOffspring:
     """Child parameters for ``optuna.samplers.NSGAIISampler(child_generation_strategy=...)``.
 
     Args:
-        space: the search space the study samples (trials ask every parameter: ``flat=True``).
+        space: the search space the study samples.
         seed: random seed of the selection, crossover and mutation.
         crossover_prob: probability of a crossover (else the child starts as one parent).
         swapping_prob: per parameter, probability of taking the second parent's value.
@@ -151,13 +162,16 @@ class ArchitectureOffspring:
         search_space: dict[str, BaseDistribution],
         parents: list[FrozenTrial],
     ) -> dict[str, Any]:
-        """Tournament, uniform crossover, per-parameter redraw (Optuna's NSGA-II recipe)."""
+        """Tournament, uniform crossover, per-parameter redraw (Optuna's NSGA-II recipe); a
+        parameter the first parent lacks (conditional) comes from the second, else at random."""
         first = self._tournament(directions, parents)
         params = {k: first.params[k] for k in search_space if k in first.params}
         if self.rng.random() < self.crossover_prob:
             second = self._tournament(directions, parents)
-            for name in params:
-                if name in second.params and self.rng.random() < self.swapping_prob:
+            for name in search_space:
+                if name in second.params and (
+                    name not in params or self.rng.random() < self.swapping_prob
+                ):
                     params[name] = second.params[name]
         p = self.mutation_prob if self.mutation_prob is not None else 1 / max(1, len(search_space))
         for name, dist in search_space.items():
@@ -187,3 +201,35 @@ class ArchitectureOffspring:
             return self.space.mutate(spec, self.rng)
         except SpaceError:  # a one-member space: nothing else to propose
             return spec
+
+
+class ArchitectureNSGAII(optuna.samplers.NSGAIISampler):
+    """Optuna's NSGA-II whose children set every parameter of an architecture space.
+
+    Trials ask only the parameters their architecture uses, so Optuna's NSGA-II (which models
+    only the parameters all finished trials share) would draw the conditional ones at random.
+    This sampler's relative search space is the whole space instead
+    (:meth:`~fcasearch.space.SearchSpace.distributions`); the child generation strategy
+    (:class:`ArchitectureOffspring` by default) gets and returns all of them, and a trial takes
+    the ones it asks.
+
+    Args:
+        space: the search space the study samples.
+        **kwargs: :class:`optuna.samplers.NSGAIISampler`'s arguments; without
+            ``child_generation_strategy``, ``ArchitectureOffspring(space, seed=kwargs["seed"])``.
+    """
+
+    def __init__(self, space: SearchSpace, **kwargs: Any) -> None:
+        kwargs.setdefault(
+            "child_generation_strategy", ArchitectureOffspring(space, seed=kwargs.get("seed"))
+        )
+        with warnings.catch_warnings():  # child_generation_strategy is experimental (Optuna 3.3)
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            super().__init__(**kwargs)
+        self._distributions = space.distributions()
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        """Every parameter of the space (conditional ones included), not the intersection."""
+        return dict(self._distributions)

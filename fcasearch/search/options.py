@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +89,9 @@ class SearchOptions:
     latency_dtype: str = "fp32"
     latency_cuda_graph: bool = False  # time a CUDA graph replay (CUDA only)
     save_weights: bool = False  # each trained trial saves <run>/weights/<arch_id>.pt
-    pruner: str = "median"
+    scheduler: str = "fifo"  # fifo | asha | mo-asha (fcasearch.search.schedulers)
+    min_epochs: int = 1  # first rung, r (asha, mo-asha)
+    reduction_factor: int = 3  # eta: rungs at r * eta**k epochs; ~1/eta go on past each
     seed: int = 0
     out: str = ""
     executor: str = "local"
@@ -98,20 +101,21 @@ class SearchOptions:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_concurrent: int = 2
-    asha: bool = False
     progress: bool = True
+    # hypervolume references NAME -> "REF" or "REF:BEST" (fcasearch.pareto.define_hypervolume)
+    hv_reference: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.objectives, (str, list)):
             object.__setattr__(self, "objectives", parse_objectives(self.objectives))
+        object.__setattr__(self, "hv_reference", _hv_reference(self.hv_reference, self.objectives))
         if self.sampler and self.sampler not in SAMPLERS:
             raise SearchError(f"sampler: {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
         if self.executor not in EXECUTORS:
             raise SearchError(f"executor: {self.executor!r} is not one of {', '.join(EXECUTORS)}")
         if self.n_trials is None and self.time_budget is None:
             raise SearchError("give --n-trials or --time-budget (or both) so the search can end")
-        if self.n_trials is not None and self.n_trials < 1:
-            raise SearchError(f"n_trials: {self.n_trials} must be >= 1")
+        self._check_numbers()
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise SearchError(f"device: {self.device!r} must be 'cpu', 'cuda' or 'cuda:N'")
         if self.latency_cuda_graph and not self.device.startswith("cuda"):
@@ -131,11 +135,79 @@ class SearchOptions:
                     f"device: {self.device!r} on Ray: each trial sees only the GPU Ray gives it "
                     "(as cuda:0); use --device cuda"
                 )
-        if self.pruner not in ("median", "none"):
-            raise SearchError(f"pruner: {self.pruner!r} must be 'median' or 'none'")
+        self._check_scheduler()
         if not self.measure and any(o.name in HARDWARE_METRICS for o in self.objectives):
             names = [o.name for o in self.objectives if o.name in HARDWARE_METRICS]
             raise SearchError(f"objectives {names} need measurement; drop --no-measure")
+
+    def _check_scheduler(self) -> None:
+        from fcasearch.search.schedulers import SCHEDULERS, rung_objectives, schedule_for
+
+        if self.scheduler not in SCHEDULERS:
+            raise SearchError(
+                f"scheduler: {self.scheduler!r} is not one of {', '.join(SCHEDULERS)}"
+            )
+        if self.scheduler == "fifo":
+            return
+        try:
+            rung_objectives(self.scheduler, self.objectives)
+            schedule_for(self)
+        except ValueError as exc:
+            raise SearchError(str(exc)) from None
+
+    def _check_numbers(self) -> None:
+        """Counts, durations and sizes that no trial could run with are errors before any trial
+        starts (as the budget's form is)."""
+        from fcasearch.train.budget import Budget, BudgetError
+
+        try:
+            Budget.parse(self.budget)
+        except BudgetError as exc:
+            raise SearchError(f"{exc} (--budget)") from None
+        for name in ("time_budget", "trial_timeout", "lr", "cpus_per_trial", "gpus_per_trial",
+                     "subset_fraction"):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, str):  # YAML reads 2e-3 as a string
+                try:
+                    object.__setattr__(self, name, float(value))
+                except ValueError:
+                    raise SearchError(f"{name}: {value!r} is not a number") from None
+        whole = {
+            "n_trials": self.n_trials,
+            "batch_size": self.batch_size,
+            "latency_batch_size": self.latency_batch_size,
+            "max_concurrent": self.max_concurrent,
+            "threads": self.threads,
+            "subset_classes": self.subset_classes,
+        }
+        for name, value in whole.items():
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                flag = "--" + name.replace("_", "-")
+                raise SearchError(f"{name}: {value!r} must be a whole number >= 1 ({flag})")
+        positive = {
+            "time_budget": self.time_budget,
+            "trial_timeout": self.trial_timeout,
+            "lr": self.lr,
+            "cpus_per_trial": self.cpus_per_trial,
+        }
+        for name, value in positive.items():
+            if value is None:
+                continue
+            if not _finite(value) or value <= 0:
+                flag = "--" + name.replace("_", "-")
+                raise SearchError(f"{name}: {value!r} must be a positive number ({flag})")
+        if not _finite(self.gpus_per_trial) or self.gpus_per_trial < 0:
+            raise SearchError(
+                f"gpus_per_trial: {self.gpus_per_trial!r} must be 0 or more (--gpus-per-trial)"
+            )
+        if self.subset_fraction is not None and not (
+            _finite(self.subset_fraction) and 0 < self.subset_fraction <= 1
+        ):
+            raise SearchError(
+                f"subset_fraction: {self.subset_fraction!r} must be in (0, 1] (--subset-fraction)"
+            )
 
     @property
     def sampler_name(self) -> str:
@@ -154,6 +226,7 @@ class SearchOptions:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["objectives"] = [f"{o.name}:{o.direction[:3]}" for o in self.objectives]
+        d["hv_reference"] = dict(self.hv_reference)
         return d
 
     @classmethod
@@ -161,7 +234,7 @@ class SearchOptions:
         """Options from a dict (a config file); unknown keys are errors with a suggestion."""
         known = {f.name for f in dataclasses.fields(cls)}
         clean = {}
-        for key, value in data.items():
+        for key, value in _legacy(data).items():
             k = str(key).replace("-", "_")
             if k not in known:
                 close = difflib.get_close_matches(k, sorted(known), n=1)
@@ -174,6 +247,46 @@ class SearchOptions:
             return cls(**clean)
         except TypeError as exc:
             raise SearchError(f"{source}: {exc}") from None
+
+
+def _legacy(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Options of earlier versions (a run.yaml to resume, an old config): ``asha: true`` is
+    ``scheduler: asha`` (deprecated); ``pruner`` (the median pruner, replaced by the
+    schedulers) is dropped."""
+    out = dict(data)
+    asha = out.pop("asha", None)
+    out.pop("pruner", None)
+    if asha and "scheduler" not in out:
+        out["scheduler"] = "asha"
+    return out
+
+
+def _hv_reference(raw: Any, objectives: tuple[Objective, ...]) -> tuple[tuple[str, str], ...]:
+    """``--hv-reference`` items (or a config mapping) as sorted (name, "REF[:BEST]") pairs."""
+    from fcasearch.pareto import HypervolumeError, parse_hv_reference
+
+    if isinstance(raw, tuple) and all(isinstance(p, tuple) for p in raw):
+        raw = dict(raw)
+    try:
+        parsed = parse_hv_reference(raw or None, source="hv_reference")
+    except HypervolumeError as exc:
+        raise SearchError(str(exc)) from None
+    names = [o.name for o in objectives]
+    for name in parsed:
+        if name not in names:
+            raise SearchError(
+                f"hv_reference: {name!r} is not an objective of this search ({', '.join(names)})"
+            )
+    return tuple(
+        sorted(
+            (n, f"{r:.17g}" + (f":{b:.17g}" if b is not None else ""))
+            for n, (r, b) in parsed.items()
+        )
+    )
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -6,6 +6,8 @@ report. A Ray that fcasearch starts itself therefore gets, for its whole process
 
 * ``HOME`` pointing at a run-local folder holding ``ray_bootstrap_config.yaml`` with
   ``provider: {type: local}`` (the probe is skipped for a local provider);
+* ``RAY_TMPDIR`` (Ray's session files) under the system's temporary folder, keyed by the run,
+  outside the results folder;
 * ``RAY_USAGE_STATS_ENABLED=0`` and ``RAY_USAGE_STATS_REPORT_URL`` at a loopback address;
 * the node address ``127.0.0.1`` and no dashboard.
 
@@ -17,22 +19,55 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["LOOPBACK_REPORT_URL", "local_ray_env", "ray_session"]
+__all__ = [
+    "ADDRESS_TIMEOUT_S",
+    "LOOPBACK_REPORT_URL",
+    "check_address",
+    "local_ray_env",
+    "ray_session",
+    "ray_temp_dir",
+]
 
 LOOPBACK_REPORT_URL = "http://127.0.0.1:9/usage"  # discard port: nothing listens, nothing leaves
-_MAX_SOCKET_DIR = 60  # Ray puts unix sockets under its temp dir; their paths must stay < 108 chars
+ADDRESS_TIMEOUT_S = 10.0  # s to wait for a Ray cluster named by --address to answer
 
 
-def _ray_temp_dir(run_root: Path) -> Path:
-    wanted = (run_root / "ray" / "tmp").resolve()
-    if len(str(wanted)) <= _MAX_SOCKET_DIR:
-        return wanted
-    digest = hashlib.sha1(str(wanted).encode()).hexdigest()[:8]
+def ray_temp_dir(run_root: Path) -> Path:
+    """Where a Ray started for this run keeps its session files (sockets, logs, object spill):
+    under the system's temporary folder, keyed by the run (never inside the results folder,
+    and short enough for Ray's unix socket paths)."""
+    digest = hashlib.sha1(str(run_root.resolve()).encode()).hexdigest()[:10]
     return Path(tempfile.gettempdir()) / f"fcs-ray-{digest}"
+
+
+def check_address(address: str, timeout_s: float = ADDRESS_TIMEOUT_S) -> None:
+    """Raise :class:`SearchError` (one line) when nothing answers at a Ray ``address`` within
+    ``timeout_s`` seconds (``auto`` is left to Ray, which fails at once without a cluster)."""
+    from fcasearch.search.options import SearchError
+
+    if address == "auto":
+        return
+    target = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise SearchError(
+            f"--address {address!r}: expected auto, HOST:PORT (the head's GCS port, 6379 by "
+            "default) or ray://HOST:PORT (Ray Client, 10001 by default)"
+        )
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise SearchError(
+            f"--address {address}: no Ray answered within {timeout_s:g} s "
+            f"({type(exc).__name__}: {exc}); check that `ray start --head` runs on {host} and "
+            f"that port {port} is reachable from this machine"
+        ) from None
 
 
 def local_ray_env(run_root: Path) -> dict[str, str]:
@@ -40,7 +75,7 @@ def local_ray_env(run_root: Path) -> dict[str, str]:
     home = (run_root / "ray" / "home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     (home / "ray_bootstrap_config.yaml").write_text("provider:\n  type: local\n")
-    tmp = _ray_temp_dir(run_root)
+    tmp = ray_temp_dir(run_root)
     tmp.mkdir(parents=True, exist_ok=True)
     return {
         "HOME": str(home),
@@ -100,7 +135,17 @@ def ray_session(
                 log_to_driver=False,
             )
         else:
-            ray.init(address=address, logging_level="warning", log_to_driver=False)
+            check_address(address)
+            try:
+                ray.init(address=address, logging_level="warning", log_to_driver=False)
+            except (ConnectionError, TimeoutError, RuntimeError) as exc:
+                from fcasearch.search.options import SearchError
+
+                first = (str(exc).strip().splitlines() or [""])[0]
+                raise SearchError(
+                    f"--address {address}: cannot join that Ray cluster ({type(exc).__name__}: "
+                    f"{first}); check that it runs, the address, and RAY_AUTH_MODE"
+                ) from None
         try:
             yield ray.cluster_resources()
         finally:

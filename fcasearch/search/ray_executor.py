@@ -1,9 +1,11 @@
 """The Ray Tune executor: the same trial as the local executor, run as Tune trials.
 
-Searcher (what next): an :class:`OptunaSearch` on the run's study (same sampler, same storage),
-subclassed so that every finished trial is logged by the driver and told to Optuna with its
-constraint. Scheduler (whether to continue): FIFO, or ASHA on per-epoch accuracy. Trainable (the
-score): :func:`fcasearch.search.objective.evaluate` in a worker. Ray is imported here only.
+Searcher (what next): :class:`~fcasearch.search.ray_searcher.StudySearcher`, the run's Optuna
+study driven through its ask/tell API (same sampler, same storage); it logs every finished trial
+in the driver and tells the study. Scheduler (whether to continue): FIFO, or ASHA / MO-ASHA on
+per-epoch results (:class:`~fcasearch.search.schedulers.tune.RungTuneScheduler`). Trainable (the score): :func:`fcasearch.search.objective.evaluate` in a worker, whose
+final report carries every metric as a column (``ResultGrid.get_dataframe()``) and the whole row.
+Ray is imported here (and in ray_searcher / ray_env) only.
 """
 
 from __future__ import annotations
@@ -11,21 +13,34 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 
-from fcasearch.search.objective import TrialContext, TrialResult, evaluate, reused_result
+from fcasearch.search.objective import TrialContext, evaluate
 from fcasearch.search.options import METRICS, PROXY_PREFIX, SearchError, SearchOptions
+from fcasearch.search.placement import placement_columns
 from fcasearch.search.progress import SearchProgress
-from fcasearch.search.study import sample_architecture, tell
+from fcasearch.search.ray_searcher import StudySearcher, trial_config
 from fcasearch.spec import ArchSpec
 from fcasearch.storage.records import TrialLog
 
-if TYPE_CHECKING:
-    from fcasearch.space import SearchSpace
+__all__ = ["check_resources", "make_trainable", "run_ray", "trial_config"]
 
-__all__ = ["check_resources", "run_ray", "trial_config"]
+
+def _final_report(row: dict[str, Any]) -> dict[str, Any]:
+    """Tune's last result of a trial: the numeric metrics as columns, a few labels, and the whole
+    row as JSON (Tune flattens nested dicts in results)."""
+    out: dict[str, Any] = {
+        k: float(v)
+        for k, v in row.items()
+        if (k in METRICS or k.startswith(PROXY_PREFIX) or k in ("epochs", "trial_seconds"))
+        and isinstance(v, (int, float))
+    }
+    for key in ("status", "arch_id", "ray_node", "cuda_visible_devices", "threads", "trial"):
+        out[key] = row.get(key)
+    out.update(final=1, row=json.dumps(row))
+    return out
 
 
 def _trainable(
@@ -37,6 +52,7 @@ def _trainable(
     """One Tune trial (runs in a Ray worker): report per epoch, then the final row."""
     from pathlib import Path
 
+    import ray
     import torch
     from ray import tune
 
@@ -44,63 +60,49 @@ def _trainable(
 
     opts = SearchOptions.from_mapping(options, source="ray trial options")
     torch.set_num_threads(max(1, int(opts.cpus_per_trial)))
+    node = ray.get_runtime_context().get_node_id() or ""
     spec = ArchSpec.from_json(config["spec"])
     if config.get("reuse"):
-        tune.report({"final": 1, "row": json.dumps(config["reuse"]), "accuracy": math.nan})
+        tune.report(_final_report({**config["reuse"], **placement_columns(ray_node=node)}))
         return
     ctx = TrialContext(
         options=opts,
         space=load_space(space, source="run.yaml (space)"),
         checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
     )
+    where = placement_columns(ray_node=node)
 
     def report(epoch: int, metrics: dict[str, float]) -> bool:
-        tune.report({**{k: float(v) for k, v in metrics.items() if k in METRICS}, "epoch": epoch})
+        numbers = {k: float(v) for k, v in metrics.items() if k in METRICS}
+        tune.report({**numbers, **where, "epoch": epoch})
         return False  # Tune's scheduler stops a trial by not resuming it
 
     result = evaluate(spec, ctx, report)
-    row = result.row(int(config["trial_number"]), config["run"])
-    # a JSON string: Tune flattens nested dicts in results
-    tune.report(
-        {"final": 1, "row": json.dumps(row), "accuracy": result.metrics.get("accuracy", math.nan)}
+    row = {
+        **result.row(int(config["trial_number"]), config["run"]),
+        **placement_columns(result.fingerprint, ray_node=node),
+    }
+    tune.report(_final_report(row))
+
+
+def _trial_dirname(trial) -> str:
+    """A Tune trial's folder: its id (Tune's default spells the whole config into the name)."""
+    return f"trial_{trial.trial_id}"
+
+
+def make_trainable(options: SearchOptions, space: Any, checkpoint_dir: str | None = None):
+    """The run's Tune trainable, with its resources (also what ``tune.Tuner.restore`` needs)."""
+    from ray import tune
+
+    trainable = tune.with_parameters(
+        _trainable,
+        options=options.to_dict(),
+        space=space.to_dict(),  # workers rebuild the space from this plain dict
+        checkpoint_dir=checkpoint_dir,
     )
-
-
-def trial_config(
-    ot_trial: optuna.Trial, space: SearchSpace, cache: dict[str, dict[str, Any]], run: str
-) -> dict[str, Any]:
-    """The Tune config of one trial: its sampled architecture (marked in the study at once, so
-    NSGA-II's next children avoid it while it runs) and, if a completed trial of this run already
-    measured that architecture, the row to reuse instead of training again."""
-    spec = sample_architecture(ot_trial, space)
-    cfg = {"spec": spec.to_json(), "trial_number": ot_trial.number, "run": run}
-    cached = cache.get(spec.arch_id)
-    if cached is not None:
-        cfg["reuse"] = reused_result(cached, spec).row(ot_trial.number, run)
-    return cfg
-
-
-def _row_for_stopped(
-    spec: ArchSpec,
-    trial_number: int,
-    run: str,
-    last: dict[str, Any] | None,
-    error: bool,
-    budget: str,
-) -> dict[str, Any]:
-    from fcasearch.measure.counting import count_macs, count_params
-
-    res = TrialResult(spec=spec, status="failed" if error else "pruned", budget=budget)
-    res.reason = (
-        "the Ray trial raised (see the Ray logs under ray/)"
-        if error
-        else "stopped by the ASHA scheduler"
+    return tune.with_resources(
+        trainable, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
     )
-    res.metrics = {"params": float(count_params(spec)), "macs": float(count_macs(spec))}
-    if last:  # the last per-epoch report: accuracy so far and the costs measured before training
-        res.metrics.update({k: float(v) for k, v in last.items() if k in METRICS})
-        res.epochs = float(last.get("epoch", 0))  # epochs completed (the trainer counts from 1)
-    return res.row(trial_number, run)
 
 
 def run_ray(
@@ -114,104 +116,44 @@ def run_ray(
     storage: str,
     study_name: str,
 ) -> int:
-    """Run trials on Ray Tune (a local Ray started for the run, or ``--address``)."""
+    """Run trials on Ray Tune (a local Ray started for the run, or ``--address``) until the study
+    holds ``n_trials`` or ``deadline`` (monotonic s) passes; how many trials ran here."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
+    from ray.tune.schedulers import FIFOScheduler
 
     from fcasearch.search.ray_env import ray_session
-    from fcasearch.train import Budget
+    from fcasearch.search.schedulers import rung_values_from_study, schedule_for
+    from fcasearch.search.schedulers.tune import RungTuneScheduler
+    from fcasearch.search.study import counted_trials
 
     o = ctx.options
     run_root = log.run.root
-    cache = log.completed(o.budget)
-    space = ctx.space
-    ran = 0
-
-    def define(trial) -> dict[str, Any]:  # Tune's define-by-run hook: trial.ot_trial is Optuna's
-        return trial_config(trial.ot_trial, space, cache, log.run.name)
-
-    class _LoggedOptunaSearch(OptunaSearch):
-        def on_trial_result(self, trial_id: str, result: dict) -> None:
-            self._last = getattr(self, "_last", {})
-            self._last[trial_id] = result
-
-        def on_trial_complete(
-            self, trial_id: str, result: dict | None = None, error: bool = False
-        ) -> None:
-            nonlocal ran
-            if trial_id in self._completed_trials:
-                return
-            self._completed_trials.add(trial_id)
-            ot_trial = self._ot_trials[trial_id]
-            cfg = self._suggested.get(trial_id, {})
-            spec = ArchSpec.from_json(cfg["spec"])
-            if result and result.get("row"):
-                row = json.loads(result["row"])
-            else:
-                last = result or getattr(self, "_last", {}).get(trial_id)
-                row = _row_for_stopped(spec, ot_trial.number, log.run.name, last, error, o.budget)
-            log.append(row)
-            res = TrialResult(spec=spec, status=row["status"], reason=row.get("reason") or "")
-            res.metrics = {
-                k: float(v)
-                for k, v in row.items()
-                if isinstance(v, (int, float)) and (k in METRICS or k.startswith(PROXY_PREFIX))
-            }
-            tell(self._ot_study, ot_trial, res, o.objectives, space.constraints)
-            if row["status"] == "complete" and not cfg.get("reuse"):
-                cache.setdefault(spec.arch_id, row)
-            progress.finish_trial(row)
-            log.export_every(o.objective_pairs)
-            ran += 1
-
-        def save(self, checkpoint_path: str) -> None:
-            """No Tune-side searcher checkpoint: the study and trials.jsonl are the run's state
-            (``--resume`` restarts from them)."""
-
-        def restore(self, checkpoint_path: str) -> None:
-            pass
-
-        def suggest(self, trial_id: str):
-            cfg = super().suggest(trial_id)
-            if cfg is not None:
-                self._suggested = getattr(self, "_suggested", {})
-                self._suggested[trial_id] = cfg
-            return cfg
-
-    searcher = _LoggedOptunaSearch(
-        space=define,
-        metric=[ob.name for ob in o.objectives],
-        mode=["max" if ob.direction == "maximize" else "min" for ob in o.objectives],
-        sampler=study.sampler,  # the run's one sampler (same storage and study name)
-        storage=study._storage,
+    if n_trials is not None and counted_trials(study) >= n_trials:
+        return 0
+    searcher = StudySearcher(
+        storage=storage,
         study_name=study_name,
-        seed=o.seed,
+        options=o.to_dict(),
+        space=ctx.space.to_dict(),
+        run_root=str(run_root),
+        n_trials=n_trials,
+        shared=o.storage is not None,
+        study=study,
+        progress=progress,
     )
-    if o.asha and o.trains:
-        budget = Budget.parse(o.budget)
-        max_t = max(1, math.ceil(budget.epochs or 1))
-        scheduler = ASHAScheduler(
-            metric="accuracy",
-            mode="max",
-            time_attr="training_iteration",
-            max_t=max_t + 1,
-            grace_period=1,
-            reduction_factor=2,
+    schedule = schedule_for(o)
+    if schedule is not None:  # asha / mo-asha, seeded with the rungs the study holds (resume)
+        scheduler = RungTuneScheduler(
+            schedule,
+            o.objectives,
+            o.scheduler,
+            rung_values_from_study(study),
+            getattr(study.pruner, "bounds", None),  # the study's RungPruner (make_pruner)
         )
     else:
         scheduler = FIFOScheduler()
-    trainable = tune.with_parameters(
-        _trainable,
-        options=o.to_dict(),
-        space=space.to_dict(),  # workers rebuild the space from this plain dict
-        checkpoint_dir=str(ctx.checkpoint_dir)
-        if (ctx.checkpoint_dir and o.address is None)
-        else None,
-    )
-    trainable = tune.with_resources(trainable, {"cpu": o.cpus_per_trial, "gpu": o.gpus_per_trial})
-    if n_trials == 0:
-        return 0
+    checkpoints = ctx.checkpoint_dir if (ctx.checkpoint_dir and o.address is None) else None
+    trainable = make_trainable(o, ctx.space, str(checkpoints) if checkpoints else None)
     time_budget = None if deadline is None else max(1.0, deadline - time.monotonic())
     local_cpus = None if o.address else _local_cpus(o)
     with ray_session(run_root, address=o.address, num_cpus=local_cpus) as resources:
@@ -221,10 +163,11 @@ def run_ray(
             tune_config=tune.TuneConfig(
                 search_alg=searcher,
                 scheduler=scheduler,
-                num_samples=n_trials if n_trials is not None else -1,
+                num_samples=-1,  # the searcher says when the study holds its trials
                 max_concurrent_trials=o.max_concurrent,
                 time_budget_s=time_budget,
                 reuse_actors=False,
+                trial_dirname_creator=_trial_dirname,
             ),
             run_config=tune.RunConfig(
                 name="tune",
@@ -234,7 +177,7 @@ def run_ray(
             ),
         )
         tuner.fit()
-    return ran
+    return searcher.ran
 
 
 def check_resources(resources: dict[str, float], o: SearchOptions) -> None:

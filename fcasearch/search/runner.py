@@ -77,8 +77,31 @@ def load_run_options(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any
     return dict(data["options"]), data["space"]
 
 
+def _hypervolume(run: RunDir, options: SearchOptions, space: Any, resume: bool) -> Any:
+    """The run's hypervolume definition: the one run.yaml stores, else defined now (before the
+    first trial) from the space and ``options.hv_reference`` (``fcasearch.pareto``)."""
+    from fcasearch.pareto import HypervolumeDefinition, HypervolumeError
+    from fcasearch.space.bounds import space_hypervolume
+
+    try:
+        if resume and run.run_yaml.exists():
+            stored = (yaml.safe_load(run.run_yaml.read_text()) or {}).get("hypervolume")
+            if stored:
+                return HypervolumeDefinition.from_dict(stored, source=f"{run.run_yaml} hypervolume")
+        return space_hypervolume(
+            space, options.objective_pairs, dict(options.hv_reference), given_source="hv_reference"
+        )
+    except HypervolumeError as exc:
+        raise SearchError(str(exc)) from None
+
+
 def _write_run_yaml(
-    run: RunDir, options: SearchOptions, space_dict: dict[str, Any], fingerprint: dict, fp_id: str
+    run: RunDir,
+    options: SearchOptions,
+    space_dict: dict[str, Any],
+    fingerprint: dict,
+    fp_id: str,
+    hypervolume: dict[str, Any] | None = None,
 ) -> None:
     doc = {
         "name": run.name,
@@ -90,6 +113,7 @@ def _write_run_yaml(
         "budget": options.budget,
         "fingerprint": json.loads(json.dumps(fingerprint, default=str)),  # plain types only
         "fingerprint_id": fp_id,
+        "hypervolume": hypervolume,
         "options": options.to_dict(),
         "space": space_dict,
         "versions": _versions(),
@@ -102,7 +126,11 @@ def _write_run_yaml(
 
 
 def run_search(
-    options: SearchOptions, *, resume: bool = False, space_dict: dict[str, Any] | None = None
+    options: SearchOptions,
+    *,
+    resume: bool = False,
+    space_dict: dict[str, Any] | None = None,
+    rebuild_study: bool = False,
 ) -> SearchOutcome:
     """Run (or resume) a search and export its results.
 
@@ -111,11 +139,13 @@ def run_search(
         resume: continue the run in ``options.out`` (its trials are kept; trials a killed run
             left RUNNING are marked failed and retried).
         space_dict: the space as stored in run.yaml (resume); otherwise ``options.space`` is read.
+        rebuild_study: (with ``resume``) rebuild the run's ``study.db`` from ``trials.jsonl``
+            first, for a study that was lost or corrupted.
     """
     from fcasearch.measure import fingerprint_id, hardware_fingerprint
     from fcasearch.search.objective import TrialContext, check_data
     from fcasearch.search.progress import SearchProgress
-    from fcasearch.search.study import open_study, recover_interrupted
+    from fcasearch.search.study import counted_trials, recover_interrupted
     from fcasearch.space import load_space
 
     run = RunDir(Path(options.out) if options.out else default_out(options))
@@ -129,6 +159,10 @@ def run_search(
         space_dict = space.to_dict()
     else:
         space = load_space(space_dict, source=f"{run.run_yaml} (space)")
+    if options.executor == "ray" and options.address is not None:
+        from fcasearch.search.ray_env import check_address
+
+        check_address(options.address)  # before anything is written: a bounded wait, one line
     # On a Ray cluster the trials run (and are fingerprinted) on its workers: this driver's
     # machine, often a head node without a GPU, needs none.
     remote = options.executor == "ray" and options.address is not None
@@ -141,6 +175,7 @@ def run_search(
                 "device: cuda was asked but torch sees no CUDA device here; use --device cpu "
                 "(or --executor ray --address HOST:PORT to train on a cluster's GPUs)"
             )
+    hv = _hypervolume(run, options, space, resume)  # fixed before the first trial
     ctx = TrialContext(options=options, space=space, checkpoint_dir=run.checkpoints)
     try:
         check_data(ctx)  # once, before any trial: a wrong dataset is the run's error, not a trial's
@@ -152,30 +187,51 @@ def run_search(
         torch.set_num_threads(options.threads)  # training and measurement in this process
     run.root.mkdir(parents=True, exist_ok=True)
     fp = hardware_fingerprint(driver_device, threads=options.threads)
-    if not resume:
-        _write_run_yaml(run, options, space_dict, fp, fingerprint_id(fp))
     log = TrialLog(run)
     storage = options.storage or run.storage_url()
     study_name = options.study_name or run.name
-    study = open_study(options, storage, study_name, space=space)
-    recovered = recover_interrupted(study)
-    done_rows = log.rows()
-    if options.sampler_name == "grid" and not resume:
-        _enqueue_grid(study, space, options.n_trials)
-    n_left = None if options.n_trials is None else max(0, options.n_trials - len(done_rows))
+    if rebuild_study:
+        if not resume or options.storage:
+            raise SearchError(
+                "--rebuild-study rebuilds a run's own study.db from its trials.jsonl: use it with "
+                "--resume RUN_DIR, on a run without --storage"
+            )
+        from fcasearch.search.rebuild import rebuild_study as rebuild
+
+        rebuild(run, options, space, study_name)
+    study = _open_run_study(options, storage, study_name, space, run, log, resume, hv)
+    if not resume:  # once the study opened: a storage error leaves no run to --resume
+        _write_run_yaml(run, options, space_dict, fp, fingerprint_id(fp), hv.to_dict())
+    logged = {int(r["trial"]): r for r in log.rows() if "trial" in r}
+    owner = str(run.root.resolve()) if options.storage else None  # a study others may share
+    recovered = recover_interrupted(study, owner, logged, options.objectives, space.constraints)
+    if options.sampler_name == "grid" and not resume and not study.get_trials(deepcopy=False):
+        _enqueue_grid(study, space, options.n_trials)  # once per study, by its first driver
     deadline = None if options.time_budget is None else time.monotonic() + options.time_budget
-    progress = SearchProgress(n_left, options.objectives, done_rows, enabled=options.progress)
+    done = counted_trials(study)
+    n_left = None if options.n_trials is None else max(0, options.n_trials - done)
+    progress = SearchProgress(
+        n_left, options.objectives, log.rows(), enabled=options.progress, hypervolume=hv
+    )
     try:
         if options.executor == "ray":
             from fcasearch.search.ray_executor import run_ray
 
             ran = run_ray(
-                study, ctx, log, n_left, deadline, progress, storage=storage, study_name=study_name
+                study,
+                ctx,
+                log,
+                options.n_trials,
+                deadline,
+                progress,
+                storage=storage,
+                study_name=study_name,
             )
         else:
             from fcasearch.search.local import run_local
 
-            ran = run_local(study, ctx, log, n_left, deadline, progress)
+            shared = options.storage is not None
+            ran = run_local(study, ctx, log, options.n_trials, deadline, progress, shared=shared)
     finally:
         progress.close()
         front = log.export(options.objective_pairs)
@@ -183,6 +239,33 @@ def run_search(
     return SearchOutcome(
         run=run, counts=counts, pareto_size=len(front), trials_ran=ran, recovered=recovered
     )
+
+
+def _open_run_study(options, storage, study_name, space, run, log, resume, hypervolume=None):
+    """The run's study; on ``--resume`` of a run whose own study.db is lost, overwritten or
+    corrupt, a one-line error that offers ``--rebuild-study``."""
+    from fcasearch.search.storages import StorageError
+    from fcasearch.search.study import open_study
+
+    own = options.storage is None
+    logged = len(log.rows()) if resume and own else 0
+    offer = (
+        f"its trials.jsonl holds {logged} finished trial(s): rebuild the study from it with "
+        f"--resume {run.root} --rebuild-study"
+    )
+    if logged and not run.study_db.exists():
+        raise SearchError(f"--resume: {run.study_db} is missing; {offer}")
+    try:
+        study = open_study(options, storage, study_name, space=space, hypervolume=hypervolume)
+    except StorageError as exc:
+        if logged:
+            raise SearchError(f"--resume: {run.study_db} cannot be read ({exc}); {offer}") from None
+        raise
+    if logged and not study.get_trials(deepcopy=False):
+        raise SearchError(
+            f"--resume: {run.study_db} holds no trial of study {study_name!r} (overwritten?); {offer}"
+        )
+    return study
 
 
 def _enqueue_grid(study, space, n_trials: int | None) -> None:

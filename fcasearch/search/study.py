@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import random
+import time
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -10,22 +12,37 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from fcasearch.search.objective import TrialResult
-from fcasearch.search.offspring import ArchitectureOffspring
-from fcasearch.search.options import Objective, SearchOptions
+from fcasearch.search.offspring import ArchitectureNSGAII
+from fcasearch.search.options import (
+    HARDWARE_METRICS,
+    METRICS,
+    PROXY_PREFIX,
+    Objective,
+    SearchError,
+    SearchOptions,
+)
+from fcasearch.search.storages import StorageError, make_storage, redact
 
 if TYPE_CHECKING:
     from fcasearch.space import SearchSpace
     from fcasearch.spec import ArchSpec
 
+_WAITING = optuna.trial.TrialState.WAITING
+
 __all__ = [
+    "claim_slot",
     "constraint_violation",
+    "counted_trials",
+    "counts",
     "make_pruner",
     "make_sampler",
     "make_storage",
     "nsga2_population",
     "open_study",
     "recover_interrupted",
+    "result_from_row",
     "sample_architecture",
+    "study_attrs",
     "tell",
     "values_for",
 ]
@@ -49,11 +66,13 @@ def make_sampler(
 ) -> optuna.samplers.BaseSampler:
     """The sampler named by the options (``grid`` is random sampling over an enqueued grid).
 
-    NSGA-II makes its children with :class:`~fcasearch.search.offspring.ArchitectureOffspring`:
-    Optuna's recipe (tournament, uniform crossover, per-parameter redraw), drawn again while the
-    child is an architecture the study already evaluated (on the micro space, 40 seeds, it
-    reached random search's final hypervolume at 43% of 400 trials, Optuna's own children at
-    48%). ``space`` is the space the trials sample (read from ``options.space`` when not given).
+    NSGA-II is :class:`~fcasearch.search.offspring.ArchitectureNSGAII`: children over every
+    parameter of the space, conditional ones included, made by
+    :class:`~fcasearch.search.offspring.ArchitectureOffspring` (Optuna's recipe: tournament,
+    uniform crossover, per-parameter redraw; drawn again while the child is an architecture the
+    study already evaluated). TPE is multivariate with ``group=True``, which models each set of
+    parameters that occur together (trials ask only the parameters their architecture uses).
+    ``space`` is the space the trials sample (read from ``options.space`` when not given).
     """
     name, seed = options.sampler_name, options.seed
     if name == "nsga2" and space is None:
@@ -64,10 +83,8 @@ def make_sampler(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if name == "nsga2":
-            return optuna.samplers.NSGAIISampler(
-                seed=seed,
-                population_size=nsga2_population(options.n_trials),
-                child_generation_strategy=ArchitectureOffspring(space, seed=seed),
+            return ArchitectureNSGAII(
+                space, seed=seed, population_size=nsga2_population(options.n_trials)
             )
         if name == "tpe":
             return optuna.samplers.TPESampler(
@@ -79,33 +96,30 @@ def make_sampler(
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def make_pruner(options: SearchOptions) -> optuna.pruners.BasePruner:
-    """Median pruning on per-epoch accuracy; Optuna prunes single-objective studies only."""
-    if options.pruner == "none" or len(options.objectives) > 1 or not options.trains:
+def make_pruner(
+    options: SearchOptions, space: SearchSpace | None = None, definition: Any = None
+) -> optuna.pruners.BasePruner:
+    """The study's pruner: ASHA or MO-ASHA at the run's rungs
+    (:class:`~fcasearch.search.schedulers.RungPruner`, which also works for multi-objective
+    studies: it reads the trials' rung values from user attributes), or none (``fifo``).
+    MO-ASHA ranks a front by hypervolume contribution under the run's hypervolume
+    ``definition``; without one it is derived from ``space`` (read from ``options.space`` when
+    not given) as the run defines it (``fcasearch.space.bounds.space_hypervolume``: it may
+    enumerate the space, seconds on micro)."""
+    from fcasearch.search.schedulers import RungPruner, schedule_for
+
+    schedule = schedule_for(options)
+    if schedule is None:
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
+    if options.scheduler == "mo-asha" and definition is None:
+        from fcasearch.space import load_space
+        from fcasearch.space.bounds import space_hypervolume
 
-
-def make_storage(url: str) -> optuna.storages.BaseStorage:
-    """Optuna RDB storage for any SQLAlchemy URL.
-
-    SQLite gets write-ahead logging with ``synchronous=NORMAL``: a commit no longer waits for an
-    fsync (Optuna commits once per suggested parameter, ~12 ms each on this disk otherwise), and a
-    killed process still loses no committed trial (only a power cut could).
-    """
-    storage = optuna.storages.RDBStorage(url)
-    if url.startswith("sqlite"):
-        from sqlalchemy import event
-
-        def _pragmas(dbapi_conn, _record) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-
-        event.listen(storage.engine, "connect", _pragmas)
-        storage.engine.dispose()  # reconnect, so every pooled connection has the pragmas
-    return storage
+        space = space if space is not None else load_space(options.space)
+        definition = space_hypervolume(
+            space, options.objective_pairs, dict(options.hv_reference), given_source="hv_reference"
+        )
+    return RungPruner(schedule, options.objectives, options.scheduler, definition)
 
 
 def open_study(
@@ -114,38 +128,151 @@ def open_study(
     study_name: str,
     sampler: optuna.samplers.BaseSampler | None = None,
     space: SearchSpace | None = None,
+    hypervolume: Any = None,
 ) -> optuna.Study:
     """Create or load the run's study (``load_if_exists``: resuming is loading); without a
-    ``sampler``, the one :func:`make_sampler` makes for ``options`` and ``space``."""
+    ``sampler``, the one :func:`make_sampler` makes for ``options`` and ``space``; the pruner
+    :func:`make_pruner`'s for the run's ``hypervolume`` definition.
+
+    Several drivers may open one study at the same moment (a SLURM array on one PostgreSQL
+    database): a collision while creating the study or its metric names is retried.
+
+    Raises:
+        StorageError: the storage cannot be opened (one line naming the URL).
+        SearchError: the stored study optimizes other objectives than ``options``.
+    """
+    import sqlalchemy.exc
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        storage=make_storage(storage),
-        study_name=study_name,
-        directions=[o.direction for o in options.objectives],
-        sampler=sampler if sampler is not None else make_sampler(options, space),
-        pruner=make_pruner(options),
-        load_if_exists=True,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([o.name for o in options.objectives])
-    return study
+    backend = make_storage(storage)
+    sampler = sampler if sampler is not None else make_sampler(options, space)
+    directions = [o.direction for o in options.objectives]
+    for attempt in range(6):
+        try:
+            study = optuna.create_study(
+                storage=backend,
+                study_name=study_name,
+                directions=directions,
+                sampler=sampler,
+                pruner=make_pruner(options, space, hypervolume),
+                load_if_exists=True,
+            )
+            if [d.name.lower() for d in study.directions] != directions:
+                raise SearchError(
+                    f"study {study_name!r} in {redact(storage)} optimizes "
+                    f"{[d.name.lower() for d in study.directions]}, not {directions}; choose "
+                    "another --study-name"
+                )
+            names = [o.name for o in options.objectives]
+            if study.metric_names != names:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    study.set_metric_names(names)
+            return study
+        except (sqlalchemy.exc.IntegrityError, optuna.exceptions.DuplicatedStudyError):
+            if attempt == 5:
+                raise
+            time.sleep(0.2 + random.random() * 0.8)  # another driver created it just now
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+            first = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""]
+            raise StorageError(
+                f"storage {redact(storage)}: cannot read study {study_name!r} "
+                f"({type(exc).__name__}: {first[0]})"
+            ) from None
+    raise AssertionError("unreachable")
 
 
-def recover_interrupted(study: optuna.Study) -> int:
-    """Mark trials left RUNNING by a killed run as FAIL and enqueue their parameters again.
+def counts(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial stands for a row of the search: every trial but the FAIL ones that no
+    driver logged (left RUNNING by a killed driver and retried, or asked after the study had
+    its trials: those carry no ``status``)."""
+    return not (trial.state == optuna.trial.TrialState.FAIL and "status" not in trial.user_attrs)
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials of the study that are rows or will be (finished or running; enqueued ones, not yet
+    started, are not counted until a driver takes them)."""
+    started = [t for t in study.get_trials(deepcopy=False) if t.state != _WAITING]
+    return sum(counts(t) for t in started)
+
+
+def claim_slot(study: optuna.Study, trial: optuna.Trial, n_trials: int | None) -> bool:
+    """Whether ``trial``, just asked, is within the study's ``n_trials``; if not it is told FAIL
+    (without a row) and the caller stops.
+
+    Trials are numbered in the order they are created (storages create them one at a time), so
+    every driver sharing the study agrees which trials are the first ``n_trials``: N drivers
+    finish exactly ``n_trials`` between them.
+    """
+    if n_trials is None:
+        return True
+    before = sum(counts(t) for t in study.get_trials(deepcopy=False) if t.number < trial.number)
+    if before < n_trials:
+        return True
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    return False
+
+
+def recover_interrupted(
+    study: optuna.Study,
+    run_dir: str | None = None,
+    rows: dict[int, dict[str, Any]] | None = None,
+    objectives: Sequence[Objective] = (),
+    constraints: Any = None,
+) -> int:
+    """Settle the trials a killed run left RUNNING: a trial whose row reached ``trials.jsonl``
+    (the kill came between the log and the study) is recorded from that row; any other is marked
+    FAIL and its parameters are enqueued again.
+
+    Args:
+        study: the run's study.
+        run_dir: settle only trials of this run (``run_dir`` user attribute), so that a study
+            shared with other drivers keeps their running trials, even those so new that they
+            carry no attribute yet; ``None``: every RUNNING trial (the run's own study).
+        rows: the run's logged rows by trial number.
+        objectives: the study's objectives (to record a logged row's values).
+        constraints: the space's constraints (to record a logged row's constraint).
 
     Returns:
-        How many trials were recovered.
+        How many trials were settled.
     """
+    from fcasearch.spec import ArchSpec
+
     n = 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(
-            t._trial_id, "reason", "interrupted: the run stopped while it ran; retried"
-        )
-        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-        if t.params:
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        if run_dir is not None and t.user_attrs.get("run_dir") != run_dir:
+            continue
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        row = (rows or {}).get(t.number)
+        if row is not None and row.get("spec") and constraints is not None and t.params:
+            res = result_from_row(row, ArchSpec.from_json(row["spec"]))
+            state = {
+                "failed": optuna.trial.TrialState.FAIL,
+                "pruned": optuna.trial.TrialState.PRUNED,
+            }.get(res.status, optuna.trial.TrialState.COMPLETE)
+            done = state == optuna.trial.TrialState.COMPLETE
+            attrs = {**t.user_attrs, "status": res.status, "logged_as": t.number}
+            if res.reason:
+                attrs["reason"] = res.reason[:2000]
+            study.add_trial(
+                optuna.trial.create_trial(
+                    state=state,
+                    values=values_for(objectives, res.metrics) if done else None,
+                    params=t.params,
+                    distributions=t.distributions,
+                    user_attrs=attrs,
+                    constraints={"space": constraint_violation(res, constraints)} if done else None,
+                )
+            )
+        elif t.params:
+            study.enqueue_trial(
+                t.params,
+                user_attrs={
+                    "retry_of": t.number,
+                    "retry_reason": "interrupted: the run stopped while it ran",
+                },
+                skip_if_exists=False,
+            )
         n += 1
     return n
 
@@ -172,13 +299,55 @@ def values_for(objectives: Sequence[Objective], metrics: dict[str, float]) -> li
     return out
 
 
-def sample_architecture(trial: optuna.Trial, space: SearchSpace) -> ArchSpec:
-    """The trial's architecture (every space parameter asked: ``flat``), its ``arch_id`` recorded
-    in the study at once, so that a trial still running counts as evaluated for NSGA-II's
-    children (:class:`ArchitectureOffspring`). Both executors sample through here."""
-    spec = space.sample(trial, flat=True)
+def sample_architecture(
+    trial: optuna.Trial,
+    space: SearchSpace,
+    *,
+    run_dir: str | None = None,
+    budget: str | None = None,
+) -> ArchSpec:
+    """The trial's architecture, asking only the parameters it uses (define-by-run), its
+    ``arch_id`` recorded in the study at once, so that a trial still running counts as evaluated
+    for NSGA-II's children (:class:`~fcasearch.search.offspring.ArchitectureOffspring`). Both
+    executors sample through here.
+
+    ``run_dir`` and ``budget``, when given, are recorded too: which run owns the trial (a study
+    shared by several drivers) and what it trains for (dedupe across drivers).
+    """
+    if run_dir is not None:  # first: from now on no other driver's recovery touches it
+        trial.set_user_attr("run_dir", run_dir)
+    spec = space.sample(trial)
     trial.set_user_attr("arch_id", spec.arch_id)
+    if budget is not None:
+        trial.set_user_attr("budget", budget)
     return spec
+
+
+# user attributes for a person reading the study (optuna-dashboard): each is one storage write
+_SHOWN = ("params", "macs", "latency_ms")
+
+
+def study_attrs(result: TrialResult, objectives: Sequence[Objective]) -> dict[str, Any]:
+    """What a trial shows beside its values in optuna-dashboard: ``status``, the short ``spec``,
+    ``params`` and ``macs`` (``latency_ms`` when measured; any hardware objective measured), the
+    ``reason`` of a trial that is not complete, the ``rung`` reached under a scheduler, and the
+    accuracy of a pruned trial (at its last rung: a pruned trial has no objective values)."""
+    attrs: dict[str, Any] = {"status": result.status, "spec": result.spec.short()}
+    m = result.metrics
+    shown = list(_SHOWN) + [o.name for o in objectives if o.name in HARDWARE_METRICS]
+    for name in dict.fromkeys(shown):
+        v = m.get(name)
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            attrs[name] = int(v) if name in ("params", "macs") else round(float(v), 6)
+    if result.reason:
+        attrs["reason"] = result.reason[:2000]
+    rung = getattr(result, "rung", None)
+    if rung is not None:
+        attrs["rung"] = int(rung)
+    acc = m.get("accuracy")
+    if result.status == "pruned" and isinstance(acc, (int, float)) and math.isfinite(acc):
+        attrs["accuracy"] = round(float(acc), 6)
+    return attrs
 
 
 def tell(
@@ -187,13 +356,27 @@ def tell(
     result: TrialResult,
     objectives: Sequence[Objective],
     constraints: Any,
+    *,
+    shared: dict[str, Any] | None = None,
 ) -> None:
-    """Record a finished trial in the study: values and constraint, or its failed/pruned state."""
-    # few attributes: each is one storage write (the full row is in trials.parquet); arch_id was
-    # written when the trial was sampled (sample_architecture)
-    trial.set_user_attr("status", result.status)
-    if result.reason:
-        trial.set_user_attr("reason", result.reason[:2000])
+    """Record a finished trial in the study.
+
+    * complete: its values, and the constraint ``space`` (0: feasible);
+    * infeasible: state PRUNED (never COMPLETE, so no client reads it as a result: not Optuna's
+      ``best_trials``, not optuna-dashboard, which ignores Optuna 5's constraints), with its
+      constraint violation (> 0) so that TPE still ranks it below every feasible trial; reason and
+      status in the user attributes;
+    * pruned by a scheduler: PRUNED; failed: FAIL.
+
+    The user attributes of :func:`study_attrs` come first (a handful of storage writes).
+    ``shared``: what other drivers of a shared study need to reuse this trial instead of
+    training the same architecture again (:func:`fcasearch.search.shared.shared_metrics`),
+    stored as the ``metrics`` user attribute.
+    """
+    for key, value in study_attrs(result, objectives).items():
+        trial.set_user_attr(key, value)
+    if shared is not None and result.status == "complete":
+        trial.set_user_attr("metrics", shared)
     if result.status == "failed":
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return
@@ -201,4 +384,24 @@ def tell(
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         return
     trial.set_constraint("space", constraint_violation(result, constraints))
+    if result.status == "infeasible":
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        return
     study.tell(trial, values_for(objectives, result.metrics))
+
+
+def result_from_row(row: dict[str, Any], spec: ArchSpec) -> TrialResult:
+    """A finished row (``trials.jsonl``) as the result :func:`tell` records: its status, reason
+    and metrics."""
+    res = TrialResult(spec=spec, status=str(row["status"]), reason=str(row.get("reason") or ""))
+    res.metrics = {
+        k: float(v)
+        for k, v in row.items()
+        if isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and (k in METRICS or k.startswith(PROXY_PREFIX))
+    }
+    rung = row.get("rung")
+    if isinstance(rung, (int, float)) and not isinstance(rung, bool) and math.isfinite(rung):
+        res.rung = int(rung)
+    return res

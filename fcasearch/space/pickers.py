@@ -16,7 +16,14 @@ import numpy as np
 from fcasearch.space.choices import Choice, decode, encode
 from fcasearch.space.errors import SpaceError
 
-__all__ = ["ParamsPicker", "Picker", "RngPicker", "TrialPicker", "make_picker"]
+__all__ = [
+    "ParamsPicker",
+    "Picker",
+    "RngPicker",
+    "TrialPicker",
+    "make_picker",
+    "optuna_distribution",
+]
 
 
 class Picker:
@@ -48,6 +55,18 @@ class RngPicker(Picker):
 
     def _draw(self, name: str, choice: Choice) -> Any:
         return choice.values[int(self.rng.integers(len(choice.values)))]
+
+
+def optuna_distribution(choice: Choice) -> Any:
+    """The Optuna distribution a trial suggests ``choice`` with (what :class:`TrialPicker`
+    asks): an ``IntDistribution`` for a range, a ``CategoricalDistribution`` of the encoded
+    values otherwise."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if choice.is_range:
+        r = choice.values
+        return IntDistribution(r.start, r[-1], step=r.step)
+    return CategoricalDistribution([encode(v) for v in choice.values])
 
 
 class TrialPicker(Picker):

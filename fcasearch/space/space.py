@@ -11,8 +11,10 @@ Parameters, in the order a build asks for them (a fixed choice makes no paramete
 
 A shared key is one parameter named by the key alone (``merge_stride``), asked the first time a
 stage needs it. Every name always has the same choice list, as Optuna's TPE and NSGA-II require;
-explicit TME lists appear to Optuna as strings like ``"[0,2]"``. ``sample(trial, flat=True)``
-(what a search uses) asks for every parameter in every trial, used or not.
+explicit TME lists appear to Optuna as strings like ``"[0,2]"``. A search asks a trial only the
+parameters its architecture uses (define-by-run: a conv stage has no ``s1.tme``);
+:meth:`SearchSpace.distributions` lists every parameter with its Optuna distribution, for samplers
+that model the conditional ones too. ``sample(trial, flat=True)`` asks every parameter, used or not.
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ from fcasearch.space.choices import Choice, decode, encode
 from fcasearch.space.constraints import Constraints
 from fcasearch.space.enumeration import CanonicalTable, emitters_of
 from fcasearch.space.errors import SpaceError
-from fcasearch.space.pickers import ParamsPicker, Picker, RngPicker, make_picker
+from fcasearch.space.pickers import (
+    ParamsPicker,
+    Picker,
+    RngPicker,
+    make_picker,
+    optuna_distribution,
+)
 from fcasearch.space.schema import CROSS_KEYS, SpaceDef
 from fcasearch.spec import CONV, FCA, ArchSpec, SpecError, StageSpec
 
@@ -92,6 +100,13 @@ class SearchSpace:
                 out.setdefault(self.param_name(st.index, key), choice)
         return {name: c for name, c in out.items() if not c.fixed}
 
+    def distributions(self) -> dict[str, Any]:
+        """Every parameter of :meth:`parameters` with the Optuna distribution a trial suggests it
+        with (``IntDistribution`` or ``CategoricalDistribution``), conditional ones included: the
+        search space of a sampler that proposes whole architectures
+        (:class:`~fcasearch.search.offspring.ArchitectureNSGAII`)."""
+        return {name: optuna_distribution(c) for name, c in self.parameters().items()}
+
     def describe(self) -> str:
         """Several lines: the name, the parameters and their choices, the constraints."""
         lines = [
@@ -137,11 +152,11 @@ class SearchSpace:
         Optuna's RandomSampler draws (see :meth:`sample_uniform` for uniform architectures).
         Constraints are not applied (see :meth:`sample_feasible`).
 
-        ``flat=True`` first asks for every parameter of :meth:`parameters`, in that order, used
-        or not, so that each trial carries the same parameter set: Optuna's NSGA-II and
-        multivariate TPE then model every parameter jointly instead of sampling the conditional
-        ones (those of a stage that is only sometimes FcaFormer, cross settings of a stage that
-        only sometimes emits) independently at random. Unused values are ignored by the build.
+        Without ``flat`` (what a search does) only the parameters the architecture uses are
+        asked: an FcaFormer stage's settings only when the split makes it one, cross settings only
+        when the stage emits. ``flat=True`` first asks for every parameter of :meth:`parameters`,
+        in that order, used or not (the build ignores the unused values), so that each trial
+        carries the same parameter set.
         """
         picker = make_picker(trial_or_rng)
         if flat:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["RunDir", "TrialLog", "pareto_rows"]
+__all__ = ["TRIAL_COLUMNS", "RunDir", "TrialLog", "pareto_rows", "trial_frame"]
 
 
 @dataclass(frozen=True)
@@ -119,13 +119,10 @@ class TrialLog:
         return out
 
     def frame(self) -> pd.DataFrame:
-        """The log as a DataFrame sorted by trial number (columns of ``results/README.md``)."""
-        df = pd.DataFrame(self.rows())
-        if df.empty:
-            return df
-        first = ["trial", "run", "status", "reason", "arch_id", "spec_short"]
-        cols = [c for c in first if c in df] + sorted(c for c in df if c not in first)
-        return df[cols].sort_values("trial", kind="stable").reset_index(drop=True)
+        """The log as a DataFrame sorted by trial number, in the one schema of every run
+        (:data:`TRIAL_COLUMNS`, ``results/README.md``): every column present, NaN / NA where a
+        value was not measured, counts as nullable integers."""
+        return trial_frame(self.rows())
 
     def completed(self, budget: str) -> dict[str, dict[str, Any]]:
         """arch_id -> the first complete row trained at ``budget`` (for dedupe)."""
@@ -142,7 +139,11 @@ class TrialLog:
             self.export(objectives)
 
     def export(self, objectives: Sequence[tuple[str, str]]) -> pd.DataFrame:
-        """Rewrite trials.parquet, trials.csv and pareto.csv; returns the Pareto rows."""
+        """Rewrite trials.parquet, trials.csv and pareto.csv; returns the Pareto rows.
+
+        pareto.csv gains ``hv_contribution``: each Pareto row's exclusive share of the run's
+        hypervolume under the definition stored in run.yaml (absent for runs without one).
+        """
         self._exported_at = time.monotonic()
         df = self.frame()
         tmp = self.run.root / ".trials.parquet.tmp"
@@ -150,8 +151,128 @@ class TrialLog:
         os.replace(tmp, self.run.trials_parquet)
         df.to_csv(self.run.trials_csv, index=False)
         front = pareto_rows(df, objectives)
+        definition = _stored_hypervolume(self.run)
+        if definition is not None and definition.names:
+            values = front[list(definition.names)].to_numpy(dtype=float)
+            front = front.assign(hv_contribution=definition.contributions(values))
         front.to_csv(self.run.pareto_csv, index=False)
         return front
+
+
+def _stored_hypervolume(run: RunDir) -> Any:
+    """The run's hypervolume definition from run.yaml, or None (older runs, unreadable file)."""
+    import yaml
+
+    from fcasearch.pareto import HypervolumeDefinition, HypervolumeError
+
+    try:
+        stored = (yaml.safe_load(run.run_yaml.read_text()) or {}).get("hypervolume")
+        return HypervolumeDefinition.from_dict(stored) if stored else None
+    except (OSError, yaml.YAMLError, AttributeError, HypervolumeError):
+        return None
+
+
+# The columns of trials.parquet / trials.csv, in order, with their kinds (results/README.md).
+# int: nullable Int64; float: float64 (NaN when not measured); bool: nullable boolean; str: text
+# ("" when absent); json: JSON text ("{}" when absent). proxy.* columns (the zero-cost proxies a
+# run computed) and any column a newer writer adds follow, as logged.
+TRIAL_COLUMNS: dict[str, str] = {
+    "trial": "int",
+    "run": "str",
+    "status": "str",
+    "reason": "str",
+    "arch_id": "str",
+    "spec": "str",
+    "spec_short": "str",
+    "arch.img_size": "str",
+    "arch.conv_stages": "int",
+    "arch.depths": "str",
+    "arch.widths": "str",
+    "arch.heads": "str",
+    "arch.total_depth": "int",
+    "arch.emitting_blocks": "int",
+    "arch.cross_tokens": "int",
+    "arch.merge_strides": "str",
+    "arch.cross_windows": "str",
+    "arch.tme": "str",
+    "accuracy": "float",
+    "params": "int",
+    "macs": "int",
+    "latency_ms": "float",
+    "latency_p90_ms": "float",
+    "latency_cv": "float",
+    "latency_stable": "bool",
+    "throughput_ips": "float",
+    "peak_mem_mb": "float",
+    "train_mem_mb": "float",
+    "energy_mj_per_image": "float",
+    "weights_mb": "float",
+    "epochs": "float",
+    "rung": "int",
+    "budget": "str",
+    "train_seconds": "float",
+    "measure_seconds": "float",
+    "trial_seconds": "float",
+    "started_at": "str",
+    "finished_at": "str",
+    "device": "str",
+    "runtime": "str",
+    "runtime_version": "str",
+    "threads": "int",
+    "ray_node": "str",
+    "cuda_visible_devices": "str",
+    "fingerprint_id": "str",
+    "fingerprint": "json",
+    "notes": "json",
+}
+
+
+def _typed(column: pd.Series, kind: str) -> pd.Series:
+    if kind in ("str", "json"):
+        text = column.astype("object").where(column.notna(), "{}" if kind == "json" else "")
+        # plain Python str values: pandas' string dtype would turn a client's ``.map(json.loads)``
+        # into Arrow structs
+        return text.map(lambda v: v if isinstance(v, str) else str(v)).astype(object)
+    if kind == "bool":
+
+        def flag(v: Any) -> Any:
+            if isinstance(v, str):
+                return {"true": True, "false": False}.get(v.strip().lower(), pd.NA)
+            return pd.NA if v is None or (isinstance(v, float) and math.isnan(v)) else bool(v)
+
+        return column.astype("object").map(flag).astype("boolean")
+    numbers = pd.to_numeric(column, errors="coerce").astype("float64")
+    if kind == "float":
+        return numbers
+    whole = numbers.where(numbers.isna() | (numbers == numbers.round()))
+    return whole.round().astype("Int64")  # a fractional value in an int column becomes NA
+
+
+def trial_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Trial rows (``trials.jsonl`` lines) as a DataFrame in the schema of :data:`TRIAL_COLUMNS`.
+
+    Every column of the schema is present whatever the run measured (an all-infeasible run too),
+    with its kind; other columns (``proxy.*``, newer ones) follow in sorted order. Rows are
+    sorted by trial number.
+
+    Args:
+        rows: Logged rows.
+
+    Returns:
+        The typed table.
+    """
+    raw = pd.DataFrame(list(rows))
+    out = pd.DataFrame(index=raw.index)
+    for col, kind in TRIAL_COLUMNS.items():
+        source = (
+            raw[col] if col in raw else pd.Series([None] * len(raw), index=raw.index, dtype=object)
+        )
+        out[col] = _typed(source, kind)
+    for col in sorted(c for c in raw.columns if c not in TRIAL_COLUMNS):
+        out[col] = (
+            pd.to_numeric(raw[col], errors="coerce") if str(col).startswith("proxy.") else raw[col]
+        )
+    return out.sort_values("trial", kind="stable").reset_index(drop=True)
 
 
 def pareto_rows(df: pd.DataFrame, objectives: Iterable[tuple[str, str]]) -> pd.DataFrame:
@@ -161,7 +282,7 @@ def pareto_rows(df: pd.DataFrame, objectives: Iterable[tuple[str, str]]) -> pd.D
         df: trial rows.
         objectives: (column, ``"maximize"`` or ``"minimize"``) pairs.
     """
-    from fcasearch.report import pareto_mask
+    from fcasearch.pareto import pareto_mask
 
     objectives = list(objectives)
     if df.empty or "status" not in df:

@@ -38,9 +38,10 @@ def test_id_is_stable_and_ignores_non_identifying_fields():
     assert re.fullmatch(r"[0-9a-f]{12}", fid)
     assert fingerprint_id(dict(fp)) == fid == fingerprint_id(hardware_fingerprint("cpu", threads=2))
     assert fingerprint_id({**fp, "gpu_uuid": "GPU-other", "platform": "x", "python": "y"}) == fid
-    assert fingerprint_id({**fp, "threads": 3}) != fid
+    # threads is a measurement setting (its own column), not hardware: one machine, one id
+    assert fingerprint_id({**fp, "threads": 3}) == fid
     assert fingerprint_id({**fp, "torch": "0.0"}) != fid
-    assert "gpu_uuid" not in IDENTIFYING_FIELDS
+    assert "gpu_uuid" not in IDENTIFYING_FIELDS and "threads" not in IDENTIFYING_FIELDS
 
 
 class FakeNVML:

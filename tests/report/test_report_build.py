@@ -58,8 +58,10 @@ def test_report_from_stored_run(make_run, report_cli, capsys):
     assert "missing objective" in html
 
     md = (out / "report.md").read_text()
-    assert "reference point (1.1, 1.1)" in md
-    assert "| accuracy | maximize |" in md  # the normalization bounds are recorded
+    # an older run (no definition in run.yaml): derived, and said so
+    assert "accuracy from 1 (best) to 0 (accuracy is a fraction in [0, 1])" in md
+    assert "derived when reporting" in md
+    assert "| accuracy | maximize | 1 | 0 |" in md  # the bounds are recorded
     assert "](figures/accuracy_vs_macs.png)" in md
 
     pareto = pd.read_csv(out / "pareto.csv")
@@ -75,11 +77,14 @@ def test_report_from_stored_run(make_run, report_cli, capsys):
         assert row["rebuild_cmd"].endswith(f"{row['arch_id']}.json")
 
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["reference_point"] == [1.1, 1.1]
-    bounds = {b["objective"]: (b["lower"], b["upper"]) for b in summary["normalization"]}
-    ranked = trials[(trials["status"] == "complete") & trials["accuracy"].notna()]
-    assert bounds["macs"] == (ranked["macs"].min(), ranked["macs"].max())
-    assert 0 < summary["combined_hypervolume"] <= 1.21
+    bounds = {
+        b["name"]: (b["best"], b["reference"])
+        for b in summary["hypervolume_definition"]["objectives"]
+    }
+    # the run's space did not load (a stub): MACs take the worst value any trial recorded
+    assert bounds == {"accuracy": (1.0, 0.0), "macs": (0.0, float(trials["macs"].max()))}
+    assert 0 < summary["combined_hypervolume"] <= 1
+    assert pareto["hv_contribution"].ge(0).all() and pareto["hv_contribution"].gt(0).any()
     counts = summary["status_counts"][0]
     assert (counts["complete"], counts["failed"], counts["infeasible"], counts["pruned"]) == (
         16,
@@ -93,14 +98,17 @@ def test_report_from_stored_run(make_run, report_cli, capsys):
 def test_csv_only_run_custom_reference_and_out(make_run, tmp_path):
     run = make_run("csvrun", csv_only=True, seed=3)
     paths = build_report(
-        [run], tmp_path / "elsewhere", reference=[1.3, 1.2], figures=False, device="cuda"
+        [run], tmp_path / "elsewhere", hv_reference=["macs=5e6"], figures=False, device="cuda"
     )
     assert paths.out_dir == tmp_path / "elsewhere" and not (run / "report").exists()
     md = paths.markdown.read_text()
-    assert "reference point (1.3, 1.2)" in md and "--device cuda" in md
+    assert "macs from 0 (best) to 5e+06 (the report's --hv-reference macs=5e+06)" in md
+    assert "--device cuda" in md
     assert paths.figures == () and "data:image/png" not in paths.html.read_text()
-    with pytest.raises(ValueError, match="3 values for 2 objectives"):
-        build_report([run], tmp_path / "x", reference=[1.1, 1.1, 1.1], figures=False)
+    with pytest.raises(ValueError, match="latency_ms is not an objective"):
+        build_report([run], tmp_path / "x", hv_reference=["latency_ms=5"], figures=False)
+    with pytest.raises(ValueError, match="must lie above the best value"):
+        build_report([run], tmp_path / "x", hv_reference={"macs": -1}, figures=False)
 
 
 def test_run_with_no_complete_trial_still_reports(make_run, report_cli):
@@ -128,10 +136,8 @@ def test_three_objectives_and_nan_metric_are_not_values(make_run, tmp_path):
     assert trials.loc[idx, "arch_id"] not in set(pareto["arch_id"])
     assert pareto[["accuracy", "params", "latency_ms"]].notna().all().all()
     summary = json.loads(paths.summary_json.read_text())
-    assert (
-        len(summary["reference_point"]) == 3
-        and summary["status_counts"][0]["missing_objective"] == 2
-    )
+    assert len(summary["hypervolume_definition"]["objectives"]) == 3
+    assert summary["status_counts"][0]["missing_objective"] == 2
 
 
 def test_missing_directory_is_a_clear_cli_error(tmp_path, report_cli, capsys):

@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import optuna
 import pytest
 from optuna.study import StudyDirection
 
 from fcasearch.measure.counting import count_macs, count_params
-from fcasearch.search.offspring import ArchitectureOffspring
+from fcasearch.search.offspring import ArchitectureNSGAII, ArchitectureOffspring
 from fcasearch.space import load_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _search(space, children, n_trials: int) -> optuna.Study:
-    """A two-objective NSGA-II study told the way the search tells it (arch_id user attr)."""
-    sampler = optuna.samplers.NSGAIISampler(
-        seed=0, population_size=8, child_generation_strategy=children
+    """A two-objective NSGA-II study told the way the search tells it (arch_id user attr), its
+    trials asking only the parameters their architecture uses."""
+    sampler = ArchitectureNSGAII(
+        space, seed=0, population_size=8, child_generation_strategy=children
     )
     study = optuna.create_study(sampler=sampler, directions=["minimize", "minimize"])
     for _ in range(n_trials):
         trial = study.ask()
-        spec = space.sample(trial, flat=True)
+        spec = space.sample(trial)
         trial.set_user_attr("arch_id", spec.arch_id)
         trial.set_constraint("space", count_params(spec) - 60_000)  # about half feasible
         study.tell(trial, [float(count_params(spec)), float(count_macs(spec))])
@@ -39,8 +41,9 @@ def test_children_are_new_members_of_the_space():
     assert len(set(ids)) == len(ids)  # no trial spent on an architecture already evaluated
     assert kid.redraws > 0  # converging parents do propose repeats: they were drawn again
     for t in study.trials:
-        assert space.contains(space.from_params(t.params))
-        assert set(t.params) == set(space.parameters())
+        spec = space.from_params(t.params)
+        assert space.contains(spec)
+        assert set(t.params) == set(space.to_params(spec))  # only what the network uses
     # children (after the first population) come from the population: the search converges on
     # feasible, small networks
     late = study.trials[32:]
@@ -175,3 +178,43 @@ def test_trial_config_reuses_a_completed_row():
     assert again["spec"] == first["spec"]
     assert again["reuse"]["accuracy"] == 0.5 and again["reuse"]["trial"] == 0
     assert json.loads(again["reuse"]["notes"]) == {"reused_from_trial": "7"}
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_nsga2_children_set_the_conditional_parameters_too():
+    """Optuna's NSGA-II would hand its children only the parameters every trial shares (on
+    micro: not s1.tme, which a conv stage 1 lacks) and draw the rest at random; this one hands
+    them the whole space, and a child inherits a parameter from whichever parent has it."""
+    space = load_space("micro")
+    sampler = ArchitectureNSGAII(space, seed=0, population_size=4)
+    study = optuna.create_study(sampler=sampler, directions=["minimize", "minimize"])
+    assert sampler.infer_relative_search_space(study, None) == space.distributions()
+    plain = optuna.samplers.NSGAIISampler(seed=0, population_size=4)
+    conv, fca = None, None
+    for seed in range(50):  # one parent whose stage 1 is conv, one whose stage 1 is FcaFormer
+        p = space.to_params(space.sample(np.random.default_rng(seed)))
+        t = optuna.trial.create_trial(
+            values=[1.0, 1.0],
+            params=p,
+            distributions={k: space.distributions()[k] for k in p},
+            user_attrs={"arch_id": str(seed)},
+            constraints={"space": 0.0},
+        )
+        study.add_trial(t)
+        if p["conv_stages"] == 2:
+            conv = conv or t
+        else:
+            fca = fca or t
+    assert "s1.tme" not in plain.infer_relative_search_space(study, None)
+    kid = ArchitectureOffspring(space, seed=0, crossover_prob=1.0, swapping_prob=0.0)
+    kid.mutation_prob = 0.0
+    child = kid(study, space.distributions(), [conv, conv])
+    assert child.keys() == space.distributions().keys()
+    # crossover of a conv parent (chosen first) with an fca one: s1.tme comes from the fca
+    # parent, every parameter the conv parent has from the conv parent (swapping_prob 0)
+    for _ in range(10):
+        chosen = iter([conv, fca])
+        kid._tournament = lambda directions, parents: next(chosen)
+        c = kid._child(study.directions, space.distributions(), [conv, fca])
+        assert c["s1.tme"] == fca.params["s1.tme"]
+        assert all(c[k] == v for k, v in conv.params.items())

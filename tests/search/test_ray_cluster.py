@@ -46,7 +46,7 @@ def test_search_joins_an_existing_cluster_by_address(tiny_space, search_args, tm
     start = [str(ray_cli) if ray_cli.exists() else "ray", "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
              f"--temp-dir={temp_dir}", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]  # fmt: skip
     try:
-        with PeerWatch() as watch:
+        with PeerWatch(markers=[temp_dir]) as watch:
             subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
             out = tmp_path / "run"
             args = search_args(tiny_space, out, "--n-trials", "2", "--objectives", "accuracy", "macs",

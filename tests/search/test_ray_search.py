@@ -1,14 +1,20 @@
-"""The Ray executor on a local 2-CPU Ray: same trials, same results, nothing beyond loopback."""
+"""The Ray executor on a local 2-CPU Ray: same trials, same results, nothing beyond loopback, and
+a Tune folder that Ray's own API reads. One search (one Ray) serves every test here."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import ipaddress
+import json
 import time
 
 import optuna
 import pandas as pd
 import pytest
+import yaml
 from netwatch import PeerWatch
+from searchkit import TINY_SPACE, search_args
 
 from fcasearch.cli import main
 
@@ -27,41 +33,127 @@ def test_peer_watch_sees_a_connection():
     assert ipaddress.ip_address("127.0.0.1") in watch.peers and not watch.outside()
 
 
-@pytest.mark.slow
-def test_ray_search_runs_the_same_trials_and_stays_on_loopback(tiny_space, search_args, tmp_path):
+@pytest.fixture(scope="module")
+def ray_run(tmp_path_factory):
+    """A 3-trial Ray search measuring latency, with its report: (run folder, peers, output)."""
     import ray
 
-    out = tmp_path / "run"
-    args = search_args(
-        tiny_space,
-        out,
-        "--n-trials",
-        "4",
-        "--objectives",
-        "accuracy:max",
-        "macs:min",
-        "--no-measure",
-        "--executor",
-        "ray",
-        "--max-concurrent",
-        "2",
-        "--cpus-per-trial",
-        "1",
-    )
-    with PeerWatch() as watch:
-        assert main(args) == 0
+    root = tmp_path_factory.mktemp("ray")
+    space = root / "tiny.yaml"
+    space.write_text(TINY_SPACE)
+    out = root / "run"
+    args = search_args(space, out, "--n-trials", "3", "--objectives", "accuracy:max",
+                        "latency_ms:min", "--executor", "ray", "--max-concurrent", "2",
+                        "--cpus-per-trial", "1")  # fmt: skip
+    args.remove("--no-report")  # the report is built at the end, as users run it
+    text = io.StringIO()
+    with PeerWatch() as watch, contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
+        code = main(args)
+    assert code == 0, text.getvalue()[-3000:]
     assert not ray.is_initialized()  # the run shut down the Ray it started
+    return out, watch, text.getvalue()
+
+
+def _options_and_space(out):
+    from fcasearch.search.options import SearchOptions
+    from fcasearch.space import load_space
+
+    doc = yaml.safe_load((out / "run.yaml").read_text())
+    return SearchOptions.from_mapping(doc["options"]), load_space(doc["space"])
+
+
+@pytest.mark.slow
+def test_ray_search_runs_the_same_trials_and_stays_on_loopback(ray_run):
+    out, watch, _ = ray_run
     assert not watch.outside(), f"connections beyond loopback: {watch.outside()}"
-    assert (
-        (out / "ray" / "home" / "ray_bootstrap_config.yaml")
-        .read_text()
-        .strip()
-        .endswith("type: local")
-    )
+    home = out / "ray" / "home" / "ray_bootstrap_config.yaml"
+    assert home.read_text().strip().endswith("type: local")
     df = pd.read_parquet(out / "trials.parquet")
-    assert len(df) == 4 and set(df["status"]) == {"complete"}
+    assert len(df) == 3 and set(df["status"]) == {"complete"}
     assert df["accuracy"].between(0, 1).all() and df["arch_id"].str.len().eq(12).all()
     study = optuna.load_study(study_name="run", storage=f"sqlite:///{out / 'study.db'}")
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(done) == 4
+    assert len(done) == 3
     assert sorted(t.user_attrs["arch_id"] for t in done) == sorted(df["arch_id"])
+
+
+@pytest.mark.slow
+def test_ray_search_builds_its_report_on_one_fingerprint(ray_run):
+    """Workers (1 thread) and the driver measure on one machine: one fingerprint, a report."""
+    out, _, text = ray_run
+    assert "not built" not in text and (out / "report" / "index.html").exists()
+    df = pd.read_parquet(out / "trials.parquet")
+    run_fp = yaml.safe_load((out / "run.yaml").read_text())["fingerprint_id"]
+    measured = df[df["notes"].fillna("").str.contains("reused_from") == False]  # noqa: E712
+    assert set(measured["fingerprint_id"]) == {run_fp}
+
+
+@pytest.mark.slow
+def test_each_row_says_where_it_ran(ray_run):
+    import ray
+
+    out, _, _ = ray_run
+    df = pd.read_parquet(out / "trials.parquet")
+    assert df["ray_node"].str.fullmatch(r"[0-9a-f]{20,}").all()  # Ray node ids (hex)
+    assert (df["cuda_visible_devices"] == "").all()  # no GPU reserved: Ray hides them all
+    assert (df["threads"] == 1).all()  # --threads 1
+    assert ray.is_initialized() is False
+
+
+@pytest.mark.slow
+def test_tuner_restore_reads_the_run(ray_run):
+    """The saved searcher holds no live object: Tune can restore the experiment."""
+    from ray import tune
+
+    from fcasearch.search.ray_executor import make_trainable
+
+    out, _, _ = ray_run
+    options, space = _options_and_space(out)
+    tuner = tune.Tuner.restore(
+        str(out / "ray" / "results" / "tune"), make_trainable(options, space)
+    )
+    grid = tuner.get_results()
+    assert len(grid) == 3 and not grid.errors
+
+
+@pytest.mark.slow
+def test_result_grid_dataframe_has_the_metrics_as_columns(ray_run):
+    from ray import tune
+
+    from fcasearch.search.ray_executor import make_trainable
+
+    out, _, _ = ray_run
+    options, space = _options_and_space(out)
+    tuner = tune.Tuner.restore(
+        str(out / "ray" / "results" / "tune"), make_trainable(options, space)
+    )
+    frame = tuner.get_results().get_dataframe()
+    rows = pd.read_parquet(out / "trials.parquet").set_index("trial")
+    assert len(frame) == 3
+    for col in ("macs", "latency_ms", "params", "accuracy"):
+        assert frame[col].notna().all(), col
+    for _, r in frame.iterrows():  # the same numbers as the run's own table
+        row = rows.loc[int(r["trial"])]
+        assert r["macs"] == row["macs"] and r["latency_ms"] == row["latency_ms"]
+        assert json.loads(r["row"])["arch_id"] == row["arch_id"] == r["arch_id"]
+
+
+@pytest.mark.slow
+def test_experiment_analysis_loads_the_run(ray_run):
+    from ray.tune import ExperimentAnalysis
+
+    out, _, _ = ray_run
+    analysis = ExperimentAnalysis(str(out / "ray" / "results" / "tune"))
+    frame = analysis.dataframe()
+    assert len(frame) == 3 and frame["accuracy"].between(0, 1).all()
+
+
+@pytest.mark.slow
+def test_ray_session_files_stay_out_of_the_results(ray_run):
+    from fcasearch.search.ray_env import ray_temp_dir
+
+    out, _, _ = ray_run
+    tmp = ray_temp_dir(out)
+    assert out not in tmp.parents and any(tmp.glob("session_*"))
+    leaks = [p for p in out.rglob("*") if p.name.startswith("session_") or p.suffix == ".sock"]
+    assert not leaks, leaks

@@ -332,3 +332,43 @@ def test_sample_feasible_gives_up_with_a_clear_error():
     space = load_space(data)
     with pytest.raises(SpaceError, match="no architecture met the constraints in 20 draws"):
         space.sample_feasible(np.random.default_rng(0), max_tries=20)
+
+
+def test_a_search_asks_only_the_parameters_that_apply():
+    """Define-by-run: a trial whose stage 1 is a conv stage has no s1.tme, s1.enhancement or
+    s1.cross_window; cross settings appear only with emitters. Enqueued (resumed) parameters
+    replay the same network with the same parameters, and to_params/from_params round-trip."""
+    from fcasearch.search.study import sample_architecture
+
+    space = load_space("micro")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    seen_conv = seen_fca = False
+    for _ in range(40):
+        trial = study.ask()
+        spec = sample_architecture(trial, space)
+        params = trial.params
+        if spec.stages[1].kind == FCA:
+            seen_fca = True
+            assert {"s1.tme", "s1.enhancement"} <= params.keys()
+        else:
+            seen_conv = True
+            assert not {"s1.tme", "s1.enhancement", "s1.cross_window"} & params.keys()
+        for i, st in enumerate(spec.stages):
+            assert (f"s{i}.cross_window" in params) == bool(st.kind == FCA and st.emitters)
+        # the same names as to_params (values may differ where they build the same network:
+        # at depth 1, tme "none" and "all_but_last" both emit nothing)
+        assert params.keys() == space.to_params(spec).keys()
+        assert space.from_params(params) == spec == space.from_params(space.to_params(spec))
+        # the distributions a trial suggests are the space's
+        dists = space.distributions()
+        frozen = study.get_trials(deepcopy=False)[-1]
+        assert all(dists[k] == d for k, d in frozen.distributions.items())
+        study.tell(trial, float(count_params(spec)))
+    assert seen_conv and seen_fca
+    # a retried (enqueued) trial asks the same parameters and builds the same network
+    for t in study.trials[:10]:
+        study.enqueue_trial(t.params)
+        again = study.ask()
+        assert sample_architecture(again, space) == space.from_params(t.params)
+        assert again.params == t.params
+        study.tell(again, 0.0)

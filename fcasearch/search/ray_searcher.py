@@ -1,0 +1,324 @@
+"""The Ray Tune searcher of a search: the run's Optuna study, driven by its ask/tell API.
+
+:class:`StudySearcher` is a plain Tune :class:`~ray.tune.search.Searcher`: ``suggest`` asks the
+study for a trial and samples the architecture on it (the same sampling as the local executor),
+``on_trial_complete`` logs the trial's row (``trials.jsonl``, fsynced) and then tells the study.
+It uses only public APIs of Optuna and Ray.
+
+Tune pickles its searcher (``tuner.pkl`` and the experiment checkpoints), so what the searcher
+pickles is plain data: the storage URL and study name, the options and space as dicts, the run
+folder, and Tune's trial ids mapped to their configs. The study, the trial log, the progress bar
+and the Optuna trials in flight live beside it and are opened again, lazily, after unpickling
+(``tune.Tuner.restore`` works on a run's Tune folder).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import optuna
+from ray.tune.search import Searcher
+
+from fcasearch.search.objective import rung_reached
+from fcasearch.search.options import METRICS, SearchOptions
+from fcasearch.search.progress import SearchProgress
+from fcasearch.search.schedulers import RUNG_VALUES_ATTR
+from fcasearch.search.shared import find_owner, shared_metrics
+from fcasearch.search.study import (
+    claim_slot,
+    counted_trials,
+    open_study,
+    result_from_row,
+    sample_architecture,
+    tell,
+    values_for,
+)
+from fcasearch.spec import ArchSpec
+from fcasearch.storage.records import RunDir, TrialLog
+
+__all__ = ["StudySearcher", "row_for_stopped", "trial_config"]
+
+_LIVE = ("_study", "_progress", "_trials", "_log", "_space", "_opts", "_cache", "_pruner")
+
+
+def trial_config(
+    ot_trial: optuna.Trial,
+    space: Any,
+    cache: dict[str, dict[str, Any]],
+    run: str,
+    *,
+    run_dir: str | None = None,
+    budget: str | None = None,
+    study: optuna.Study | None = None,
+) -> dict[str, Any]:
+    """The Tune config of one trial: its sampled architecture (marked in the study at once, so
+    NSGA-II's next children avoid it while it runs) and, if a completed trial already measured
+    that architecture (in this run's ``cache``, or, given the shared ``study``, by another
+    driver), the row to reuse instead of training again."""
+    from fcasearch.search.objective import reused_result
+
+    spec = sample_architecture(ot_trial, space, run_dir=run_dir, budget=budget)
+    cfg: dict[str, Any] = {"spec": spec.to_json(), "trial_number": ot_trial.number, "run": run}
+    cached = cache.get(spec.arch_id)
+    if cached is None and study is not None and budget is not None:
+        owner = find_owner(study, ot_trial.number, spec.arch_id, budget)
+        if owner is not None and owner.state == optuna.trial.TrialState.COMPLETE:
+            cached = dict(owner.user_attrs["metrics"])
+    if cached is not None:
+        cfg["reuse"] = reused_result(cached, spec).row(ot_trial.number, run)
+    return cfg
+
+
+def row_for_stopped(
+    spec: ArchSpec,
+    trial_number: int,
+    run: str,
+    last: dict[str, Any] | None,
+    error: bool,
+    budget: str,
+    rung: int | None = None,
+) -> dict[str, Any]:
+    """The row of a Tune trial that ended without its final report: failed (it raised, or its
+    worker died) or pruned (the scheduler stopped it at ``rung``); costs and accuracy from its
+    last report."""
+    from fcasearch.measure.counting import count_macs, count_params
+    from fcasearch.search.objective import TrialResult
+
+    res = TrialResult(spec=spec, status="failed" if error else "pruned", budget=budget)
+    res.reason = (
+        "the Ray trial raised or its worker died (see the Ray session logs)"
+        if error
+        else "stopped by the ASHA scheduler"
+    )
+    res.metrics = {"params": float(count_params(spec)), "macs": float(count_macs(spec))}
+    last = last or {}
+    res.metrics.update({k: float(v) for k, v in last.items() if k in METRICS})
+    res.epochs = float(last.get("epoch", 0))  # epochs completed (the trainer counts from 1)
+    res.rung = rung
+    if rung is not None and not error:
+        res.reason = f"stopped by the scheduler at rung {rung} (epoch {res.epochs:g})"
+    row = res.row(trial_number, run)
+    row.update(
+        threads=int(last.get("threads", 0)),
+        ray_node=str(last.get("ray_node", "")),
+        cuda_visible_devices=str(last.get("cuda_visible_devices", "")),
+    )
+    return row
+
+
+class StudySearcher(Searcher):
+    """Tune's searcher over the run's Optuna study (see the module doc).
+
+    Args:
+        storage: the study's storage URL.
+        study_name: the study's name.
+        options: the run's options (``SearchOptions.to_dict()``).
+        space: the run's space (``SearchSpace.to_dict()``).
+        run_root: the run's results folder (``trials.jsonl`` is appended there).
+        n_trials: trials the study should hold in all; ``None``: until Tune stops.
+        shared: the study may have other drivers (reuse their complete trials, share ours).
+        study: the already open study (the driver's); opened from ``storage`` when absent.
+        progress: the driver's progress bar, if any (never pickled).
+    """
+
+    def __init__(
+        self,
+        *,
+        storage: str,
+        study_name: str,
+        options: dict[str, Any],
+        space: dict[str, Any],
+        run_root: str,
+        n_trials: int | None,
+        shared: bool = False,
+        study: optuna.Study | None = None,
+        progress: SearchProgress | None = None,
+    ) -> None:
+        super().__init__(metric=None, mode=None)
+        self.storage = storage
+        self.study_name = study_name
+        self.options = dict(options)
+        self.space = dict(space)
+        self.run_root = str(run_root)
+        self.n_trials = n_trials
+        self.shared = shared
+        self.configs: dict[str, dict[str, Any]] = {}  # Tune trial id -> its config
+        self.last: dict[str, dict[str, Any]] = {}  # Tune trial id -> its last epoch report
+        self.finished: set[str] = set()
+        self.rung_values: dict[str, dict[str, list[float]]] = {}  # Tune trial id -> its rungs
+        self.ran = 0
+        self._attach(study, progress)
+
+    # -- pickling: plain data only -------------------------------------------------------------
+    def _attach(self, study: optuna.Study | None, progress: SearchProgress | None) -> None:
+        self._study = study
+        self._progress = progress
+        self._trials: dict[str, optuna.Trial] = {}  # Tune trial id -> Optuna trial in flight
+        self._log: TrialLog | None = None
+        self._space = None
+        self._opts: SearchOptions | None = None
+        self._cache: dict[str, dict[str, Any]] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in _LIVE}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._attach(None, None)
+
+    def get_state(self) -> dict[str, Any]:
+        return {
+            "configs": self.configs,
+            "last": self.last,
+            "finished": self.finished,
+            "ran": self.ran,
+            "rung_values": self.rung_values,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.rung_values = dict(state.get("rung_values", {}))
+        self.configs = dict(state["configs"])
+        self.last = dict(state["last"])
+        self.finished = set(state["finished"])
+        self.ran = int(state["ran"])
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as fh:
+            pickle.dump(self.get_state(), fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as fh:
+            self.set_state(pickle.load(fh))
+
+    # -- what the searcher works on, opened lazily ---------------------------------------------
+    @property
+    def opts(self) -> SearchOptions:
+        if self._opts is None:
+            self._opts = SearchOptions.from_mapping(self.options, source="the Ray searcher")
+        return self._opts
+
+    @property
+    def search_space(self):
+        if self._space is None:
+            from fcasearch.space import load_space
+
+            self._space = load_space(self.space, source=f"{self.run_root}/run.yaml (space)")
+        return self._space
+
+    @property
+    def study(self) -> optuna.Study:
+        if self._study is None:
+            self._study = open_study(
+                self.opts, self.storage, self.study_name, space=self.search_space
+            )
+        return self._study
+
+    @property
+    def pruner(self) -> Any:
+        """The run's :class:`~fcasearch.search.schedulers.RungPruner` (rungs and what they rank
+        by), or None without a scheduler."""
+        from fcasearch.search.schedulers import RungPruner
+        from fcasearch.search.study import make_pruner
+
+        if "_pruner" not in self.__dict__:  # the study's (its run's definition), else made once
+            pruner = self.study.pruner
+            if not isinstance(pruner, RungPruner):
+                pruner = make_pruner(self.opts, self.search_space)
+            self._pruner = pruner if isinstance(pruner, RungPruner) else None
+        return self._pruner
+
+    @property
+    def log(self) -> TrialLog:
+        if self._log is None:
+            self._log = TrialLog(RunDir(Path(self.run_root)))
+        return self._log
+
+    @property
+    def cache(self) -> dict[str, dict[str, Any]]:
+        if self._cache is None:
+            self._cache = self.log.completed(self.opts.budget)
+        return self._cache
+
+    # -- Tune's hooks --------------------------------------------------------------------------
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True  # the space is the run's, not Tune's param_space
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        study = self.study
+        if self.n_trials is not None and counted_trials(study) >= self.n_trials:
+            return Searcher.FINISHED
+        trial = study.ask()
+        if not claim_slot(study, trial, self.n_trials):
+            return Searcher.FINISHED
+        cfg = trial_config(
+            trial,
+            self.search_space,
+            self.cache,
+            self.log.run.name,
+            run_dir=str(Path(self.run_root).resolve()),
+            budget=self.opts.budget,
+            study=study if self.shared else None,
+        )
+        self._trials[trial_id] = trial
+        self.configs[trial_id] = cfg
+        if self._progress is not None:
+            self._progress.start_trial(trial.number, ArchSpec.from_json(cfg["spec"]))
+        return cfg
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        keep = ("epoch", "threads", "ray_node", "cuda_visible_devices")
+        self.last[trial_id] = {k: v for k, v in result.items() if k in METRICS or k in keep}
+        self._note_rung(trial_id, result)
+
+    def _note_rung(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Keep the trial's values at a rung, for the study (a resumed run's scheduler)."""
+        pruner = self.pruner
+        rung = None if pruner is None else pruner.schedule.rung_at(result.get("epoch", 0.5))
+        if rung is not None:
+            self.rung_values.setdefault(trial_id, {})[str(rung)] = pruner.vector(result)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        if trial_id in self.finished or trial_id not in self.configs:
+            return
+        self.finished.add(trial_id)
+        o = self.opts
+        cfg = self.configs[trial_id]
+        spec = ArchSpec.from_json(cfg["spec"])
+        number = int(cfg["trial_number"])
+        if result and result.get("row"):
+            row = json.loads(result["row"])
+        else:
+            # a trial the scheduler stopped ends on the result it was stopped at (Tune does not
+            # pass that one to on_trial_result)
+            stopped_on = result is not None and "epoch" in result and not error
+            last = result if stopped_on else (self.last.get(trial_id) or result)
+            if stopped_on:
+                self._note_rung(trial_id, result)
+            rung = rung_reached(o, float((last or {}).get("epoch", 0)))
+            row = row_for_stopped(spec, number, self.log.run.name, last, error, o.budget, rung)
+        self.log.append(row)  # durable first: a kill after this line loses nothing
+        res = result_from_row(row, spec)
+        reused = bool(cfg.get("reuse"))
+        share = shared_metrics(row) if self.shared and not reused else None
+        trial = self._trials.pop(trial_id, None)
+        if trial is not None:
+            if self.rung_values.get(trial_id):
+                trial.set_user_attr(RUNG_VALUES_ATTR, self.rung_values[trial_id])
+            tell(self.study, trial, res, o.objectives, self.search_space.constraints, shared=share)
+        else:  # a trial Tune restored from an earlier driver: told by its number
+            state = {"failed": optuna.trial.TrialState.FAIL}.get(res.status)
+            if res.status in ("pruned", "infeasible"):  # never COMPLETE (see study.tell)
+                state = optuna.trial.TrialState.PRUNED
+            values = None if state else values_for(o.objectives, res.metrics)
+            self.study.tell(number, values, state=state, skip_if_finished=True)
+        if res.status == "complete" and not reused:
+            self.cache.setdefault(spec.arch_id, row)
+        if self._progress is not None:
+            self._progress.finish_trial(row)
+        self.log.export_every(o.objective_pairs)
+        self.ran += 1

@@ -1,0 +1,78 @@
+"""Input no search could run with fails at the start, in one line, before any trial."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fcasearch.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--budget", "epochs=-1"], "budget.epochs: -1"),
+        (["--budget", "steps=0"], "budget.steps: 0"),
+        (["--budget", "seconds=-5"], "budget.seconds: -5"),
+        (["--n-trials", "0"], "n_trials: 0"),
+        (["--n-trials", "-3"], "n_trials: -3"),
+        (["--time-budget", "0"], "time_budget: 0"),
+        (["--time-budget", "-60"], "time_budget: -60"),
+        (["--trial-timeout", "-1"], "trial_timeout: -1"),
+        (["--trial-timeout", "0"], "trial_timeout: 0"),
+        (["--max-concurrent", "0"], "max_concurrent: 0"),
+        (["--cpus-per-trial", "0"], "cpus_per_trial: 0"),
+        (["--gpus-per-trial", "-1"], "gpus_per_trial: -1"),
+    ],
+)
+def test_a_count_or_duration_no_trial_could_run_with(
+    extra, says, tiny_space, search_args, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    assert main(search_args(tiny_space, out, *extra)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and says in err, err
+    assert not out.exists()  # nothing started
+
+
+def test_a_ray_address_that_does_not_answer(tiny_space, search_args, tmp_path, capsys):
+    with socket.socket() as s:  # a loopback port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "run"
+    args = search_args(tiny_space, out, "--executor", "ray", "--address", f"127.0.0.1:{port}")
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"--address 127.0.0.1:{port}: no Ray answered within" in err and "ray start" in err
+    assert not (out / "run.yaml").exists()
+
+
+def test_a_malformed_ray_address(tiny_space, search_args, tmp_path, capsys):
+    args = search_args(tiny_space, tmp_path / "run", "--executor", "ray", "--address", "headnode")
+    assert main(args) == 2
+    assert "expected auto, HOST:PORT" in capsys.readouterr().err
+
+
+def test_python_dash_m_fcasearch_is_the_console_script():
+    done = subprocess.run(
+        [sys.executable, "-m", "fcasearch", "search", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--rebuild-study" in done.stdout and "usage: fcasearch search" in done.stdout
+
+
+def test_importing_fcasearch_stays_light():
+    code = "import sys, fcasearch; print(sorted({'ray', 'pynvml', 'seaborn'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stderr

@@ -9,13 +9,16 @@ against :func:`reference_forward.reference_forward` (the official model's manner
 unfused, queries for the cross tokens, bias gathered every call, explicit softmax) reading the
 same weights.
 
-All forms of one case are timed in interleaved rounds in one process (each round times every
-form, the order rotating from round to round); a round's ratio compares two forms of that round,
-so machine noise that lasts longer than a round cancels. Each printed line gives a runtime's
-median latency, its ratio to the reference-style forward (reference time / runtime time: above 1
-is faster) and, for compile and onnxruntime, to eager; the range of the ratio over rounds; the
-CPU vendor and model; the runtime's version. Target (issue 19): eager >= 1.3x the
-reference-style forward at batch 1 and 8 for L1 and L2 at 224 px on 2 threads.
+All forms of one case are timed in interleaved rounds in one process: each round calls every form
+once, back to back, ``--repeats`` times (the order rotating from call to call), and takes each
+form's median; a round's ratio compares two forms of that round, so machine noise that lasts longer
+than a few calls largely cancels. Each printed line gives a runtime's median latency, its ratio to
+the reference-style forward (reference time / runtime time: above 1 is faster) and, for compile
+and onnxruntime, to eager; the range of the ratio over rounds; the same ratio of process CPU time
+(on a host shared with other work it moves less than wall time; with several threads it includes
+the time threads spend waiting for each other); the CPU vendor and model; the runtime's version.
+Target (issue 19): eager >= 1.3x the reference-style forward at batch 1 and 8 for L1 and L2 at
+224 px on 2 threads.
 
 Run: ``python bench/model_speed.py`` (about 10 minutes on 2 busy cores, most of it compiling and
 exporting; ``--runtimes eager,onnxruntime`` skips the compile; ``--quick`` for a smoke run).
@@ -42,18 +45,6 @@ from fcasearch.runtime import RuntimeUnavailable, UnsupportedModel, get_runtime,
 
 MODELS = {"L1": "fcaformer_l1", "L2": "fcaformer_l2"}
 REFERENCE = "reference-style"
-
-
-def median_time(fn: Callable[[], object], warmup: int, repeats: int) -> float:
-    """Median wall time (s) of ``repeats`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def prepare_case(
@@ -88,16 +79,30 @@ def prepare_case(
 
 def interleave(
     fns: dict[str, Callable[[], object]], rounds: int, repeats: int
-) -> dict[str, list[float]]:
-    """Per form, the median time (s) of ``repeats`` calls in each of ``rounds`` rounds."""
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Per form, the median wall time and the median process CPU time (s) of its calls in each
+    of ``rounds`` rounds; a round calls every form once, back to back, ``repeats`` times, the
+    order rotating from call to call (after one warm-up call of each)."""
     names = list(fns)
-    times: dict[str, list[float]] = {n: [] for n in names}
+    wall: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     with torch.inference_mode():
-        for r in range(rounds):
-            shift = r % len(names)
-            for name in names[shift:] + names[:shift]:
-                times[name].append(median_time(fns[name], 2, repeats))
-    return times
+        for name in names:
+            fns[name]()
+        for _ in range(rounds):
+            w: dict[str, list[float]] = {n: [] for n in names}
+            c: dict[str, list[float]] = {n: [] for n in names}
+            for i in range(repeats):
+                shift = i % len(names)
+                for name in names[shift:] + names[:shift]:
+                    w0, c0 = time.perf_counter(), time.process_time()
+                    fns[name]()
+                    w[name].append(time.perf_counter() - w0)
+                    c[name].append(time.process_time() - c0)
+            for name in names:
+                wall[name].append(statistics.median(w[name]))
+                cpu[name].append(statistics.median(c[name]))
+    return wall, cpu
 
 
 def ratio_text(num: list[float], den: list[float]) -> str:
@@ -114,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--img", type=int, default=224)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median reported)")
-    ap.add_argument("--repeats", type=int, default=5, help="timed calls per form per round")
+    ap.add_argument("--repeats", type=int, default=5, help="timed calls of each form per round")
     ap.add_argument("--target", type=float, default=1.3)
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, 2 repeats, 64 px")
     args = ap.parse_args(argv)
@@ -134,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             fns, notes = prepare_case(spec, b, runtimes)
             for name in runtimes:
                 print(f"{tag} b{b}: {name}: {notes[name]}", flush=True)
-            times = interleave(fns, args.rounds, args.repeats)
+            times, cpu_times = interleave(fns, args.rounds, args.repeats)
             head = f"{tag} b{b} fp32 {args.img}px {args.threads} threads"
             ref_ms = statistics.median(times[REFERENCE]) * 1e3
             for name in runtimes:
@@ -144,14 +149,21 @@ def main(argv: list[str] | None = None) -> int:
                 ms = statistics.median(times[name]) * 1e3
                 text = (
                     f"{head} | {name} {ms:.1f} ms | vs {REFERENCE} {ref_ms:.1f} ms: "
-                    f"{ratio_text(times[REFERENCE], times[name])}"
+                    f"{ratio_text(times[REFERENCE], times[name])}, CPU-time "
+                    f"{statistics.median(a / c for a, c in zip(cpu_times[REFERENCE], cpu_times[name])):.2f}x"
                 )
                 if name == "eager":
                     rs = [a / c for a, c in zip(times[REFERENCE], times[name])]
                     verdict = "meets" if statistics.median(rs) >= args.target else "MISSES"
                     text += f" ({verdict} target >= {args.target}x)"
                 else:
-                    text += f" | vs eager: {ratio_text(times['eager'], times[name])}"
+                    cpu_vs_eager = statistics.median(
+                        a / c for a, c in zip(cpu_times["eager"], cpu_times[name])
+                    )
+                    text += (
+                        f" | vs eager: {ratio_text(times['eager'], times[name])}, CPU-time "
+                        f"{cpu_vs_eager:.2f}x"
+                    )
                 lines.append(f"{text} | {args.rounds} rounds | {cpu} | {notes[name].split(',')[0]}")
     print()
     for line in lines:

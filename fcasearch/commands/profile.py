@@ -166,7 +166,7 @@ def _table(rows: list[dict[str, Any]], fp: dict[str, Any]) -> Any:
     )
     heads = [
         ("model", "left"), ("batch", "right"), ("dtype", "left"), ("runtime", "left"), ("params M", "right"),
-        ("MMACs", "right"), ("latency ms", "right"), ("p90 ms", "right"), ("CV", "right"),
+        ("MMACs", "right"), ("latency ms", "right"), ("p90 ms", "right"), ("robust CV", "right"),
         ("img/s", "right"), ("peak MiB", "right"), ("train MiB", "right"), ("mJ/img", "right"), ("W", "right"),
         ("status", "left"),
     ]  # fmt: skip

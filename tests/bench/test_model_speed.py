@@ -1,4 +1,5 @@
-"""bench/reference_forward.py computes the model's function; bench/model_speed.py runs and prints."""
+"""bench/reference_forward.py computes the model's function; bench/model_speed.py and
+bench/measure_cost.py run and print."""
 
 from __future__ import annotations
 
@@ -77,3 +78,15 @@ def test_quick_run_prints_a_ratio_line_per_runtime_with_the_cpu() -> None:
     assert "| eager " in eager and "vs reference-style" in eager and "target >= 1.3x" in eager
     assert "| onnxruntime " in ort and "| vs eager: " in ort
     assert all("| CPU " in line for line in lines)
+
+
+@pytest.mark.slow
+def test_measure_cost_bench_prints_each_runtimes_share_of_a_trial(capsys) -> None:
+    bench = _load("measure_cost")
+    bench.runtime_costs(["eager", "onnxruntime"], n_specs=1, threads=1, device="cpu")
+    out = capsys.readouterr().out
+    assert "2-epoch micro trial (digits, 32 px, 1 thread(s)): median" in out
+    for name in ("eager", "onnxruntime"):
+        (line,) = [ln for ln in out.splitlines() if ln.startswith(f"  {name}: ")]
+        assert "s per trial's latency measurement" in line and "status ok" in line
+        assert "of the 2-epoch trial (target < 10%)" in line

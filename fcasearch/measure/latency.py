@@ -264,7 +264,10 @@ def time_interleaved(
             n = len(times[name])
             if n >= max_repeats or (
                 n >= min_repeats
-                and (_median_rel_se(times[name]) <= target_cv or spent[name] >= max_seconds)
+                and (
+                    (target_cv > 0 and _median_rel_se(times[name]) <= target_cv)
+                    or spent[name] >= max_seconds
+                )
             ):
                 active.remove(name)
     method = (

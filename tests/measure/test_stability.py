@@ -3,6 +3,7 @@ interfering process that makes a cell unstable or re-measured."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -122,20 +123,25 @@ def test_merge_attempts_needs_one():
         merge_attempts([])
 
 
-# One busy loop on one core: 30 ms of work, 30 ms of sleep, in phase with the other copies (all
-# count cycles from the same start time, argv[1]) until the deadline argv[2] (epoch seconds).
+# Interfering processes that alternate work and sleep in 30 ms phases, in step (all count phases
+# from the same start time, argv[1], until the deadline argv[2], epoch seconds). In each phase copy
+# i of n works or sleeps by a coin flip seeded with (phase, i), so the number of busy copies, and
+# with it the timed thread's share of the cores, changes from phase to phase over a wide range.
+# (One shared on/off pattern would make a two-valued mix of run times, whose MAD collapses to
+# almost nothing whenever one of the two values takes more than half of the runs.)
 _INTERFERER = textwrap.dedent(
     """
-    import sys, time
+    import random, sys, time
 
-    start, stop_at = float(sys.argv[1]), float(sys.argv[2])
+    start, stop_at, me = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
     while time.time() < stop_at:
-        phase = (time.time() - start) % 0.06
-        if phase < 0.03:
-            while (time.time() - start) % 0.06 < 0.03:
+        phase = int((time.time() - start) / 0.03)
+        phase_end = start + (phase + 1) * 0.03
+        if random.Random(phase * 1000 + me).random() < 0.5:
+            while time.time() < phase_end:
                 pass
         else:
-            time.sleep(0.06 - phase)
+            time.sleep(max(0.0, phase_end - time.time()))
     """
 )
 
@@ -144,24 +150,28 @@ _INTERFERER = textwrap.dedent(
 def test_a_cell_under_bursty_load_is_re_measured_or_marked_unstable(tmp_path):
     a = torch.randn(160, 160)
 
-    def work():  # ~3 ms on an idle core: a dozen runs per burst and per pause
+    def work():  # ~3 ms on an idle core: about ten runs per phase
         for _ in range(20):
             torch.mm(a, a)
 
     script = tmp_path / "interfere.py"
     script.write_text(_INTERFERER)
-    # three of them: both cores busy in bursts, oversubscribed (the timed thread gets half a core)
+    # three interferers per core: in a phase with k of them busy the timed thread gets about
+    # cores / (k + 1) of a core, so its run time varies over ~1x-3.5x from phase to phase
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     start = time.time()
-    argv = [sys.executable, str(script), str(start), str(start + 20)]
-    procs = [subprocess.Popen(argv) for _ in range(3)]
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(start), str(start + 20), str(i)])
+        for i in range(3 * (cores or 1))
+    ]
     try:
-        time.sleep(0.3)  # both burst loops running
+        time.sleep(0.3)  # all interferers running
         with cpu_threads(1):  # one thread: no barrier between threads to amplify the load
             got = measure_stable(
                 {"work": work},
                 policy=StabilityPolicy(cv_threshold=0.1, retries=1, backoff_s=0.05),
                 warmup=2,
-                min_repeats=150,  # 5 bursts and 5 pauses at the least
+                min_repeats=150,  # about fifteen phases
                 max_repeats=150,
                 target_cv=0.0,
                 max_seconds=30.0,
@@ -170,7 +180,7 @@ def test_a_cell_under_bursty_load_is_re_measured_or_marked_unstable(tmp_path):
         for p in procs:  # only the processes this test started
             p.kill()
             p.wait()
-    # the first attempt saw the bursts: above the threshold, so it was measured again
+    # the first attempt saw the load change: above the threshold, so it was measured again
     assert got.attempt_cvs[0] > 0.1
     assert got.attempts == 2
     assert got.stable == (got.robust_cv <= 0.1)

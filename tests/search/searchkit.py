@@ -32,5 +32,6 @@ def search_args(space: Path, out: Path, *extra: str) -> list[str]:
         "--threads", "1",
         "--no-progress",
         "--no-report",
+        "--references", "none",  # reference models have tests of their own
         *extra,
     ]  # fmt: skip

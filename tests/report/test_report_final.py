@@ -127,7 +127,7 @@ def _write_final(run, factor: float):
 
 def test_the_report_uses_the_final_figures_and_says_how_the_ranking_moved(make_run, tmp_path):
     run = _on_runtime(make_run("fin", objectives=LATENCY), "eager")
-    done, models = _write_final(run, factor=3.0)
+    _, models = _write_final(run, factor=3.0)
     out = tmp_path / "report"
     paths = build_report(run, out, figures=False)
     pareto = pd.read_csv(paths.pareto_csv)

@@ -20,7 +20,8 @@ under way). The kernel drops a dead process's locks, so a killed trial never lea
 The key names the machine and the device: ``<hostname>-cpu`` for CPU trials (all of them share
 the cores), ``<hostname>-gpu-<id>`` for a GPU, with the physical GPU behind ``cuda:N`` (a Ray
 trial sees its GPU as ``cuda:0``: ``CUDA_VISIBLE_DEVICES`` names which one it is). The files live
-in ``$FCASEARCH_LOCK_DIR``, else ``<temp dir>/fcasearch-locks``, local to each node.
+in ``$FCASEARCH_LOCK_DIR``, else ``<temp dir>/fcasearch-locks-<uid>``, local to each node (point
+``FCASEARCH_LOCK_DIR`` at a folder every user can write to for users to share a device's lock).
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def device_key(device: str) -> str:
 
 
 def _lock_dir() -> Path:
-    return Path(os.environ.get(LOCK_DIR_ENV) or Path(tempfile.gettempdir()) / "fcasearch-locks")
+    default = Path(tempfile.gettempdir()) / f"fcasearch-locks-{os.getuid()}"  # one per user
+    return Path(os.environ.get(LOCK_DIR_ENV) or default)
 
 
 class DeviceLock:
@@ -62,7 +64,7 @@ class DeviceLock:
     Args:
         key: the node and device (:func:`device_key`).
         folder: where the two lock files live (default: ``$FCASEARCH_LOCK_DIR`` or
-            ``<temp dir>/fcasearch-locks``).
+            ``<temp dir>/fcasearch-locks-<uid>``).
 
     A lock object may be used by one thread at a time; processes each make their own (it is
     cheap: the files are opened per section).

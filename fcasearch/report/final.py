@@ -167,6 +167,9 @@ def final_sentence(run: RunData, final: dict[str, Any]) -> str:
         if _finite(tau)
         else "Kendall τ undefined (fewer than two models measured both times)"
     )
+    front_tau = final.get("kendall_tau_pareto")
+    if _finite(front_tau):
+        moved += f", {front_tau:.2f} over the {final.get('kendall_pairs_pareto', 0)} Pareto models"
     return (
         f"Latency of the Pareto set{' and the reference models' if refs else ''} "
         f"({cands} + {refs} models) is the final re-measurement of run {run.label!r}: "

@@ -44,6 +44,7 @@ def test_search_on_onnxruntime_measures_candidates_and_references_on_it(
     final = json.loads((out / "final.json").read_text())
     assert final["runtime"] == "onnxruntime"
     assert {m["kind"] for m in final["models"]} == {"candidate", "reference"}
+    assert "kendall_tau_pareto" in final and final["kendall_pairs"] >= 2
     assert "Kendall tau" in capsys.readouterr().out
 
 

@@ -100,7 +100,7 @@ def main() -> None:
     print(
         f"measure_isolation: candidate {spec.short()}, eager, batch 1, {args.threads} thread(s); "
         f"{args.trainers} trainer process(es) of {args.threads} thread(s); {args.cells} cells per "
-        "mode, one attempt each"
+        f"mode, one attempt each; load average {os.getloadavg()[0]:.2f} at start"
     )
     idle = [_cell(spec, args.threads) for _ in range(args.cells)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,6 +126,7 @@ def main() -> None:
                 p.join(timeout=120)
                 if p.is_alive():
                     p.terminate()
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
     print(_line("idle (no training)", idle, cpu))
     print(_line("training, no lock", free, cpu))
     print(_line("training, with lock", locked, cpu))

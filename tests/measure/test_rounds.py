@@ -3,6 +3,7 @@ a model the runtime cannot run gets a status and no number."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -43,3 +44,12 @@ def test_a_model_the_runtime_cannot_run_has_no_number():
     row = got["m"].to_dict()
     assert row["status"] == "unsupported" and "onnxruntime" in row["reason"]
     assert row["latency_ms"] != row["latency_ms"] and row["latency_stable"] is None  # NaN
+
+
+@pytest.mark.gpu
+def test_rounds_on_cuda_use_events():
+    targets = {"a": RoundTarget(_tiny()), "b": RoundTarget(get_spec("fcaformer_l1"))}
+    got = measure_rounds(targets, device="cuda", rounds=5, batch_size=4)
+    for res in got.values():
+        assert res.status == "ok" and res.latency.n >= 5 and "cuda events" in res.latency.method
+    assert got["b"].latency.median_ms > got["a"].latency.median_ms  # L1 at 224 px vs nano at 32

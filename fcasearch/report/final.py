@@ -131,9 +131,10 @@ def apply_final(run: RunData) -> dict[str, Any] | None:
     if final is None:
         return None
     by_trial = {
-        int(m["trial"]): m
+        int(t): m
         for m in final["models"]
         if m.get("kind") == "candidate" and m.get("status") == "ok" and m.get("trial") is not None
+        for t in m.get("trials") or [m["trial"]]  # every trial of a repeated architecture
     }
     for idx, trial in df["trial"].items():
         m = by_trial.get(int(trial)) if pd.notna(trial) else None

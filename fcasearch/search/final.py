@@ -205,7 +205,11 @@ class SearchMeasurements:
         if not self.needed or o.final_rounds < 1:
             return None
         items: list[dict[str, Any]] = []
+        seen: dict[str, dict[str, Any]] = {}  # arch_id -> its item: a repeated arch is timed once
         for _, row in front.iterrows():
+            if row.get("arch_id") in seen:
+                seen[row["arch_id"]]["trials"].append(int(row["trial"]))
+                continue
             if isinstance(row.get("spec"), str) and row["spec"]:
                 items.append(
                     {
@@ -213,12 +217,14 @@ class SearchMeasurements:
                         "kind": "candidate",
                         "arch_id": row["arch_id"],
                         "trial": int(row["trial"]),
+                        "trials": [int(row["trial"])],
                         "spec": row["spec"],
                         "search_latency_ms": _float(row.get("latency_ms")),
                         "search_latency_cv": _float(row.get("latency_cv")),
                         "search_latency_stable": _bool(row.get("latency_stable")),
                     }
                 )
+                seen[row["arch_id"]] = items[-1]
         refs = self._reference_rows()
         for ref in refs:
             items.append(

@@ -49,3 +49,25 @@ def test_summary_line_names_rounds_runtime_and_tau():
     line = summary_line(final)
     assert "2 Pareto + 1 reference models in 10 interleaved rounds on eager" in line
     assert "1 unstable" in line and "Kendall tau in-search vs final 0.800 over 5 models" in line
+
+
+def test_the_final_rounds_time_each_pareto_architecture_once(tiny_space, search_args, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from fcasearch.cli import main
+
+    # the tiny space has 4 networks: 7 trials repeat some, and repeats share one final figure
+    out = tmp_path / "run"
+    args = search_args(
+        tiny_space, out, "--n-trials", "7", "--objectives", "accuracy:max", "macs:min",
+        "--sampler", "random", "--final-rounds", "2",
+    )  # fmt: skip
+    assert main(args) == 0
+    pareto = pd.read_csv(out / "pareto.csv")
+    final = json.loads((out / "final.json").read_text())
+    cands = [m for m in final["models"] if m["kind"] == "candidate"]
+    assert len({m["arch_id"] for m in cands}) == len(cands) == pareto["arch_id"].nunique()
+    assert sorted(t for m in cands for t in m["trials"]) == sorted(pareto["trial"])
+    assert all(m["rounds"] == 2 and m["final_latency_ms"] > 0 for m in cands)

@@ -287,6 +287,8 @@ def build_report(
         "trial",
         "spec_short",  # early, so that it shows on a narrow screen
         *metrics,
+        # beside the final figure, what the search measured (fcasearch.report.final)
+        *(["latency_ms_search"] if "latency_ms" in metrics and any(finals.values()) else []),
         "hv_contribution",
         "profile_cmd",
         "rebuild_cmd",
@@ -360,6 +362,7 @@ def build_report(
             "rank",
             "knee",
             *metrics,
+            "latency_ms_search",
             "spec_short",
             "fingerprint_id",
             "profile_cmd",

@@ -133,8 +133,10 @@ def test_the_report_uses_the_final_figures_and_says_how_the_ranking_moved(make_r
     pareto = pd.read_csv(paths.pareto_csv)
     finals = {m["trial"]: m["final_latency_ms"] for m in models if m["kind"] == "candidate"}
     assert len(pareto) >= 1
+    searched = {m["trial"]: m["search_latency_ms"] for m in models if m["kind"] == "candidate"}
     for _, row in pareto.iterrows():
         assert row["latency_ms"] == pytest.approx(finals[int(row["trial"])])
+        assert row["latency_ms_search"] == pytest.approx(searched[int(row["trial"])])
     summary = json.loads(paths.summary_json.read_text())
     assert summary["final_remeasurement"]["fin"]["kendall_tau"] == 0.93
     html = (out / "index.html").read_text()

@@ -58,10 +58,10 @@ def test_the_final_rounds_time_each_pareto_architecture_once(tiny_space, search_
 
     from fcasearch.cli import main
 
-    # the tiny space has 4 networks: 7 trials repeat some, and repeats share one final figure
+    # the tiny space has 4 networks: 5 trials repeat one, and repeats share one final figure
     out = tmp_path / "run"
     args = search_args(
-        tiny_space, out, "--n-trials", "7", "--objectives", "accuracy:max", "macs:min",
+        tiny_space, out, "--n-trials", "5", "--objectives", "accuracy:max", "macs:min",
         "--sampler", "random", "--final-rounds", "2",
     )  # fmt: skip
     assert main(args) == 0
@@ -70,4 +70,5 @@ def test_the_final_rounds_time_each_pareto_architecture_once(tiny_space, search_
     cands = [m for m in final["models"] if m["kind"] == "candidate"]
     assert len({m["arch_id"] for m in cands}) == len(cands) == pareto["arch_id"].nunique()
     assert sorted(t for m in cands for t in m["trials"]) == sorted(pareto["trial"])
-    assert all(m["rounds"] == 2 and m["final_latency_ms"] > 0 for m in cands)
+    # 2 rounds each (more for a model re-measured for being unstable)
+    assert all(m["rounds"] >= 2 and m["final_latency_ms"] > 0 for m in cands)

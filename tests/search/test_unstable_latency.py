@@ -74,7 +74,7 @@ def test_a_search_with_unstable_cells_records_them_and_tells_p90(tiny_space, sea
     # a threshold no real timing meets: every cell is re-measured twice, then recorded unstable
     out = tmp_path / "run"
     args = search_args(
-        tiny_space, out, "--n-trials", "3", "--objectives", "accuracy:max", "latency_ms:min",
+        tiny_space, out, "--n-trials", "2", "--objectives", "accuracy:max", "latency_ms:min",
         "--latency-cv-threshold", "1e-12", "--final-rounds", "3",
     )  # fmt: skip
     assert main(args) == 0

@@ -64,7 +64,12 @@ def test_the_final_rounds_time_each_pareto_architecture_once(tiny_space, search_
         tiny_space, out, "--n-trials", "5", "--objectives", "accuracy:max", "macs:min",
         "--sampler", "random", "--final-rounds", "2",
     )  # fmt: skip
+    args[args.index("--references") + 1] = "deit_s_like"  # a torchvision baseline, 3 channels
     assert main(args) == 0
+    refs = pd.read_csv(out / "references.csv")
+    assert refs.loc[0, "model"] == "deit_s_like" and refs.loc[0, "status"] == "ok"
+    assert refs.loc[0, "runtime"] == "eager" and refs.loc[0, "latency_ms"] > 0
+    assert "counted on the module" in refs.loc[0, "notes"]  # a plain module, fvcore MACs
     pareto = pd.read_csv(out / "pareto.csv")
     final = json.loads((out / "final.json").read_text())
     cands = [m for m in final["models"] if m["kind"] == "candidate"]
@@ -72,3 +77,5 @@ def test_the_final_rounds_time_each_pareto_architecture_once(tiny_space, search_
     assert sorted(t for m in cands for t in m["trials"]) == sorted(pareto["trial"])
     # 2 rounds each (more for a model re-measured for being unstable)
     assert all(m["rounds"] >= 2 and m["final_latency_ms"] > 0 for m in cands)
+    (ref,) = [m for m in final["models"] if m["kind"] == "reference"]
+    assert ref["model"] == "deit_s_like" and ref["final_latency_ms"] > 0

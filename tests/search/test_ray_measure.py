@@ -25,7 +25,7 @@ def test_ray_search_on_a_runtime_measures_references_and_final_rounds(tmp_path):
                        "latency_ms:min", "--executor", "ray", "--max-concurrent", "2",
                        "--cpus-per-trial", "1", "--runtime", "onnxruntime",
                        "--final-rounds", "3")  # fmt: skip
-    args[args.index("--references") + 1] = "deit_s_like"
+    args[args.index("--references") + 1] = "fcaformer_nano"
     text = io.StringIO()
     try:
         with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
@@ -41,7 +41,7 @@ def test_ray_search_on_a_runtime_measures_references_and_final_rounds(tmp_path):
     assert len(measured) >= 1 and set(measured["runtime"]) == {"onnxruntime"}
     assert measured["latency_attempts"].ge(1).all() and measured["latency_stable"].notna().all()
     refs = pd.read_csv(out / "references.csv")
-    assert refs.loc[0, "model"] == "deit_s_like" and refs.loc[0, "runtime"] == "onnxruntime"
+    assert refs.loc[0, "model"] == "fcaformer_nano" and refs.loc[0, "runtime"] == "onnxruntime"
     assert refs.loc[0, "threads"] == 1  # the run's --threads, as for the candidates
     final = json.loads((out / "final.json").read_text())
     assert final["runtime"] == "onnxruntime"

@@ -23,7 +23,7 @@ def test_search_on_onnxruntime_measures_candidates_and_references_on_it(
 ):
     out = tmp_path / "run"
     args = search_args(tiny_space, out, "--n-trials", "2", *LATENCY, "--runtime", "onnxruntime")
-    args[args.index("--references") + 1] = "deit_s_like"
+    args[args.index("--references") + 1] = "fcaformer_nano"  # the torchvision ones: test_final
     assert main([*args, "--final-rounds", "3"]) == 0
     run = yaml.safe_load((out / "run.yaml").read_text())
     assert run["runtime"] == "onnxruntime" and run["options"]["runtime"] == "onnxruntime"
@@ -37,7 +37,7 @@ def test_search_on_onnxruntime_measures_candidates_and_references_on_it(
     assert notes.map(lambda n: "onnxruntime" in n["measure.latency"]).all()
     # the reference model: the same runtime, the same batch size and threads as the candidates
     refs = pd.read_csv(out / "references.csv")
-    assert list(refs["model"]) == ["deit_s_like"]
+    assert list(refs["model"]) == ["fcaformer_nano"]
     assert refs.loc[0, "runtime"] == "onnxruntime" and refs.loc[0, "status"] == "ok"
     assert refs.loc[0, "latency_ms"] > 0
     assert refs.loc[0, "batch_size"] == 1 and refs.loc[0, "threads"] == 1

@@ -104,3 +104,23 @@ def test_a_model_the_runtime_cannot_run_is_a_row_without_a_number(
     final = json.loads((out / "final.json").read_text())
     (ref,) = final["models"]
     assert ref["status"] == "unsupported" and ref["final_latency_ms"] is None
+
+
+def test_measurement_options_are_checked_and_stored():
+    from fcasearch.search.options import DEFAULT_REFERENCES, SearchError, SearchOptions
+
+    o = SearchOptions(space="s.yaml")
+    assert o.runtime == "eager" and o.references == DEFAULT_REFERENCES and o.final_rounds == 10
+    assert SearchOptions(space="s.yaml", references=["none"]).references == ()
+    two = SearchOptions(space="s.yaml", references="convnext_tiny, fcaformer_l2")
+    assert two.references == ("convnext_tiny", "fcaformer_l2")
+    assert two.to_dict()["references"] == ["convnext_tiny", "fcaformer_l2"]
+    assert SearchOptions.from_mapping(two.to_dict()).references == two.references
+    with pytest.raises(SearchError, match=r"resnet50.*convnext_tiny"):
+        SearchOptions(space="s.yaml", references=["resnet50"])
+    with pytest.raises(SearchError, match="latency_cv_threshold"):
+        SearchOptions(space="s.yaml", latency_cv_threshold=0)
+    with pytest.raises(SearchError, match="final_rounds"):
+        SearchOptions(space="s.yaml", final_rounds=-1)
+    with pytest.raises(SearchError, match="one runtime per search"):
+        SearchOptions(space="s.yaml", runtime="eager,onnxruntime")

@@ -39,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "hardware fingerprints (refused by default)",
     )
     parser.add_argument(
+        "--allow-mixed-runtimes",
+        action="store_true",
+        help="compare latency objectives measured on different runtimes (eager, onnxruntime, "
+        "...; refused by default)",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         default=None,
@@ -65,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
             args.out,
             hv_reference=args.hv_reference,
             allow_mixed_hardware=args.allow_mixed_hardware,
+            allow_mixed_runtimes=args.allow_mixed_runtimes,
             profile=args.profile,
             device=args.device,
             figures=not args.no_figures,

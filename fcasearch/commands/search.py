@@ -13,11 +13,12 @@ _FIELDS = (
     "scheduler", "min_epochs", "reduction_factor",
     "seed", "out", "executor", "storage", "study_name", "address", "cpus_per_trial",
     "gpus_per_trial", "max_concurrent", "progress", "save_weights", "hv_reference",
+    "runtime", "latency_cv_threshold", "references", "final_rounds",
 )  # fmt: skip
 # what may change when a run is resumed (how long and where it runs, not what a trial measures)
 _RESUMABLE = (
     "n_trials", "time_budget", "progress", "max_concurrent", "address", "executor",
-    "cpus_per_trial", "gpus_per_trial", "save_weights",
+    "cpus_per_trial", "gpus_per_trial", "save_weights", "final_rounds",
 )  # fmt: skip
 
 
@@ -110,6 +111,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         default=d,
         help="time a CUDA graph replay of each candidate (no kernel-launch cost; CUDA only)",
+    )
+    p.add_argument(
+        "--runtime",
+        default=d,
+        help="runtime latency is measured on, for candidates and reference models alike: eager "
+        "(default) | compile | onnxruntime | tensorrt (one per run)",
+    )
+    p.add_argument(
+        "--latency-cv-threshold",
+        type=float,
+        default=d,
+        metavar="CV",
+        help="robust CV above which a latency cell is re-measured and, still above, recorded "
+        "as unstable (default 0.1)",
+    )
+    p.add_argument(
+        "--references",
+        nargs="+",
+        default=d,
+        metavar="MODEL",
+        help="reference models measured on the run's runtime and settings (default "
+        "fcaformer_l1 convnext_tiny swin_t deit_s_like; 'none' for none)",
+    )
+    p.add_argument(
+        "--final-rounds",
+        type=int,
+        default=d,
+        metavar="N",
+        help="at the end, re-measure the Pareto set and the references in N interleaved rounds "
+        "(default 10; 0: no final re-measurement)",
     )
     p.add_argument(
         "--save-weights",
@@ -210,6 +241,12 @@ def resolve(args: argparse.Namespace):
         kept = SearchOptions.from_mapping(stored, source=source).to_dict()
         asked = SearchOptions.from_mapping({**stored, **given}, source="command line").to_dict()
         fixed = [k for k in given if k not in _RESUMABLE and asked[k] != kept[k]]
+        if "runtime" in fixed:
+            raise SearchError(
+                f"--resume {args.resume}: the run measures latency on {kept['runtime']!r}, not "
+                f"{asked['runtime']!r}: one runtime per run; start a new run (another --out) to "
+                f"search on {asked['runtime']!r}"
+            )
         if fixed:
             changes = ", ".join(f"{k} {kept[k]!r} -> {asked[k]!r}" for k in fixed)
             raise SearchError(
@@ -251,6 +288,10 @@ def run(args: argparse.Namespace) -> int:
             else ""
         )
     )
+    if outcome.final is not None:
+        from fcasearch.search.final import summary_line
+
+        print(summary_line(outcome.final))
     print(
         f"results: {outcome.run.root}  (trials.parquet, trials.csv, pareto.csv, study.db, run.yaml)"
     )

@@ -27,6 +27,7 @@ from fcasearch.pareto import (
 )
 from fcasearch.report.analysis import Normalization, fit_normalization, hv_history, rank_trials
 from fcasearch.report.build import ReportData, ReportPaths, build_report
+from fcasearch.report.final import MixedRuntimeError, check_runtimes
 from fcasearch.report.info import (
     HARDWARE_METRICS,
     MixedHardwareError,
@@ -42,6 +43,7 @@ __all__ = [
     "HARDWARE_METRICS",
     "HypervolumeDefinition",
     "MixedHardwareError",
+    "MixedRuntimeError",
     "Normalization",
     "Objective",
     "ReportData",
@@ -50,6 +52,7 @@ __all__ = [
     "attainment_surfaces",
     "build_report",
     "check_hardware",
+    "check_runtimes",
     "combine_runs",
     "dominates",
     "fit_normalization",

@@ -19,6 +19,7 @@ import pandas as pd
 from fcasearch.pareto import HypervolumeDefinition, common_definition, parse_hv_reference
 from fcasearch.report import analysis as an
 from fcasearch.report.figures import draw_figures
+from fcasearch.report.final import apply_final, check_runtimes, final_sentence, run_references
 from fcasearch.report.html import format_value, render_html, render_markdown
 from fcasearch.report.info import (
     Objective,
@@ -168,16 +169,28 @@ def _write_specs(pareto: pd.DataFrame, specs_dir: Path, device: str) -> pd.DataF
 
 
 def _references(
-    runs: list[RunData], fingerprints: dict[str, str], profile: str | Path | None
+    runs: list[RunData],
+    fingerprints: dict[str, str],
+    profile: str | Path | None,
+    finals: dict[str, dict | None] | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
     img, classes, notes = run_input_shape(runs[0])
     refs, more = paper_references(img, classes)
     notes += more
+    own = run_references(runs[0], (finals or {}).get(runs[0].label))
+    if len(own):  # measured with the run: its runtime, settings and (final) figures
+        refs = merge_references(refs, own)
     if profile is not None:
         batch = _latency_batch_size(runs[0])
-        prof, more = profile_references(profile, list(fingerprints), batch)
+        runtime = runs[0].config.get("runtime")
+        prof, more = profile_references(profile, list(fingerprints), batch, runtime=runtime)
         notes += more
-        refs = merge_references(refs, prof)
+        refs = merge_references(refs, prof[~prof["model"].isin(own["model"])])
+    elif len(own):
+        notes.append(
+            f"Reference models {', '.join(own['model'])} were measured with the run, on its "
+            "runtime and settings."
+        )
     else:
         notes.append(
             "No --profile CSV given: latency and memory axes have no reference models "
@@ -203,6 +216,7 @@ def build_report(
     *,
     hv_reference: Mapping[str, object] | Sequence[str] | None = None,
     allow_mixed_hardware: bool = False,
+    allow_mixed_runtimes: bool = False,
     profile: str | Path | None = None,
     device: str | None = None,
     figures: bool = True,
@@ -220,6 +234,8 @@ def build_report(
             :func:`fcasearch.pareto.common_definition`.
         allow_mixed_hardware: Report hardware-dependent objectives measured on several machines
             instead of raising :class:`~fcasearch.report.info.MixedHardwareError`.
+        allow_mixed_runtimes: Report runtime-dependent objectives measured on several runtimes
+            instead of raising :class:`~fcasearch.report.final.MixedRuntimeError`.
         profile: A ``fcasearch profile`` CSV of reference models (latency/memory markers drawn
             only when measured on the runs' hardware).
         device: Device named in the profile commands; the run's device if omitted.
@@ -232,12 +248,18 @@ def build_report(
     Raises:
         FileNotFoundError: If a directory, its ``run.yaml`` or its trials are missing.
         MixedHardwareError: See ``allow_mixed_hardware``.
+        MixedRuntimeError: See ``allow_mixed_runtimes``.
         ValueError: If the runs have different objectives or ``hv_reference`` is invalid.
     """
     if isinstance(run_dirs, str | Path):
         run_dirs = [run_dirs]
     runs = load_runs(run_dirs)
     fingerprints, notes = check_hardware(runs, allow_mixed_hardware)
+    _, more = check_runtimes(runs, allow_mixed_runtimes)
+    notes += more
+    finals = {run.label: apply_final(run) for run in runs}  # final latency figures win
+    final_notes = [final_sentence(r, finals[r.label]) for r in runs if finals[r.label]]
+    notes = final_notes + notes
     for run in runs:
         notes += run.notes
     objectives = runs[0].objectives
@@ -265,11 +287,13 @@ def build_report(
         "trial",
         "spec_short",  # early, so that it shows on a narrow screen
         *metrics,
+        # beside the final figure, what the search measured (fcasearch.report.final)
+        *(["latency_ms_search"] if "latency_ms" in metrics and any(finals.values()) else []),
         "hv_contribution",
         "profile_cmd",
         "rebuild_cmd",
     ]
-    refs, ref_notes = _references(runs, fingerprints, profile)
+    refs, ref_notes = _references(runs, fingerprints, profile, finals)
     notes += ref_notes
     budget = an.budget_table(ranked, quality, cost) if cost else ranked.iloc[0:0]
     extra = [o.name for o in objectives if o.name not in (q_name, cost)]
@@ -311,6 +335,8 @@ def build_report(
         attainment=an.attainment_groups({r.label: r.config for r in runs}),
     )
     data.headline = _headline(data, len(trials))
+    if len(final_notes) == 1 and len(runs) == 1:
+        data.headline += " " + final_notes[0]
     data.hv_sentence = _hv_sentence(data, runs)
     data.method_text = (
         "Ranks come from non-dominated sorting over all objectives with their directions; only "
@@ -336,6 +362,7 @@ def build_report(
             "rank",
             "knee",
             *metrics,
+            "latency_ms_search",
             "spec_short",
             "fingerprint_id",
             "profile_cmd",
@@ -437,4 +464,11 @@ def _summary(data: ReportData) -> dict[str, object]:
         "picks": {k: str(v["arch_id"]) for k, v in data.picks.items()},
         "notes": data.notes,
         "fingerprints": data.fingerprints,
+        "final_remeasurement": {
+            r.label: {
+                k: r.final.get(k) for k in ("runtime", "rounds", "kendall_tau", "kendall_pairs")
+            }
+            for r in data.runs
+            if r.final
+        },
     }

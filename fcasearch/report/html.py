@@ -23,6 +23,7 @@ __all__ = ["format_value", "render_html", "render_markdown"]
 _UNITS = {
     "latency_ms": "ms",
     "latency_p90_ms": "ms",
+    "latency_ms_search": "ms",  # the in-search median, where a final re-measurement replaced it
     "peak_mem_mb": "MiB",
     "train_mem_mb": "MiB",
     "energy_mj_per_image": "mJ",

@@ -83,6 +83,7 @@ class RunData:
             an older run: its ``note`` says so).
         warnings: One-line problems met while loading (a corrupt ``trials.parquet``, ...), also
             among ``notes``.
+        final: The run's final re-measurement (``final.json``) once the report applied it.
     """
 
     path: Path
@@ -98,6 +99,7 @@ class RunData:
     notes: list[str] = field(default_factory=list)
     hypervolume: HypervolumeDefinition | None = None
     warnings: list[str] = field(default_factory=list)
+    final: dict[str, Any] | None = None  # final.json, once applied (fcasearch.report.final)
 
     @property
     def device(self) -> str:

@@ -151,7 +151,10 @@ def paper_references(
 
 
 def profile_references(
-    path: str | Path, fingerprint_ids: Sequence[str], batch_size: int | None = None
+    path: str | Path,
+    fingerprint_ids: Sequence[str],
+    batch_size: int | None = None,
+    runtime: str | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Reference models from a ``fcasearch profile`` CSV.
 
@@ -163,6 +166,8 @@ def profile_references(
         path: The profile CSV.
         fingerprint_ids: Fingerprint ids of the runs being reported.
         batch_size: Preferred batch size.
+        runtime: The runs' runtime: latency and memory only from profile rows measured on it
+            (a profile without a ``runtime`` column predates runtimes: its rows are eager).
 
     Returns:
         ``(table, notes)`` with the columns of ``REFERENCE_COLUMNS``.
@@ -185,6 +190,8 @@ def profile_references(
     prof["fingerprint_id"] = prof.get("fingerprint_id", pd.Series("", index=prof.index)).astype(str)
     if "dtype" not in prof:
         prof["dtype"] = "fp32"
+    prof["runtime"] = prof["runtime"].fillna("eager").astype(str) if "runtime" in prof else "eager"
+    same_rt = prof["runtime"] == runtime if runtime else pd.Series(True, index=prof.index)
     same_hw = set(fingerprint_ids) if len(set(fingerprint_ids)) == 1 else set()
     if len(set(fingerprint_ids)) != 1:
         notes.append(
@@ -200,7 +207,7 @@ def profile_references(
         counted = g[g["params"].notna() | g["macs"].notna()]
         row = counted.iloc[0] if len(counted) else g.iloc[0]
         # rows that ran out of memory or failed carry no latency: skip them
-        local = g[g["fingerprint_id"].isin(same_hw) & g["latency_ms"].notna()]
+        local = g[g["fingerprint_id"].isin(same_hw) & g["latency_ms"].notna() & same_rt[g.index]]
         entry = {
             "model": str(model),
             "kind": "paper" if str(model).startswith("fcaformer") else "baseline",
@@ -216,6 +223,12 @@ def profile_references(
             entry["label"] = (
                 f"{model} (bs {int(lrow['batch_size']) if pd.notna(lrow['batch_size']) else '?'}, "
                 f"{lrow['dtype']})"
+            )
+        elif runtime and not same_rt[group.index].any():
+            notes.append(
+                f"latency/memory marker of {model} omitted: profiled on runtime(s) "
+                f"{', '.join(sorted(set(group['runtime'])))}, the runs on {runtime} (runtimes "
+                "are never mixed on one axis)"
             )
         elif same_hw and group["fingerprint_id"].isin(same_hw).any():
             notes.append(

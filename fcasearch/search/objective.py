@@ -7,6 +7,7 @@ reports -> a :class:`TrialResult`. Every failure becomes a result with a reason.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -20,6 +21,7 @@ from typing import Any
 
 from fcasearch.measure.counting import count_macs, count_params
 from fcasearch.search.options import HARDWARE_METRICS, METRICS, PROXY_PREFIX, SearchOptions
+from fcasearch.search.unstable import sampler_metrics
 from fcasearch.spec import ArchSpec
 
 __all__ = [
@@ -28,9 +30,13 @@ __all__ = [
     "arch_columns",
     "check_data",
     "evaluate",
+    "measure_settings",
     "reused_result",
     "rung_reached",
 ]
+
+# how trustworthy a latency cell is (columns beside the metrics; fcasearch.measure.stability)
+LATENCY_QUALITY = ("latency_stable", "latency_attempts")
 
 # epoch, metrics -> True to stop (pruned)
 Reporter = Callable[[int, dict[str, float]], bool]
@@ -60,6 +66,8 @@ class TrialResult:
     fingerprint_id: str = ""
     notes: dict[str, str] = field(default_factory=dict)
     rung: int | None = None  # last rung reached under asha/mo-asha (None: no scheduler)
+    runtime: str = ""  # the runtime latency was measured on ("" when not measured)
+    runtime_version: str = ""
 
     def row(self, trial: int, run: str) -> dict[str, Any]:
         row: dict[str, Any] = {
@@ -82,6 +90,8 @@ class TrialResult:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "device": self.device,
+            "runtime": self.runtime,
+            "runtime_version": self.runtime_version,
             "fingerprint_id": self.fingerprint_id,
             "fingerprint": json.dumps(self.fingerprint, sort_keys=True),
         }
@@ -95,7 +105,8 @@ def reused_result(cached: dict[str, Any], spec) -> TrialResult:
     metrics = {
         k: float(v)
         for k, v in cached.items()
-        if (k in METRICS or k.startswith(PROXY_PREFIX)) and isinstance(v, (int, float))
+        if (k in METRICS or k in LATENCY_QUALITY or k.startswith(PROXY_PREFIX))
+        and isinstance(v, (int, float))
     }
     return TrialResult(
         spec=spec,
@@ -108,6 +119,8 @@ def reused_result(cached: dict[str, Any], spec) -> TrialResult:
         fingerprint_id=cached.get("fingerprint_id", ""),
         notes={"reused_from_trial": str(cached.get("trial"))},
         rung=_int_or_none(cached.get("rung")),
+        runtime=str(cached.get("runtime") or ""),
+        runtime_version=str(cached.get("runtime_version") or ""),
     )
 
 
@@ -157,7 +170,17 @@ class TrialContext:
     options: SearchOptions
     space: Any  # fcasearch.space.SearchSpace
     checkpoint_dir: Path | None = None
+    # keeps latency measurements apart from training on this device (fcasearch.search.devicelock)
+    lock: Any = None
     _data: dict = field(default_factory=dict)
+
+    def measuring(self):
+        """The context of a latency measurement: the device lock held exclusively."""
+        return self.lock.exclusive() if self.lock is not None else contextlib.nullcontext()
+
+    def training(self):
+        """The context of one training section: the device lock held shared."""
+        return self.lock.shared() if self.lock is not None else contextlib.nullcontext()
 
     def data_for(self, size: tuple[int, int]):
         """The dataset at input size ``size`` (loaded once per size and process)."""
@@ -196,7 +219,8 @@ def evaluate(spec: ArchSpec, ctx: TrialContext, report: Reporter | None = None) 
             res.status, res.reason = "infeasible", "; ".join(violations)
             return res
         if _needs_measure(o, ctx.space):
-            _measure(spec, ctx, res)
+            with ctx.measuring():
+                _measure(spec, ctx, res)
             if res.status != "complete":
                 return res
         proxies = [
@@ -205,7 +229,8 @@ def evaluate(spec: ArchSpec, ctx: TrialContext, report: Reporter | None = None) 
         if proxies or o.trains:
             model = _build_seeded(spec, o.seed)
             if proxies:
-                _proxies(model, proxies, ctx, res)
+                with ctx.training():
+                    _proxies(model, proxies, ctx, res)
             if o.trains:
                 _train(model, spec, ctx, res, report)
     except Exception as exc:  # a trial that raises is a result, never the end of the search
@@ -259,20 +284,31 @@ def _build_seeded(spec: ArchSpec, seed: int):
         return build_model(spec)
 
 
+def measure_settings(options: SearchOptions) -> dict[str, Any]:
+    """The keyword arguments of ``measure_cost`` for a run: the same for every candidate and
+    every reference model (runtime, device, batch size, dtype, threads, stability threshold)."""
+    return {
+        "runtime": options.runtime,
+        "device": options.device,
+        "batch_size": options.latency_batch_size,
+        "dtype": options.latency_dtype,
+        "threads": options.threads,
+        "cuda_graph": options.latency_cuda_graph,
+        "cv_threshold": options.latency_cv_threshold,
+    }
+
+
 def _measure(spec: ArchSpec, ctx: TrialContext, res: TrialResult) -> None:
     from fcasearch.measure import measure_cost
 
     o = ctx.options
     t = time.perf_counter()
-    cost = measure_cost(
-        spec,  # its own copy: measurement folds BN in place, and this model is still to train
-        device=o.device,
-        batch_size=o.latency_batch_size,
-        dtype=o.latency_dtype,
-        threads=o.threads,
-        cuda_graph=o.latency_cuda_graph,
-    )
+    # the spec, not the model: measurement builds its own copy (it folds BN in place)
+    cost = measure_cost(spec, **measure_settings(o))
     res.measure_seconds = time.perf_counter() - t
+    res.runtime, res.runtime_version = cost.runtime, cost.runtime_version
+    if cost.latency is not None:
+        res.metrics["latency_attempts"] = float(cost.latency.attempts)
     res.fingerprint = dict(cost.fingerprint)
     from fcasearch.measure import fingerprint_id
 
@@ -282,9 +318,17 @@ def _measure(spec: ArchSpec, ctx: TrialContext, res: TrialResult) -> None:
         if key not in ("params", "macs"):
             res.metrics[key] = float(value)
     if getattr(cost, "status", "ok") not in ("ok", "complete"):
+        # never a number: a model the runtime cannot run, or out of memory, fails the trial
+        for key in ("latency_ms", "latency_p90_ms", "latency_cv", "throughput_ips"):
+            res.metrics[key] = math.nan
+        res.metrics.pop("latency_stable", None)
+        res.notes["measure.status"] = cost.status
+        what = f"{cost.runtime} cannot run this model" if cost.status == "unsupported" else ""
         res.status, res.reason = (
             "failed",
-            f"measurement: {cost.status}: {getattr(cost, 'reason', '')}",
+            f"measurement: {cost.status}"
+            + (f" ({what})" if what else "")
+            + f": {getattr(cost, 'reason', '')}",
         )
         return
     violations = ctx.space.constraints.check_measured(res.metrics)
@@ -323,9 +367,13 @@ def _train(
         TrainConfig(lr=o.lr, batch_size=o.batch_size, seed=o.seed),
         device=o.device,
         # per-epoch reports carry the trial's costs too, so a trial stopped early keeps them
-        callback=None if report is None else (lambda e, m: report(e, {**res.metrics, **m})),
+        # the schedulers see an unstable latency as the sampler does (fcasearch.search.unstable)
+        callback=None
+        if report is None
+        else (lambda e, m: report(e, {**sampler_metrics(res.metrics), **m})),
         checkpoint_path=ckpt,
         progress=False,
+        guard=ctx.training,  # no latency measurement on this device overlaps a training step
     )
     res.train_seconds = time.perf_counter() - t
     res.epochs = float(out.epochs)

@@ -25,6 +25,8 @@ __all__ = [
 
 PROXY_PREFIX = "proxy."
 SAMPLERS = ("nsga2", "tpe", "random", "grid")
+# the models the paper compares against, measured with the candidates (--references)
+DEFAULT_REFERENCES = ("fcaformer_l1", "convnext_tiny", "swin_t", "deit_s_like")
 EXECUTORS = ("local", "ray")
 
 
@@ -88,6 +90,11 @@ class SearchOptions:
     latency_batch_size: int = 1
     latency_dtype: str = "fp32"
     latency_cuda_graph: bool = False  # time a CUDA graph replay (CUDA only)
+    runtime: str = "eager"  # the one runtime latency is measured on (fcasearch.runtime)
+    latency_cv_threshold: float = 0.1  # robust CV above which a latency cell is unstable
+    # reference models measured like the candidates (fcasearch.search.final); () for none
+    references: tuple[str, ...] = DEFAULT_REFERENCES
+    final_rounds: int = 10  # interleaved rounds of the final re-measurement (0: none)
     save_weights: bool = False  # each trained trial saves <run>/weights/<arch_id>.pt
     scheduler: str = "fifo"  # fifo | asha | mo-asha (fcasearch.search.schedulers)
     min_epochs: int = 1  # first rung, r (asha, mo-asha)
@@ -109,6 +116,7 @@ class SearchOptions:
         if isinstance(self.objectives, (str, list)):
             object.__setattr__(self, "objectives", parse_objectives(self.objectives))
         object.__setattr__(self, "hv_reference", _hv_reference(self.hv_reference, self.objectives))
+        self._check_measurement()
         if self.sampler and self.sampler not in SAMPLERS:
             raise SearchError(f"sampler: {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
         if self.executor not in EXECUTORS:
@@ -139,6 +147,44 @@ class SearchOptions:
         if not self.measure and any(o.name in HARDWARE_METRICS for o in self.objectives):
             names = [o.name for o in self.objectives if o.name in HARDWARE_METRICS]
             raise SearchError(f"objectives {names} need measurement; drop --no-measure")
+
+    def _check_measurement(self) -> None:
+        """The runtime (one per run), the reference models and the stability settings."""
+        from fcasearch.runtime import RUNTIMES
+
+        if self.runtime not in RUNTIMES:
+            raise SearchError(
+                f"runtime: {self.runtime!r} is not known; choose one of {', '.join(RUNTIMES)} "
+                "(one runtime per search)"
+            )
+        refs = self.references
+        if isinstance(refs, str):
+            refs = refs.replace(",", " ").split()
+        refs = tuple(str(r) for r in (refs or ()))
+        refs = () if refs in (("none",), ("",)) else tuple(dict.fromkeys(refs))
+        known = _reference_names() if refs and refs != DEFAULT_REFERENCES else list(refs)
+        for name in refs:
+            if name not in known:
+                raise SearchError(
+                    f"references: {name!r} is not a known model; choose from "
+                    f"{', '.join(known)} (or 'none')"
+                )
+        object.__setattr__(self, "references", refs)
+        cv = self.latency_cv_threshold
+        if isinstance(cv, str):
+            try:
+                cv = float(cv)
+            except ValueError:
+                raise SearchError(f"latency_cv_threshold: {cv!r} is not a number") from None
+            object.__setattr__(self, "latency_cv_threshold", cv)
+        if not _finite(cv) or cv <= 0:
+            raise SearchError(
+                f"latency_cv_threshold: {cv!r} must be a positive number, e.g. 0.1 "
+                "(--latency-cv-threshold)"
+            )
+        rounds = self.final_rounds
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
+            raise SearchError(f"final_rounds: {rounds!r} must be a whole number >= 0 (0: none)")
 
     def _check_scheduler(self) -> None:
         from fcasearch.search.schedulers import SCHEDULERS, rung_objectives, schedule_for
@@ -227,6 +273,7 @@ class SearchOptions:
         d = dataclasses.asdict(self)
         d["objectives"] = [f"{o.name}:{o.direction[:3]}" for o in self.objectives]
         d["hv_reference"] = dict(self.hv_reference)
+        d["references"] = list(self.references)
         return d
 
     @classmethod
@@ -283,6 +330,14 @@ def _hv_reference(raw: Any, objectives: tuple[Objective, ...]) -> tuple[tuple[st
             for n, (r, b) in parsed.items()
         )
     )
+
+
+def _reference_names() -> list[str]:
+    """Names ``--references`` accepts: the FcaFormer registry and the torchvision baselines."""
+    from fcasearch.measure.baselines import list_baselines
+    from fcasearch.models.registry import list_models
+
+    return [*list_models(), *list_baselines()]
 
 
 def _finite(value: Any) -> bool:

@@ -65,10 +65,13 @@ def _trainable(
     if config.get("reuse"):
         tune.report(_final_report({**config["reuse"], **placement_columns(ray_node=node)}))
         return
+    from fcasearch.search.devicelock import lock_for
+
     ctx = TrialContext(
         options=opts,
         space=load_space(space, source="run.yaml (space)"),
         checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
+        lock=lock_for(opts.device),  # this node's device: measurements never overlap training
     )
     where = placement_columns(ray_node=node)
 
@@ -115,9 +118,14 @@ def run_ray(
     *,
     storage: str,
     study_name: str,
+    measurements: Any = None,
 ) -> int:
     """Run trials on Ray Tune (a local Ray started for the run, or ``--address``) until the study
-    holds ``n_trials`` or ``deadline`` (monotonic s) passes; how many trials ran here."""
+    holds ``n_trials`` or ``deadline`` (monotonic s) passes; how many trials ran here.
+
+    ``measurements`` (:class:`~fcasearch.search.final.SearchMeasurements`): the reference models
+    are measured before the trials and the final re-measurement made after them, as Ray tasks
+    with a trial's resources (:mod:`fcasearch.search.ray_measure`)."""
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
 
@@ -176,7 +184,14 @@ def run_ray(
                 log_to_file=True,
             ),
         )
+        if measurements is not None:
+            from fcasearch.search.ray_measure import worker_runner
+
+            on_worker = worker_runner(o, ctx.space)
+            measurements.before(on_worker)
         tuner.fit()
+        if measurements is not None:
+            measurements.after(on_worker, log.export(o.objective_pairs))
     return searcher.ran
 
 

@@ -29,6 +29,7 @@ class SearchOutcome:
     pareto_size: int
     trials_ran: int
     recovered: int
+    final: dict[str, Any] | None = None  # the final re-measurement (final.json), if made
 
 
 def _versions() -> dict[str, str]:
@@ -109,6 +110,8 @@ def _write_run_yaml(
         "sampler": options.sampler_name,
         "seed": options.seed,
         "device": options.device,
+        "runtime": options.runtime,
+        "runtime_version": _runtime_version(options.runtime),
         "executor": options.executor,
         "budget": options.budget,
         "fingerprint": json.loads(json.dumps(fingerprint, default=str)),  # plain types only
@@ -123,6 +126,25 @@ def _write_run_yaml(
     tmp = run.root / ".run.yaml.tmp"
     tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
     tmp.replace(run.run_yaml)
+
+
+def _runtime_version(name: str) -> str:
+    from fcasearch.runtime import get_runtime
+
+    try:
+        return get_runtime(name).version
+    except Exception as exc:  # e.g. not installed on this driver (a remote cluster's runtime)
+        return f"unknown here ({type(exc).__name__})"
+
+
+def _check_runtime(options: SearchOptions, device: str) -> None:
+    """SearchError (one line, what to install) if the run's runtime cannot run on ``device``."""
+    from fcasearch.runtime import RuntimeUnavailable, get_runtime
+
+    try:
+        get_runtime(options.runtime).check(device)
+    except RuntimeUnavailable as exc:
+        raise SearchError(f"runtime: {exc}") from None
 
 
 def run_search(
@@ -175,8 +197,15 @@ def run_search(
                 "device: cuda was asked but torch sees no CUDA device here; use --device cpu "
                 "(or --executor ray --address HOST:PORT to train on a cluster's GPUs)"
             )
+    if options.measure and not remote:
+        _check_runtime(options, options.device)  # before anything is written
     hv = _hypervolume(run, options, space, resume)  # fixed before the first trial
-    ctx = TrialContext(options=options, space=space, checkpoint_dir=run.checkpoints)
+    from fcasearch.search.devicelock import lock_for
+    from fcasearch.search.final import SearchMeasurements, run_job
+
+    ctx = TrialContext(
+        options=options, space=space, checkpoint_dir=run.checkpoints, lock=lock_for(options.device)
+    )
     try:
         check_data(ctx)  # once, before any trial: a wrong dataset is the run's error, not a trial's
     except ValueError as exc:
@@ -213,6 +242,7 @@ def run_search(
     progress = SearchProgress(
         n_left, options.objectives, log.rows(), enabled=options.progress, hypervolume=hv
     )
+    extra = SearchMeasurements(ctx, run)  # references before the trials, final rounds after
     try:
         if options.executor == "ray":
             from fcasearch.search.ray_executor import run_ray
@@ -226,18 +256,28 @@ def run_search(
                 progress,
                 storage=storage,
                 study_name=study_name,
+                measurements=extra,
             )
         else:
             from fcasearch.search.local import run_local
 
+            here = lambda job, payload: run_job(job, ctx, payload)  # noqa: E731
+            extra.before(here)
             shared = options.storage is not None
             ran = run_local(study, ctx, log, options.n_trials, deadline, progress, shared=shared)
+            progress.close()
+            extra.after(here, log.export(options.objective_pairs))
     finally:
         progress.close()
         front = log.export(options.objective_pairs)
     counts = progress.counts()
     return SearchOutcome(
-        run=run, counts=counts, pareto_size=len(front), trials_ran=ran, recovered=recovered
+        run=run,
+        counts=counts,
+        pareto_size=len(front),
+        trials_ran=ran,
+        recovered=recovered,
+        final=extra.final,
     )
 
 

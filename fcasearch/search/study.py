@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from fcasearch.search.objective import TrialResult
+from fcasearch.search.objective import LATENCY_QUALITY, TrialResult
 from fcasearch.search.offspring import ArchitectureNSGAII
 from fcasearch.search.options import (
     HARDWARE_METRICS,
@@ -22,6 +22,7 @@ from fcasearch.search.options import (
     SearchOptions,
 )
 from fcasearch.search.storages import StorageError, make_storage, redact
+from fcasearch.search.unstable import sampler_metrics
 
 if TYPE_CHECKING:
     from fcasearch.space import SearchSpace
@@ -42,6 +43,7 @@ __all__ = [
     "recover_interrupted",
     "result_from_row",
     "sample_architecture",
+    "sampler_metrics",
     "study_attrs",
     "tell",
     "values_for",
@@ -289,7 +291,9 @@ def constraint_violation(result: TrialResult, constraints: Any) -> float:
 
 
 def values_for(objectives: Sequence[Objective], metrics: dict[str, float]) -> list[float]:
-    """Objective values in study order; an unknown value is the worst (+/-inf)."""
+    """Objective values in study order, as the sampler is told them (:func:`sampler_metrics`:
+    an unstable latency is its p90); an unknown value is the worst (+/-inf)."""
+    metrics = sampler_metrics(metrics)
     out = []
     for o in objectives:
         v = metrics.get(o.name, math.nan)
@@ -341,6 +345,11 @@ def study_attrs(result: TrialResult, objectives: Sequence[Objective]) -> dict[st
             attrs[name] = int(v) if name in ("params", "macs") else round(float(v), 6)
     if result.reason:
         attrs["reason"] = result.reason[:2000]
+    if m.get("latency_stable") == 0.0:
+        attrs["latency_stable"] = False
+        told = sampler_metrics(m).get("latency_ms")
+        if isinstance(told, float) and math.isfinite(told):
+            attrs["latency_ms_told"] = round(told, 6)  # the penalized value the sampler got
     rung = getattr(result, "rung", None)
     if rung is not None:
         attrs["rung"] = int(rung)
@@ -399,8 +408,10 @@ def result_from_row(row: dict[str, Any], spec: ArchSpec) -> TrialResult:
         for k, v in row.items()
         if isinstance(v, (int, float))
         and not isinstance(v, bool)
-        and (k in METRICS or k.startswith(PROXY_PREFIX))
+        and (k in METRICS or k in LATENCY_QUALITY or k.startswith(PROXY_PREFIX))
     }
+    if isinstance(row.get("latency_stable"), bool):  # a row read back from a typed table
+        res.metrics["latency_stable"] = 1.0 if row["latency_stable"] else 0.0
     rung = row.get("rung")
     if isinstance(rung, (int, float)) and not isinstance(rung, bool) and math.isfinite(rung):
         res.rung = int(rung)

@@ -202,6 +202,7 @@ TRIAL_COLUMNS: dict[str, str] = {
     "latency_p90_ms": "float",
     "latency_cv": "float",
     "latency_stable": "bool",
+    "latency_attempts": "int",
     "throughput_ips": "float",
     "peak_mem_mb": "float",
     "train_mem_mb": "float",

@@ -62,9 +62,11 @@ class _Run:
         callback,
         path,
         progress,
+        guard=None,
     ):
         self.model, self.data, self.budget, self.cfg = model, data, budget, config
         self.device, self.callback, self.path, self.progress = device, callback, path, progress
+        self.guard = guard or contextlib.nullcontext
         for split in ("train", "val"):
             if len(getattr(data, split)) == 0:
                 raise TrainError(
@@ -235,11 +237,12 @@ class _Run:
         while not stopped:
             loss_sum, n_steps = 0.0, 0
             for x, y in self.train_batches.epoch(self.epoch):
-                t = time.perf_counter()
-                value = self._train_step(x, y)
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                self.train_seconds += time.perf_counter() - t
+                with self.guard():  # e.g. a device lock that measurements take exclusively
+                    t = time.perf_counter()
+                    value = self._train_step(x, y)
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
+                    self.train_seconds += time.perf_counter() - t
                 if not math.isfinite(value):
                     where = f"step {self.step + 1} (epoch {self.step / self.spe:.2f})"
                     return self._result(
@@ -254,7 +257,8 @@ class _Run:
                     break
             if self.step % self.spe == 0:
                 self.epoch = self.step // self.spe
-            entry = self._validate(loss_sum / max(n_steps, 1))
+            with self.guard():
+                entry = self._validate(loss_sum / max(n_steps, 1))
             self.history.append(entry)
             bar.set_postfix(loss=f"{entry['train_loss']:.3f}", acc=f"{entry['accuracy']:.3f}")
             if not math.isfinite(entry["val_loss"]):
@@ -320,6 +324,7 @@ def train_model(
     callback: Callback | None = None,
     checkpoint_path: str | Path | None = None,
     progress: bool = True,
+    guard: Callable[[], contextlib.AbstractContextManager] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data.train`` within ``budget``; validate on ``data.val`` every epoch.
 
@@ -336,6 +341,9 @@ def train_model(
             end (atomically); an existing file there is resumed from. A checkpoint already at or
             past the budget is returned as it is, without training.
         progress: show a progress bar when stderr is a terminal.
+        guard: a context manager factory entered around every training step and every
+            validation (the search passes its device lock's shared section, so that no latency
+            measurement overlaps them); None: nothing.
 
     Returns:
         The :class:`TrainResult`; ``status`` is ``complete``, ``pruned``, ``diverged`` or ``oom``.
@@ -363,7 +371,9 @@ def train_model(
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(config.seed)
         try:
-            run = _Run(model, data, budget, config, device, callback, checkpoint_path, progress)
+            run = _Run(
+                model, data, budget, config, device, callback, checkpoint_path, progress, guard
+            )
             return run.run()
         except Exception as exc:
             if not is_oom(exc):

@@ -32,5 +32,7 @@ def search_args(space: Path, out: Path, *extra: str) -> list[str]:
         "--threads", "1",
         "--no-progress",
         "--no-report",
+        "--references", "none",  # reference models and the final rounds have tests of their own
+        "--final-rounds", "0",
         *extra,
     ]  # fmt: skip

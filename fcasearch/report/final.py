@@ -1,0 +1,213 @@
+"""A run's final latency figures, its own reference models, and one runtime per report.
+
+* ``final.json`` (written at the end of a search, :mod:`fcasearch.search.final`): the Pareto set
+  and the reference models re-measured together in interleaved rounds. The report uses these
+  figures for the trials they cover (``latency_ms`` and its p90, CV and stability become the
+  final ones; ``latency_ms_search`` keeps the in-search median; ``latency_source`` says which is
+  shown) and states how much the ranking moved: the Kendall tau between in-search and final
+  latencies.
+* ``references.csv``: the run's reference models, measured on the run's runtime and settings;
+  their latency markers take the final figure where there is one.
+* Latency measured on different runtimes is never compared silently:
+  :func:`check_runtimes` raises :class:`MixedRuntimeError` when the runs (or the trials of one
+  run) name more than one runtime and an objective depends on it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fcasearch.report.info import RunData
+
+__all__ = [
+    "RUNTIME_METRICS",
+    "MixedRuntimeError",
+    "apply_final",
+    "check_runtimes",
+    "final_sentence",
+    "run_references",
+]
+
+# objectives whose values depend on the runtime that ran the model
+RUNTIME_METRICS = ("latency_ms", "latency_p90_ms", "latency_cv", "throughput_ips", "peak_mem_mb")
+
+
+class MixedRuntimeError(ValueError):
+    """Runtime-dependent objectives were measured on more than one runtime."""
+
+    def __init__(self, runtimes: dict[str, list[str]], objectives: Sequence[str]) -> None:
+        self.runtimes = dict(runtimes)
+        listed = "; ".join(f"{rt} ({', '.join(labels)})" for rt, labels in sorted(runtimes.items()))
+        super().__init__(
+            f"the runs mix {len(runtimes)} runtimes: {listed}. Objectives "
+            f"{', '.join(objectives)} depend on the runtime (eager, onnxruntime, ... time the "
+            "same model differently), so their values are not comparable. Report each runtime's "
+            "runs separately, re-run the search with one --runtime, or pass "
+            "--allow-mixed-runtimes to compare them anyway"
+        )
+
+
+def _run_runtimes(run: RunData) -> set[str]:
+    found = set()
+    if run.config.get("runtime"):
+        found.add(str(run.config["runtime"]))
+    df = run.trials
+    if "runtime" in df:
+        measured = df["latency_ms"].notna() if "latency_ms" in df else pd.Series(True, df.index)
+        values = df.loc[measured, "runtime"].dropna().astype(str)
+        found |= {v for v in values if v}
+    return found
+
+
+def check_runtimes(
+    runs: Sequence[RunData], allow_mixed: bool = False
+) -> tuple[dict[str, list[str]], list[str]]:
+    """Refuse to compare runtime-dependent objectives measured on different runtimes.
+
+    Runtimes are read from each run's ``run.yaml`` (``runtime``) and its measured trial rows
+    (``runtime``); a run from before runtimes were recorded names none.
+
+    Returns:
+        runtime -> labels of the runs that used it, and notes for the report.
+
+    Raises:
+        MixedRuntimeError: more than one runtime, a runtime-dependent objective, and
+            ``allow_mixed`` False.
+    """
+    where: dict[str, list[str]] = {}
+    for run in runs:
+        for rt in sorted(_run_runtimes(run)):
+            where.setdefault(rt, []).append(run.label)
+    notes: list[str] = []
+    if len(where) <= 1:
+        return where, notes
+    dependent = [o.name for o in runs[0].objectives if o.name in RUNTIME_METRICS]
+    listed = ", ".join(f"{rt} ({', '.join(labels)})" for rt, labels in sorted(where.items()))
+    if dependent and not allow_mixed:
+        raise MixedRuntimeError(where, dependent)
+    if dependent:
+        notes.append(
+            f"Mixed runtimes allowed by the user: objectives {', '.join(dependent)} were measured "
+            f"on {listed}; the front compares values from different runtimes."
+        )
+    else:
+        notes.append(
+            f"Trials were measured on {len(where)} runtimes ({listed}); no objective depends on "
+            "it, but latency columns do: compare them within one runtime only."
+        )
+    return where, notes
+
+
+def _load_final(run: RunData) -> dict[str, Any] | None:
+    path = run.path / "final.json"
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        run.notes.append(f"run {run.label!r}: {path} is unreadable ({exc}); in-search figures used")
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("models"), list) else None
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def apply_final(run: RunData) -> dict[str, Any] | None:
+    """Put the final figures of ``final.json`` into ``run.trials`` (module docstring); the
+    file's content, or None when the run has none."""
+    final = _load_final(run)
+    df = run.trials
+    df["latency_ms_search"] = df.get("latency_ms", np.nan)
+    df["latency_source"] = "search"
+    run.final = final
+    if final is None:
+        return None
+    by_trial = {
+        int(t): m
+        for m in final["models"]
+        if m.get("kind") == "candidate" and m.get("status") == "ok" and m.get("trial") is not None
+        for t in m.get("trials") or [m["trial"]]  # every trial of a repeated architecture
+    }
+    for idx, trial in df["trial"].items():
+        m = by_trial.get(int(trial)) if pd.notna(trial) else None
+        if m is None or not _finite(m.get("final_latency_ms")):
+            continue
+        before = df.at[idx, "latency_ms"]
+        df.at[idx, "latency_ms"] = float(m["final_latency_ms"])
+        for col in ("latency_p90_ms", "latency_cv"):
+            if _finite(m.get(f"final_{col}")) and col in df:
+                df.at[idx, col] = float(m[f"final_{col}"])
+        if "latency_stable" in df and m.get("final_latency_stable") is not None:
+            df.at[idx, "latency_stable"] = bool(m["final_latency_stable"])
+        if "throughput_ips" in df and _finite(before) and before > 0:
+            df.at[idx, "throughput_ips"] = (
+                df.at[idx, "throughput_ips"] * before / m["final_latency_ms"]
+            )
+        df.at[idx, "latency_source"] = "final"
+    return final
+
+
+def final_sentence(run: RunData, final: dict[str, Any]) -> str:
+    """What the final re-measurement did and how much the ranking moved, in one sentence."""
+    models = final.get("models", [])
+    cands = sum(1 for m in models if m.get("kind") == "candidate")
+    refs = len(models) - cands
+    unstable = sum(1 for m in models if m.get("final_latency_stable") is False)
+    tau = final.get("kendall_tau")
+    moved = (
+        f"Kendall τ between in-search and final latencies {tau:.2f} over "
+        f"{final.get('kendall_pairs', 0)} models (1: the ranking did not move)"
+        if _finite(tau)
+        else "Kendall τ undefined (fewer than two models measured both times)"
+    )
+    front_tau = final.get("kendall_tau_pareto")
+    if _finite(front_tau):
+        moved += f", {front_tau:.2f} over the {final.get('kendall_pairs_pareto', 0)} Pareto models"
+    return (
+        f"Latency of the Pareto set{' and the reference models' if refs else ''} "
+        f"({cands} + {refs} models) is the final re-measurement of run {run.label!r}: "
+        f"{final.get('rounds', '?')} interleaved rounds on {final.get('runtime', '?')}"
+        f"{f', {unstable} still unstable' if unstable else ''}; {moved}."
+    )
+
+
+def run_references(run: RunData, final: dict[str, Any] | None) -> pd.DataFrame:
+    """The run's own reference models (``references.csv``), with the final latency where the
+    final re-measurement has one; columns of :data:`fcasearch.report.references.REFERENCE_COLUMNS`."""
+    from fcasearch.report.references import REFERENCE_COLUMNS
+
+    path = run.path / "references.csv"
+    if not path.exists():
+        return pd.DataFrame(columns=REFERENCE_COLUMNS)
+    refs = pd.read_csv(path)
+    finals = {
+        m.get("model"): m for m in (final or {}).get("models", []) if m.get("kind") == "reference"
+    }
+    rows = []
+    runtime = run.config.get("runtime", "")
+    for _, r in refs.iterrows():
+        name = str(r["model"])
+        latency = r.get("latency_ms", np.nan) if r.get("status", "ok") == "ok" else np.nan
+        m = finals.get(name)
+        if m is not None and _finite(m.get("final_latency_ms")):
+            latency = float(m["final_latency_ms"])
+        rows.append(
+            {
+                "model": name,
+                "kind": "paper" if name.startswith("fcaformer") else "baseline",
+                "label": f"{name} ({runtime}, measured with the run)" if runtime else name,
+                "params": r.get("params", np.nan),
+                "macs": r.get("macs", np.nan),
+                "latency_ms": latency,
+                "peak_mem_mb": r.get("peak_mem_mb", np.nan),
+            }
+        )
+    return pd.DataFrame(rows, columns=REFERENCE_COLUMNS)

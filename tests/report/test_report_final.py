@@ -1,0 +1,199 @@
+"""The report's latency: final re-measurement figures with the Kendall tau, the run's own
+reference models, and never two runtimes on one axis."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from fcasearch.report import MixedRuntimeError, build_report
+
+LATENCY = [
+    {"name": "accuracy", "direction": "maximize"},
+    {"name": "latency_ms", "direction": "minimize"},
+]
+
+
+def _on_runtime(run, runtime: str, rows=None):
+    """Mark a stored run (or some of its rows) as measured on ``runtime``."""
+    config = yaml.safe_load((run / "run.yaml").read_text())
+    if rows is None:
+        config["runtime"] = runtime
+        (run / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    trials = pd.read_parquet(run / "trials.parquet")
+    if "runtime" not in trials:
+        trials["runtime"] = config.get("runtime", runtime)
+    trials.loc[trials.index[rows] if rows is not None else trials.index, "runtime"] = runtime
+    trials.to_parquet(run / "trials.parquet", index=False)
+    return run
+
+
+def test_runs_on_different_runtimes_are_refused(make_run, report_cli, capsys, tmp_path):
+    a = _on_runtime(make_run("eager-run", objectives=LATENCY), "eager")
+    b = _on_runtime(make_run("ort-run", objectives=LATENCY, seed=1), "onnxruntime")
+    with pytest.raises(MixedRuntimeError) as err:
+        build_report([a, b], figures=False)
+    message = str(err.value)
+    for needle in ("eager", "onnxruntime", "eager-run", "ort-run", "latency_ms", "--runtime"):
+        assert needle in message
+    assert "--allow-mixed-runtimes" in message and isinstance(err.value, ValueError)
+    assert report_cli(["report", str(a), str(b), "--no-figures"]) == 2
+    assert "mix 2 runtimes" in capsys.readouterr().err
+    out = tmp_path / "mixed"
+    args = ["report", str(a), str(b), "--no-figures", "--allow-mixed-runtimes", "--out", str(out)]
+    assert report_cli(args) == 0
+    assert "Mixed runtimes allowed" in (out / "index.html").read_text()
+
+
+def test_rows_of_one_run_on_two_runtimes_are_refused(make_run):
+    run = _on_runtime(make_run("one", objectives=LATENCY), "eager")
+    _on_runtime(run, "compile", rows=slice(0, 3))
+    with pytest.raises(MixedRuntimeError, match="compile"):
+        build_report(run, figures=False)
+
+
+def test_runtime_free_objectives_only_note_it(make_run):
+    a = _on_runtime(make_run("a"), "eager")
+    b = _on_runtime(make_run("b", seed=1), "onnxruntime")
+    paths = build_report([a, b], figures=False)
+    notes = json.loads(paths.summary_json.read_text())["notes"]
+    assert any("2 runtimes" in n for n in notes)
+
+
+def _write_final(run, factor: float):
+    """A final.json re-measuring every complete trial: final = in-search latency x ``factor``
+    plus a reversal of the two fastest, and one reference model."""
+    trials = pd.read_parquet(run / "trials.parquet")
+    done = trials[(trials["status"] == "complete") & trials["latency_ms"].notna()]
+    done = done.sort_values("latency_ms")
+    models = []
+    for i, (_, row) in enumerate(done.iterrows()):
+        final = row["latency_ms"] * factor
+        if i == 0:
+            final = done["latency_ms"].iloc[1] * factor * 1.01  # the fastest two swap places
+        models.append(
+            {
+                "name": f"trial {int(row['trial'])}",
+                "kind": "candidate",
+                "trial": int(row["trial"]),
+                "arch_id": row["arch_id"],
+                "search_latency_ms": float(row["latency_ms"]),
+                "status": "ok",
+                "final_latency_ms": float(final),
+                "final_latency_p90_ms": float(final) * 1.05,
+                "final_latency_cv": 0.02,
+                "final_latency_stable": True,
+                "attempts": 1,
+            }
+        )
+    models.append(
+        {
+            "name": "convnext_tiny",
+            "kind": "reference",
+            "model": "convnext_tiny",
+            "search_latency_ms": 21.0,
+            "status": "ok",
+            "final_latency_ms": 20.0,
+            "final_latency_cv": 0.01,
+            "final_latency_stable": True,
+        }
+    )
+    doc = {
+        "runtime": "eager",
+        "rounds": 10,
+        "kendall_tau": 0.93,
+        "kendall_pairs": len(models),
+        "models": models,
+    }
+    (run / "final.json").write_text(json.dumps(doc))
+    pd.DataFrame(
+        [
+            {
+                "model": "convnext_tiny",
+                "runtime": "eager",
+                "status": "ok",
+                "params": 2.8e7,
+                "macs": 9.1e7,
+                "latency_ms": 21.0,
+                "peak_mem_mb": 120.0,
+            }
+        ]
+    ).to_csv(run / "references.csv", index=False)
+    return done, models
+
+
+def test_the_report_uses_the_final_figures_and_says_how_the_ranking_moved(make_run, tmp_path):
+    run = _on_runtime(make_run("fin", objectives=LATENCY), "eager")
+    _, models = _write_final(run, factor=3.0)
+    out = tmp_path / "report"
+    paths = build_report(run, out, figures=False)
+    pareto = pd.read_csv(paths.pareto_csv)
+    finals = {m["trial"]: m["final_latency_ms"] for m in models if m["kind"] == "candidate"}
+    assert len(pareto) >= 1
+    searched = {m["trial"]: m["search_latency_ms"] for m in models if m["kind"] == "candidate"}
+    for _, row in pareto.iterrows():
+        assert row["latency_ms"] == pytest.approx(finals[int(row["trial"])])
+        assert row["latency_ms_search"] == pytest.approx(searched[int(row["trial"])])
+    summary = json.loads(paths.summary_json.read_text())
+    assert summary["final_remeasurement"]["fin"]["kendall_tau"] == 0.93
+    html = (out / "index.html").read_text()
+    assert "Kendall τ between in-search and final latencies 0.93" in html
+    assert "10 interleaved rounds on eager" in html
+    # the run's own reference model is a marker at its final latency, no --profile needed
+    assert "were measured with the run" in " ".join(summary["notes"])
+
+
+def test_final_figures_move_the_front(make_run, tmp_path):
+    # the fastest trial re-measured slower than all others drops off the latency end of the front
+    run = _on_runtime(make_run("moved", objectives=LATENCY), "eager")
+    trials = pd.read_parquet(run / "trials.parquet")
+    done = trials[(trials["status"] == "complete") & trials["accuracy"].notna()]
+    fastest = done.sort_values("latency_ms").iloc[0]
+    before = build_report(run, tmp_path / "before", figures=False)
+    assert int(fastest["trial"]) in set(pd.read_csv(before.pareto_csv)["trial"])
+    doc = {
+        "runtime": "eager",
+        "rounds": 5,
+        "kendall_tau": -0.1,
+        "kendall_pairs": 2,
+        "models": [
+            {
+                "name": "slow now",
+                "kind": "candidate",
+                "trial": int(fastest["trial"]),
+                "status": "ok",
+                "final_latency_ms": float(done["latency_ms"].max() * 10),
+                "final_latency_stable": True,
+            }
+        ],
+    }
+    (run / "final.json").write_text(json.dumps(doc))
+    after = build_report(run, tmp_path / "after", figures=False)
+    assert int(fastest["trial"]) not in set(pd.read_csv(after.pareto_csv)["trial"])
+
+
+def test_profile_rows_of_another_runtime_give_no_marker(make_run, tmp_path):
+    run = _on_runtime(make_run("prof"), "onnxruntime")
+    profile = tmp_path / "profile.csv"
+    row = {
+        "model": "convnext_tiny",
+        "batch_size": 1,
+        "dtype": "fp32",
+        "latency_ms": 3.0,
+        "peak_mem_mb": 40.0,
+        "params": 2.8e7,
+        "macs": 9.1e7,
+        "fingerprint_id": "3f9a0c1d2e4b",
+        "runtime": "eager",
+    }
+    pd.DataFrame([row]).to_csv(profile, index=False)
+    paths = build_report(run, profile=profile, figures=False)
+    notes = json.loads(paths.summary_json.read_text())["notes"]
+    assert any("convnext_tiny omitted" in n and "runtime" in n for n in notes)
+    pd.DataFrame([{**row, "runtime": "onnxruntime"}]).to_csv(profile, index=False)
+    paths = build_report(run, profile=profile, figures=False)
+    notes = json.loads(paths.summary_json.read_text())["notes"]
+    assert not any("convnext_tiny omitted" in n for n in notes)

@@ -1,0 +1,81 @@
+"""The final re-measurement's Kendall tau, and the measurement jobs' contract."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from fcasearch.search.final import kendall_tau, summary_line
+
+
+def test_kendall_tau_of_unmoved_and_reversed_rankings():
+    a = [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert kendall_tau(a, [10, 20, 30, 40, 50]) == 1.0
+    assert kendall_tau(a, [5, 4, 3, 2, 1]) == -1.0
+    assert kendall_tau(a, [2, 1, 3, 4, 5]) == pytest.approx(0.8)  # one swapped pair of ten
+
+
+def test_kendall_tau_matches_scipy_with_ties():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = random.Random(0)
+    for _ in range(20):
+        x = [rng.choice([1.0, 2.0, 3.0, 4.0]) for _ in range(9)]
+        y = [rng.choice([1.0, 2.0, 3.0]) for _ in range(9)]
+        ref = scipy_stats.kendalltau(x, y).statistic  # tau-b
+        got = kendall_tau(x, y)
+        assert (math.isnan(ref) and math.isnan(got)) or got == pytest.approx(ref)
+
+
+def test_kendall_tau_skips_missing_pairs_and_needs_two():
+    assert kendall_tau([1.0, math.nan, 3.0], [1.0, 2.0, 3.0]) == 1.0
+    assert math.isnan(kendall_tau([1.0], [1.0]))
+    assert math.isnan(kendall_tau([1.0, 1.0], [1.0, 2.0]))  # one side constant
+
+
+def test_summary_line_names_rounds_runtime_and_tau():
+    final = {
+        "runtime": "eager",
+        "rounds": 10,
+        "kendall_tau": 0.8,
+        "kendall_pairs": 5,
+        "models": [
+            {"kind": "candidate", "final_latency_cv": 0.02, "final_latency_stable": True},
+            {"kind": "candidate", "final_latency_cv": 0.3, "final_latency_stable": False},
+            {"kind": "reference", "final_latency_cv": 0.01, "final_latency_stable": True},
+        ],
+    }
+    line = summary_line(final)
+    assert "2 Pareto + 1 reference models in 10 interleaved rounds on eager" in line
+    assert "1 unstable" in line and "Kendall tau in-search vs final 0.800 over 5 models" in line
+
+
+def test_the_final_rounds_time_each_pareto_architecture_once(tiny_space, search_args, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from fcasearch.cli import main
+
+    # the tiny space has 4 networks: 5 trials repeat one, and repeats share one final figure
+    out = tmp_path / "run"
+    args = search_args(
+        tiny_space, out, "--n-trials", "5", "--objectives", "accuracy:max", "macs:min",
+        "--sampler", "random", "--final-rounds", "2",
+    )  # fmt: skip
+    args[args.index("--references") + 1] = "deit_s_like"  # a torchvision baseline, 3 channels
+    assert main(args) == 0
+    refs = pd.read_csv(out / "references.csv")
+    assert refs.loc[0, "model"] == "deit_s_like" and refs.loc[0, "status"] == "ok"
+    assert refs.loc[0, "runtime"] == "eager" and refs.loc[0, "latency_ms"] > 0
+    assert "counted on the module" in refs.loc[0, "notes"]  # a plain module, fvcore MACs
+    pareto = pd.read_csv(out / "pareto.csv")
+    final = json.loads((out / "final.json").read_text())
+    cands = [m for m in final["models"] if m["kind"] == "candidate"]
+    assert len({m["arch_id"] for m in cands}) == len(cands) == pareto["arch_id"].nunique()
+    assert sorted(t for m in cands for t in m["trials"]) == sorted(pareto["trial"])
+    # 2 rounds each (more for a model re-measured for being unstable)
+    assert all(m["rounds"] >= 2 and m["final_latency_ms"] > 0 for m in cands)
+    (ref,) = [m for m in final["models"] if m["kind"] == "reference"]
+    assert ref["model"] == "deit_s_like" and ref["final_latency_ms"] > 0

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import os
 import random
+import secrets
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Every Ray of the test process, and every cluster a test starts with `ray start` (they inherit
+# this environment), use token auth with one token, set before Ray is imported: a driver reads
+# RAY_AUTH_MODE once, when Ray is imported, so a process that joins clusters must have it from
+# the start (as a user's search.py does from its shell). fcasearch's own local Ray needs none of
+# this (fcasearch.search.ray_env gives it a token per process; test_ray_env checks that alone).
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 
 import numpy as np
 import pytest

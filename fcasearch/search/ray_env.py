@@ -9,7 +9,18 @@ report. A Ray that fcasearch starts itself therefore gets, for its whole process
 * ``RAY_TMPDIR`` (Ray's session files) under the system's temporary folder, keyed by the run,
   outside the results folder;
 * ``RAY_USAGE_STATS_ENABLED=0`` and ``RAY_USAGE_STATS_REPORT_URL`` at a loopback address;
-* the node address ``127.0.0.1`` and no dashboard.
+* the node address ``127.0.0.1`` and no dashboard;
+* token authentication (``ray.init``'s default) with one token per driver process
+  (:func:`process_auth_token`), given to Ray's processes as ``RAY_AUTH_TOKEN``.
+
+Why one token per process: Ray's token loader caches, in each process, the first token it reads.
+Left to itself, ``ray.init`` writes a new token to ``~/.ray/auth_token``, and ``HOME`` differs
+between runs; a second Ray started from the same process (a test session, a notebook) then
+finds the first run's token in its cache, writes none to the new ``HOME``, and its GCS server
+aborts for want of a token ("Timed out waiting for file .../gcs_server_port_..." in
+``ray.init``). Giving every Ray this process starts the same token, in the environment, keeps
+the driver's cache and the Ray processes in agreement. An explicit ``RAY_AUTH_MODE`` (or
+``RAY_AUTH_TOKEN``) in the environment is respected.
 
 Joining an existing cluster (``--address``) changes nothing about that cluster.
 """
@@ -17,8 +28,10 @@ Joining an existing cluster (``--address``) changes nothing about that cluster.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
+import secrets
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -29,6 +42,7 @@ __all__ = [
     "LOOPBACK_REPORT_URL",
     "check_address",
     "local_ray_env",
+    "process_auth_token",
     "ray_session",
     "ray_temp_dir",
 ]
@@ -70,6 +84,27 @@ def check_address(address: str, timeout_s: float = ADDRESS_TIMEOUT_S) -> None:
         ) from None
 
 
+@functools.cache
+def process_auth_token() -> str:
+    """The token of every Ray this process starts: ``RAY_AUTH_TOKEN`` if the environment gives
+    one, else a random one made once per process (Ray's loader caches the first token a process
+    reads, so a second token in one process would never be presented; see the module doc)."""
+    return os.environ.get("RAY_AUTH_TOKEN") or secrets.token_hex(32)
+
+
+def _auth_env() -> dict[str, str]:
+    """The token for a Ray started here (``RAY_AUTH_TOKEN``). ``RAY_AUTH_MODE`` itself is left
+    to ``ray.init``, which turns token mode on for a new cluster and refreshes this process's
+    Ray config with it (a mode set in the environment after ``import ray`` would not be seen by
+    this driver). An explicit ``RAY_AUTH_MODE=disabled``, or a token file named by
+    ``RAY_AUTH_TOKEN_PATH``, is the user's choice and left alone."""
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        return {}
+    if os.environ.get("RAY_AUTH_TOKEN_PATH") and not os.environ.get("RAY_AUTH_TOKEN"):
+        return {}
+    return {"RAY_AUTH_TOKEN": process_auth_token()}
+
+
 def local_ray_env(run_root: Path) -> dict[str, str]:
     """Environment variables (and files they need) for a Ray started by this run."""
     home = (run_root / "ray" / "home").resolve()
@@ -84,6 +119,7 @@ def local_ray_env(run_root: Path) -> dict[str, str]:
         "RAY_TMPDIR": str(tmp),
         "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
         "RAY_DEDUP_LOGS": "0",
+        **_auth_env(),
     }
 
 

@@ -57,7 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--budget",
         default=d,
-        help="training budget per trial: epochs=N | steps=N | seconds=S (default epochs=2)",
+        help="training budget per trial: epochs=N | steps=N | seconds=S (default epochs=2); "
+        "dry=S[,epochs=N]: a dry run, each trial sleeps S s instead of training (synthetic "
+        "accuracy; for scaling measurements and fault tests)",
     )
     p.add_argument(
         "--trial-timeout",

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fcasearch.measure.counting import count_macs, count_params
+from fcasearch.search.dry import dry_budget, run_dry
 from fcasearch.search.options import HARDWARE_METRICS, METRICS, PROXY_PREFIX, SearchOptions
 from fcasearch.spec import ArchSpec
 
@@ -194,6 +195,10 @@ def evaluate(spec: ArchSpec, ctx: TrialContext, report: Reporter | None = None) 
         violations = ctx.space.constraints.check_closed_form(spec)
         if violations:
             res.status, res.reason = "infeasible", "; ".join(violations)
+            return res
+        dry = dry_budget(o.budget)
+        if dry is not None:  # a dry run: a fixed sleep instead of measuring and training
+            run_dry(ctx, res, report, dry)
             return res
         if _needs_measure(o, ctx.space):
             _measure(spec, ctx, res)

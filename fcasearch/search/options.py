@@ -136,6 +136,15 @@ class SearchOptions:
                     "(as cuda:0); use --device cuda"
                 )
         self._check_scheduler()
+        if _is_dry(self.budget):
+            named = [
+                o.name for o in self.objectives if o.name not in ("accuracy", "params", "macs")
+            ]
+            if named:
+                raise SearchError(
+                    f"objectives {named}: a dry run (--budget {self.budget}) measures and trains "
+                    "nothing; its trials give params, macs and a synthetic accuracy only"
+                )
         if not self.measure and any(o.name in HARDWARE_METRICS for o in self.objectives):
             names = [o.name for o in self.objectives if o.name in HARDWARE_METRICS]
             raise SearchError(f"objectives {names} need measurement; drop --no-measure")
@@ -283,6 +292,12 @@ def _hv_reference(raw: Any, objectives: tuple[Objective, ...]) -> tuple[tuple[st
             for n, (r, b) in parsed.items()
         )
     )
+
+
+def _is_dry(budget: str) -> bool:
+    from fcasearch.train.budget import Budget
+
+    return Budget.parse(budget).dry is not None
 
 
 def _finite(value: Any) -> bool:

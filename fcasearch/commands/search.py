@@ -12,12 +12,12 @@ _FIELDS = (
     "threads", "measure", "latency_batch_size", "latency_dtype", "latency_cuda_graph",
     "scheduler", "min_epochs", "reduction_factor",
     "seed", "out", "executor", "storage", "study_name", "address", "cpus_per_trial",
-    "gpus_per_trial", "max_concurrent", "progress", "save_weights", "hv_reference",
+    "gpus_per_trial", "max_concurrent", "max_failures", "progress", "save_weights", "hv_reference",
 )  # fmt: skip
 # what may change when a run is resumed (how long and where it runs, not what a trial measures)
 _RESUMABLE = (
     "n_trials", "time_budget", "progress", "max_concurrent", "address", "executor",
-    "cpus_per_trial", "gpus_per_trial", "save_weights",
+    "cpus_per_trial", "gpus_per_trial", "save_weights", "max_failures",
 )  # fmt: skip
 
 
@@ -176,6 +176,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="Ray GPUs per trial, fractions allowed (default 0)",
     )
     p.add_argument("--max-concurrent", type=int, default=d, help="Ray trials at once (default 2)")
+    p.add_argument(
+        "--max-failures",
+        type=int,
+        default=d,
+        metavar="N",
+        help="Ray: start a trial again, up to N times, when its worker or node dies (default 2; "
+        "each lost attempt is noted on its row)",
+    )
     p.add_argument(
         "--asha",
         action=_DeprecatedAsha,

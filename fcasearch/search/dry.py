@@ -9,8 +9,9 @@ nodes, drivers and workers mid-trial without waiting for training.
 A dry-run row is complete, with ``params`` and ``macs`` in closed form and an ``accuracy`` that is
 **synthetic**: a number in [0.1, 0.9] drawn from the run's seed and the architecture's id (the same
 architecture always gets the same one), reached linearly over the epochs. Its ``budget`` column
-reads ``dry=...`` and its notes say ``dry_run``; a dry run never shares results with a real one
-(results are reused only at the same budget).
+reads ``dry=...`` and its notes say ``dry_run``, with ``dry_window``: the sleep's start and end in
+wall-clock seconds (to see which trials ran at once). A dry run never shares results with a
+real one (results are reused only at the same budget).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def run_dry(ctx: TrialContext, res: TrialResult, report: Reporter | None, budget
     n = max(1, math.ceil(budget.epochs or 1))  # epochs reported
     final = synthetic_accuracy(o.seed, res.spec.arch_id)
     res.notes["dry_run"] = DRY_NOTE.format(seconds=budget.dry)
-    t0 = time.perf_counter()
+    t0, wall0 = time.perf_counter(), time.time()
     limit = math.inf if o.trial_timeout is None else o.trial_timeout
     for epoch in range(1, n + 1):
         wait = min(budget.dry * epoch / n, limit) - (time.perf_counter() - t0)
@@ -70,6 +71,7 @@ def run_dry(ctx: TrialContext, res: TrialResult, report: Reporter | None, budget
             res.status = "pruned"
             break
     res.train_seconds = time.perf_counter() - t0
+    res.notes["dry_window"] = f"{wall0:.3f},{time.time():.3f}"  # s since the epoch: concurrency
     res.rung = rung_reached(o, res.epochs)
     if res.status == "pruned":
         res.reason = f"stopped by {o.scheduler} at rung {res.rung} (epoch {res.epochs:g})"

@@ -101,6 +101,7 @@ class SearchOptions:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_concurrent: int = 2
+    max_failures: int = 2  # Ray: times a trial whose worker or node died is started again
     progress: bool = True
     # hypervolume references NAME -> "REF" or "REF:BEST" (fcasearch.pareto.define_hypervolume)
     hv_reference: tuple[tuple[str, str], ...] = ()
@@ -207,6 +208,14 @@ class SearchOptions:
             if not _finite(value) or value <= 0:
                 flag = "--" + name.replace("_", "-")
                 raise SearchError(f"{name}: {value!r} must be a positive number ({flag})")
+        if (
+            isinstance(self.max_failures, bool)
+            or not isinstance(self.max_failures, int)
+            or self.max_failures < 0
+        ):
+            raise SearchError(
+                f"max_failures: {self.max_failures!r} must be a whole number >= 0 (--max-failures)"
+            )
         if not _finite(self.gpus_per_trial) or self.gpus_per_trial < 0:
             raise SearchError(
                 f"gpus_per_trial: {self.gpus_per_trial!r} must be 0 or more (--gpus-per-trial)"

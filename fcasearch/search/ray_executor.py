@@ -21,7 +21,7 @@ from fcasearch.search.objective import TrialContext, evaluate
 from fcasearch.search.options import METRICS, PROXY_PREFIX, SearchError, SearchOptions
 from fcasearch.search.placement import placement_columns
 from fcasearch.search.progress import SearchProgress
-from fcasearch.search.ray_searcher import StudySearcher, trial_config
+from fcasearch.search.ray_searcher import FailureRecorder, StudySearcher, trial_config
 from fcasearch.spec import ArchSpec
 from fcasearch.storage.records import TrialLog
 
@@ -174,9 +174,16 @@ def run_ray(
                 storage_path=str((run_root / "ray" / "results").resolve()),
                 verbose=0,
                 log_to_file=True,
+                # a trial whose worker or node dies is started again (elsewhere, if its node
+                # is gone), up to max_failures times; each lost attempt is noted on its row
+                failure_config=tune.FailureConfig(max_failures=o.max_failures),
+                callbacks=[FailureRecorder(searcher)],
             ),
         )
-        tuner.fit()
+        try:
+            tuner.fit()
+        finally:
+            searcher.flush_failed()
     return searcher.ran
 
 

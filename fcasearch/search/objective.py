@@ -232,6 +232,8 @@ def check_data(ctx: TrialContext) -> None:
     o = ctx.options
     if not (o.trains or any(ob.name.startswith(PROXY_PREFIX) for ob in o.objectives)):
         return
+    if dry_budget(o.budget) is not None:
+        return  # a dry run reads no data
     for side in ctx.space.img_sizes:
         data = ctx.data_for((side, side))
         if (ctx.space.in_chans, ctx.space.num_classes) != (data.in_chans, data.num_classes):

@@ -166,7 +166,7 @@ def run_ray(
                 num_samples=-1,  # the searcher says when the study holds its trials
                 max_concurrent_trials=o.max_concurrent,
                 time_budget_s=time_budget,
-                reuse_actors=False,
+                reuse_actors=True,  # a slot keeps its worker process (torch imported once)
                 trial_dirname_creator=_trial_dirname,
             ),
             run_config=tune.RunConfig(

@@ -373,10 +373,19 @@ _NOISE = ("actor_id:", "namespace:", "class_name:", "pid:", "ip:", "Traceback", 
 def error_summary(trial) -> str:
     """One line on why a Tune trial's last attempt failed: the error's type and its message
     without ids and traceback lines (Tune keeps the whole text in the trial's error file)."""
-    exc = trial.get_pickled_error()
-    text = str(exc) if exc is not None else (trial.get_error() or "")
-    blocks = text.split("Failure # ")
-    text = blocks[-1].split("\n", 1)[-1] if len(blocks) > 1 else text
+    exc, text = None, ""
+    for path in (trial.pickled_error_file, trial.error_file):  # in the driver, as Tune wrote them
+        if path and Path(path).exists():
+            if path == trial.pickled_error_file:
+                try:
+                    with open(path, "rb") as fh:
+                        exc = pickle.load(fh)
+                except Exception:  # an error that does not unpickle: its text will do
+                    exc = None
+            else:
+                text = Path(path).read_text(errors="replace")
+    blocks = text.split("Failure # ")  # the file holds every failure of the trial: the last
+    text = blocks[-1].split("\n", 1)[-1] if len(blocks) > 1 else (str(exc) if exc else text)
     lines = [ln.strip() for ln in text.splitlines()]
     kept = [ln for ln in lines if ln and not ln.startswith(_NOISE) and not ln.startswith("^")]
     head = f"{type(exc).__name__}: " if exc is not None else ""

@@ -73,6 +73,9 @@ class LoopbackCluster:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.env = {**os.environ, **local_ray_env(root)}
+        # token auth on every node and driver, one token (local_ray_env's RAY_AUTH_TOKEN): a
+        # driver joining by address turns it on only when RAY_AUTH_MODE says so
+        self.env.setdefault("RAY_AUTH_MODE", "token")
         self.env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
         )

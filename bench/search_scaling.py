@@ -18,7 +18,7 @@ The per-trial framework overhead is the time a slot spends between one trial and
 (searcher, Optuna storage, trial log, Tune, the reused actor's reset): Ray at width 1 against
 the local executor (target: Ray adds < 0.5 s per trial).
 
-Run: ``python bench/search_scaling.py`` (about 5 min on 2 cores); ``--widths 1 --waves 2
+Run: ``python bench/search_scaling.py`` (about 9 min on 2 cores); ``--widths 1 --waves 2
 --seconds 0.5 --no-cluster`` for a quick look (the test runs that).
 """
 

@@ -12,13 +12,13 @@ _FIELDS = (
     "threads", "measure", "latency_batch_size", "latency_dtype", "latency_cuda_graph",
     "scheduler", "min_epochs", "reduction_factor",
     "seed", "out", "executor", "storage", "study_name", "address", "cpus_per_trial",
-    "gpus_per_trial", "max_concurrent", "progress", "save_weights", "hv_reference",
+    "gpus_per_trial", "max_concurrent", "max_failures", "progress", "save_weights", "hv_reference",
     "runtime", "latency_cv_threshold", "references", "final_rounds",
 )  # fmt: skip
 # what may change when a run is resumed (how long and where it runs, not what a trial measures)
 _RESUMABLE = (
     "n_trials", "time_budget", "progress", "max_concurrent", "address", "executor",
-    "cpus_per_trial", "gpus_per_trial", "save_weights", "final_rounds",
+    "cpus_per_trial", "gpus_per_trial", "save_weights", "final_rounds", "max_failures",
 )  # fmt: skip
 
 
@@ -58,7 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--budget",
         default=d,
-        help="training budget per trial: epochs=N | steps=N | seconds=S (default epochs=2)",
+        help="training budget per trial: epochs=N | steps=N | seconds=S (default epochs=2); "
+        "dry=S[,epochs=N]: a dry run, each trial sleeps S s instead of training (synthetic "
+        "accuracy; for scaling measurements and fault tests)",
     )
     p.add_argument(
         "--trial-timeout",
@@ -205,6 +207,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="Ray GPUs per trial, fractions allowed (default 0)",
     )
     p.add_argument("--max-concurrent", type=int, default=d, help="Ray trials at once (default 2)")
+    p.add_argument(
+        "--max-failures",
+        type=int,
+        default=d,
+        metavar="N",
+        help="Ray: start a trial again, up to N times, when its worker or node dies (default 2; "
+        "each lost attempt is noted on its row)",
+    )
     p.add_argument(
         "--asha",
         action=_DeprecatedAsha,

@@ -176,10 +176,13 @@ class SearchMeasurements:
 
     @property
     def needed(self) -> bool:
-        """Whether the run measures latency at all (else there is nothing to re-measure)."""
+        """Whether the run measures latency at all (else there is nothing to re-measure; a dry
+        run's trials measure nothing)."""
+        from fcasearch.search.dry import dry_budget
         from fcasearch.search.objective import _needs_measure
 
-        return _needs_measure(self.ctx.options, self.ctx.space)
+        o = self.ctx.options
+        return dry_budget(o.budget) is None and _needs_measure(o, self.ctx.space)
 
     @property
     def references_csv(self) -> Path:

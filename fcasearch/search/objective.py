@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fcasearch.measure.counting import count_macs, count_params
+from fcasearch.search.dry import dry_budget, run_dry
 from fcasearch.search.options import HARDWARE_METRICS, METRICS, PROXY_PREFIX, SearchOptions
 from fcasearch.search.unstable import sampler_metrics
 from fcasearch.spec import ArchSpec
@@ -218,6 +219,10 @@ def evaluate(spec: ArchSpec, ctx: TrialContext, report: Reporter | None = None) 
         if violations:
             res.status, res.reason = "infeasible", "; ".join(violations)
             return res
+        dry = dry_budget(o.budget)
+        if dry is not None:  # a dry run: a fixed sleep instead of measuring and training
+            run_dry(ctx, res, report, dry)
+            return res
         if _needs_measure(o, ctx.space):
             with ctx.measuring():
                 _measure(spec, ctx, res)
@@ -252,6 +257,8 @@ def check_data(ctx: TrialContext) -> None:
     o = ctx.options
     if not (o.trains or any(ob.name.startswith(PROXY_PREFIX) for ob in o.objectives)):
         return
+    if dry_budget(o.budget) is not None:
+        return  # a dry run reads no data
     for side in ctx.space.img_sizes:
         data = ctx.data_for((side, side))
         if (ctx.space.in_chans, ctx.space.num_classes) != (data.in_chans, data.num_classes):

@@ -108,6 +108,7 @@ class SearchOptions:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_concurrent: int = 2
+    max_failures: int = 2  # Ray: times a trial whose worker or node died is started again
     progress: bool = True
     # hypervolume references NAME -> "REF" or "REF:BEST" (fcasearch.pareto.define_hypervolume)
     hv_reference: tuple[tuple[str, str], ...] = ()
@@ -144,6 +145,15 @@ class SearchOptions:
                     "(as cuda:0); use --device cuda"
                 )
         self._check_scheduler()
+        if _is_dry(self.budget):
+            named = [
+                o.name for o in self.objectives if o.name not in ("accuracy", "params", "macs")
+            ]
+            if named:
+                raise SearchError(
+                    f"objectives {named}: a dry run (--budget {self.budget}) measures and trains "
+                    "nothing; its trials give params, macs and a synthetic accuracy only"
+                )
         if not self.measure and any(o.name in HARDWARE_METRICS for o in self.objectives):
             names = [o.name for o in self.objectives if o.name in HARDWARE_METRICS]
             raise SearchError(f"objectives {names} need measurement; drop --no-measure")
@@ -244,6 +254,14 @@ class SearchOptions:
             if not _finite(value) or value <= 0:
                 flag = "--" + name.replace("_", "-")
                 raise SearchError(f"{name}: {value!r} must be a positive number ({flag})")
+        if (
+            isinstance(self.max_failures, bool)
+            or not isinstance(self.max_failures, int)
+            or self.max_failures < 0
+        ):
+            raise SearchError(
+                f"max_failures: {self.max_failures!r} must be a whole number >= 0 (--max-failures)"
+            )
         if not _finite(self.gpus_per_trial) or self.gpus_per_trial < 0:
             raise SearchError(
                 f"gpus_per_trial: {self.gpus_per_trial!r} must be 0 or more (--gpus-per-trial)"
@@ -338,6 +356,12 @@ def _reference_names() -> list[str]:
     from fcasearch.models.registry import list_models
 
     return [*list_models(), *list_baselines()]
+
+
+def _is_dry(budget: str) -> bool:
+    from fcasearch.train.budget import Budget
+
+    return Budget.parse(budget).dry is not None
 
 
 def _finite(value: Any) -> bool:

@@ -21,7 +21,7 @@ from fcasearch.search.objective import TrialContext, evaluate
 from fcasearch.search.options import METRICS, PROXY_PREFIX, SearchError, SearchOptions
 from fcasearch.search.placement import placement_columns
 from fcasearch.search.progress import SearchProgress
-from fcasearch.search.ray_searcher import StudySearcher, trial_config
+from fcasearch.search.ray_searcher import FailureRecorder, StudySearcher, trial_config
 from fcasearch.spec import ArchSpec
 from fcasearch.storage.records import TrialLog
 
@@ -174,7 +174,7 @@ def run_ray(
                 num_samples=-1,  # the searcher says when the study holds its trials
                 max_concurrent_trials=o.max_concurrent,
                 time_budget_s=time_budget,
-                reuse_actors=False,
+                reuse_actors=True,  # a slot keeps its worker process (torch imported once)
                 trial_dirname_creator=_trial_dirname,
             ),
             run_config=tune.RunConfig(
@@ -182,6 +182,10 @@ def run_ray(
                 storage_path=str((run_root / "ray" / "results").resolve()),
                 verbose=0,
                 log_to_file=True,
+                # a trial whose worker or node dies is started again (elsewhere, if its node
+                # is gone), up to max_failures times; each lost attempt is noted on its row
+                failure_config=tune.FailureConfig(max_failures=o.max_failures),
+                callbacks=[FailureRecorder(searcher)],
             ),
         )
         if measurements is not None:
@@ -189,7 +193,10 @@ def run_ray(
 
             on_worker = worker_runner(o, ctx.space)
             measurements.before(on_worker)
-        tuner.fit()
+        try:
+            tuner.fit()
+        finally:
+            searcher.flush_failed()
         if measurements is not None:
             measurements.after(on_worker, log.export(o.objective_pairs))
     return searcher.ran

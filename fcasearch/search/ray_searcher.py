@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from ray.tune import Callback
 from ray.tune.search import Searcher
 
 from fcasearch.search.objective import rung_reached
@@ -39,9 +40,12 @@ from fcasearch.search.study import (
 from fcasearch.spec import ArchSpec
 from fcasearch.storage.records import RunDir, TrialLog
 
-__all__ = ["StudySearcher", "row_for_stopped", "trial_config"]
+__all__ = ["FailureRecorder", "StudySearcher", "error_summary", "row_for_stopped", "trial_config"]
 
-_LIVE = ("_study", "_progress", "_trials", "_log", "_space", "_opts", "_cache", "_pruner")
+_LIVE = (
+    "_study", "_progress", "_trials", "_log", "_space", "_opts", "_cache", "_pruner",
+    "_errors_told", "_pending_errors",
+)  # fmt: skip
 
 
 def trial_config(
@@ -80,16 +84,17 @@ def row_for_stopped(
     error: bool,
     budget: str,
     rung: int | None = None,
+    reason: str = "",
 ) -> dict[str, Any]:
     """The row of a Tune trial that ended without its final report: failed (it raised, or its
-    worker died) or pruned (the scheduler stopped it at ``rung``); costs and accuracy from its
-    last report."""
+    worker or node died: ``reason`` says how, when known) or pruned (the scheduler stopped it at
+    ``rung``); costs and accuracy from its last report."""
     from fcasearch.measure.counting import count_macs, count_params
     from fcasearch.search.objective import TrialResult
 
     res = TrialResult(spec=spec, status="failed" if error else "pruned", budget=budget)
     res.reason = (
-        "the Ray trial raised or its worker died (see the Ray session logs)"
+        (reason or "the Ray trial raised or its worker died (see the Ray session logs)")
         if error
         else "stopped by the ASHA scheduler"
     )
@@ -149,6 +154,7 @@ class StudySearcher(Searcher):
         self.last: dict[str, dict[str, Any]] = {}  # Tune trial id -> its last epoch report
         self.finished: set[str] = set()
         self.rung_values: dict[str, dict[str, list[float]]] = {}  # Tune trial id -> its rungs
+        self.failures: dict[str, list[str]] = {}  # Tune trial id -> attempts lost (retried)
         self.ran = 0
         self._attach(study, progress)
 
@@ -161,6 +167,8 @@ class StudySearcher(Searcher):
         self._space = None
         self._opts: SearchOptions | None = None
         self._cache: dict[str, dict[str, Any]] | None = None
+        self._errors_told = False  # a FailureRecorder tells why trials failed (see on_trial_error)
+        self._pending_errors: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in _LIVE}
@@ -176,10 +184,12 @@ class StudySearcher(Searcher):
             "finished": self.finished,
             "ran": self.ran,
             "rung_values": self.rung_values,
+            "failures": self.failures,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.rung_values = dict(state.get("rung_values", {}))
+        self.failures = {k: list(v) for k, v in state.get("failures", {}).items()}
         self.configs = dict(state["configs"])
         self.last = dict(state["last"])
         self.finished = set(state["finished"])
@@ -280,8 +290,33 @@ class StudySearcher(Searcher):
         if rung is not None:
             self.rung_values.setdefault(trial_id, {})[str(rung)] = pruner.vector(result)
 
+    # -- failures (told by FailureRecorder, a Tune callback of the same driver) ---------------
+    def note_failure(self, trial_id: str, reason: str) -> None:
+        """An attempt of the trial was lost (its worker or node died) and Tune retries it."""
+        self.failures.setdefault(trial_id, []).append(reason)
+
+    def trial_failed(self, trial_id: str, reason: str) -> None:
+        """The trial failed for good (no retry left): its row says ``reason``."""
+        self._pending_errors.discard(trial_id)
+        self._complete(trial_id, None, True, reason)
+
+    def flush_failed(self) -> None:
+        """Rows for failed trials whose reason never came (Tune ended first)."""
+        for trial_id in sorted(self._pending_errors):
+            self.trial_failed(trial_id, "")
+
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        if error and self._errors_told and trial_id not in self.finished:
+            # Tune tells the searcher before its callbacks, which see the error: the row waits
+            # for FailureRecorder.on_trial_error, a moment later in the same step
+            self._pending_errors.add(trial_id)
+            return
+        self._complete(trial_id, result, error, "")
+
+    def _complete(
+        self, trial_id: str, result: dict[str, Any] | None, error: bool, reason: str
     ) -> None:
         if trial_id in self.finished or trial_id not in self.configs:
             return
@@ -300,7 +335,15 @@ class StudySearcher(Searcher):
             if stopped_on:
                 self._note_rung(trial_id, result)
             rung = rung_reached(o, float((last or {}).get("epoch", 0)))
-            row = row_for_stopped(spec, number, self.log.run.name, last, error, o.budget, rung)
+            row = row_for_stopped(
+                spec, number, self.log.run.name, last, error, o.budget, rung, reason
+            )
+        lost = self.failures.get(trial_id, [])
+        row["failures"] = len(lost)  # attempts lost to a dead worker or node, then retried
+        if lost:
+            notes = json.loads(row.get("notes") or "{}")
+            notes["failures"] = " | ".join(lost)
+            row["notes"] = json.dumps(notes, sort_keys=True)
         self.log.append(row)  # durable first: a kill after this line loses nothing
         res = result_from_row(row, spec)
         reused = bool(cfg.get("reuse"))
@@ -322,3 +365,45 @@ class StudySearcher(Searcher):
             self._progress.finish_trial(row)
         self.log.export_every(o.objective_pairs)
         self.ran += 1
+
+
+_NOISE = ("actor_id:", "namespace:", "class_name:", "pid:", "ip:", "Traceback", "File ", "raise ")
+
+
+def error_summary(trial) -> str:
+    """One line on why a Tune trial's last attempt failed: the error's type and its message
+    without ids and traceback lines (Tune keeps the whole text in the trial's error file)."""
+    exc, text = None, ""
+    for path in (trial.pickled_error_file, trial.error_file):  # in the driver, as Tune wrote them
+        if path and Path(path).exists():
+            if path == trial.pickled_error_file:
+                try:
+                    with open(path, "rb") as fh:
+                        exc = pickle.load(fh)
+                except Exception:  # an error that does not unpickle: its text will do
+                    exc = None
+            else:
+                text = Path(path).read_text(errors="replace")
+    blocks = text.split("Failure # ")  # the file holds every failure of the trial: the last
+    text = blocks[-1].split("\n", 1)[-1] if len(blocks) > 1 else (str(exc) if exc else text)
+    lines = [ln.strip() for ln in text.splitlines()]
+    kept = [ln for ln in lines if ln and not ln.startswith(_NOISE) and not ln.startswith("^")]
+    head = f"{type(exc).__name__}: " if exc is not None else ""
+    return (head + " ".join(kept))[:600] or "the Ray trial failed (no error text)"
+
+
+class FailureRecorder(Callback):
+    """Tune callback that records why trials fail, in the driver, for the searcher's rows: an
+    attempt lost and retried (``FailureConfig.max_failures``) is noted on the trial's row
+    (``failures``, and the reasons in ``notes``); a trial that fails for good gets its row with
+    the reason (a worker killed from outside, a node that died with no retry left)."""
+
+    def __init__(self, searcher: StudySearcher) -> None:
+        self.searcher = searcher
+        searcher._errors_told = True
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        self.searcher.note_failure(trial.trial_id, error_summary(trial))
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.searcher.trial_failed(trial.trial_id, error_summary(trial))

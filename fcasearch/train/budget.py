@@ -1,5 +1,9 @@
 """Training budgets: epochs, optimizer steps or seconds (any combination; the first reached wins).
 
+A ``dry=S`` budget trains nothing: a search's trial sleeps S seconds instead (a dry run, for
+scaling measurements and fault tests; with ``epochs=N`` the sleep is split into N reported
+epochs). The trainer refuses it.
+
 ``str(budget)`` is stable (``epochs=2``, ``steps=100``, ``epochs=5,seconds=60``): the search uses
 it in dedupe keys, so the same budget always prints the same way, and ``Budget.parse`` reads it
 back.
@@ -12,7 +16,7 @@ from dataclasses import dataclass
 
 __all__ = ["Budget", "BudgetError"]
 
-_FIELDS = ("epochs", "steps", "seconds")
+_FIELDS = ("epochs", "steps", "seconds", "dry")
 
 
 class BudgetError(ValueError):
@@ -32,16 +36,19 @@ class Budget:
         steps: optimizer steps.
         seconds: seconds of training steps (validation excluded); the run stops at the end of the
             step that crosses it.
+        dry: seconds a dry-run trial sleeps instead of training (no training at all).
     """
 
     epochs: float | None = None
     steps: int | None = None
     seconds: float | None = None
+    dry: float | None = None
 
     def __post_init__(self) -> None:
         if all(getattr(self, f) is None for f in _FIELDS):
             raise BudgetError(
-                "budget: give at least one of epochs, steps, seconds (e.g. 'epochs=2')"
+                "budget: give at least one of epochs, steps, seconds (e.g. 'epochs=2'), or dry "
+                "for a dry run"
             )
         for name in _FIELDS:
             value = getattr(self, name)
@@ -58,7 +65,12 @@ class Budget:
             if float(self.steps) != int(self.steps):
                 raise BudgetError(f"budget.steps: {self.steps!r} must be a whole number of steps")
             object.__setattr__(self, "steps", int(self.steps))
-        for name in ("epochs", "seconds"):
+        if self.dry is not None and (self.steps is not None or self.seconds is not None):
+            raise BudgetError(
+                f"budget: {self}: a dry run (dry=S) sleeps S seconds instead of training; it "
+                "takes epochs=N (reports per epoch) but not steps or seconds"
+            )
+        for name in ("epochs", "seconds", "dry"):
             value = getattr(self, name)
             if value is not None:
                 number = float(value)
@@ -84,7 +96,7 @@ class Budget:
             if not sep or key not in _FIELDS:
                 raise BudgetError(
                     f"budget: {text!r}: each part must be epochs=N, steps=N or seconds=N "
-                    "(comma-separated), e.g. 'epochs=2'"
+                    "(comma-separated), e.g. 'epochs=2', or dry=S for a dry run"
                 )
             if key in values:
                 raise BudgetError(f"budget: {text!r} gives {key} twice")

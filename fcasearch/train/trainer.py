@@ -349,10 +349,13 @@ def train_model(
         The :class:`TrainResult`; ``status`` is ``complete``, ``pruned``, ``diverged`` or ``oom``.
 
     Raises:
-        TrainError: fp16 AMP without CUDA, or a checkpoint written for other data.
+        TrainError: fp16 AMP without CUDA, a checkpoint written for other data, or a dry-run
+            budget (``dry=S``: nothing is to be trained).
     """
     config = config or TrainConfig()
     budget = Budget.parse(budget)
+    if budget.dry is not None:
+        raise TrainError(f"budget {budget}: a dry run trains nothing (drop dry=S to train)")
     device = torch.device(device)
     if config.amp == "fp16" and device.type != "cuda":
         raise TrainError(

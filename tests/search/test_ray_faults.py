@@ -1,0 +1,108 @@
+"""Faults on a real Ray cluster on this machine, with nothing completed lost: a worker node dies
+mid-trial, the driver is killed mid-search, a trial's process is killed from outside. Trials are
+dry runs (a fixed sleep), so a fault always lands mid-trial without training anything."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import optuna
+import pandas as pd
+import pytest
+from raycluster import LoopbackCluster, kill, rows, wait_for
+from searchkit import search_args
+
+pytestmark = pytest.mark.slow
+
+
+def _args(cluster, out, *extra):
+    return search_args("micro", out, "--objectives", "accuracy", "macs", "--sampler", "random",
+                       "--executor", "ray", "--address", cluster.address, *extra)  # fmt: skip
+
+
+def _finish(proc, log):
+    code = proc.wait(timeout=600)
+    assert code == 0, log.read_text()[-4000:]
+
+
+def test_a_worker_node_dies_mid_trial_and_its_trial_runs_again_elsewhere(tmp_path):
+    out, log = tmp_path / "run", tmp_path / "search.log"
+    with LoopbackCluster(tmp_path / "cluster") as cluster:
+        cluster.add_node("head", cpus=0)
+        cluster.add_node("w1", cpus=1)
+        cluster.add_node("w2", cpus=1)
+        lost, kept = cluster.node_id("w1"), cluster.node_id("w2")
+        proc = cluster.search(*_args(cluster, out, "--budget", "dry=8", "--n-trials", "4",
+                                     "--max-concurrent", "2"), log=log)  # fmt: skip
+        wait_for(lambda: cluster.trial_workers("w1"), 240, "a trial on node w1", proc)
+        time.sleep(2.0)  # the trial sleeps 8 s: w1 dies under it
+        cluster.kill_node("w1")
+        _finish(proc, log)
+    df = pd.read_parquet(out / "trials.parquet")
+    assert len(df) == 4 and set(df["status"]) == {"complete"}, df[["status", "reason"]]
+    retried = df[df["failures"] > 0]
+    assert len(retried) == 1  # the trial w1 was running
+    assert set(retried["ray_node"]) == {kept}  # ran again, to completion, on the node left
+    note = json.loads(retried["notes"].iloc[0])["failures"]
+    # the error as the driver saw it (ActorDiedError, or ActorUnavailableError when the
+    # connection to the dead node's worker broke first)
+    assert note.startswith("Actor") and "Error: " in note, note
+    assert lost not in set(df["ray_node"])  # nothing completed on the dead node
+    study = optuna.load_study(study_name="run", storage=f"sqlite:///{out / 'study.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+
+
+def test_the_driver_is_killed_and_resume_keeps_every_completed_trial(tmp_path):
+    out, log = tmp_path / "run", tmp_path / "search.log"
+    n = 8
+    with LoopbackCluster(tmp_path / "cluster") as cluster:
+        cluster.add_node("head", cpus=2)
+        proc = cluster.search(*_args(cluster, out, "--budget", "dry=2", "--n-trials", str(n),
+                                     "--max-concurrent", "2"), log=log)  # fmt: skip
+        wait_for(lambda: len(rows(out)) >= 3, 300, "3 finished trials", proc)
+        kill(proc.pid)  # SIGKILL: no cleanup of any kind in the driver
+        proc.wait(timeout=60)
+        before = {r["trial"]: r for r in rows(out)}
+        assert before and all(r["status"] == "complete" for r in before.values())
+        resumed = cluster.search("search", "--resume", str(out), "--no-progress", "--no-report",
+                                 log=log)  # fmt: skip
+        _finish(resumed, log)
+    text = log.read_text()
+    df = pd.read_parquet(out / "trials.parquet")
+    print(f"driver kill: {len(before)} complete before the kill, {len(df)} after the resume")
+    assert len(df) == n and set(df["status"]) == {"complete"}, text[-3000:]
+    assert df["trial"].is_unique
+    by_trial = df.set_index("trial")
+    for number, row in before.items():  # every trial completed before the kill, unchanged
+        kept = by_trial.loc[number]
+        assert kept["arch_id"] == row["arch_id"] and kept["accuracy"] == row["accuracy"]
+    study = optuna.load_study(study_name="run", storage=f"sqlite:///{out / 'study.db'}")
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == n
+    # trials the kill interrupted are marked failed in the study and run again after resume
+    interrupted = [t for t in study.trials if t.state.name == "FAIL"]
+    assert "interrupted trial(s) marked failed and retried" in text or not interrupted
+    assert {t.number for t in done} >= set(before)
+
+
+def test_a_trial_process_killed_from_outside_is_failed_with_a_reason(tmp_path):
+    out, log = tmp_path / "run", tmp_path / "search.log"
+    with LoopbackCluster(tmp_path / "cluster") as cluster:
+        cluster.add_node("head", cpus=1)
+        proc = cluster.search(*_args(cluster, out, "--budget", "dry=6", "--n-trials", "3",
+                                     "--max-concurrent", "1", "--max-failures", "0"),
+                              log=log)  # fmt: skip
+        workers = wait_for(lambda: cluster.trial_workers("head"), 240, "a trial's process", proc)
+        time.sleep(1.5)
+        kill(workers[0])  # as the kernel's OOM killer does: SIGKILL, no warning
+        _finish(proc, log)
+    df = pd.read_parquet(out / "trials.parquet").sort_values("trial")
+    assert len(df) == 3
+    failed = df[df["status"] == "failed"]
+    assert len(failed) == 1 and failed["trial"].iloc[0] == 0
+    reason = failed["reason"].iloc[0]
+    assert "ActorDiedError" in reason or "died" in reason, reason
+    assert (df[df["status"] != "failed"]["status"] == "complete").all()  # the search went on
+    study = optuna.load_study(study_name="run", storage=f"sqlite:///{out / 'study.db'}")
+    assert study.trials[0].state.name == "FAIL"

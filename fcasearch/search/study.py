@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -147,7 +148,8 @@ def open_study(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     backend = make_storage(storage)
-    sampler = sampler if sampler is not None else make_sampler(options, space)
+    given = sampler is not None
+    sampler = sampler if given else make_sampler(options, space)
     directions = [o.direction for o in options.objectives]
     for attempt in range(6):
         try:
@@ -165,6 +167,8 @@ def open_study(
                     f"{[d.name.lower() for d in study.directions]}, not {directions}; choose "
                     "another --study-name"
                 )
+            if not given:
+                study.sampler = continuing_sampler(study, options, space, sampler)
             names = [o.name for o in options.objectives]
             if study.metric_names != names:
                 with warnings.catch_warnings():
@@ -182,6 +186,25 @@ def open_study(
                 f"({type(exc).__name__}: {first[0]})"
             ) from None
     raise AssertionError("unreachable")
+
+
+def continuing_sampler(
+    study: optuna.Study,
+    options: SearchOptions,
+    space: SearchSpace | None,
+    sampler: optuna.samplers.BaseSampler,
+) -> optuna.samplers.BaseSampler:
+    """``sampler``, or, when the study already has trials (a ``--resume``, or another driver of
+    a shared study), one seeded from ``--seed`` and that number of trials: the run's seed alone
+    would replay the first proposals of the study, which are evaluated already. Deterministic
+    for a given seed and study state; without a seed, unchanged."""
+    if options.seed is None:
+        return sampler
+    n = len(study.get_trials(deepcopy=False))
+    if n == 0:
+        return sampler
+    seed = (int(options.seed) * 1_000_003 + n) % 2**32
+    return make_sampler(dataclasses.replace(options, seed=seed), space)
 
 
 def counts(trial: optuna.trial.FrozenTrial) -> bool:

@@ -82,3 +82,21 @@ def test_resume_after_sigkill_keeps_every_completed_trial(tmp_path):
         retries = [t for t in study.trials if t.user_attrs.get("retry_of") == n]
         assert retries and retries[0].params == study.trials[n].params
         assert "interrupted" in retries[0].user_attrs["retry_reason"]
+
+
+def test_a_resumed_seeded_search_proposes_new_architectures(tmp_path):
+    """The run's seed alone would replay the study's first proposals after --resume (all of
+    them evaluated already, so the resumed trials would only copy earlier rows)."""
+    from searchkit import search_args
+
+    out = tmp_path / "run"
+    args = search_args("micro", out, "--objectives", "accuracy", "macs", "--sampler", "random",
+                       "--budget", "dry=0.01", "--n-trials", "4", "--seed", "0")  # fmt: skip
+    assert main(args) == 0
+    assert main(["search", "--resume", str(out), "--n-trials", "8", "--no-progress",
+                 "--no-report"]) == 0  # fmt: skip
+    df = pd.read_parquet(out / "trials.parquet").sort_values("trial")
+    assert len(df) == 8
+    first, resumed = df.iloc[:4], df.iloc[4:]
+    assert not resumed["notes"].str.contains("reused_from_trial").any(), resumed["notes"]
+    assert set(resumed["arch_id"]).isdisjoint(first["arch_id"])

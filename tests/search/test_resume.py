@@ -100,3 +100,34 @@ def test_a_resumed_seeded_search_proposes_new_architectures(tmp_path):
     first, resumed = df.iloc[:4], df.iloc[4:]
     assert not resumed["notes"].str.contains("reused_from_trial").any(), resumed["notes"]
     assert set(resumed["arch_id"]).isdisjoint(first["arch_id"])
+
+
+def test_a_trial_killed_after_its_row_was_logged_counts_once(tmp_path):
+    """The kill came between the row and the study: the trial stays RUNNING with its row in
+    trials.jsonl. --resume records it from the row as a new trial; the total counts it once."""
+    import json
+
+    from searchkit import search_args
+
+    out = tmp_path / "run"
+    args = search_args("micro", out, "--objectives", "accuracy", "macs", "--sampler", "random",
+                       "--budget", "dry=0.01", "--n-trials", "2")  # fmt: skip
+    assert main(args) == 0
+    study = optuna.load_study(study_name="run", storage=f"sqlite:///{out / 'study.db'}")
+    done = study.trials[1]
+    study.enqueue_trial(done.params)
+    trial = study.ask(fixed_distributions=done.distributions)  # left RUNNING, as by a kill
+    for key, value in done.user_attrs.items():
+        trial.set_user_attr(key, value)
+    journal = out / "trials.jsonl"
+    rows = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
+    with journal.open("a") as fh:
+        fh.write(json.dumps({**rows[-1], "trial": trial.number}) + "\n")
+    assert main(["search", "--resume", str(out), "--n-trials", "4", "--no-progress",
+                 "--no-report"]) == 0  # fmt: skip
+    df = pd.read_parquet(out / "trials.parquet")
+    assert len(df) == 4 and df["trial"].is_unique, df[["trial", "status"]]
+    study = optuna.load_study(study_name="run", storage=f"sqlite:///{out / 'study.db'}")
+    assert study.trials[trial.number].state == optuna.trial.TrialState.FAIL
+    (copy,) = [t for t in study.trials if t.user_attrs.get("logged_as") == trial.number]
+    assert copy.state == optuna.trial.TrialState.COMPLETE

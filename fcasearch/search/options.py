@@ -145,7 +145,9 @@ class SearchOptions:
                     "(as cuda:0); use --device cuda"
                 )
         self._check_scheduler()
-        if _is_dry(self.budget):
+        from fcasearch.search.dry import dry_budget
+
+        if dry_budget(self.budget) is not None:
             named = [
                 o.name for o in self.objectives if o.name not in ("accuracy", "params", "macs")
             ]
@@ -356,12 +358,6 @@ def _reference_names() -> list[str]:
     from fcasearch.models.registry import list_models
 
     return [*list_models(), *list_baselines()]
-
-
-def _is_dry(budget: str) -> bool:
-    from fcasearch.train.budget import Budget
-
-    return Budget.parse(budget).dry is not None
 
 
 def _finite(value: Any) -> bool:

@@ -1,12 +1,9 @@
-"""Unstable latency cells: the re-measure-with-backoff decision on synthetic times, and a real
-interfering process that makes a cell unstable or re-measured."""
+"""Unstable latency cells: the re-measure-with-backoff decision on synthetic times, and real
+timings of a cell whose load changes on purpose (measured again, then marked unstable)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
+import random
 import time
 
 import pytest
@@ -123,64 +120,57 @@ def test_merge_attempts_needs_one():
         merge_attempts([])
 
 
-# Interfering processes that alternate work and sleep in 30 ms phases, in step (all count phases
-# from the same start time, argv[1], until the deadline argv[2], epoch seconds). In each phase copy
-# i of n works or sleeps by a coin flip seeded with (phase, i), so the number of busy copies, and
-# with it the timed thread's share of the cores, changes from phase to phase over a wide range.
-# (One shared on/off pattern would make a two-valued mix of run times, whose MAD collapses to
-# almost nothing whenever one of the two values takes more than half of the runs.)
-_INTERFERER = textwrap.dedent(
-    """
-    import random, sys, time
-
-    start, stop_at, me = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
-    while time.time() < stop_at:
-        phase = int((time.time() - start) / 0.03)
-        phase_end = start + (phase + 1) * 0.03
-        if random.Random(phase * 1000 + me).random() < 0.5:
-            while time.time() < phase_end:
-                pass
-        else:
-            time.sleep(max(0.0, phase_end - time.time()))
-    """
-)
+# A cell made unstable on purpose, independent of how the machine schedules processes. Real
+# interfering processes (work/sleep in phases) made this cell unstable on an idle 2-core machine,
+# but on CI's runner, whose container is throttled to its CPU quota in 100 ms periods, they slowed
+# only a few runs and left the median and its MAD alone (robust CV 0.027). So here the slowdown is
+# part of the timed work: a seeded schedule of 30 ms phases, each doing 1x to 3.5x the base work,
+# as a device shared with a tenant whose load changes from phase to phase. The times are real
+# wall-clock times taken by the real measurement path (no fake timer).
+_FACTORS = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5)
 
 
 @pytest.mark.slow
-def test_a_cell_under_bursty_load_is_re_measured_or_marked_unstable(tmp_path):
-    a = torch.randn(160, 160)
+def test_a_cell_under_changing_load_is_re_measured_and_marked_unstable():
 
-    def work():  # ~3 ms on an idle core: about ten runs per phase
-        for _ in range(20):
+    a = torch.randn(160, 160)
+    start = time.perf_counter()
+
+    def work():  # ~3 ms of base work on an idle core; about ten runs per phase
+        phase = int((time.perf_counter() - start) / 0.03)
+        factor = random.Random(phase).choice(_FACTORS)
+        for _ in range(round(20 * factor)):
             torch.mm(a, a)
 
-    script = tmp_path / "interfere.py"
-    script.write_text(_INTERFERER)
-    # three interferers per core: in a phase with k of them busy the timed thread gets about
-    # cores / (k + 1) of a core, so its run time varies over ~1x-3.5x from phase to phase
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    start = time.time()
-    procs = [
-        subprocess.Popen([sys.executable, str(script), str(start), str(start + 20), str(i)])
-        for i in range(3 * (cores or 1))
-    ]
-    try:
-        time.sleep(0.3)  # all interferers running
-        with cpu_threads(1):  # one thread: no barrier between threads to amplify the load
-            got = measure_stable(
-                {"work": work},
-                policy=StabilityPolicy(cv_threshold=0.1, retries=1, backoff_s=0.05),
-                warmup=2,
-                min_repeats=150,  # about fifteen phases
-                max_repeats=150,
-                target_cv=0.0,
-                max_seconds=30.0,
-            )["work"]
-    finally:
-        for p in procs:  # only the processes this test started
-            p.kill()
-            p.wait()
-    # the first attempt saw the load change: above the threshold, so it was measured again
-    assert got.attempt_cvs[0] > 0.1
-    assert got.attempts == 2
-    assert got.stable == (got.robust_cv <= 0.1)
+    with cpu_threads(1):
+        got = measure_stable(
+            {"work": work},
+            policy=StabilityPolicy(cv_threshold=0.1, retries=1, backoff_s=0.05),
+            warmup=2,
+            min_repeats=150,  # about fifteen phases per attempt
+            max_repeats=150,
+            target_cv=0.0,
+            max_seconds=30.0,
+        )["work"]
+    # the first attempt saw the load change: above the threshold, so it was measured again; the
+    # load kept changing, so the cell is recorded as unstable, with both attempts' CVs
+    assert got.attempts == 2 and len(got.attempt_cvs) == 2
+    assert min(got.attempt_cvs) > 0.1
+    assert not got.stable and got.robust_cv == min(got.attempt_cvs)
+
+
+def test_a_calm_cell_measured_for_real_is_stable_in_one_attempt():
+    """The other side of the same path: a cell whose work does not change passes the threshold
+    at once (a generous one, so a busy runner cannot fail it)."""
+    a = torch.randn(64, 64)
+    with cpu_threads(1):
+        got = measure_stable(
+            {"work": lambda: torch.mm(a, a)},
+            policy=StabilityPolicy(cv_threshold=0.5, retries=1, backoff_s=0.0),
+            warmup=5,
+            min_repeats=50,
+            max_repeats=50,
+            target_cv=0.0,
+            max_seconds=10.0,
+        )["work"]
+    assert got.attempts == 1 and got.stable and got.robust_cv <= 0.5

@@ -13,6 +13,7 @@ Same function as the reference, with two differences in the work done:
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -27,9 +28,18 @@ ATTENTION_IMPLS = ("sdpa", "explicit")
 
 
 def relative_index(rows: int, cols: int) -> torch.Tensor:
-    """``(N, N)`` index into the bias table: ``|drow| * cols + |dcol|`` for every query/key pair."""
-    r = torch.arange(rows).repeat_interleave(cols)  # (N,) row of each token, row-major
-    c = torch.arange(cols).repeat(rows)  # (N,)
+    """``(N, N)`` index into the bias table: ``|drow| * cols + |dcol|`` for every query/key pair.
+
+    Computed once per grid on the CPU, then moved to the default device (the one a
+    ``with torch.device(...)`` block sets): on the meta device each of these ops would go through
+    Python reference implementations, and building a model for counting took 20x longer."""
+    return _relative_index_cpu(rows, cols).to(torch.empty(0).device)
+
+
+@functools.lru_cache(maxsize=8)
+def _relative_index_cpu(rows: int, cols: int) -> torch.Tensor:
+    r = torch.arange(rows, device="cpu").repeat_interleave(cols)  # (N,) row of each token
+    c = torch.arange(cols, device="cpu").repeat(rows)  # (N,)
     return (r[:, None] - r[None, :]).abs() * cols + (c[:, None] - c[None, :]).abs()
 
 

@@ -20,6 +20,13 @@ import pytest
 import torch
 
 
+# Torch threads per test: 2, or the cores shared among pytest-xdist's workers (two workers on two
+# cores get one thread each: more threads than cores makes OpenMP's spinning threads wait on each
+# other).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_THREADS = max(1, min(2, (os.cpu_count() or 1) // _WORKERS))
+
+
 def _versions() -> str:
     from importlib import metadata
 
@@ -57,5 +64,5 @@ def _fixed_seeds():
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(_THREADS)
     yield

@@ -1,5 +1,7 @@
-"""The Ray executor on a local 2-CPU Ray: same trials, same results, nothing beyond loopback, and
-a Tune folder that Ray's own API reads. One search (one Ray) serves every test here."""
+"""The Ray executor on a local 2-CPU Ray: same trials, same results, nothing beyond loopback, a
+Tune folder that Ray's own API reads, and --runtime, reference models and the final
+re-measurement as on the local executor (measured as Ray tasks). One search (one Ray) serves every
+test here."""
 
 from __future__ import annotations
 
@@ -36,7 +38,8 @@ def test_peer_watch_sees_a_connection():
 
 @pytest.fixture(scope="module")
 def ray_run(tmp_path_factory):
-    """A 3-trial Ray search measuring latency, with its report: (run folder, peers, output)."""
+    """A 3-trial Ray search measuring latency on ONNX Runtime, with a reference model, the final
+    re-measurement and its report: (run folder, peers, output)."""
     import ray
 
     root = tmp_path_factory.mktemp("ray")
@@ -45,7 +48,9 @@ def ray_run(tmp_path_factory):
     out = root / "run"
     args = search_args(space, out, "--n-trials", "3", "--objectives", "accuracy:max",
                         "latency_ms:min", "--executor", "ray", "--max-concurrent", "2",
-                        "--cpus-per-trial", "1")  # fmt: skip
+                        "--cpus-per-trial", "1", "--runtime", "onnxruntime",
+                        "--final-rounds", "3")  # fmt: skip
+    args[args.index("--references") + 1] = "fcaformer_nano"
     args.remove("--no-report")  # the report is built at the end, as users run it
     text = io.StringIO()
     with PeerWatch() as watch, contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
@@ -161,3 +166,22 @@ def test_ray_session_files_stay_out_of_the_results(ray_run):
     assert out not in tmp.parents and any(tmp.glob("session_*"))
     leaks = [p for p in out.rglob("*") if p.name.startswith("session_") or p.suffix == ".sock"]
     assert not leaks, leaks
+
+
+@pytest.mark.slow
+def test_the_runtime_reference_and_final_rounds_are_measured_on_ray(ray_run):
+    out, _, text = ray_run
+    assert yaml.safe_load((out / "run.yaml").read_text())["runtime"] == "onnxruntime"
+    df = pd.read_parquet(out / "trials.parquet")
+    measured = df[df["latency_ms"].notna()]
+    assert len(measured) >= 1 and set(measured["runtime"]) == {"onnxruntime"}
+    assert measured["latency_attempts"].ge(1).all() and measured["latency_stable"].notna().all()
+    refs = pd.read_csv(out / "references.csv")
+    assert refs.loc[0, "model"] == "fcaformer_nano" and refs.loc[0, "runtime"] == "onnxruntime"
+    assert refs.loc[0, "threads"] == 1  # the run's --threads, as for the candidates
+    final = json.loads((out / "final.json").read_text())
+    assert final["runtime"] == "onnxruntime"
+    kinds = [m["kind"] for m in final["models"]]
+    assert kinds.count("reference") == 1 and kinds.count("candidate") >= 1
+    assert all(m["final_latency_ms"] > 0 for m in final["models"])
+    assert "Kendall tau" in text

@@ -1,6 +1,8 @@
-"""Faults on a real Ray cluster on this machine, with nothing completed lost: a worker node dies
-mid-trial, the driver is killed mid-search, a trial's process is killed from outside. Trials are
-dry runs (a fixed sleep), so a fault always lands mid-trial without training anything."""
+"""Searches on a real multi-node Ray cluster on this machine, and faults on it with nothing
+completed lost: a worker node dies mid-trial, the driver is killed mid-search, a trial's process
+is killed from outside. Trials are dry runs (a fixed sleep), so a fault always lands mid-trial
+without training anything. Each test starts one cluster and runs two searches on it in turn (a
+cluster takes 10-15 s to start here)."""
 
 from __future__ import annotations
 
@@ -26,13 +28,37 @@ def _finish(proc, log):
     assert code == 0, log.read_text()[-4000:]
 
 
-def test_a_worker_node_dies_mid_trial_and_its_trial_runs_again_elsewhere(tmp_path):
-    out, log = tmp_path / "run", tmp_path / "search.log"
+def _no_trial_workers(cluster, *nodes):
+    """Whether the trial actors of a finished search have gone from every node named."""
+    return all(not cluster.trial_workers(name) for name in nodes)
+
+
+def test_trials_spread_over_the_workers_then_a_dead_nodes_trial_runs_again_elsewhere(tmp_path):
+    """One cluster (a head that runs no trials and two 1-CPU workers), two searches in turn: the
+    first lands trials on both workers; in the second, a worker dies under a trial."""
     with LoopbackCluster(tmp_path / "cluster") as cluster:
-        cluster.add_node("head", cpus=0)
+        cluster.add_node("head", cpus=0)  # the head runs the driver's side only
         cluster.add_node("w1", cpus=1)
         cluster.add_node("w2", cpus=1)
         lost, kept = cluster.node_id("w1"), cluster.node_id("w2")
+
+        spread, log = tmp_path / "spread", tmp_path / "spread.log"
+        proc = cluster.search(*_args(cluster, spread, "--budget", "dry=2", "--n-trials", "4",
+                                     "--max-concurrent", "2"), log=log)  # fmt: skip
+        _finish(proc, log)
+        df = pd.read_parquet(spread / "trials.parquet")
+        assert len(df) == 4 and set(df["status"]) == {"complete"}
+        assert set(df["ray_node"]) == {lost, kept}  # both workers ran trials, the head none
+        assert (df["failures"] == 0).all()
+        # the results land in the driver's --out, as for a local search
+        for name in ("trials.parquet", "trials.csv", "pareto.csv", "study.db", "run.yaml"):
+            assert (spread / name).exists()
+        assert cluster.raylet_pid("w1") and cluster.raylet_pid("w2")  # the cluster outlives it
+        # the first search's trial actors end with its job: wait, so that the next trial seen on
+        # w1 is the second search's
+        wait_for(lambda: _no_trial_workers(cluster, "w1", "w2"), 60, "the first search's actors")
+
+        out, log = tmp_path / "run", tmp_path / "search.log"
         proc = cluster.search(*_args(cluster, out, "--budget", "dry=8", "--n-trials", "4",
                                      "--max-concurrent", "2"), log=log)  # fmt: skip
         wait_for(lambda: cluster.trial_workers("w1"), 240, "a trial on node w1", proc)
@@ -53,11 +79,34 @@ def test_a_worker_node_dies_mid_trial_and_its_trial_runs_again_elsewhere(tmp_pat
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
 
 
-def test_the_driver_is_killed_and_resume_keeps_every_completed_trial(tmp_path):
-    out, log = tmp_path / "run", tmp_path / "search.log"
-    n = 8
+def test_a_killed_trial_process_fails_with_a_reason_then_a_killed_driver_resumes(tmp_path):
+    """One 2-CPU head, two searches in turn. First, a trial's process is killed from outside (as
+    the OOM killer does) with no retry allowed: a failed row with the reason, and the search goes
+    on. Then the driver itself is killed mid-search, and --resume keeps every trial completed
+    before the kill."""
     with LoopbackCluster(tmp_path / "cluster") as cluster:
         cluster.add_node("head", cpus=2)
+
+        out, log = tmp_path / "oom", tmp_path / "oom.log"
+        proc = cluster.search(*_args(cluster, out, "--budget", "dry=6", "--n-trials", "3",
+                                     "--max-concurrent", "1", "--max-failures", "0"),
+                              log=log)  # fmt: skip
+        workers = wait_for(lambda: cluster.trial_workers("head"), 240, "a trial's process", proc)
+        time.sleep(1.5)
+        kill(workers[0])  # as the kernel's OOM killer does: SIGKILL, no warning
+        _finish(proc, log)
+        df = pd.read_parquet(out / "trials.parquet").sort_values("trial")
+        assert len(df) == 3
+        failed = df[df["status"] == "failed"]
+        assert len(failed) == 1 and failed["trial"].iloc[0] == 0
+        reason = failed["reason"].iloc[0]
+        assert "ActorDiedError" in reason or "died" in reason, reason
+        assert (df[df["status"] != "failed"]["status"] == "complete").all()  # the search went on
+        study = optuna.load_study(study_name="oom", storage=f"sqlite:///{out / 'study.db'}")
+        assert study.trials[0].state.name == "FAIL"
+
+        out, log = tmp_path / "run", tmp_path / "search.log"
+        n = 8
         proc = cluster.search(*_args(cluster, out, "--budget", "dry=2", "--n-trials", str(n),
                                      "--max-concurrent", "2"), log=log)  # fmt: skip
         wait_for(lambda: len(rows(out)) >= 3, 300, "3 finished trials", proc)
@@ -87,25 +136,3 @@ def test_the_driver_is_killed_and_resume_keeps_every_completed_trial(tmp_path):
     # between its row and the study, recorded again from its row (logged_as) by the resume
     settled = {t.number for t in done} | {t.user_attrs.get("logged_as") for t in done}
     assert settled >= set(before)
-
-
-def test_a_trial_process_killed_from_outside_is_failed_with_a_reason(tmp_path):
-    out, log = tmp_path / "run", tmp_path / "search.log"
-    with LoopbackCluster(tmp_path / "cluster") as cluster:
-        cluster.add_node("head", cpus=1)
-        proc = cluster.search(*_args(cluster, out, "--budget", "dry=6", "--n-trials", "3",
-                                     "--max-concurrent", "1", "--max-failures", "0"),
-                              log=log)  # fmt: skip
-        workers = wait_for(lambda: cluster.trial_workers("head"), 240, "a trial's process", proc)
-        time.sleep(1.5)
-        kill(workers[0])  # as the kernel's OOM killer does: SIGKILL, no warning
-        _finish(proc, log)
-    df = pd.read_parquet(out / "trials.parquet").sort_values("trial")
-    assert len(df) == 3
-    failed = df[df["status"] == "failed"]
-    assert len(failed) == 1 and failed["trial"].iloc[0] == 0
-    reason = failed["reason"].iloc[0]
-    assert "ActorDiedError" in reason or "died" in reason, reason
-    assert (df[df["status"] != "failed"]["status"] == "complete").all()  # the search went on
-    study = optuna.load_study(study_name="run", storage=f"sqlite:///{out / 'study.db'}")
-    assert study.trials[0].state.name == "FAIL"

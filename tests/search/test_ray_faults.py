@@ -104,6 +104,7 @@ def test_a_killed_trial_process_fails_with_a_reason_then_a_killed_driver_resumes
         assert (df[df["status"] != "failed"]["status"] == "complete").all()  # the search went on
         study = optuna.load_study(study_name="oom", storage=f"sqlite:///{out / 'study.db'}")
         assert study.trials[0].state.name == "FAIL"
+        wait_for(lambda: _no_trial_workers(cluster, "head"), 60, "the first search's actors")
 
         out, log = tmp_path / "run", tmp_path / "search.log"
         n = 8
@@ -120,19 +121,21 @@ def test_a_killed_trial_process_fails_with_a_reason_then_a_killed_driver_resumes
     text = log.read_text()
     df = pd.read_parquet(out / "trials.parquet")
     print(f"driver kill: {len(before)} complete before the kill, {len(df)} after the resume")
-    assert len(df) == n and set(df["status"]) == {"complete"}, text[-3000:]
-    assert df["trial"].is_unique
+    study = optuna.load_study(study_name="run", storage=f"sqlite:///{out / 'study.db'}")
+    states = [(t.number, t.state.name, t.user_attrs.get("logged_as")) for t in study.trials]
+    why = f"rows:\n{df[['trial', 'status', 'reason']]}\nstudy: {states}\nlog:\n{text[-3000:]}"
+    assert len(df) == n and set(df["status"]) == {"complete"}, why
+    assert df["trial"].is_unique, why
     by_trial = df.set_index("trial")
     for number, row in before.items():  # every trial completed before the kill, unchanged
         kept = by_trial.loc[number]
-        assert kept["arch_id"] == row["arch_id"] and kept["accuracy"] == row["accuracy"]
-    study = optuna.load_study(study_name="run", storage=f"sqlite:///{out / 'study.db'}")
+        assert kept["arch_id"] == row["arch_id"] and kept["accuracy"] == row["accuracy"], why
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
-    assert len(done) == n
+    assert len(done) == n, why
     # trials the kill interrupted are marked failed in the study and run again after resume
     interrupted = [t for t in study.trials if t.state.name == "FAIL"]
-    assert "interrupted trial(s) marked failed and retried" in text or not interrupted
+    assert "interrupted trial(s) marked failed and retried" in text or not interrupted, why
     # each trial completed before the kill is COMPLETE in the study, or, when the kill came
     # between its row and the study, recorded again from its row (logged_as) by the resume
     settled = {t.number for t in done} | {t.user_attrs.get("logged_as") for t in done}
-    assert settled >= set(before)
+    assert settled >= set(before), why

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 import torch
 
-
 # Torch threads per test: 2, or the cores shared among pytest-xdist's workers (two workers on two
 # cores get one thread each: more threads than cores makes OpenMP's spinning threads wait on each
 # other).

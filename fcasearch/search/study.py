@@ -7,7 +7,7 @@ import math
 import random
 import time
 import warnings
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -207,28 +207,27 @@ def continuing_sampler(
     return make_sampler(dataclasses.replace(options, seed=seed), space)
 
 
-def counts(trial: optuna.trial.FrozenTrial, superseded: Collection[int] = ()) -> bool:
-    """Whether a trial stands for a row of the search: every trial but the FAIL ones that no
-    driver logged (left RUNNING by a killed driver and retried, or asked after the study had
-    its trials: those carry no ``status``), and those ``superseded``: trials a killed driver
-    left RUNNING after their row was logged, which :func:`recover_interrupted` recorded again
-    from that row as a new trial (its ``logged_as``)."""
-    if trial.number in superseded:
-        return False
+def counts(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial stands for a row of the search on its own: every trial but the FAIL ones
+    that no driver logged (left RUNNING by a killed driver and retried, or asked after the study
+    had its trials: those carry no ``status``). :func:`row_trials` also drops superseded ones."""
     return not (trial.state == optuna.trial.TrialState.FAIL and "status" not in trial.user_attrs)
 
 
-def superseded_trials(trials: Sequence[optuna.trial.FrozenTrial]) -> set[int]:
-    """Numbers of the trials recorded again from their logged row (see :func:`counts`)."""
-    return {int(t.user_attrs["logged_as"]) for t in trials if "logged_as" in t.user_attrs}
+def row_trials(
+    trials: Sequence[optuna.trial.FrozenTrial],
+) -> list[optuna.trial.FrozenTrial]:
+    """The trials that stand for a row of the search, in order: those that :func:`counts`, less
+    the superseded ones, trials a killed driver left RUNNING after their row was logged and that
+    :func:`recover_interrupted` recorded again from that row as a new trial (its ``logged_as``)."""
+    superseded = {int(t.user_attrs["logged_as"]) for t in trials if "logged_as" in t.user_attrs}
+    return [t for t in trials if t.number not in superseded and counts(t)]
 
 
 def counted_trials(study: optuna.Study) -> int:
     """Trials of the study that are rows or will be (finished or running; enqueued ones, not yet
     started, are not counted until a driver takes them)."""
-    trials = study.get_trials(deepcopy=False)
-    gone = superseded_trials(trials)
-    return sum(counts(t, gone) for t in trials if t.state != _WAITING)
+    return sum(t.state != _WAITING for t in row_trials(study.get_trials(deepcopy=False)))
 
 
 def claim_slot(study: optuna.Study, trial: optuna.Trial, n_trials: int | None) -> bool:
@@ -241,9 +240,7 @@ def claim_slot(study: optuna.Study, trial: optuna.Trial, n_trials: int | None) -
     """
     if n_trials is None:
         return True
-    trials = study.get_trials(deepcopy=False)
-    gone = superseded_trials(trials)
-    before = sum(counts(t, gone) for t in trials if t.number < trial.number)
+    before = sum(t.number < trial.number for t in row_trials(study.get_trials(deepcopy=False)))
     if before < n_trials:
         return True
     study.tell(trial, state=optuna.trial.TrialState.FAIL)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from fcasearch.cli import main
-from fcasearch.search.study import counts
+from fcasearch.search.study import row_trials
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_resume_on_a_broken_study_db_rebuilds_it_from_the_journal(
     assert list(kept["arch_id"]) == list(before["arch_id"])
     assert kept["accuracy"].tolist() == before["accuracy"].tolist()
     study = optuna.load_study(study_name="run", storage=f"sqlite:///{db}")
-    trials = [t for t in study.trials if counts(t)]
+    trials = row_trials(study.trials)
     assert len(trials) == 6
     for t in trials[:4]:  # the rebuilt trials: same numbers, architectures and values
         row = before.set_index("trial").loc[t.number]

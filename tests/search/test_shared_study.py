@@ -16,7 +16,7 @@ import pytest
 
 from fcasearch.cli import main
 from fcasearch.search.options import SearchOptions
-from fcasearch.search.study import counts, open_study
+from fcasearch.search.study import open_study, row_trials
 from fcasearch.storage import RunDir, TrialLog
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,7 +72,7 @@ def _drivers(space: Path, root: Path, storage: str, n: int, n_trials: int) -> li
 def _check_shared_run(outs: list[Path], storage: str, n_trials: int) -> pd.DataFrame:
     rows = pd.DataFrame([r for out in outs for r in TrialLog(RunDir(out)).rows()])
     study = optuna.load_study(study_name="shared", storage=storage)
-    counted = [t for t in study.trials if counts(t)]
+    counted = row_trials(study.trials)
     # the right total between the drivers, each trial logged by exactly one of them
     assert len(rows) == n_trials == len(counted)
     assert sorted(rows["trial"]) == sorted(t.number for t in counted)

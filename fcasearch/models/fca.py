@@ -33,7 +33,7 @@ def relative_index(rows: int, cols: int) -> torch.Tensor:
     Computed once per grid on the CPU, then moved to the default device (the one a
     ``with torch.device(...)`` block sets): on the meta device each of these ops would go through
     Python reference implementations, and building a model for counting took 20x longer."""
-    return _relative_index_cpu(rows, cols).to(torch.empty(0).device)
+    return _relative_index_cpu(rows, cols).to(torch.get_default_device())
 
 
 @functools.lru_cache(maxsize=8)

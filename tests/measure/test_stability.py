@@ -124,9 +124,9 @@ def test_merge_attempts_needs_one():
 # interfering processes (work/sleep in phases) made this cell unstable on an idle 2-core machine,
 # but on CI's runner they left the median and its MAD alone (robust CV 0.027 where 0.1 was needed;
 # how that runner schedules is not visible from here, and a test cannot depend on it). So the
-# slowdown is part of the timed work: a seeded schedule of 30 ms phases, each doing 1x to 3.5x the base work,
-# as a device shared with a tenant whose load changes from phase to phase. The times are real
-# wall-clock times taken by the real measurement path (no fake timer).
+# slowdown is part of the timed work: a seeded schedule of 30 ms phases, each doing 1x to 3.5x
+# the base work, as a device shared with a tenant whose load changes from phase to phase. The
+# times are real wall-clock times taken by the real measurement path (no fake timer).
 _FACTORS = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5)
 
 

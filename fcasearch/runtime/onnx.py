@@ -367,10 +367,9 @@ class OnnxRuntime(Runtime):
         for exporter in order:
             try:
                 # FcaFormer attention as the formula (the check compares with eager's SDPA)
+                out = tmp / f"{exporter}.onnx"
                 with attention_impl(model, "explicit"):
-                    return export_onnx(
-                        model, example, tmp / f"{exporter}.onnx", exporter=exporter, opset=self.opset
-                    )
+                    return export_onnx(model, example, out, exporter=exporter, opset=self.opset)
             except (RuntimeUnavailable, ValueError):
                 raise
             except Exception as exc:  # the exporters raise many types

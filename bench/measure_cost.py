@@ -11,7 +11,8 @@ latency measurement costs (``measure_cost(spec, runtime=...)`` with the search's
 only: preparation included, i.e. export, session creation or compilation, and the check against
 eager) for members of the ``micro`` space, against a 2-epoch micro trial (proxy training on the
 bundled digits at 32 px with the search's defaults) of the same member, trained just before it is
-measured. Each runtime is used once on another member
+measured; and how long of it the timed runs hold the device exclusively (``exclusive=``: in a
+search, the device lock that pauses the trials training on the device). Each runtime is used once on another member
 first: that first use also pays one-time start-up (imports, the exporter's first call), which a
 search pays once per worker process, and is printed apart. Target (issue 19): under 10% for ``eager``
 and ``onnxruntime``.
@@ -24,6 +25,7 @@ Usage: ``python bench/measure_cost.py [--threads 1] [--sweeps 5] [--device cpu]`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import statistics
@@ -101,8 +103,19 @@ def runtime_costs(runtimes: list[str], n_specs: int, threads: int, device: str) 
         measure_cost(warm, runtime=name, device=device, threads=threads, memory=False, energy=False)
         first[name] = time.perf_counter() - t
         usable.append(name)
+    held: list[float] = []
+
+    @contextlib.contextmanager
+    def exclusive():  # what a search's device lock holds: trainers on the device wait this long
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            held.append(time.perf_counter() - t)
+
     train_s: list[float] = []
     costs: dict[str, list[float]] = {name: [] for name in usable}
+    waits: dict[str, list[float]] = {name: [] for name in usable}
     status: dict[str, set[str]] = {name: set() for name in usable}
     for s in specs:
         t = time.perf_counter()
@@ -112,9 +125,16 @@ def runtime_costs(runtimes: list[str], n_specs: int, threads: int, device: str) 
         for name in usable:
             t = time.perf_counter()
             res = measure_cost(
-                s, runtime=name, device=device, threads=threads, memory=False, energy=False
+                s,
+                runtime=name,
+                device=device,
+                threads=threads,
+                memory=False,
+                energy=False,
+                exclusive=exclusive,
             )
             costs[name].append(time.perf_counter() - t)
+            waits[name].append(held.pop())
             status[name].add(res.status)
     trial = statistics.median(train_s)
     print(f"2-epoch micro trial (digits, 32 px, {threads} thread(s)): median {trial:.2f} s over "
@@ -128,7 +148,8 @@ def runtime_costs(runtimes: list[str], n_specs: int, threads: int, device: str) 
             f"{'/'.join(sorted(status[name]))}) = {statistics.median(ratios):.1%} of the 2-epoch "
             f"trial trained just before it (median over specs, {min(ratios):.1%}-"
             f"{max(ratios):.1%}){target}; first use in the process {first[name]:.2f} s, once per "
-            "worker"
+            f"worker; of it, the timed runs held the device exclusively (trainers on it paused) "
+            f"{statistics.median(waits[name]) * 1e3:.0f} ms"
         )
 
 

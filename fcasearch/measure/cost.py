@@ -25,10 +25,12 @@ Other errors propagate.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -251,6 +253,7 @@ def measure_costs(
     in_chans: int = 3,
     fingerprint: dict[str, Any] | None = None,
     nvml: Any = None,
+    exclusive: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> list[CostResult]:
     """Measure one model on each of ``runtimes``, side by side: one :class:`CostResult` each.
 
@@ -286,6 +289,7 @@ def measure_costs(
         "cuda_graph": cuda_graph,
         "energy_seconds": energy_seconds,
         "nvml": nvml,
+        "exclusive": exclusive or contextlib.nullcontext,
         "stability": policy,
         "timing": {
             "warmup": warmup,
@@ -391,7 +395,12 @@ def measure_cost(
               re-measured, default 0.1), ``retries`` (default 2), ``backoff_s`` (default 0.25 s);
             * ``energy_seconds``, ``img_size`` and ``in_chans`` (for a plain module; a spec has
               its own), ``fingerprint`` (computed earlier for this device and thread count),
-              ``nvml`` (a ``pynvml``-like module, for tests).
+              ``nvml`` (a ``pynvml``-like module, for tests);
+            * ``exclusive``: a function returning the context to time in. It is entered once,
+              around the timed runs of latency and energy only; building, folding, export,
+              compilation, session creation, the check against eager and memory run before it.
+              A search passes its device lock's exclusive section, so trials training on the
+              device pause for the timing alone (:mod:`fcasearch.search.devicelock`).
 
     Returns:
         A :class:`CostResult`. With ``latency``, ``memory`` and ``energy`` all False and a spec,

@@ -10,6 +10,10 @@
 4. latency of every prepared runtime, side by side in interleaved rounds, re-measured with
    backoff while unstable (:mod:`~fcasearch.measure.stability`);
 5. energy per image over a separate window of back-to-back batches (NVML, CUDA only).
+
+Steps 4 and 5 alone run inside ``opts["exclusive"]()`` (``measure_costs(exclusive=...)``): a
+search's device lock held exclusively pauses the trials training on the device for the timed runs,
+not for the preparation before them (an export, a compilation).
 """
 
 from __future__ import annotations
@@ -227,17 +231,20 @@ def measure_inference(
         run = _prepare_one(res, runtime, model, x, dev, opts)
         if run is not None:
             ready[runtime.name] = (res, run)
-    if opts["latency"] and ready:
-        try:
-            _latency(ready, dev, opts)
-        except Exception as exc:
-            if not all(_fail(res, exc) for res, _ in ready.values()):
-                raise
-            return
-    if opts["energy"]:
-        for res, run in ready.values():
+    if not ready or not (opts["latency"] or opts["energy"]):
+        return
+    with opts["exclusive"]():  # the timed part: e.g. a search's device lock, held exclusively
+        if opts["latency"]:
             try:
-                _energy(res, run, dev, opts)
+                _latency(ready, dev, opts)
             except Exception as exc:
-                if not _fail(res, exc):
+                if not all(_fail(res, exc) for res, _ in ready.values()):
                     raise
+                return
+        if opts["energy"]:
+            for res, run in ready.values():
+                try:
+                    _energy(res, run, dev, opts)
+                except Exception as exc:
+                    if not _fail(res, exc):
+                        raise

@@ -6,8 +6,10 @@ device measures the other trial's load as much as the candidate. The lock makes 
 
 * training holds it **shared**, one section at a time (a training step, a validation, the
   zero-cost proxies), so trainers run side by side as before;
-* a latency measurement (a trial's, the reference models', the final re-measurement) holds it
-  **exclusively**: it waits until no section is running and no section starts until it is done;
+* the timed runs of a latency measurement (a trial's, the reference models', the final
+  re-measurement) hold it **exclusively**: they wait until no section is running and no section
+  starts until they are done (preparing a model, e.g. an ONNX export, comes before and does not
+  hold it: ``measure_cost(exclusive=...)``);
 * **writer-preferring**: once a measurement asks, trainers finishing a section wait before their
   next one, so a measurement waits at most one section of each trainer and never starves behind
   trainers whose sections overlap.

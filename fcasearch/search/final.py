@@ -98,10 +98,14 @@ def measure_references(ctx: TrialContext) -> list[dict[str, Any]]:
         except ValueError as exc:  # a baseline that does not suit the space's input size
             rows.append({"model": name, "status": "unsupported", "reason": str(exc)})
             continue
-        with ctx.measuring():
-            cost = measure_cost(
-                model, **measure_settings(ctx.options), img_size=hw, in_chans=chans, energy=False
-            )
+        cost = measure_cost(
+            model,
+            **measure_settings(ctx.options),
+            img_size=hw,
+            in_chans=chans,
+            energy=False,
+            exclusive=ctx.measuring,
+        )
         row = cost.to_row()
         if cost.latency is not None:
             row["latency_attempts"] = cost.latency.attempts

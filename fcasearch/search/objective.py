@@ -176,7 +176,7 @@ class TrialContext:
     _data: dict = field(default_factory=dict)
 
     def measuring(self):
-        """The context of a latency measurement: the device lock held exclusively."""
+        """The context of timed runs (latency, energy): the device lock held exclusively."""
         return self.lock.exclusive() if self.lock is not None else contextlib.nullcontext()
 
     def training(self):
@@ -224,8 +224,7 @@ def evaluate(spec: ArchSpec, ctx: TrialContext, report: Reporter | None = None) 
             run_dry(ctx, res, report, dry)
             return res
         if _needs_measure(o, ctx.space):
-            with ctx.measuring():
-                _measure(spec, ctx, res)
+            _measure(spec, ctx, res)  # holds the device exclusively for the timed runs only
             if res.status != "complete":
                 return res
         proxies = [
@@ -311,7 +310,7 @@ def _measure(spec: ArchSpec, ctx: TrialContext, res: TrialResult) -> None:
     o = ctx.options
     t = time.perf_counter()
     # the spec, not the model: measurement builds its own copy (it folds BN in place)
-    cost = measure_cost(spec, **measure_settings(o))
+    cost = measure_cost(spec, **measure_settings(o), exclusive=ctx.measuring)
     res.measure_seconds = time.perf_counter() - t
     res.runtime, res.runtime_version = cost.runtime, cost.runtime_version
     if cost.latency is not None:

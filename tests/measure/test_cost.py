@@ -3,6 +3,7 @@ runtimes side by side."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -10,7 +11,14 @@ import torch
 from torch import nn
 
 import fcasearch.measure.cost as cost_mod
-from fcasearch.measure import METRIC_KEYS, CostResult, count_macs, count_params, measure_cost
+from fcasearch.measure import (
+    METRIC_KEYS,
+    CostResult,
+    count_macs,
+    count_params,
+    measure_cost,
+    measure_costs,
+)
 from fcasearch.models import build_model, get_spec
 
 FAST = {"warmup": 1, "min_repeats": 3, "max_repeats": 8, "max_seconds": 0.5, "retries": 0}
@@ -206,3 +214,45 @@ def test_compile_flag_is_now_a_runtime(nano):
 def test_unknown_runtime_names_the_known_ones(nano):
     with pytest.raises(ValueError, match="eager, compile, onnxruntime, tensorrt"):
         measure_cost(nano, runtime="tvm")
+
+
+def test_only_the_timed_runs_hold_the_exclusive_section():
+    # a search passes its device lock: trainers must pause for the timing, not for an export
+    state = {"inside": False, "entered": 0}
+    forwards: list[bool] = []
+
+    class Probe(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            forwards.append(state["inside"])
+            return self.conv(x).mean((2, 3))
+
+    @contextlib.contextmanager
+    def exclusive():
+        assert not state["inside"], "entered twice"
+        state["entered"] += 1
+        state["inside"] = True
+        try:
+            yield
+        finally:
+            state["inside"] = False
+
+    eager, onnx = measure_costs(
+        Probe(),
+        runtimes=("eager", "onnxruntime"),
+        img_size=16,
+        threads=1,
+        energy=False,
+        exclusive=exclusive,
+        **FAST,
+    )
+    assert eager.ok and onnx.ok, (eager.reason, onnx.reason)
+    assert state["entered"] == 1
+    # inside: eager's warm-up and timed runs, nothing else (ONNX Runtime runs its own graph)
+    assert forwards.count(True) == eager.latency.warmup + eager.latency.n
+    # outside: training-step memory, eager's first call, the export's trace, the checks
+    assert forwards.count(False) >= 4
+    assert "exported by torch.onnx" in onnx.notes["runtime"]

@@ -4,6 +4,7 @@ bench/measure_cost.py run and print."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -89,4 +90,5 @@ def test_measure_cost_bench_prints_each_runtimes_share_of_a_trial(capsys) -> Non
     for name in ("eager", "onnxruntime"):
         (line,) = [ln for ln in out.splitlines() if ln.startswith(f"  {name}: ")]
         assert "s per trial's latency measurement" in line and "status ok" in line
-        assert "of the 2-epoch trial (target < 10%)" in line
+        assert "of the 2-epoch trial trained just before it" in line and "(target < 10%)" in line
+        assert re.search(r"held the device exclusively \(trainers on it paused\) \d+ ms$", line)

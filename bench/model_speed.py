@@ -10,7 +10,7 @@ unfused, queries for the cross tokens, bias gathered every call, explicit softma
 same weights.
 
 All forms of one case are timed in interleaved rounds in one process: each round calls every form
-once, back to back, ``--repeats`` times (the order rotating from call to call), and takes each
+once, back to back, ``--repeats`` times (in a shuffled order each time), and takes each
 form's median; a round's ratio compares two forms of that round, so machine noise that lasts longer
 than a few calls largely cancels. Each printed line gives a runtime's median latency, its ratio to
 the reference-style forward (reference time / runtime time: above 1 is faster) and, for compile
@@ -20,6 +20,13 @@ the time threads spend waiting for each other); the CPU vendor and model; the ru
 Target (issue 19): eager >= 1.3x the reference-style forward at batch 1 and 8 for L1 and L2 at
 224 px on 2 threads.
 
+Memory: a forward's temporary buffers come from the C allocator. With glibc's defaults, large
+blocks are ``mmap``-ed and returned on free, so each call may page-fault them in afresh; how often
+depends on glibc's adaptive threshold and thus on what ran before. ``--malloc keep`` makes glibc
+keep freed memory for reuse (``mallopt``: no ``mmap`` blocks, no trimming), the steady state that
+jemalloc, tcmalloc or ONNX Runtime's arena give; the reference-style forward, with its larger
+temporaries, gains more from it than the folded form. Every line names the setting.
+
 Run: ``python bench/model_speed.py`` (about 10 minutes on 2 busy cores, most of it compiling and
 exporting; ``--runtimes eager,onnxruntime`` skips the compile; ``--quick`` for a smoke run).
 """
@@ -28,6 +35,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import ctypes
+import random
 import statistics
 import sys
 import time
@@ -77,13 +86,32 @@ def prepare_case(
     return fns, notes
 
 
+def keep_freed_memory() -> str:
+    """Make glibc malloc keep freed memory for reuse (no ``mmap`` for large blocks, no trimming of
+    the heap), so that a forward's temporary buffers are not page-faulted in afresh on every call:
+    the steady state jemalloc, tcmalloc or ONNX Runtime's arena give. Returns what was done."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4  # glibc's mallopt parameters (malloc.h)
+        ok = libc.mallopt(m_mmap_max, 0) == 1 and libc.mallopt(m_trim_threshold, 2**31 - 1) == 1
+    except (OSError, AttributeError) as exc:
+        raise SystemExit(f"--malloc keep: glibc's mallopt is not available here ({exc})") from None
+    if not ok:
+        raise SystemExit("--malloc keep: glibc's mallopt refused M_MMAP_MAX=0 or M_TRIM_THRESHOLD")
+    return "malloc keep (glibc mallopt: M_MMAP_MAX 0, M_TRIM_THRESHOLD 2^31-1)"
+
+
 def interleave(
     fns: dict[str, Callable[[], object]], rounds: int, repeats: int
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Per form, the median wall time and the median process CPU time (s) of its calls in each
-    of ``rounds`` rounds; a round calls every form once, back to back, ``repeats`` times, the
-    order rotating from call to call (after one warm-up call of each)."""
+    of ``rounds`` rounds; a round calls every form once, back to back, ``repeats`` times, in a
+    freshly shuffled order each time (after one warm-up call of each). Shuffled, not rotated: a
+    rotation keeps the cyclic order, so each form would always follow the same other form and
+    carry whatever that one leaves behind (ONNX Runtime's spinning threads doubled the time of
+    the form after it, see :mod:`fcasearch.runtime.onnx`)."""
     names = list(fns)
+    shuffle = random.Random(0)
     wall: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, list[float]] = {n: [] for n in names}
     with torch.inference_mode():
@@ -92,9 +120,10 @@ def interleave(
         for _ in range(rounds):
             w: dict[str, list[float]] = {n: [] for n in names}
             c: dict[str, list[float]] = {n: [] for n in names}
-            for i in range(repeats):
-                shift = i % len(names)
-                for name in names[shift:] + names[:shift]:
+            for _ in range(repeats):
+                order = names[:]
+                shuffle.shuffle(order)
+                for name in order:
                     w0, c0 = time.perf_counter(), time.process_time()
                     fns[name]()
                     w[name].append(time.perf_counter() - w0)
@@ -122,7 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5, help="timed calls of each form per round")
     ap.add_argument("--target", type=float, default=1.3)
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, 2 repeats, 64 px")
+    ap.add_argument(
+        "--malloc",
+        choices=["default", "keep"],
+        default="default",
+        help="default: glibc as configured; keep: freed memory kept for reuse (no page faults)",
+    )
     args = ap.parse_args(argv)
+    malloc = "malloc glibc as configured"
+    if args.malloc == "keep":
+        malloc = keep_freed_memory()
     if args.quick:
         args.rounds, args.repeats, args.img = 2, 2, 64
     runtimes = parse_runtimes(args.runtimes)
@@ -164,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                         f" | vs eager: {ratio_text(times['eager'], times[name])}, CPU-time "
                         f"{cpu_vs_eager:.2f}x"
                     )
-                lines.append(f"{text} | {args.rounds} rounds | {cpu} | {notes[name].split(',')[0]}")
+                version = notes[name].split(",")[0]
+                lines.append(f"{text} | {args.rounds} rounds | {cpu} | {malloc} | {version}")
     print()
     for line in lines:
         print(line)

@@ -21,6 +21,14 @@ Softmax, MatMul chain plus nodes that compute the scale from the input's shape, 
 gives the same computation in fewer nodes, and the export time grows with the node count. The
 session's outputs are still checked against eager with SDPA.
 
+Thread pools do not spin: ONNX Runtime's default keeps idle pool threads busy-waiting after each
+run, and that took the cores from whatever ran next. Measured on a 2-core AMD EPYC (FcaFormer-L1,
+batch 1, 2 threads): a torch forward timed right after a session's run took 125 ms against 59 ms
+after a session without spinning, while the session itself gained 4% (39.0 against 40.5 ms); after
+one run, the spinning threads burnt about 64 ms of CPU in a 100 ms pause. Runtimes timed side by
+side (``fcasearch profile --runtime eager,onnxruntime``), final rounds of several sessions and
+trials training beside a measurement all ran next to such threads.
+
 Execution providers: the CPU provider on a CPU device (``intra_op_num_threads`` set to torch's
 thread count at preparation, so both runtimes use the same threads); on CUDA the CUDA provider
 (``onnxruntime-gpu``), and TensorRT's where asked for with ``providers=``. A session that did not
@@ -221,6 +229,10 @@ def onnx_session(
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = int(threads or torch.get_num_threads())
     opts.inter_op_num_threads = 1
+    # idle pool threads sleep instead of spinning (module docstring: they took the cores from
+    # whatever ran next, a torch forward timed beside the session among others)
+    for pool in ("intra_op", "inter_op"):
+        opts.add_session_config_entry(f"session.{pool}.allow_spinning", "0")
     opts.log_severity_level = 3  # errors only
     provider_list: list[Any] = list(chosen)
     if dev.type == "cuda":
@@ -403,7 +415,7 @@ class OnnxRuntime(Runtime):
             version=self.version,
             note=(
                 f"ONNX Runtime InferenceSession ({', '.join(session.get_providers())}, {where}, "
-                f"graph optimizations all) of the {note}, exported by torch.onnx "
+                f"graph optimizations all, idle threads sleep) of the {note}, exported by torch.onnx "
                 f"({info.exporter} exporter{' (auto)' if self.exporter == 'auto' else ''}, opset "
                 f"{info.opset}, static shape {tuple(example.shape)}) in "
                 f"{info.seconds:.1f} s, session {session_seconds:.2f} s; max abs diff vs eager "

@@ -14,7 +14,7 @@ from fcasearch.measure import measure_cost, measure_costs
 from fcasearch.models import build_model, calibrate_batchnorm, get_spec
 from fcasearch.runtime import UnsupportedModel, get_runtime
 from fcasearch.runtime.base import tolerance
-from fcasearch.runtime.onnx import export_onnx, verify_onnx
+from fcasearch.runtime.onnx import export_onnx, onnx_session, verify_onnx
 from fcasearch.space import load_space
 
 SHIPPED = {"micro": 2, "mobile": 1, "fcaformer_imagenet": 1}  # space -> sampled members
@@ -136,3 +136,39 @@ def test_a_model_that_does_not_match_gives_an_unsupported_row_and_no_number():
         math.isnan(res.metrics["latency_ms"])
         and res.to_row()["latency_ms"] != res.to_row()["latency_ms"]
     )
+
+
+def test_idle_session_threads_leave_the_cores_to_what_runs_next(tmp_path):
+    # ONNX Runtime's default lets idle pool threads spin after a run: they burnt CPU while the
+    # next form was timed. Our sessions sleep instead; a default session beside shows the check
+    # can see the difference (CPU time of the process, not wall time).
+    import time
+
+    import onnxruntime as ort
+
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3)).eval()
+    x = torch.randn(1, 3, 64, 64)
+    info = export_onnx(model, x, tmp_path / "m.onnx", exporter="torchscript")
+    feed = {"images": x.numpy()}
+
+    def cpu_ms_while_idle(session) -> float:
+        session.run(None, feed)
+        spent = []
+        for _ in range(3):
+            session.run(None, feed)
+            t = time.process_time()
+            time.sleep(0.1)
+            spent.append((time.process_time() - t) * 1e3)
+        return min(spent)
+
+    ours = onnx_session(info.path, "cpu", threads=2)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    default = ort.InferenceSession(str(info.path), opts, providers=["CPUExecutionProvider"])
+    assert (
+        ours.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+        == "0"
+    )
+    idle_default, idle_ours = cpu_ms_while_idle(default), cpu_ms_while_idle(ours)
+    assert idle_default > 10.0, idle_default  # spinning after every run
+    assert idle_ours < 0.2 * idle_default, (idle_ours, idle_default)

@@ -78,7 +78,6 @@ def runtime_costs(runtimes: list[str], n_specs: int, threads: int, device: str) 
     machine moves both sides of it.
     """
     from fcasearch.data import get_dataset
-    from fcasearch.models import build_model
     from fcasearch.runtime import RuntimeUnavailable, get_runtime
     from fcasearch.space import load_space
     from fcasearch.train import TrainConfig, train_model
@@ -88,8 +87,9 @@ def runtime_costs(runtimes: list[str], n_specs: int, threads: int, device: str) 
     specs = [space.sample_feasible(rng) for _ in range(n_specs)]
     data = get_dataset("digits", img_size=32)
     torch.set_num_threads(threads)
+    latency_only = {"device": device, "threads": threads, "memory": False, "energy": False}
     usable, first = [], {}
-    measure_cost(specs[0], device=device, threads=threads, memory=False, energy=False)  # start-up
+    measure_cost(specs[0], **latency_only)  # start-up
     warm = space.sample_feasible(np.random.default_rng(1))  # not one of the timed specs
     for name in runtimes:
         try:
@@ -100,7 +100,7 @@ def runtime_costs(runtimes: list[str], n_specs: int, threads: int, device: str) 
         # the first measurement in a process also pays one-time start-up (imports, the
         # exporter's or compiler's first use); a search pays it once, so it is printed apart
         t = time.perf_counter()
-        measure_cost(warm, runtime=name, device=device, threads=threads, memory=False, energy=False)
+        measure_cost(warm, runtime=name, **latency_only)
         first[name] = time.perf_counter() - t
         usable.append(name)
     held: list[float] = []
@@ -117,22 +117,14 @@ def runtime_costs(runtimes: list[str], n_specs: int, threads: int, device: str) 
     costs: dict[str, list[float]] = {name: [] for name in usable}
     waits: dict[str, list[float]] = {name: [] for name in usable}
     status: dict[str, set[str]] = {name: set() for name in usable}
+    config = TrainConfig(lr=2e-3, batch_size=64, seed=0)  # the search's defaults
     for s in specs:
         t = time.perf_counter()
-        config = TrainConfig(lr=2e-3, batch_size=64, seed=0)  # the search's defaults
         train_model(build_model(s), data, "epochs=2", config, device=device, progress=False)
         train_s.append(time.perf_counter() - t)
         for name in usable:
             t = time.perf_counter()
-            res = measure_cost(
-                s,
-                runtime=name,
-                device=device,
-                threads=threads,
-                memory=False,
-                energy=False,
-                exclusive=exclusive,
-            )
+            res = measure_cost(s, runtime=name, exclusive=exclusive, **latency_only)
             costs[name].append(time.perf_counter() - t)
             waits[name].append(held.pop())
             status[name].add(res.status)

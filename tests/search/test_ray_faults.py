@@ -88,7 +88,7 @@ def test_a_killed_trial_process_fails_with_a_reason_then_a_killed_driver_resumes
         cluster.add_node("head", cpus=2)
 
         out, log = tmp_path / "oom", tmp_path / "oom.log"
-        proc = cluster.search(*_args(cluster, out, "--budget", "dry=6", "--n-trials", "3",
+        proc = cluster.search(*_args(cluster, out, "--budget", "dry=4", "--n-trials", "2",
                                      "--max-concurrent", "1", "--max-failures", "0"),
                               log=log)  # fmt: skip
         workers = wait_for(lambda: cluster.trial_workers("head"), 240, "a trial's process", proc)
@@ -96,7 +96,7 @@ def test_a_killed_trial_process_fails_with_a_reason_then_a_killed_driver_resumes
         kill(workers[0])  # as the kernel's OOM killer does: SIGKILL, no warning
         _finish(proc, log)
         df = pd.read_parquet(out / "trials.parquet").sort_values("trial")
-        assert len(df) == 3
+        assert len(df) == 2
         failed = df[df["status"] == "failed"]
         assert len(failed) == 1 and failed["trial"].iloc[0] == 0
         reason = failed["reason"].iloc[0]

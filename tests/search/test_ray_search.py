@@ -1,7 +1,8 @@
 """The Ray executor on a local 2-CPU Ray: same trials, same results, nothing beyond loopback, a
 Tune folder that Ray's own API reads, and --runtime, reference models and the final
-re-measurement as on the local executor (measured as Ray tasks). One search (one Ray) serves every
-test here."""
+re-measurement as on the local executor (measured as Ray tasks). One search (one Ray) is checked
+by one test: with the checks as separate tests, pytest-xdist could run them on two workers, and
+each worker ran the 35-s search itself."""
 
 from __future__ import annotations
 
@@ -36,16 +37,16 @@ def test_peer_watch_sees_a_connection():
     assert ipaddress.ip_address("127.0.0.1") in watch.peers and not watch.outside()
 
 
-@pytest.fixture(scope="module")
-def ray_run(tmp_path_factory):
+@pytest.mark.slow
+def test_one_ray_search_and_what_it_leaves(tmp_path):
     """A 3-trial Ray search measuring latency on ONNX Runtime, with a reference model, the final
-    re-measurement and its report: (run folder, peers, output)."""
+    re-measurement and its report; then each check below on it."""
     import ray
 
-    root = tmp_path_factory.mktemp("ray")
-    space = root / "tiny.yaml"
+    from fcasearch.search.ray_env import ray_temp_dir
+
+    space, out = tmp_path / "tiny.yaml", tmp_path / "run"
     space.write_text(TINY_SPACE)
-    out = root / "run"
     args = search_args(space, out, "--n-trials", "3", "--objectives", "accuracy:max",
                         "latency_ms:min", "--executor", "ray", "--max-concurrent", "2",
                         "--cpus-per-trial", "1", "--runtime", "onnxruntime",
@@ -57,10 +58,20 @@ def ray_run(tmp_path_factory):
         code = main(args)
     assert code == 0, text.getvalue()[-3000:]
     assert not ray.is_initialized()  # the run shut down the Ray it started
-    yield out, watch, text.getvalue()
-    from fcasearch.search.ray_env import ray_temp_dir
-
-    shutil.rmtree(ray_temp_dir(out), ignore_errors=True)  # the session files outside the run
+    run = (out, watch, text.getvalue())
+    try:
+        for check in (
+            _runs_the_same_trials_and_stays_on_loopback,
+            _builds_its_report_on_one_fingerprint,
+            _each_row_says_where_it_ran,
+            _tune_restores_the_run_and_its_dataframe_has_the_metrics,
+            _experiment_analysis_loads_the_run,
+            _ray_session_files_stay_out_of_the_results,
+            _the_runtime_reference_and_final_rounds_are_measured_on_ray,
+        ):
+            check(run)
+    finally:
+        shutil.rmtree(ray_temp_dir(out), ignore_errors=True)  # the session files outside the run
 
 
 def _options_and_space(out):
@@ -71,9 +82,8 @@ def _options_and_space(out):
     return SearchOptions.from_mapping(doc["options"]), load_space(doc["space"])
 
 
-@pytest.mark.slow
-def test_ray_search_runs_the_same_trials_and_stays_on_loopback(ray_run):
-    out, watch, _ = ray_run
+def _runs_the_same_trials_and_stays_on_loopback(run):
+    out, watch, _ = run
     assert not watch.outside(), f"connections beyond loopback: {watch.outside()}"
     home = out / "ray" / "home" / "ray_bootstrap_config.yaml"
     assert home.read_text().strip().endswith("type: local")
@@ -86,10 +96,9 @@ def test_ray_search_runs_the_same_trials_and_stays_on_loopback(ray_run):
     assert sorted(t.user_attrs["arch_id"] for t in done) == sorted(df["arch_id"])
 
 
-@pytest.mark.slow
-def test_ray_search_builds_its_report_on_one_fingerprint(ray_run):
+def _builds_its_report_on_one_fingerprint(run):
     """Workers (1 thread) and the driver measure on one machine: one fingerprint, a report."""
-    out, _, text = ray_run
+    out, _, text = run
     assert "not built" not in text and (out / "report" / "index.html").exists()
     df = pd.read_parquet(out / "trials.parquet")
     run_fp = yaml.safe_load((out / "run.yaml").read_text())["fingerprint_id"]
@@ -97,11 +106,10 @@ def test_ray_search_builds_its_report_on_one_fingerprint(ray_run):
     assert set(measured["fingerprint_id"]) == {run_fp}
 
 
-@pytest.mark.slow
-def test_each_row_says_where_it_ran(ray_run):
+def _each_row_says_where_it_ran(run):
     import ray
 
-    out, _, _ = ray_run
+    out, _, _ = run
     df = pd.read_parquet(out / "trials.parquet")
     assert df["ray_node"].str.fullmatch(r"[0-9a-f]{20,}").all()  # Ray node ids (hex)
     assert (df["cuda_visible_devices"] == "").all()  # no GPU reserved: Ray hides them all
@@ -109,34 +117,21 @@ def test_each_row_says_where_it_ran(ray_run):
     assert ray.is_initialized() is False
 
 
-@pytest.mark.slow
-def test_tuner_restore_reads_the_run(ray_run):
-    """The saved searcher holds no live object: Tune can restore the experiment."""
+def _tune_restores_the_run_and_its_dataframe_has_the_metrics(run):
+    """The saved searcher holds no live object: Tune can restore the experiment, and its result
+    grid has the run's metrics as columns, with the run's own numbers."""
     from ray import tune
 
     from fcasearch.search.ray_executor import make_trainable
 
-    out, _, _ = ray_run
+    out, _, _ = run
     options, space = _options_and_space(out)
     tuner = tune.Tuner.restore(
         str(out / "ray" / "results" / "tune"), make_trainable(options, space)
     )
     grid = tuner.get_results()
     assert len(grid) == 3 and not grid.errors
-
-
-@pytest.mark.slow
-def test_result_grid_dataframe_has_the_metrics_as_columns(ray_run):
-    from ray import tune
-
-    from fcasearch.search.ray_executor import make_trainable
-
-    out, _, _ = ray_run
-    options, space = _options_and_space(out)
-    tuner = tune.Tuner.restore(
-        str(out / "ray" / "results" / "tune"), make_trainable(options, space)
-    )
-    frame = tuner.get_results().get_dataframe()
+    frame = grid.get_dataframe()
     rows = pd.read_parquet(out / "trials.parquet").set_index("trial")
     assert len(frame) == 3
     for col in ("macs", "latency_ms", "params", "accuracy"):
@@ -147,30 +142,27 @@ def test_result_grid_dataframe_has_the_metrics_as_columns(ray_run):
         assert json.loads(r["row"])["arch_id"] == row["arch_id"] == r["arch_id"]
 
 
-@pytest.mark.slow
-def test_experiment_analysis_loads_the_run(ray_run):
+def _experiment_analysis_loads_the_run(run):
     from ray.tune import ExperimentAnalysis
 
-    out, _, _ = ray_run
+    out, _, _ = run
     analysis = ExperimentAnalysis(str(out / "ray" / "results" / "tune"))
     frame = analysis.dataframe()
     assert len(frame) == 3 and frame["accuracy"].between(0, 1).all()
 
 
-@pytest.mark.slow
-def test_ray_session_files_stay_out_of_the_results(ray_run):
+def _ray_session_files_stay_out_of_the_results(run):
     from fcasearch.search.ray_env import ray_temp_dir
 
-    out, _, _ = ray_run
+    out, _, _ = run
     tmp = ray_temp_dir(out)
     assert out not in tmp.parents and any(tmp.glob("session_*"))
     leaks = [p for p in out.rglob("*") if p.name.startswith("session_") or p.suffix == ".sock"]
     assert not leaks, leaks
 
 
-@pytest.mark.slow
-def test_the_runtime_reference_and_final_rounds_are_measured_on_ray(ray_run):
-    out, _, text = ray_run
+def _the_runtime_reference_and_final_rounds_are_measured_on_ray(run):
+    out, _, text = run
     assert yaml.safe_load((out / "run.yaml").read_text())["runtime"] == "onnxruntime"
     df = pd.read_parquet(out / "trials.parquet")
     measured = df[df["latency_ms"].notna()]

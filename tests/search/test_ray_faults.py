@@ -114,7 +114,11 @@ def test_a_killed_trial_process_fails_with_a_reason_then_a_killed_driver_resumes
         kill(proc.pid)  # SIGKILL: no cleanup of any kind in the driver
         proc.wait(timeout=60)
         before = {r["trial"]: r for r in rows(out)}
-        assert before and all(r["status"] == "complete" for r in before.values())
+        # finished rows: trained, or a sample over the micro space's max_params, recorded as
+        # infeasible (the resumed sampler's seed depends on how many trials the kill left, so
+        # the samples after it vary from run to run)
+        finished = {"complete", "infeasible"}
+        assert before and all(r["status"] in finished for r in before.values())
         resumed = cluster.search("search", "--resume", str(out), "--no-progress", "--no-report",
                                  log=log)  # fmt: skip
         _finish(resumed, log)
@@ -124,18 +128,20 @@ def test_a_killed_trial_process_fails_with_a_reason_then_a_killed_driver_resumes
     study = optuna.load_study(study_name="run", storage=f"sqlite:///{out / 'study.db'}")
     states = [(t.number, t.state.name, t.user_attrs.get("logged_as")) for t in study.trials]
     why = f"rows:\n{df[['trial', 'status', 'reason']]}\nstudy: {states}\nlog:\n{text[-3000:]}"
-    assert len(df) == n and set(df["status"]) == {"complete"}, why
+    assert len(df) == n and set(df["status"]) <= finished, why
     assert df["trial"].is_unique, why
     by_trial = df.set_index("trial")
-    for number, row in before.items():  # every trial completed before the kill, unchanged
+    for number, row in before.items():  # every trial finished before the kill, unchanged
         kept = by_trial.loc[number]
-        assert kept["arch_id"] == row["arch_id"] and kept["accuracy"] == row["accuracy"], why
-    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+        assert kept["arch_id"] == row["arch_id"] and kept["status"] == row["status"], why
+        assert kept["accuracy"] == row["accuracy"] or row["status"] == "infeasible", why
+    # an infeasible sample is PRUNED in the study: settled, as a COMPLETE trial is
+    done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(done) == n, why
     # trials the kill interrupted are marked failed in the study and run again after resume
     interrupted = [t for t in study.trials if t.state.name == "FAIL"]
     assert "interrupted trial(s) marked failed and retried" in text or not interrupted, why
-    # each trial completed before the kill is COMPLETE in the study, or, when the kill came
+    # each trial finished before the kill is settled in the study, or, when the kill came
     # between its row and the study, recorded again from its row (logged_as) by the resume
     settled = {t.number for t in done} | {t.user_attrs.get("logged_as") for t in done}
     assert settled >= set(before), why

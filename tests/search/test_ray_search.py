@@ -21,6 +21,7 @@ from netwatch import PeerWatch
 from searchkit import TINY_SPACE, search_args
 
 from fcasearch.cli import main
+from fcasearch.search.ray_env import ray_temp_dir
 
 
 def test_peer_watch_sees_a_connection():
@@ -42,8 +43,6 @@ def test_one_ray_search_and_what_it_leaves(tmp_path):
     """A 3-trial Ray search measuring latency on ONNX Runtime, with a reference model, the final
     re-measurement and its report; then each check below on it."""
     import ray
-
-    from fcasearch.search.ray_env import ray_temp_dir
 
     space, out = tmp_path / "tiny.yaml", tmp_path / "run"
     space.write_text(TINY_SPACE)
@@ -152,8 +151,6 @@ def _experiment_analysis_loads_the_run(run):
 
 
 def _ray_session_files_stay_out_of_the_results(run):
-    from fcasearch.search.ray_env import ray_temp_dir
-
     out, _, _ = run
     tmp = ray_temp_dir(out)
     assert out not in tmp.parents and any(tmp.glob("session_*"))

@@ -7,10 +7,11 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from ports import free_port
 
 
 def find_bin(name: str) -> str | None:
@@ -27,12 +28,6 @@ def _version(path: str) -> float:
         return float(Path(path).parts[-3])
     except ValueError:
         return 0.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PostgresServer:
@@ -55,7 +50,7 @@ class PostgresServer:
         self.data = self.root / "data"
         if self.prefix:
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
-        self.port = _free_port()
+        self.port = free_port()
 
     def _run(self, *cmd: str, timeout: float = 120) -> None:
         subprocess.run([*self.prefix, *cmd], check=True, capture_output=True, timeout=timeout)

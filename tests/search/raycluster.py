@@ -12,21 +12,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from ports import free_port
+
 from fcasearch.search.ray_env import local_ray_env
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout under test
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cmdline(pid: int) -> list[str]:
@@ -90,27 +85,44 @@ class LoopbackCluster:
         return f"127.0.0.1:{self.port}"
 
     def add_node(self, name: str, cpus: int, gpus: int = 0) -> None:
-        """Start a node (the first one is the head) with its own CPU and GPU counts."""
-        port = free_port()
-        cmd = [
-            self._ray, "start", f"--num-cpus={cpus}", f"--num-gpus={gpus}",
-            f"--temp-dir={self.temp_dir}", "--node-ip-address=127.0.0.1",
-            "--disable-usage-stats", "--object-store-memory=100000000",
-            f"--node-manager-port={port}", f"--object-manager-port={free_port()}",
-            f"--dashboard-agent-listen-port={free_port()}",
-            f"--dashboard-agent-grpc-port={free_port()}",
-            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-        ]  # fmt: skip
-        if self.nodes:
-            cmd.append(f"--address={self.address}")
-        else:
-            cmd += ["--head", f"--port={self.port}", "--include-dashboard=false"]
-        out = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=180)
-        if out.returncode:
-            raise RuntimeError(
-                f"ray start ({name}) failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}"
-            )
-        self.nodes[name] = port
+        """Start a node (the first one is the head) with its own CPU and GPU counts.
+
+        A port can still be taken between the check and Ray's bind (by a server another test
+        starts): a start that fails on a port is cleaned up and tried again on new ports."""
+        for attempt in range(3):
+            port = free_port()
+            cmd = [
+                self._ray, "start", f"--num-cpus={cpus}", f"--num-gpus={gpus}",
+                f"--temp-dir={self.temp_dir}", "--node-ip-address=127.0.0.1",
+                "--disable-usage-stats", "--object-store-memory=100000000",
+                f"--node-manager-port={port}", f"--object-manager-port={free_port()}",
+                f"--dashboard-agent-listen-port={free_port()}",
+                f"--dashboard-agent-grpc-port={free_port()}",
+                f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+            ]  # fmt: skip
+            if self.nodes:
+                cmd.append(f"--address={self.address}")
+            else:
+                cmd += ["--head", f"--port={self.port}", "--include-dashboard=false"]
+            out = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=180)
+            if not out.returncode:
+                self.nodes[name] = port
+                return
+            text = out.stdout + out.stderr
+            if attempt < 2 and ("Address already in use" in text or "grpc server" in text):
+                # what the failed start left: every process of the cluster for the head; for a
+                # worker, its raylet (found by its port) and the raylet's children
+                if self.nodes:
+                    raylets = pids_with(f"--node_manager_port={port}")
+                    left = raylets + [c for r in raylets for c in children(r)]
+                else:
+                    left = pids_with(self.temp_dir)
+                for pid in left:
+                    kill(pid)
+                if not self.nodes:
+                    self.port = free_port()
+                continue
+            raise RuntimeError(f"ray start ({name}) failed:\n{text[-4000:]}")
 
     def raylet_pid(self, name: str) -> int:
         flag = f"--node_manager_port={self.nodes[name]}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,15 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from netwatch import PeerWatch
+from ports import free_port
 
 from fcasearch.cli import main
 from fcasearch.search.ray_env import local_ray_env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pids_using(marker: str) -> list[int]:
@@ -42,7 +36,7 @@ def test_search_joins_an_existing_cluster_by_address(tiny_space, search_args, tm
     head = tmp_path / "head"
     env = {**os.environ, **local_ray_env(head)}  # the head, too, stays on loopback
     temp_dir = env["RAY_TMPDIR"]
-    port = _free_port()
+    port = free_port()
     ray_cli = Path(sys.executable).with_name("ray")  # the ray script of this environment
     start = [str(ray_cli) if ray_cli.exists() else "ray", "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
              f"--temp-dir={temp_dir}", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]  # fmt: skip

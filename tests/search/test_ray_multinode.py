@@ -5,6 +5,7 @@ one GPU. (Trials spread over two worker nodes: test_ray_faults.py, before one of
 from __future__ import annotations
 
 import json
+import socket
 
 import pandas as pd
 import pytest
@@ -45,7 +46,12 @@ def _most_at_once(windows) -> int:
 
 def test_half_a_gpu_per_trial_packs_two_trials_per_gpu(tmp_path):
     with LoopbackCluster(tmp_path / "cluster") as cluster:
-        cluster.add_node("head", cpus=4, gpus=1)  # Ray is told of one GPU; trials use the CPU
+        # the harness's retry: a server takes the head's port after it was picked; the failed
+        # start is cleaned up and the head comes up on another port
+        taken = cluster.port
+        with socket.create_server(("127.0.0.1", taken)):
+            cluster.add_node("head", cpus=4, gpus=1)  # Ray is told of one GPU; trials use the CPU
+        assert cluster.port != taken
         out = tmp_path / "run"
         df = _search(cluster, out, "--budget", "dry=3", "--n-trials", "6", "--max-concurrent", "4",
                      "--gpus-per-trial", "0.5", "--device", "cpu",

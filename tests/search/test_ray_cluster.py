@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -14,21 +13,10 @@ import pandas as pd
 import pytest
 from netwatch import PeerWatch
 from ports import free_port
+from raycluster import kill, pids_with
 
 from fcasearch.cli import main
 from fcasearch.search.ray_env import local_ray_env
-
-
-def _pids_using(marker: str) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit() and int(proc.name) != os.getpid():
-            try:
-                if marker in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                    pids.append(int(proc.name))
-            except OSError:
-                continue
-    return pids
 
 
 @pytest.mark.slow
@@ -56,14 +44,11 @@ def test_search_joins_an_existing_cluster_by_address(tiny_space, search_args, tm
             assert "gpus_per_trial: 1, but the Ray cluster at" in capsys.readouterr().err
         df = pd.read_parquet(out / "trials.parquet")
         assert len(df) == 2 and set(df["status"]) == {"complete"}
-        assert _pids_using(temp_dir), "the cluster must outlive the search that joined it"
+        assert pids_with(temp_dir), "the cluster must outlive the search that joined it"
         assert not watch.outside(), f"connections beyond loopback: {watch.outside()}"
     finally:  # stop only the Ray this test started (never `ray stop`: it stops every Ray here)
-        for pid in _pids_using(temp_dir):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        for pid in pids_with(temp_dir):
+            kill(pid)
         time.sleep(0.5)
-    assert not _pids_using(temp_dir)
+    assert not pids_with(temp_dir)
     shutil.rmtree(temp_dir, ignore_errors=True)

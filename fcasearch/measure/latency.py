@@ -218,6 +218,7 @@ def time_interleaved(
     target_cv: float = 0.02,
     max_seconds: float = 2.0,
     cv_threshold: float = DEFAULT_CV_THRESHOLD,
+    settle: int = 0,
 ) -> dict[str, LatencyStats]:
     """Time several callables side by side: one run of each per round, rotating the order.
 
@@ -234,11 +235,17 @@ def time_interleaved(
         max_seconds: stop timing a callable after this long once ``min_repeats`` runs are done
             (the warm-up is not counted), s.
         cv_threshold: robust CV above which the result is marked not ``stable``.
+        settle: untimed runs of a callable right before each of its timed runs. Callables that
+            evict each other from the caches (a reference model with 100 MB of weights next to
+            a 1-ms candidate) otherwise time each other's leftovers: the timed run then starts
+            from its own weights and code, as a model deployed alone does.
 
     Returns:
         name -> its :class:`LatencyStats`.
     """
     _check_caps(warmup, min_repeats, max_repeats, target_cv, max_seconds)
+    if settle < 0:
+        raise ValueError(f"settle: {settle!r} must be >= 0")
     if not fns:
         raise ValueError("fns: nothing to time")
     dev = torch.device(device)
@@ -256,6 +263,8 @@ def time_interleaved(
     while active:
         shift = rnd % len(active)
         for name in active[shift:] + active[:shift]:
+            for _ in range(settle):
+                fns[name]()
             t0 = time.perf_counter()
             times[name].append(timed(fns[name]))
             spent[name] += time.perf_counter() - t0
@@ -275,6 +284,8 @@ def time_interleaved(
     )
     if len(names) > 1:
         method += f", interleaved with {len(names) - 1} other(s) round by round"
+        if settle:
+            method += f", {settle} untimed run(s) right before each timed one"
     return {
         name: summarize_times(
             times[name],

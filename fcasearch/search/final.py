@@ -8,7 +8,8 @@
   ``references.csv``; a model the runtime cannot run gets ``status=unsupported`` and no number.
 * **Final re-measurement**: when the trials are done, the Pareto set and the reference models are
   timed again together in ``--final-rounds`` interleaved rounds (every model once per round,
-  the order rotating; :func:`~fcasearch.measure.rounds.measure_rounds`). Unlike the in-search
+  the order rotating, each timed run right after an untimed one of the same model;
+  :func:`~fcasearch.measure.rounds.measure_rounds`). Unlike the in-search
   figures, which were taken one trial at a time at different moments, these are taken under the
   same conditions, so their ranking is fair. They go to ``final.json`` with the Kendall tau
   between the in-search and the final latencies of the models measured both times (1: the
@@ -277,7 +278,8 @@ class SearchMeasurements:
             "rounds": o.final_rounds,
             "method": (
                 f"{len(models)} models prepared on {o.runtime}, then timed in {o.final_rounds} "
-                "interleaved rounds (every model once per round, the order rotating), batch "
+                "interleaved rounds (every model once per round, the order rotating, each timed "
+                "run right after an untimed one of the same model), batch "
                 f"{o.latency_batch_size}, {o.latency_dtype}, device {o.device}, threads "
                 f"{o.threads or 'torch default'}; unstable ones re-measured with backoff"
             ),

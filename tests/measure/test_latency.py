@@ -1,9 +1,11 @@
-"""Latency statistics and the timing loop (no wall-clock values are asserted)."""
+"""Latency statistics and the timing loop (no wall-clock values are asserted, except that a
+20-ms sleep takes at least 20 ms and a no-op under 10 ms)."""
 
 from __future__ import annotations
 
 import math
 import statistics
+import time
 
 import pytest
 import torch
@@ -121,6 +123,31 @@ def test_interleaved_rounds_rotate_and_each_callable_keeps_its_own_runs():
     assert rounds == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
     assert set(stats) == {"a", "b", "c"} and all(s.n == 4 for s in stats.values())
     assert "interleaved with 2 other(s)" in stats["a"].method
+
+
+def test_settle_runs_each_callable_untimed_right_before_its_timed_run():
+    # a callable that is slow when another one ran just before it (its caches taken over)
+    last: list[str] = []
+
+    def make(name):
+        def run():
+            if last and last[-1] != name:
+                time.sleep(0.02)
+            last.append(name)
+
+        return run
+
+    fns = {name: make(name) for name in "abc"}  # rotating three: never one twice in a row
+    caps = {"warmup": 0, "min_repeats": 5, "max_repeats": 5, "target_cv": 0.0}
+    cold = time_interleaved(fns, **caps)
+    assert all(s.median_ms >= 20 for s in cold.values())  # each timed right after another
+    last.clear()
+    warm = time_interleaved(fns, settle=1, **caps)
+    assert all(s.median_ms < 10 for s in warm.values())  # the settle run took the hit
+    assert last[:6] == ["a", "a", "b", "b", "c", "c"] and len(last) == 30  # untimed, then timed
+    assert "1 untimed run(s) right before each timed one" in warm["a"].method
+    with pytest.raises(ValueError, match="settle"):
+        time_interleaved(fns, settle=-1)
 
 
 def test_interleaved_callables_stop_on_their_own():

@@ -23,6 +23,7 @@ def test_every_model_runs_every_round():
     for res in got.values():
         assert res.status == "ok" and res.latency.n == 4 and res.latency.attempts == 1
         assert "interleaved with 1 other(s)" in res.latency.method
+        assert "1 untimed run(s) right before each timed one" in res.latency.method  # settle
         row = res.to_dict()
         assert row["latency_ms"] > 0 and row["rounds"] == 4 and row["latency_stable"] is True
         assert row["runtime_version"].startswith("torch ")

@@ -169,6 +169,13 @@ def test_idle_session_threads_leave_the_cores_to_what_runs_next(tmp_path):
         ours.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
         == "0"
     )
-    idle_default, idle_ours = cpu_ms_while_idle(default), cpu_ms_while_idle(ours)
-    assert idle_default > 10.0, idle_default  # spinning after every run
-    assert idle_ours < 0.2 * idle_default, (idle_ours, idle_default)
+    # the control can fail to show its spinning for a moment when the other test worker keeps
+    # the second core (once in seven full runs today: 0.6 ms): measured again, up to three times
+    seen = []
+    for _ in range(3):
+        idle_default, idle_ours = cpu_ms_while_idle(default), cpu_ms_while_idle(ours)
+        seen.append((round(idle_default, 2), round(idle_ours, 2)))
+        if idle_default > 10.0:
+            break
+    assert idle_default > 10.0, f"the default session never showed its spinning: {seen}"
+    assert idle_ours < 0.2 * idle_default, seen

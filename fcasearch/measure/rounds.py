@@ -12,8 +12,9 @@ straight after it, a 1-ms ``micro`` member measured 1.53x its time alone (median
 1.09-2.16x) on a 2-core AMD EPYC, and the penalty differs from model to model, so it reorders a
 Pareto set of nearly equal candidates. With the untimed run first: 1.30x (0.83-1.46x). The other
 three members measured 1.17-1.24x with and without it: that part of the gap does not come from
-the eviction. A model whose robust CV is above
-the threshold is re-measured with backoff, the others not
+the eviction.
+
+A model whose robust CV is above the threshold is re-measured with backoff, the others not
 (:func:`~fcasearch.measure.stability.measure_stable`). A model the runtime cannot run gets
 ``status="unsupported"`` and its reason, never a number.
 """

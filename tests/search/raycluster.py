@@ -89,7 +89,8 @@ class LoopbackCluster:
 
         A port can still be taken between the check and Ray's bind (by a server another test
         starts): a start that fails on a port is cleaned up and tried again on new ports."""
-        for attempt in range(3):
+        tries = 3
+        for attempt in range(tries):
             port = free_port()
             cmd = [
                 self._ray, "start", f"--num-cpus={cpus}", f"--num-gpus={gpus}",
@@ -109,18 +110,17 @@ class LoopbackCluster:
                 self.nodes[name] = port
                 return
             text = out.stdout + out.stderr
-            if attempt < 2 and ("Address already in use" in text or "grpc server" in text):
-                # what the failed start left: every process of the cluster for the head; for a
-                # worker, its raylet (found by its port) and the raylet's children
+            if attempt < tries - 1 and ("Address already in use" in text or "grpc server" in text):
+                # what the failed start left: for a worker, its raylet (found by its port) and the
+                # raylet's children; for the head, every process of the cluster (and a new port)
                 if self.nodes:
                     raylets = pids_with(f"--node_manager_port={port}")
                     left = raylets + [c for r in raylets for c in children(r)]
                 else:
                     left = pids_with(self.temp_dir)
+                    self.port = free_port()
                 for pid in left:
                     kill(pid)
-                if not self.nodes:
-                    self.port = free_port()
                 continue
             raise RuntimeError(f"ray start ({name}) failed:\n{text[-4000:]}")
 

@@ -32,8 +32,12 @@ def relative_index(rows: int, cols: int) -> torch.Tensor:
 
     Computed once per grid on the CPU, then moved to the default device (the one a
     ``with torch.device(...)`` block sets): on the meta device each of these ops would go through
-    Python reference implementations, and building a model for counting took 20x longer."""
-    return _relative_index_cpu(rows, cols).to(torch.get_default_device())
+    Python reference implementations, and building a model for counting took 20x longer. Never an
+    inference tensor, even when first asked for under ``torch.inference_mode``: the cached index is
+    shared by every model of that grid, and one made by a model built for measuring would make a
+    later model's training fail ("Inference tensors cannot be saved for backward")."""
+    with torch.inference_mode(False):
+        return _relative_index_cpu(rows, cols).to(torch.get_default_device())
 
 
 @functools.lru_cache(maxsize=8)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fcasearch.models import attention_impl, build_model, fuse_for_inference, get_spec
-from fcasearch.models.fca import FcaBlock, relative_index
+from fcasearch.models.fca import FcaBlock, _relative_index_cpu, relative_index
 from fcasearch.spec import ArchSpec, StageSpec
 
 
@@ -141,6 +141,18 @@ def test_model_built_under_inference_mode_runs_and_tracks_its_tables():
     reference.load_state_dict(model.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(after, reference(x))
+
+
+def test_a_model_built_for_measuring_first_does_not_break_training_later():
+    # the bias index is cached per grid and shared: the first model of a grid here is built under
+    # inference_mode (as a measurement builds it), the next one trains
+    spec = get_spec("fcaformer_nano", img_size=96)
+    _relative_index_cpu.cache_clear()
+    with torch.inference_mode():
+        build_model(spec).eval()(torch.randn(1, 3, 96, 96))
+    model = build_model(spec).train()
+    model(torch.randn(2, 3, 96, 96)).sum().backward()
+    assert _block(model).attention_biases.grad is not None
 
 
 def test_outputs_follow_load_state_dict():

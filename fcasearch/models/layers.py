@@ -151,23 +151,27 @@ def gelu_map(x: torch.Tensor) -> torch.Tensor:
 
 
 # The MLP branches (LayerNorm, Linear d -> 4d, GELU, Linear 4d -> d) treat every token or pixel on
-# its own, so they can run on chunks of rows: each chunk's 4d-wide hidden activations (the largest
-# tensors of a forward) then stay in a core's cache between the ops, and no large buffer is
-# allocated afresh (and page-faulted) on every call. The chunks hold up to this many hidden
-# values (2 MiB of float32: half of it per core on two threads). Measured on a 2-core AMD EPYC, one
-# thread, CPU time: FcaFormer-L1 at batch 8 in 0.89 of the unchunked time, batch 1 unchanged.
+# its own, so CPU inference can run them on chunks of rows: each chunk's 4d-wide hidden activations
+# (the largest tensors of a forward) then stay in a core's cache between the ops, and no large
+# buffer is allocated afresh (and page-faulted) on every call. The chunks hold up to this many
+# hidden values (2 MiB of float32: half of it per core on two threads). Measured on a 2-core AMD
+# EPYC, one thread, CPU time: FcaFormer-L1 at batch 8 in 0.89 of the unchunked time, batch 1
+# unchanged. Nowhere else: on a GPU every chunk is more kernel launches (L1 at batch 64 on an H200
+# launched 17x the GEMMs and took 53 ms against 18 ms for a CUDA graph of the same forward), and in
+# training autograd keeps every chunk's activations anyway (micro members' CPU training steps took
+# 1.00-1.05x the unchunked time).
 HIDDEN_CHUNK = 1 << 19
 
 
 def in_row_chunks(
     fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, hidden: int
 ) -> torch.Tensor:
-    """``fn(x)`` for a row-wise ``fn`` over ``x`` of shape ``(..., d)``, computed on chunks of rows
-    of at most ``HIDDEN_CHUNK // hidden`` rows (``hidden``: the width of ``fn``'s largest
-    intermediate) and concatenated."""
+    """``fn(x)`` for a row-wise ``fn`` over ``x`` of shape ``(..., d)``; in CPU inference (no
+    autograd) computed on chunks of at most ``HIDDEN_CHUNK // hidden`` rows (``hidden``: the width
+    of ``fn``'s largest intermediate) and concatenated, elsewhere in one call."""
     rows = max(1, HIDDEN_CHUNK // hidden)
     flat = x.reshape(-1, x.shape[-1])  # (rows, d)
-    if flat.shape[0] <= rows:
+    if flat.shape[0] <= rows or x.device.type != "cpu" or torch.is_grad_enabled():
         return fn(x)
     return torch.cat([fn(chunk) for chunk in flat.split(rows)]).view(*x.shape[:-1], -1)
 

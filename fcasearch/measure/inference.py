@@ -8,7 +8,12 @@
    gives that runtime's row ``status="unsupported"`` and the reason; then its inference peak
    memory;
 4. latency of every prepared runtime, side by side in interleaved rounds, re-measured with
-   backoff while unstable (:mod:`~fcasearch.measure.stability`);
+   backoff while unstable (:mod:`~fcasearch.measure.stability`). With more than one runtime each
+   timed run comes right after an untimed run on the same runtime (``settle=1``): each runtime
+   holds its own copy of the weights, and timed straight after the other one's run, FcaFormer-L1
+   (batch 1, 2 threads, 2-core AMD EPYC) took 1.12-1.21x its time alone on ONNX Runtime, so
+   onnxruntime/eager read 0.61-0.65 against 0.54-0.59 timed alone; with the untimed run first,
+   0.54-0.57 (each runtime 0.96-1.01x its time alone);
 5. energy per image over a separate window of back-to-back batches (NVML, CUDA only).
 
 Steps 4 and 5 alone run inside ``opts["exclusive"]()`` (``measure_costs(exclusive=...)``): a
@@ -150,13 +155,15 @@ def _prepare_one(
 
 
 def _latency(ready: dict[str, tuple[CostResult, Callable[[], object]]], dev, opts) -> None:
+    side_by_side = len(ready) > 1
     stats = measure_stable(
         {name: run for name, (_, run) in ready.items()},
         device=dev,
         policy=opts["stability"],
+        settle=1 if side_by_side else 0,
         **opts["timing"],
     )
-    side = f"; interleaved with {', '.join(ready)}" if len(ready) > 1 else ""
+    side = f"; interleaved with {', '.join(ready)}" if side_by_side else ""
     for name, (res, _) in ready.items():
         s = stats[name]
         res.latency = s

@@ -167,6 +167,12 @@ def test_not_a_model_is_refused():
         measure_cost({"stages": []})
 
 
+def test_one_runtime_is_timed_without_untimed_runs_between(nano):
+    # the settling run is for runtimes side by side; alone, each timed run follows its own
+    res = measure_cost(nano, energy=False, memory=False, **FAST)
+    assert res.ok and "untimed" not in res.latency.method
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")
 def test_cuda_without_gpu_says_why(nano):
     with pytest.raises(ValueError, match=r"device: 'cuda'.*use --device cpu"):
@@ -251,8 +257,10 @@ def test_only_the_timed_runs_hold_the_exclusive_section():
     )
     assert eager.ok and onnx.ok, (eager.reason, onnx.reason)
     assert state["entered"] == 1
-    # inside: eager's warm-up and timed runs, nothing else (ONNX Runtime runs its own graph)
-    assert forwards.count(True) == eager.latency.warmup + eager.latency.n
+    # inside: eager's warm-up, timed runs and the untimed run right before each timed one (two
+    # runtimes side by side), nothing else (ONNX Runtime runs its own graph)
+    assert "1 untimed run(s) right before each timed one" in eager.latency.method
+    assert forwards.count(True) == eager.latency.warmup + 2 * eager.latency.n
     # outside: training-step memory, eager's first call, the export's trace, the checks
     assert forwards.count(False) >= 4
     assert "exported by torch.onnx" in onnx.notes["runtime"]

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The CUDA paths in one short run on a GPU machine: the `gpu` tests, `fcasearch profile` on CUDA
+# (eager against compile side by side, fp32 and bf16, the ONNX Runtime provider check), and a
+# short `--device cuda` search with its final rounds and report. Steps run one after another
+# (nothing is timed while something else uses the GPU); each has its own time limit, so a hang
+# costs one step, and the script goes on to the next.
+#
+#   bench/gpu_check.sh OUT_DIR [PART]   PART: all (default) | tests | profile | search | cpu
+#
+# `cpu` (not part of `all`) runs bench/model_speed.py on two of the machine's cores instead: the
+# GPU machine's CPU is another CPU to measure the eager-against-reference ratio on.
+#
+# On an H200 (2026-12-04) `all` took about 6 minutes, `cpu` 72 s.
+#
+# Writes OUT_DIR/machine.txt, one log per step and OUT_DIR/results.tgz (profile CSV/JSON and the
+# search's run directory). Python: $PYTHON (default python3) with fcasearch importable.
+set -u
+out=${1:?usage: bench/gpu_check.sh OUT_DIR [all|tests|profile|search|cpu]}
+part=${2:-all}
+py=${PYTHON:-python3}
+mkdir -p "$out"
+work=$(mktemp -d)
+export PYTHONUNBUFFERED=1
+
+step() {  # step NAME SECONDS CMD...: run CMD with a time limit, appended to OUT_DIR/NAME.log
+    local name=$1 limit=$2
+    shift 2
+    local t0=$SECONDS
+    {
+        echo "== $name (limit ${limit}s): $*"
+        timeout --kill-after=10 "$limit" "$@" 2>&1
+        echo "== $name: exit $? after $((SECONDS - t0)) s"
+    } >"$work/step.log"
+    cat "$work/step.log" >>"$out/$name.log"
+    head -n 1 "$work/step.log"
+    tail -n 20 "$work/step.log"
+}
+
+{
+    date -u
+    nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit --format=csv
+    lscpu | grep -E "Model name|Vendor ID|^CPU\(s\)|Thread|Flags" | cut -c1-300
+    "$py" -c "import torch, onnxruntime as o; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0)); print('onnxruntime', o.__version__, o.get_available_providers())"
+} >"$out/machine.txt" 2>&1
+cat "$out/machine.txt"
+
+if [[ $part == all || $part == tests ]]; then
+    # every gpu-marked test outside the Ray-only modules, then the NVML tests and the runtime
+    # registry's provider checks (which skip or pass according to what is installed)
+    step tests 150 "$py" -m pytest -q -p no:cacheprovider -n 4 -m gpu tests/measure \
+        tests/train/test_trainer.py tests/search/test_local_search.py
+    step tests 45 "$py" -m pytest -q -p no:cacheprovider -rs tests/measure/test_energy.py \
+        tests/runtime/test_registry.py
+fi
+
+if [[ $part == all || $part == profile ]]; then
+    p="$py -m fcasearch profile"
+    step profile 150 $p fcaformer_l1 --device cuda --runtime eager,compile --batch-sizes 1,64 \
+        --no-energy --out "$work/profile_runtimes.csv"
+    step profile 150 $p fcaformer_l1 fcaformer_l2 convnext_tiny --device cuda --batch-sizes 1,64 \
+        --dtypes fp32,bf16 --out "$work/profile_dtypes.csv"
+    step profile 50 $p fcaformer_l1 --device cuda --batch-sizes 1,64 --cuda-graph \
+        --out "$work/profile_graph.csv"
+    step profile 40 $p fcaformer_l1 --device cuda --runtime onnxruntime
+fi
+
+if [[ $part == all || $part == search ]]; then
+    step search 150 "$py" search.py --space search_spaces/micro.yaml --device cuda \
+        --n-trials 8 --final-rounds 5 --no-progress --out "$work/cuda_search"
+fi
+
+if [[ $part == cpu ]]; then
+    rt=()
+    chrt -f 50 true 2>/dev/null && rt=(chrt -f 50)
+    step cpu 300 "${rt[@]}" taskset -c 2,3 "$py" bench/model_speed.py --runtimes eager,onnxruntime \
+        --rounds 5
+fi
+
+tar -czf "$out/results.tgz" -C "$work" . 2>/dev/null
+ls -la "$out"

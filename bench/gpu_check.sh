@@ -14,6 +14,13 @@
 #
 # Writes OUT_DIR/machine.txt, one log per step and OUT_DIR/results.tgz (profile CSV/JSON and the
 # search's run directory). Python: $PYTHON (default python3) with fcasearch importable.
+#
+# On a lent device machine whose image has torch, onnxruntime, pandas, seaborn and pytest but not
+# our other dependencies, carry them as wheels (pip download for cp312 here; fvcore and iopath
+# have no wheels: pip wheel them): optuna, sqlalchemy, alembic, mako, colorlog, fvcore, iopath,
+# yacs, termcolor, moocore, cffi, pycparser, platformdirs; install them with
+# `pip install --no-deps --target DIR` and put DIR and the repository on PYTHONPATH. Ray's wheel
+# (79 MB) is too large to carry, so the Ray modules are left out of the tests here.
 set -u
 out=${1:?usage: bench/gpu_check.sh OUT_DIR [all|tests|profile|search|cpu]}
 part=${2:-all}

@@ -102,9 +102,13 @@ def deployable(model: nn.Module) -> tuple[nn.Module, str]:
         if getattr(model, "fused", False):
             return model.eval(), "eval, already fused for inference"
         # An untrained model's late activations are denormal floats on CPU (slow); BN statistics
-        # from random inputs give trained-like scales (see calibrate_batchnorm).
+        # from random inputs give trained-like scales (see calibrate_batchnorm). One pass is
+        # enough: in train mode each BN normalizes by its batch's statistics within that pass, so
+        # every later layer already sees unit-scale inputs (L1's last features: std 1.03 after
+        # one pass, 1.01 after three); three passes took 3.4x as long (L1 at 224 px: 1.07 s
+        # against 0.32 s on one core; a micro member 16 against 3 ms).
         model = fuse_for_inference(
-            calibrate_batchnorm(model, generator=torch.Generator().manual_seed(0))
+            calibrate_batchnorm(model, steps=1, generator=torch.Generator().manual_seed(0))
         )
         return model.eval(), (
             "eval, BN statistics calibrated on random inputs, fuse_for_inference (Conv-BN and "

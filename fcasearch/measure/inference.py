@@ -155,15 +155,14 @@ def _prepare_one(
 
 
 def _latency(ready: dict[str, tuple[CostResult, Callable[[], object]]], dev, opts) -> None:
-    side_by_side = len(ready) > 1
     stats = measure_stable(
         {name: run for name, (_, run) in ready.items()},
         device=dev,
         policy=opts["stability"],
-        settle=1 if side_by_side else 0,
+        settle=1,  # runtimes side by side (module docstring); one alone gets none
         **opts["timing"],
     )
-    side = f"; interleaved with {', '.join(ready)}" if side_by_side else ""
+    side = f"; interleaved with {', '.join(ready)}" if len(ready) > 1 else ""
     for name, (res, _) in ready.items():
         s = stats[name]
         res.latency = s

@@ -238,7 +238,8 @@ def time_interleaved(
         settle: untimed runs of a callable right before each of its timed runs. Callables that
             evict each other from the caches (a reference model with 100 MB of weights next to
             a 1-ms candidate) otherwise time each other's leftovers: the timed run then starts
-            from its own weights and code, as a model deployed alone does.
+            from its own weights and code, as a model deployed alone does. A single callable
+            gets none: nothing else runs between its runs.
 
     Returns:
         name -> its :class:`LatencyStats`.
@@ -251,6 +252,8 @@ def time_interleaved(
     dev = torch.device(device)
     timed = _timer(dev)
     names = list(fns)
+    if len(names) == 1:
+        settle = 0  # each run already follows one of its own
     for _ in range(warmup):
         for name in names:
             fns[name]()
@@ -284,8 +287,8 @@ def time_interleaved(
     )
     if len(names) > 1:
         method += f", interleaved with {len(names) - 1} other(s) round by round"
-        if settle:
-            method += f", {settle} untimed run(s) right before each timed one"
+    if settle:
+        method += f", {settle} untimed run(s) right before each timed one"
     return {
         name: summarize_times(
             times[name],

@@ -146,6 +146,9 @@ def test_settle_runs_each_callable_untimed_right_before_its_timed_run():
     assert all(s.median_ms < 10 for s in warm.values())  # the settle run took the hit
     assert last[:6] == ["a", "a", "b", "b", "c", "c"] and len(last) == 30  # untimed, then timed
     assert "1 untimed run(s) right before each timed one" in warm["a"].method
+    last.clear()
+    alone = time_interleaved({"a": fns["a"]}, settle=1, **caps)  # nothing runs in between
+    assert len(last) == 5 and "untimed" not in alone["a"].method
     with pytest.raises(ValueError, match="settle"):
         time_interleaved(fns, settle=-1)
 

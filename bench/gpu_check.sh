@@ -39,7 +39,6 @@ step() {  # step NAME SECONDS CMD...: run CMD with a time limit, appended to OUT
         echo "== $name: exit $? after $((SECONDS - t0)) s"
     } >"$work/step.log"
     cat "$work/step.log" >>"$out/$name.log"
-    head -n 1 "$work/step.log"
     tail -n 20 "$work/step.log"
 }
 

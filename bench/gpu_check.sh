@@ -5,7 +5,13 @@
 # (nothing is timed while something else uses the GPU); each has its own time limit, so a hang
 # costs one step, and the script goes on to the next.
 #
-#   bench/gpu_check.sh OUT_DIR [PART]   PART: all (default) | tests | profile | search | cpu
+#   bench/gpu_check.sh OUT_DIR [PART...]
+#       PART: all (default: tests profile search) | tests | profile | search | ray | isolation | cpu
+#
+# `ray` runs the search on a local Ray with two trials sharing the GPU (--gpus-per-trial 0.5) and
+# prints where each trial ran and its latency CV; `isolation` runs bench/measure_isolation.py on
+# CUDA (latency CV of a candidate while two processes train on the same GPU, with the device lock
+# against without).
 #
 # `cpu` (not part of `all`) runs bench/model_speed.py on two of the machine's cores instead: the
 # GPU machine's CPU is another CPU to measure the eager-against-reference ratio on.
@@ -22,8 +28,11 @@
 # `pip install --no-deps --target DIR` and put DIR and the repository on PYTHONPATH. Ray's wheel
 # (79 MB) is too large to carry, so the Ray modules are left out of the tests here.
 set -u
-out=${1:?usage: bench/gpu_check.sh OUT_DIR [all|tests|profile|search|cpu]}
-part=${2:-all}
+out=${1:?usage: bench/gpu_check.sh OUT_DIR [all|tests|profile|search|ray|isolation|cpu]...}
+shift
+parts=" ${*:-all} "
+[[ $parts == *" all "* ]] && parts+=" tests profile search "
+want() { [[ $parts == *" $1 "* ]]; }
 py=${PYTHON:-python3}
 mkdir -p "$out"
 work=$(mktemp -d)
@@ -50,7 +59,7 @@ step() {  # step NAME SECONDS CMD...: run CMD with a time limit, appended to OUT
 } >"$out/machine.txt" 2>&1
 cat "$out/machine.txt"
 
-if [[ $part == all || $part == tests ]]; then
+if want tests; then
     # every gpu-marked test outside the Ray-only modules, then the NVML tests and the runtime
     # registry's provider checks (which skip or pass according to what is installed)
     step tests 150 "$py" -m pytest -q -p no:cacheprovider -n 4 -m gpu tests/measure \
@@ -59,23 +68,44 @@ if [[ $part == all || $part == tests ]]; then
         tests/runtime/test_registry.py
 fi
 
-if [[ $part == all || $part == profile ]]; then
+if want profile; then
     p="$py -m fcasearch profile"
     step profile 150 $p fcaformer_l1 --device cuda --runtime eager,compile --batch-sizes 1,64 \
         --no-energy --out "$work/profile_runtimes.csv"
-    step profile 150 $p fcaformer_l1 fcaformer_l2 convnext_tiny --device cuda --batch-sizes 1,64 \
+    step profile 100 $p fcaformer_l1 fcaformer_l2 --device cuda --batch-sizes 1,64 \
         --dtypes fp32,bf16 --out "$work/profile_dtypes.csv"
     step profile 50 $p fcaformer_l1 --device cuda --batch-sizes 1,64 --cuda-graph \
         --out "$work/profile_graph.csv"
     step profile 40 $p fcaformer_l1 --device cuda --runtime onnxruntime
 fi
 
-if [[ $part == all || $part == search ]]; then
+if want search; then
     step search 150 "$py" search.py --space search_spaces/micro.yaml --device cuda \
         --n-trials 8 --final-rounds 5 --no-progress --out "$work/cuda_search"
 fi
 
-if [[ $part == cpu ]]; then
+if want ray; then
+    # two trials at a time on the one GPU, each given half of it by Ray; latency measured in the
+    # trials under the device lock, the final rounds as Ray tasks
+    step ray 240 "$py" search.py --space search_spaces/micro.yaml --executor ray --device cuda \
+        --gpus-per-trial 0.5 --cpus-per-trial 2 --max-concurrent 2 --n-trials 6 --final-rounds 3 \
+        --no-progress --out "$work/ray_search"
+    step ray 30 "$py" -c "
+import pathlib, pandas as pd, sys
+run = pathlib.Path(sys.argv[1])
+df = pd.read_parquet(run / 'trials.parquet') if (run / 'trials.parquet').exists() else pd.read_csv(run / 'trials.csv')
+cols = [c for c in ('trial', 'status', 'device', 'cuda_visible_devices', 'latency_ms',
+                    'latency_cv', 'latency_stable', 'latency_attempts', 'train_seconds',
+                    'measure_seconds') if c in df]
+print(df[cols].to_string(index=False))" "$work/ray_search"
+fi
+
+if want isolation; then
+    step isolation 150 "$py" bench/measure_isolation.py --device cuda --trainers 2 --cells 8 \
+        --train-batch 512
+fi
+
+if want cpu; then
     rt=()
     chrt -f 50 true 2>/dev/null && rt=(chrt -f 50)
     step cpu 300 "${rt[@]}" taskset -c 2,3 "$py" bench/model_speed.py --runtimes eager,onnxruntime \

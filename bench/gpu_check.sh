@@ -16,7 +16,8 @@
 # `cpu` (not part of `all`) runs bench/model_speed.py on two of the machine's cores instead: the
 # GPU machine's CPU is another CPU to measure the eager-against-reference ratio on.
 #
-# On an H200 (2026-12-04) `all` took about 6 minutes, `cpu` 72 s.
+# On an H200 (2026-12-04): tests 80 s, profile 160 s, search 67 s, ray 115 s, isolation 20 s,
+# cpu 72 s.
 #
 # Writes OUT_DIR/machine.txt, one log per step and OUT_DIR/results.tgz (profile CSV/JSON and the
 # search's run directory). Python: $PYTHON (default python3) with fcasearch importable.
@@ -26,7 +27,10 @@
 # have no wheels: pip wheel them): optuna, sqlalchemy, alembic, mako, colorlog, fvcore, iopath,
 # yacs, termcolor, moocore, cffi, pycparser, platformdirs; install them with
 # `pip install --no-deps --target DIR` and put DIR and the repository on PYTHONPATH. Ray's wheel
-# (79 MB) is too large to carry, so the Ray modules are left out of the tests here.
+# (79 MB) alone is over a 64 MiB transfer limit: unpacked without its Java jars, rllib, serve and
+# dashboard client, binaries stripped, with its small dependencies, it packs into a 53 MB
+# tar.xz (the image's own pyarrow serves Tune); add that folder to the end of PYTHONPATH. The Ray
+# test modules are left out of `tests` (they need no GPU); `ray` runs a real search instead.
 set -u
 out=${1:?usage: bench/gpu_check.sh OUT_DIR [all|tests|profile|search|ray|isolation|cpu]...}
 shift

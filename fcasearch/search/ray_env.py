@@ -41,6 +41,7 @@ __all__ = [
     "ADDRESS_TIMEOUT_S",
     "LOOPBACK_REPORT_URL",
     "check_address",
+    "check_ray_tune",
     "local_ray_env",
     "process_auth_token",
     "ray_session",
@@ -57,6 +58,25 @@ def ray_temp_dir(run_root: Path) -> Path:
     and short enough for Ray's unix socket paths)."""
     digest = hashlib.sha1(str(run_root.resolve()).encode()).hexdigest()[:10]
     return Path(tempfile.gettempdir()) / f"fcs-ray-{digest}"
+
+
+def check_ray_tune() -> None:
+    """Raise :class:`SearchError` (one line) when Ray Tune does not import here, before a run
+    writes anything. ``ray[tune]`` is a dependency of fcasearch, so this is a partial or broken
+    install: ``ray`` without the ``tune`` extra, or a ``pyarrow`` that does not load (on a GPU
+    machine a trimmed ``pyarrow`` missing one of its libraries showed as Ray's "Can't import
+    ray.tune as some dependencies are missing", after the run folder and study were made)."""
+    from fcasearch.search.options import SearchError
+
+    try:
+        import ray.tune  # noqa: F401
+    except ImportError as exc:
+        cause = exc.__cause__ or exc.__context__
+        detail = f"{exc}" + (f" ({type(cause).__name__}: {cause})" if cause else "")
+        raise SearchError(
+            f"--executor ray: Ray Tune does not import here: {detail}; install it with "
+            "pip install 'ray[tune]' (or use --executor local)"
+        ) from None
 
 
 def check_address(address: str, timeout_s: float = ADDRESS_TIMEOUT_S) -> None:

@@ -181,10 +181,12 @@ def run_search(
         space_dict = space.to_dict()
     else:
         space = load_space(space_dict, source=f"{run.run_yaml} (space)")
-    if options.executor == "ray" and options.address is not None:
-        from fcasearch.search.ray_env import check_address
+    if options.executor == "ray":
+        from fcasearch.search.ray_env import check_address, check_ray_tune
 
-        check_address(options.address)  # before anything is written: a bounded wait, one line
+        check_ray_tune()  # before anything is written
+        if options.address is not None:
+            check_address(options.address)  # a bounded wait, one line
     # On a Ray cluster the trials run (and are fingerprinted) on its workers: this driver's
     # machine, often a head node without a GPU, needs none.
     remote = options.executor == "ray" and options.address is not None

@@ -60,6 +60,19 @@ def test_a_malformed_ray_address(tiny_space, search_args, tmp_path, capsys):
     assert "expected auto, HOST:PORT" in capsys.readouterr().err
 
 
+def test_ray_tune_that_does_not_import(tiny_space, search_args, tmp_path, capsys, monkeypatch):
+    """A partial install (ray without its tune extra, or a pyarrow that does not load): one line
+    naming the fix, before anything is written (it was a traceback after the run was made)."""
+    monkeypatch.setitem(sys.modules, "ray.tune", None)  # `import ray.tune` now raises ImportError
+    out = tmp_path / "run"
+    assert main(search_args(tiny_space, out, "--executor", "ray")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "--executor ray: Ray Tune does not import here" in err
+    assert "pip install 'ray[tune]'" in err
+    assert not out.exists()
+
+
 def test_python_dash_m_fcasearch_is_the_console_script():
     done = subprocess.run(
         [sys.executable, "-m", "fcasearch", "search", "--help"],

@@ -92,7 +92,7 @@ if want ray; then
     # two trials at a time on the one GPU, each given half of it by Ray; latency measured in the
     # trials under the device lock, the final rounds as Ray tasks
     step ray 240 "$py" search.py --space search_spaces/micro.yaml --executor ray --device cuda \
-        --gpus-per-trial 0.5 --cpus-per-trial 2 --max-concurrent 2 --n-trials 6 --final-rounds 3 \
+        --gpus-per-trial 0.5 --cpus-per-trial 2 --max-concurrent 2 --n-trials 6 --final-rounds 5 \
         --no-progress --out "$work/ray_search"
     step ray 30 "$py" -c "
 import pathlib, pandas as pd, sys

@@ -20,6 +20,11 @@ the time threads spend waiting for each other); the CPU vendor and model; the ru
 Target (issue 19): eager >= 1.3x the reference-style forward at batch 1 and 8 for L1 and L2 at
 224 px on 2 threads.
 
+``eager-sgemm`` (left out with ``--no-sgemm``) is eager with every Linear on the BLAS sgemm
+(``get_runtime("eager", pointwise_conv=False)``), beside eager, which runs its large Linear
+layers as 1x1 convolutions on CPU (:mod:`fcasearch.runtime.eager`): its line says what that
+choice gains or loses on the CPU the bench runs on.
+
 Memory: a forward's temporary buffers come from the C allocator. With glibc's defaults, large
 blocks are ``mmap``-ed and returned on free, so each call may page-fault them in afresh; how often
 depends on glibc's adaptive threshold and thus on what ran before. ``--malloc keep`` makes glibc
@@ -54,10 +59,11 @@ from fcasearch.runtime import RuntimeUnavailable, UnsupportedModel, get_runtime,
 
 MODELS = {"L1": "fcaformer_l1", "L2": "fcaformer_l2"}
 REFERENCE = "reference-style"
+SGEMM = "eager-sgemm"  # eager with every Linear on the BLAS sgemm (pointwise_conv=False)
 
 
 def prepare_case(
-    spec, batch: int, runtimes: list[str]
+    spec, batch: int, runtimes: list[str], sgemm: bool = False
 ) -> tuple[dict[str, Callable[[], object]], dict[str, str]]:
     """The callables of one case (each runtime and the reference-style forward) and a note on
     each runtime (version and max abs diff vs eager, or why it is missing)."""
@@ -82,6 +88,10 @@ def prepare_case(
             else f", max |diff| vs eager {prepared.max_abs_diff:.1e}"
         )
         notes[name] = f"{prepared.version}{diff}, prepared in {prepared.setup_seconds:.0f} s"
+    if sgemm:
+        prepared = get_runtime("eager", pointwise_conv=False).prepare(copy.deepcopy(model), x)
+        fns[SGEMM] = prepared.run
+        notes[SGEMM] = f"{prepared.version} (pointwise_conv=False)"
     fns[REFERENCE] = lambda: ref(x)
     return fns, notes
 
@@ -150,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median reported)")
     ap.add_argument("--repeats", type=int, default=5, help="timed calls of each form per round")
     ap.add_argument("--target", type=float, default=1.3)
+    ap.add_argument(
+        "--no-sgemm",
+        action="store_true",
+        help=f"leave out {SGEMM!r} (eager with every Linear on the BLAS sgemm, not as a 1x1 conv)",
+    )
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, 2 repeats, 64 px")
     ap.add_argument(
         "--malloc",
@@ -174,13 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     for tag in args.models:
         spec = get_spec(MODELS[tag], img_size=args.img)
         for b in args.batches:
-            fns, notes = prepare_case(spec, b, runtimes)
-            for name in runtimes:
+            fns, notes = prepare_case(spec, b, runtimes, sgemm=not args.no_sgemm)
+            forms = runtimes + ([] if args.no_sgemm else [SGEMM])
+            for name in forms:
                 print(f"{tag} b{b}: {name}: {notes[name]}", flush=True)
             times, cpu_times = interleave(fns, args.rounds, args.repeats)
             head = f"{tag} b{b} fp32 {args.img}px {args.threads} threads"
             ref_ms = statistics.median(times[REFERENCE]) * 1e3
-            for name in runtimes:
+            for name in forms:
                 if name not in times:
                     lines.append(f"{head} | {name}: {notes[name]} | {cpu}")
                     continue

@@ -141,7 +141,7 @@ class Runtime(ABC):
 
     def __init__(self, **options: Any) -> None:
         if options:
-            raise ValueError(f"runtime {self.name!r} takes no options; got {sorted(options)}")
+            raise ValueError(f"runtime {self.name!r} has no option(s) {sorted(options)}")
 
     @property
     @abstractmethod

@@ -75,9 +75,10 @@ def test_quick_run_prints_a_ratio_line_per_runtime_with_the_cpu() -> None:
     ).stdout
     assert "L1 b1: onnxruntime: onnxruntime " in out and "max |diff| vs eager" in out
     lines = [line for line in out.splitlines() if line.startswith("L1 b1 fp32 64px 1 threads")]
-    eager, ort = lines
+    eager, ort, sgemm = lines
     assert "| eager " in eager and "vs reference-style" in eager and "target >= 1.3x" in eager
     assert "| onnxruntime " in ort and "| vs eager: " in ort
+    assert "| eager-sgemm " in sgemm and "| vs eager: " in sgemm and "pointwise_conv=False" in sgemm
     assert all("| CPU " in line for line in lines)
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fcasearch.models import build_model, calibrate_batchnorm, get_spec
 from fcasearch.runtime import get_runtime, inference_form
+from fcasearch.runtime.eager import ConvLinear, linear, use_conv
 
 
 def test_eager_folds_an_fcaformer_and_computes_the_same_function():
@@ -33,3 +36,121 @@ def test_a_reference_model_runs_as_built_in_eval():
     assert same is model and not model.training and note == "eval, as built (no folded form)"
     prepared = get_runtime("eager").prepare(model, torch.randn(1, 3, 8, 8))
     assert "as built" in prepared.note
+
+
+# Large Linear layers as 1x1 convolutions in CPU inference (fcasearch.runtime.eager)
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def _conv_calls(monkeypatch) -> list[tuple[int, ...]]:
+    calls: list[tuple[int, ...]] = []
+    real = F.conv2d
+
+    def spy(x, *args, **kwargs):
+        calls.append(tuple(x.shape))
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(F, "conv2d", spy)
+    return calls
+
+
+def test_a_large_linear_runs_as_a_convolution_with_the_same_result(two_threads, monkeypatch):
+    calls = _conv_calls(monkeypatch)
+    x, w, b = torch.randn(2, 100, 192), torch.randn(768, 192), torch.randn(768)
+    with torch.inference_mode():
+        assert use_conv(x, 768)  # 200 rows, 29.5M multiply-adds
+        got = linear(x, w, b)
+        want = F.linear(x, w, b)
+    assert calls == [(1, 192, 200, 1)] and got.shape == (2, 100, 768)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    with torch.inference_mode():  # without bias, and a 2-D input
+        torch.testing.assert_close(linear(x[0], w, None), F.linear(x[0], w), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("case", "x", "out"),
+    [
+        ("too few rows", torch.randn(1, 100, 192), 768),  # 100 rows
+        ("too little work", torch.randn(1, 256, 64), 64),  # 1M multiply-adds
+        ("float64", torch.randn(1, 256, 192, dtype=torch.float64), 768),
+        ("bfloat16", torch.randn(1, 256, 192, dtype=torch.bfloat16), 768),
+        ("meta device", torch.empty(1, 256, 192, device="meta"), 768),
+    ],
+)
+def test_where_a_linear_stays_on_the_sgemm(case, x, out, two_threads):
+    with torch.inference_mode():
+        assert not use_conv(x, out), case
+
+
+def test_training_one_thread_and_tracing_keep_the_sgemm(monkeypatch):
+    x = torch.randn(1, 256, 192)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert not use_conv(x, 768)  # autograd on: training is never converted
+        with torch.no_grad():
+            assert use_conv(x, 768)
+            layer = ConvLinear.sharing(nn.Linear(192, 768))
+            traced = torch.jit.trace(layer, x)  # fvcore counts and the ONNX export trace
+        kinds = {n.kind() for n in traced.graph.nodes()}
+        assert "aten::linear" in kinds and "aten::_convolution" not in kinds
+        torch.set_num_threads(1)
+        with torch.no_grad():
+            assert not use_conv(x, 768)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_compiling_sees_the_linear(two_threads):
+    """torch.compile (and export) trace F.linear, so Inductor and the exporters get the graph they
+    know; only eager execution takes the convolution."""
+    seen: list[str] = []
+
+    def backend(gm, example_inputs):
+        seen.extend(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+        return gm.forward
+
+    layer = ConvLinear.sharing(nn.Linear(192, 768))
+    with torch.no_grad():
+        torch.compile(layer, backend=backend, fullgraph=True)(torch.randn(1, 256, 192))
+    assert any("linear" in t for t in seen) and not any("conv" in t for t in seen), seen
+
+
+def test_the_eager_runtime_converts_linears_and_shares_their_parameters(two_threads, monkeypatch):
+    model = nn.Sequential(nn.Linear(192, 768), nn.GELU(), nn.Linear(768, 192), nn.Linear(192, 3))
+    x = torch.randn(1, 300, 192)
+    with torch.inference_mode():
+        want = model(x)
+    weight, keys = model[0].weight, list(model.state_dict())
+    prepared = get_runtime("eager").prepare(model, x)
+    assert all(type(m) is ConvLinear for m in (model[0], model[2], model[3]))
+    assert model[0].weight is weight and list(model.state_dict()) == keys
+    assert "1x1 convolutions (oneDNN)" in prepared.note
+    calls = _conv_calls(monkeypatch)
+    torch.testing.assert_close(prepared(x), want, rtol=1e-5, atol=1e-5)
+    assert len(calls) == 2  # the two large layers; 300x192 by 192x3 stays on the sgemm
+
+    plain = nn.Sequential(nn.Linear(192, 768))
+    prepared = get_runtime("eager", pointwise_conv=False).prepare(plain, x)
+    assert type(plain[0]) is nn.Linear and "1x1" not in prepared.note
+    with pytest.raises(ValueError, match="pointwise_conv"):
+        get_runtime("eager", pointwise_conv="yes")
+
+
+def test_the_onnx_export_of_a_converted_model_has_no_convolution(two_threads):
+    onnx = pytest.importorskip("onnx")
+    import io
+
+    layer = ConvLinear.sharing(nn.Linear(192, 768))
+    buf = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(layer, (torch.randn(1, 256, 192),), buf, dynamo=False)
+    ops = {n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node}
+    assert "Conv" not in ops and ops & {"MatMul", "Gemm"}, ops

@@ -4,7 +4,8 @@ A runtime prepares a model and an example input and returns a :class:`Prepared` 
 note on what ran and how, and the runtime's version). The registry:
 
 * ``eager``: PyTorch eager mode, ``torch.inference_mode``, the folded form (the default, and the
-  reference every other runtime is checked against);
+  reference every other runtime is checked against; large float32 Linear layers run as 1x1
+  convolutions on a multi-threaded CPU, see :mod:`fcasearch.runtime.eager`);
 * ``compile``: ``torch.compile`` / Inductor with frozen weights;
 * ``onnxruntime``: ``torch.onnx`` export run in an ONNX Runtime session;
 * ``tensorrt``: Torch-TensorRT, where it is installed (NVIDIA GPUs).

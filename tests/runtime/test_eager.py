@@ -71,7 +71,11 @@ def test_a_large_linear_runs_as_a_convolution_with_the_same_result(two_threads, 
     assert calls == [(1, 192, 200, 1)] and got.shape == (2, 100, 768)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     with torch.inference_mode():  # without bias, and a 2-D input
-        torch.testing.assert_close(linear(x[0], w, None), F.linear(x[0], w), rtol=1e-5, atol=1e-5)
+        flat = x.reshape(200, 192)
+        torch.testing.assert_close(linear(flat, w, None), F.linear(flat, w), rtol=1e-5, atol=1e-5)
+        wt = torch.randn(192, 768).t()  # a weight that is a transposed view
+        torch.testing.assert_close(linear(x, wt, b), F.linear(x, wt, b), rtol=1e-5, atol=1e-5)
+    assert calls == [(1, 192, 200, 1)] * 3
 
 
 @pytest.mark.parametrize(
@@ -87,6 +91,14 @@ def test_a_large_linear_runs_as_a_convolution_with_the_same_result(two_threads, 
 def test_where_a_linear_stays_on_the_sgemm(case, x, out, two_threads):
     with torch.inference_mode():
         assert not use_conv(x, out), case
+
+
+def test_autocast_keeps_the_sgemm(two_threads):
+    x = torch.randn(1, 256, 192)
+    with torch.inference_mode():
+        assert use_conv(x, 768)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not use_conv(x, 768)
 
 
 def test_training_one_thread_and_tracing_keep_the_sgemm(monkeypatch):

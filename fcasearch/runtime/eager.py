@@ -34,7 +34,15 @@ from torch import nn
 
 from fcasearch.runtime.base import Prepared, Runtime, RuntimeUnavailable
 
-__all__ = ["CONV_MIN_MACS", "CONV_MIN_ROWS", "ConvLinear", "EagerRuntime", "linear", "use_conv"]
+__all__ = [
+    "CONV_MIN_MACS",
+    "CONV_MIN_ROWS",
+    "ConvLinear",
+    "EagerRuntime",
+    "convert_linears",
+    "linear",
+    "use_conv",
+]
 
 CONV_MIN_ROWS = 128  # fewer rows: oneDNN split the work worse than the sgemm (49 rows: 0.97x)
 CONV_MIN_MACS = 1 << 23  # smaller products: 0.8-1.0x (196x192 by 192x192, 7.2M: 0.98x)

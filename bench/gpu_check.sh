@@ -17,7 +17,7 @@
 # GPU machine's CPU is another CPU to measure the eager-against-reference ratio on.
 #
 # On an H200 (2026-12-04): tests 80 s, profile 160 s, search 67 s, ray 115 s, isolation 20 s,
-# cpu 72 s.
+# cpu 72 s (before model_speed printed eager-sgemm too: expect about a third more).
 #
 # Writes OUT_DIR/machine.txt, one log per step and OUT_DIR/results.tgz (profile CSV/JSON and the
 # search's run directory). Python: $PYTHON (default python3) with fcasearch importable.

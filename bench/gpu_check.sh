@@ -35,6 +35,15 @@ set -u
 out=${1:?usage: bench/gpu_check.sh OUT_DIR [all|tests|profile|search|ray|isolation|cpu]...}
 shift
 parts=" ${*:-all} "
+for p in $parts; do
+    case $p in
+    all | tests | profile | search | ray | isolation | cpu) ;;
+    *)
+        echo "bench/gpu_check.sh: unknown part '$p' (all, tests, profile, search, ray, isolation, cpu)" >&2
+        exit 2
+        ;;
+    esac
+done
 [[ $parts == *" all "* ]] && parts+=" tests profile search "
 want() { [[ $parts == *" $1 "* ]]; }
 py=${PYTHON:-python3}

@@ -30,7 +30,7 @@ from fcasearch.models.convnext import ConvNeXtBlock
 from fcasearch.models.fca import FcaBlock
 from fcasearch.models.layers import ConvBN, PaddedConv2d
 
-__all__ = ["calibrate_batchnorm", "fuse_for_inference"]
+__all__ = ["calibrate_batchnorm", "fuse_for_inference", "replace_modules"]
 
 
 def _fold_scale(linear: nn.Linear, scale: torch.Tensor) -> None:
@@ -40,13 +40,21 @@ def _fold_scale(linear: nn.Linear, scale: torch.Tensor) -> None:
         linear.bias.mul_(scale)
 
 
-def _replace(model: nn.Module, cls: type, convert: Callable[[Any], nn.Module]) -> None:
-    """Replace every submodule of type ``cls`` in ``model`` by ``convert(submodule)``."""
-    found = [(name, m) for name, m in model.named_modules() if isinstance(m, cls)]
+def replace_modules(
+    model: nn.Module, cls: type, convert: Callable[[Any], nn.Module], *, exact: bool = False
+) -> int:
+    """Replace every submodule of type ``cls`` in ``model`` (subclasses too, unless ``exact``) by
+    ``convert(submodule)``, in place; returns how many were replaced. ``model`` itself is not."""
+    found = [
+        (name, m)
+        for name, m in model.named_modules()
+        if name and (type(m) is cls if exact else isinstance(m, cls))
+    ]
     for name, m in found:
         parent_name, _, leaf = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, leaf, convert(m))
+    return len(found)
 
 
 @torch.no_grad()
@@ -63,8 +71,8 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
     model.eval()
     if getattr(model, "fused", False):
         return model
-    _replace(model, ConvBN, ConvBN.fuse)
-    _replace(model, PaddedConv2d, PaddedConv2d.plain)
+    replace_modules(model, ConvBN, ConvBN.fuse)
+    replace_modules(model, PaddedConv2d, PaddedConv2d.plain)
     for m in model.modules():
         if isinstance(m, ConvNeXtBlock) and m.gamma is not None:
             _fold_scale(m.pwconv2, m.gamma)

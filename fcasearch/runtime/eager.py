@@ -92,13 +92,11 @@ class ConvLinear(nn.Linear):
 
 
 def convert_linears(model: nn.Module) -> int:
-    """Replace every plain ``nn.Linear`` in ``model`` by a :class:`ConvLinear` sharing its
-    parameters, in place; returns how many were replaced."""
-    found = [(parent, name, child) for parent in model.modules()
-             for name, child in parent.named_children() if type(child) is nn.Linear]  # fmt: skip
-    for parent, name, child in found:
-        setattr(parent, name, ConvLinear.sharing(child))
-    return len(found)
+    """Replace every plain ``nn.Linear`` in ``model`` (not its subclasses) by a
+    :class:`ConvLinear` sharing its parameters, in place; returns how many were replaced."""
+    from fcasearch.models.fuse import replace_modules
+
+    return replace_modules(model, nn.Linear, ConvLinear.sharing, exact=True)
 
 
 class EagerRuntime(Runtime):

@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = get_spec(MODELS[tag], img_size=args.img)
         for b in args.batches:
             fns, notes = prepare_case(spec, b, runtimes, sgemm=not args.no_sgemm)
-            forms = runtimes + ([] if args.no_sgemm else [SGEMM])
+            forms = list(notes)  # the runtimes in order (prepared or not), then eager-sgemm
             for name in forms:
                 print(f"{tag} b{b}: {name}: {notes[name]}", flush=True)
             times, cpu_times = interleave(fns, args.rounds, args.repeats)

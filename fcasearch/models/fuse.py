@@ -102,8 +102,9 @@ def calibrate_batchnorm(
     denormal floats, which run several times slower on CPUs without a fast path for them (first
     measured with the model of 2026-11-25; with torch 2.14 on a 2-core AMD EPYC, uncalibrated
     micro members and L1 at 224 px ran as fast as calibrated ones, 2026-12-04). Latency measured
-    on such a model is not the latency of a trained one. Calibrating BN (cumulative average over ``steps`` batches, no
-    gradients) restores unit-scale activations. Only BN buffers change; the model ends in eval mode.
+    on such a model is not the latency of a trained one. Calibrating BN (cumulative average over
+    ``steps`` batches, no gradients) restores unit-scale activations. Only BN buffers change; the
+    model ends in eval mode.
 
     Args:
         model: a model with ``.spec`` (for the input shape), unfused.

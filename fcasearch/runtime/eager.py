@@ -134,7 +134,8 @@ class EagerRuntime(Runtime):
     def _prepare(self, model: nn.Module, example: torch.Tensor, note: str) -> Prepared:
         if self.pointwise_conv and example.device.type == "cpu" and convert_linears(model):
             note += (
-                f"; Linear layers of >= {CONV_MIN_ROWS} rows and >= 2^23 multiply-adds run as "
+                f"; Linear layers of >= {CONV_MIN_ROWS} rows and >= "
+                f"2^{CONV_MIN_MACS.bit_length() - 1} multiply-adds run as "
                 "1x1 convolutions (oneDNN) in float32 inference on 2+ threads"
             )
 

@@ -22,8 +22,9 @@ Target (issue 19): eager >= 1.3x the reference-style forward at batch 1 and 8 fo
 
 ``eager-sgemm`` (left out with ``--no-sgemm``) is eager with every Linear on the BLAS sgemm
 (``get_runtime("eager", pointwise_conv=False)``), beside eager, which runs its large Linear
-layers as 1x1 convolutions on CPU (:mod:`fcasearch.runtime.eager`): its line says what that
-choice gains or loses on the CPU the bench runs on.
+layers as 1x1 convolutions on CPU where a probe on this CPU timed them faster
+(:mod:`fcasearch.runtime.eager`; eager's first line says which shapes, at what speed-up): its
+line says what that choice gains or loses on the CPU the bench runs on.
 
 Memory: a forward's temporary buffers come from the C allocator. With glibc's defaults, large
 blocks are ``mmap``-ed and returned on free, so each call may page-fault them in afresh; how often
@@ -88,6 +89,8 @@ def prepare_case(
             else f", max |diff| vs eager {prepared.max_abs_diff:.1e}"
         )
         notes[name] = f"{prepared.version}{diff}, prepared in {prepared.setup_seconds:.0f} s"
+        if name == "eager" and "Linear layers" in prepared.note:  # which shapes the probe kept
+            notes[name] += "; " + prepared.note[prepared.note.index("Linear layers") :]
     if sgemm:
         prepared = get_runtime("eager", pointwise_conv=False).prepare(copy.deepcopy(model), x)
         fns[SGEMM] = prepared.run

@@ -16,6 +16,16 @@ shape this rule picks ran 1.17-2.33x as fast as a convolution there, the shapes 
 0.30-1.18x (all but one at most 1.04x). The outputs were bit-identical to ``F.linear`` on the
 shapes of FcaFormer-L1; in general they may differ by rounding.
 
+That rule was found on one AMD CPU, and the gain comes from how MKL and oneDNN use a second
+thread there, which another CPU need not share (MKL picks its code paths by CPU). So the
+rule only proposes: when it prepares a model, the runtime runs one forward of the example to see
+which Linear shapes the rule would convert, times each of them both ways on this CPU
+(:func:`probe_linears`: interleaved, the median of :data:`PROBE_RUNS` calls each) and keeps the
+convolution only where it was at least :data:`PROBE_MARGIN` times as fast; the other shapes stay
+on the sgemm. The runtime's note says how many shapes went which way and their speed-ups. On the
+AMD EPYC the probe took 0.05 s for L1 at batch 1 (9 shapes, 1.58-1.92x: all converted) and 0.17 s
+at batch 8 (17 of 18 converted, 1.15-2.13x; 128 rows by 128x512 ran at 0.95x and stayed).
+
 Every model the runtime prepares gets it, the reference models included, so that they stay on
 one footing with the candidates. Only the execution of ``nn.Linear`` modules changes: their
 parameters are shared, the model's own ``forward`` still runs (an edit to it is what gets
@@ -26,6 +36,9 @@ timed), and ``F.linear`` called directly in a forward is left as written. ``poin
 
 from __future__ import annotations
 
+import statistics
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -37,15 +50,21 @@ from fcasearch.runtime.base import Prepared, Runtime, RuntimeUnavailable
 __all__ = [
     "CONV_MIN_MACS",
     "CONV_MIN_ROWS",
+    "PROBE_MARGIN",
+    "PROBE_RUNS",
     "ConvLinear",
     "EagerRuntime",
+    "ShapeProbe",
     "convert_linears",
     "linear",
+    "probe_linears",
     "use_conv",
 ]
 
 CONV_MIN_ROWS = 128  # fewer rows: oneDNN split the work worse than the sgemm (49 rows: 0.97x)
 CONV_MIN_MACS = 1 << 23  # smaller products: 0.8-1.0x (196x192 by 192x192, 7.2M: 0.98x)
+PROBE_RUNS = 7  # timed calls of each form per shape, after 2 warm-up calls of each
+PROBE_MARGIN = 1.05  # a shape runs as a convolution only if the probe timed it this much faster
 
 
 def use_conv(x: torch.Tensor, out_features: int) -> bool:
@@ -65,12 +84,20 @@ def _is_exporting() -> bool:
     return bool(is_exporting and is_exporting())
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)``, as a 1x1 convolution where :func:`use_conv` says so."""
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    sgemm_rows: frozenset[int] = frozenset(),
+) -> torch.Tensor:
+    """``F.linear(x, weight, bias)``, as a 1x1 convolution where :func:`use_conv` says so and
+    the number of rows of ``x`` is not in ``sgemm_rows`` (those a probe kept on the sgemm)."""
     if not use_conv(x, weight.shape[0]):
         return F.linear(x, weight, bias)
     out, width = weight.shape
     rows = x.numel() // width
+    if rows in sgemm_rows:
+        return F.linear(x, weight, bias)
     image = x.reshape(1, rows, 1, width).permute(0, 3, 1, 2)  # (1, in, rows, 1), channels-last
     y = F.conv2d(image, weight.reshape(out, width, 1, 1), bias)  # (1, out, rows, 1), channels-last
     return y.permute(0, 2, 3, 1).reshape(*x.shape[:-1], out)
@@ -78,10 +105,17 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
 
 class ConvLinear(nn.Linear):
     """An ``nn.Linear`` whose forward is :func:`linear`; made by :meth:`sharing` an existing
-    layer's parameters (its state dict is the same)."""
+    layer's parameters (its state dict is the same).
+
+    Attributes:
+        sgemm_rows: row counts this layer keeps on the sgemm although the rule would convert
+            them (set by :func:`probe_linears`).
+    """
+
+    sgemm_rows: frozenset[int] = frozenset()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
+        return linear(x, self.weight, self.bias, self.sgemm_rows)
 
     @classmethod
     def sharing(cls, layer: nn.Linear) -> ConvLinear:
@@ -97,6 +131,112 @@ def convert_linears(model: nn.Module) -> int:
     from fcasearch.models.fuse import replace_modules
 
     return replace_modules(model, nn.Linear, ConvLinear.sharing, exact=True)
+
+
+@dataclass(frozen=True)
+class ShapeProbe:
+    """One Linear shape timed both ways by :func:`probe_linears`.
+
+    Attributes:
+        rows: rows of the input (all dimensions but the last, multiplied).
+        in_features: width of the input.
+        out_features: width of the output.
+        sgemm_ms: median time of ``F.linear``, ms.
+        conv_ms: median time of the 1x1 convolution, ms.
+        layers: how many layers of the model run this shape.
+    """
+
+    rows: int
+    in_features: int
+    out_features: int
+    sgemm_ms: float
+    conv_ms: float
+    layers: int
+
+    @property
+    def speedup(self) -> float:
+        """sgemm time / convolution time: above 1, the convolution was faster."""
+        return self.sgemm_ms / self.conv_ms
+
+    @property
+    def conv(self) -> bool:
+        """Whether the shape runs as a convolution (:data:`PROBE_MARGIN`)."""
+        return self.speedup >= PROBE_MARGIN
+
+
+def probe_linears(
+    model: nn.Module, example: torch.Tensor, *, runs: int = PROBE_RUNS
+) -> list[ShapeProbe]:
+    """Time, on this CPU, each shape that :func:`use_conv` would run as a convolution in one
+    forward of ``example``, as ``F.linear`` and as the convolution (interleaved, 2 warm-up calls
+    then ``runs`` timed calls each, medians), and keep on the sgemm, in the layers' ``sgemm_rows``,
+    every shape where the convolution was not :data:`PROBE_MARGIN` times as fast.
+
+    Args:
+        model: a model whose Linear layers :func:`convert_linears` replaced (in eval mode).
+        example: the input the model will be timed on.
+
+    Returns:
+        One :class:`ShapeProbe` per distinct shape, in the order the forward met them (empty on
+        one thread, outside float32 or without a shape the rule converts).
+    """
+    cpu_float = example.device.type == "cpu" and example.dtype == torch.float32
+    if not cpu_float or torch.get_num_threads() < 2:
+        return []  # use_conv says no to every shape: spare the forward
+    seen: dict[tuple[int, int, int], list[ConvLinear]] = {}
+
+    def record(layer: nn.Module, args: tuple[Any, ...]) -> None:
+        x = args[0]
+        if isinstance(layer, ConvLinear) and use_conv(x, layer.out_features):
+            key = (x.numel() // x.shape[-1], layer.in_features, layer.out_features)
+            seen.setdefault(key, []).append(layer)
+
+    hooks = [m.register_forward_pre_hook(record) for m in model.modules()]
+    try:
+        with torch.inference_mode():
+            model(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    probes = []
+    with torch.inference_mode():
+        for (rows, width, out), layers in seen.items():
+            weight, bias = layers[0].weight, layers[0].bias
+            x = torch.randn(rows, width, generator=torch.Generator().manual_seed(0))
+            times: dict[str, list[float]] = {"sgemm": [], "conv": []}
+            for i in range(runs + 2):
+                for form, fn in (("sgemm", F.linear), ("conv", linear)):
+                    started = time.perf_counter()
+                    fn(x, weight, bias)
+                    if i >= 2:
+                        times[form].append(time.perf_counter() - started)
+            probe = ShapeProbe(
+                rows=rows,
+                in_features=width,
+                out_features=out,
+                sgemm_ms=statistics.median(times["sgemm"]) * 1e3,
+                conv_ms=statistics.median(times["conv"]) * 1e3,
+                layers=len(set(map(id, layers))),
+            )
+            if not probe.conv:
+                for layer in layers:
+                    layer.sgemm_rows = layer.sgemm_rows | {rows}
+            probes.append(probe)
+    return probes
+
+
+def _probe_note(probes: list[ShapeProbe]) -> str:
+    conv = [p for p in probes if p.conv]
+    kept = [p for p in probes if not p.conv]
+
+    def span(ps: list[ShapeProbe]) -> str:
+        lo, hi = min(p.speedup for p in ps), max(p.speedup for p in ps)
+        return f"{lo:.2f}x" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}-{hi:.2f}x"
+
+    text = f"{len(conv)} of {len(probes)} shapes" + (f" ({span(conv)})" if conv else "")
+    if kept:
+        text += f"; {len(kept)} kept on the sgemm ({span(kept)})"
+    return text
 
 
 class EagerRuntime(Runtime):
@@ -133,10 +273,13 @@ class EagerRuntime(Runtime):
 
     def _prepare(self, model: nn.Module, example: torch.Tensor, note: str) -> Prepared:
         if self.pointwise_conv and example.device.type == "cpu" and convert_linears(model):
+            probes = probe_linears(model, example)
             note += (
                 f"; Linear layers of >= {CONV_MIN_ROWS} rows and >= "
-                f"2^{CONV_MIN_MACS.bit_length() - 1} multiply-adds run as "
-                "1x1 convolutions (oneDNN) in float32 inference on 2+ threads"
+                f"2^{CONV_MIN_MACS.bit_length() - 1} multiply-adds run as 1x1 convolutions "
+                f"(oneDNN) in float32 inference on 2+ threads where a probe on this CPU timed them "
+                f">= {PROBE_MARGIN:g}x as fast as the sgemm: "
+                + (_probe_note(probes) if probes else "no such layer here")
             )
 
         def forward(x: torch.Tensor) -> torch.Tensor:

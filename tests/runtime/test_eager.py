@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fcasearch.models import build_model, calibrate_batchnorm, get_spec
-from fcasearch.runtime import get_runtime, inference_form
-from fcasearch.runtime.eager import ConvLinear, linear, use_conv
+from fcasearch.runtime import eager, get_runtime, inference_form
+from fcasearch.runtime.eager import ConvLinear, linear, probe_linears, use_conv
 
 
 def test_eager_folds_an_fcaformer_and_computes_the_same_function():
@@ -136,6 +138,7 @@ def test_compiling_sees_the_linear(two_threads):
 
 
 def test_the_eager_runtime_converts_linears_and_shares_their_parameters(two_threads, monkeypatch):
+    monkeypatch.setattr(eager, "PROBE_MARGIN", 0.0)  # whatever the probe times, convert
     model = nn.Sequential(nn.Linear(192, 768), nn.GELU(), nn.Linear(768, 192), nn.Linear(192, 3))
     x = torch.randn(1, 300, 192)
     with torch.inference_mode():
@@ -144,7 +147,7 @@ def test_the_eager_runtime_converts_linears_and_shares_their_parameters(two_thre
     prepared = get_runtime("eager").prepare(model, x)
     assert all(type(m) is ConvLinear for m in (model[0], model[2], model[3]))
     assert model[0].weight is weight and list(model.state_dict()) == keys
-    assert "1x1 convolutions (oneDNN)" in prepared.note
+    assert "1x1 convolutions (oneDNN)" in prepared.note and "2 of 2 shapes" in prepared.note
     calls = _conv_calls(monkeypatch)
     torch.testing.assert_close(prepared(x), want, rtol=1e-5, atol=1e-5)
     assert len(calls) == 2  # the two large layers; 300x192 by 192x3 stays on the sgemm
@@ -154,6 +157,56 @@ def test_the_eager_runtime_converts_linears_and_shares_their_parameters(two_thre
     assert type(plain[0]) is nn.Linear and "1x1" not in prepared.note
     with pytest.raises(ValueError, match="pointwise_conv"):
         get_runtime("eager", pointwise_conv="yes")
+
+
+def _slowed(monkeypatch, name: str) -> None:
+    """Make ``F.<name>`` take 10 ms longer per call (far more than a 300-row product takes)."""
+    real = getattr(F, name)
+
+    def slow(*args, **kwargs):
+        time.sleep(0.01)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(F, name, slow)
+
+
+@pytest.mark.parametrize("slowed", ["conv2d", "linear"])
+def test_the_probe_keeps_the_form_that_times_faster_on_this_cpu(slowed, two_threads, monkeypatch):
+    model = nn.Sequential(nn.Linear(192, 768), nn.GELU(), nn.Linear(768, 192))
+    x = torch.randn(1, 300, 192)
+    with torch.inference_mode():
+        want = model(x)
+    _slowed(monkeypatch, slowed)
+    prepared = get_runtime("eager").prepare(model, x)
+    monkeypatch.undo()
+    conv = slowed == "linear"
+    assert model[0].sgemm_rows == model[2].sgemm_rows == (frozenset() if conv else {300})
+    note = "2 of 2 shapes (" if conv else "0 of 2 shapes; 2 kept on the sgemm ("
+    assert note in prepared.note, prepared.note
+    calls = _conv_calls(monkeypatch)
+    torch.testing.assert_close(prepared(x), want, rtol=1e-5, atol=1e-5)
+    assert len(calls) == (2 if conv else 0)
+
+
+def test_the_probe_times_each_shape_once_and_not_on_one_thread(monkeypatch):
+    model = nn.Sequential(nn.Linear(192, 768), nn.GELU(), nn.Linear(768, 768), nn.Linear(768, 768))
+    eager.convert_linears(model.eval())
+    x = torch.randn(1, 300, 192)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        probes = probe_linears(model, x, runs=3)
+        assert [(p.rows, p.in_features, p.out_features, p.layers) for p in probes] == [
+            (300, 192, 768, 1),
+            (300, 768, 768, 2),
+        ]
+        assert all(p.sgemm_ms > 0 and p.conv_ms > 0 for p in probes)
+        torch.set_num_threads(1)
+        forwards = []
+        model.register_forward_pre_hook(lambda *_: forwards.append(1))
+        assert probe_linears(model, x) == [] and forwards == []  # one thread: nothing converts
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_the_onnx_export_of_a_converted_model_has_no_convolution(two_threads):

@@ -222,9 +222,9 @@ def probe_linears(
                 conv_ms=statistics.median(times["conv"]) * 1e3,
                 layers=len(set(map(id, layers))),
             )
-            if not probe.conv:
-                for layer in layers:
-                    layer.sgemm_rows = layer.sgemm_rows | {rows}
+            for layer in layers:  # this probe's verdict replaces any earlier one for the shape
+                keep = layer.sgemm_rows - {rows}
+                layer.sgemm_rows = keep if probe.conv else keep | {rows}
             probes.append(probe)
     return probes
 
@@ -276,15 +276,17 @@ class EagerRuntime(Runtime):
             )
 
     def _prepare(self, model: nn.Module, example: torch.Tensor, note: str) -> Prepared:
-        if self.pointwise_conv and example.device.type == "cpu" and convert_linears(model):
-            probes = probe_linears(model, example)
-            note += (
-                f"; Linear layers of >= {CONV_MIN_ROWS} rows and >= "
-                f"2^{CONV_MIN_MACS.bit_length() - 1} multiply-adds run as 1x1 convolutions "
-                f"(oneDNN) in float32 inference on 2+ threads where a probe on this CPU timed them "
-                f">= {PROBE_MARGIN:g}x as fast as the sgemm: "
-                + (_probe_note(probes) if probes else "no such layer here")
-            )
+        if self.pointwise_conv and example.device.type == "cpu":
+            convert_linears(model)  # none left to convert if this model was prepared before
+            if any(isinstance(m, ConvLinear) for m in model.modules()):
+                probes = probe_linears(model, example)
+                note += (
+                    f"; Linear layers of >= {CONV_MIN_ROWS} rows and >= "
+                    f"2^{CONV_MIN_MACS.bit_length() - 1} multiply-adds run as 1x1 convolutions "
+                    "(oneDNN) in float32 inference on 2+ threads where a probe on this CPU timed "
+                    f"them >= {PROBE_MARGIN:g}x as fast as the sgemm: "
+                    + (_probe_note(probes) if probes else "no such layer here")
+                )
 
         def forward(x: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode():

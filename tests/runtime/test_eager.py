@@ -186,6 +186,11 @@ def test_the_probe_keeps_the_form_that_times_faster_on_this_cpu(slowed, two_thre
     calls = _conv_calls(monkeypatch)
     torch.testing.assert_close(prepared(x), want, rtol=1e-5, atol=1e-5)
     assert len(calls) == (2 if conv else 0)
+    # prepared again with the other form slowed: the new verdict replaces the old one
+    monkeypatch.undo()
+    _slowed(monkeypatch, "linear" if slowed == "conv2d" else "conv2d")
+    prepared = get_runtime("eager").prepare(model, x)
+    assert model[0].sgemm_rows == (frozenset() if not conv else {300}), prepared.note
 
 
 def test_the_probe_times_each_shape_once_and_not_on_one_thread(monkeypatch):

@@ -97,6 +97,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "against eager), tensorrt (CUDA, torch-tensorrt)",
     )
     parser.add_argument(
+        "--runtime-option",
+        action="append",
+        default=[],
+        metavar="RUNTIME.KEY=VALUE",
+        help="an option of one runtime (repeatable): eager.pointwise_conv=false (every Linear on "
+        "the BLAS sgemm), onnxruntime.exporter=dynamo|torchscript|auto, onnxruntime.opset=18, "
+        "onnxruntime.providers=TensorrtExecutionProvider,CUDAExecutionProvider (in order of "
+        "preference); recorded in each row's runtime_options",
+    )
+    parser.add_argument(
         "--cuda-graph",
         action="store_true",
         help="time a CUDA graph replay of the forward (no per-kernel launch cost; CUDA only)",
@@ -196,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
 
     from fcasearch.measure.prepare import check_device
     from fcasearch.measure.profile import profile_grid, resolve_target, write_profile
-    from fcasearch.runtime import RuntimeUnavailable, get_runtime
+    from fcasearch.runtime import RuntimeUnavailable, get_runtime, parse_runtime_options
 
     console = Console()
     if not console.is_terminal:  # a pipe or file: do not squeeze the table into 80 columns
@@ -208,8 +218,15 @@ def run(args: argparse.Namespace) -> int:
         ]
         if args.out is not None and args.out.suffix.lower() != ".csv":
             raise ValueError(f"--out {args.out}: must name a .csv file (the JSON goes next to it)")
+        runtime_options = parse_runtime_options(args.runtime_option)
+        for name in runtime_options:
+            if name not in args.runtime:
+                raise ValueError(
+                    f"--runtime-option {name}.*: {name} is not among the runtimes measured "
+                    f"(--runtime {','.join(args.runtime)})"
+                )
         for name in args.runtime:
-            get_runtime(name).check(args.device)
+            get_runtime(name, **runtime_options.get(name, {})).check(args.device)
     except (ValueError, RuntimeUnavailable) as exc:
         print(f"fcasearch profile: error: {exc}", file=sys.stderr)
         return 2
@@ -242,6 +259,7 @@ def run(args: argparse.Namespace) -> int:
                 batch_sizes=args.batch_sizes,
                 dtypes=args.dtypes,
                 runtimes=args.runtime,
+                runtime_options=runtime_options,
                 threads=args.threads,
                 on_row=on_row,
                 channels_last=args.channels_last,
@@ -275,7 +293,13 @@ def run(args: argparse.Namespace) -> int:
             f"{args.cv_threshold:g} after {args.retries} re-measurement(s): not exact values "
             "(the machine is busy; measure again when it is quiet)"
         )
-    versions = sorted({f"{r['runtime']}: {r['runtime_version']}" for r in rows})
+    versions = sorted(
+        {
+            f"{r['runtime']}: {r['runtime_version']}"
+            + (f" ({r['runtime_options']})" if r.get("runtime_options") else "")
+            for r in rows
+        }
+    )
     console.print("runtimes: " + "; ".join(versions))
     energy_notes = {
         n

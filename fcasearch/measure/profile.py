@@ -31,7 +31,14 @@ from fcasearch.measure.latency import cpu_threads
 from fcasearch.measure.prepare import check_device, parse_dtype
 from fcasearch.spec import ArchSpec, SpecError
 
-__all__ = ["PROFILE_COLUMNS", "ProfileTarget", "profile_grid", "resolve_target", "write_profile"]
+__all__ = [
+    "PROFILE_COLUMNS",
+    "ProfileTarget",
+    "options_text",
+    "profile_grid",
+    "resolve_target",
+    "write_profile",
+]
 
 PROFILE_COLUMNS = (
     "model",
@@ -41,6 +48,7 @@ PROFILE_COLUMNS = (
     "device",
     "runtime",
     "runtime_version",
+    "runtime_options",
     "threads",
     *METRIC_KEYS,
     "avg_power_w",
@@ -123,6 +131,16 @@ def resolve_target(
     )
 
 
+def options_text(options: dict[str, Any]) -> str:
+    """A runtime's options as a row records them: ``key=value`` pairs, lists comma-joined, ``""``
+    for the runtime's defaults."""
+    parts = []
+    for key, value in sorted(options.items()):
+        text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        parts.append(f"{key}={text}")
+    return "; ".join(parts)
+
+
 def _failed_row(
     target: ProfileTarget,
     bs: int,
@@ -132,6 +150,7 @@ def _failed_row(
     reason: str,
     fp: dict,
     runtime: Any,
+    options: dict[str, Any],
 ) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(PROFILE_COLUMNS, "")
     row.update({k: math.nan for k in (*METRIC_KEYS, "avg_power_w")})
@@ -143,6 +162,7 @@ def _failed_row(
         device=device,
         runtime=runtime.name,
         runtime_version=runtime.version,
+        runtime_options=options_text(options),
         threads=fp.get("threads"),
         latency_stable=None,
         status=status,
@@ -218,7 +238,10 @@ def profile_grid(
                     if oom_at is not None and bs > oom_at:
                         reason = f"skipped: batch size {oom_at} already ran out of memory"
                         cell_rows = [
-                            _failed_row(target, bs, dtype, dev, "oom", reason, fp, rt) for rt in rts
+                            _failed_row(
+                                target, bs, dtype, dev, "oom", reason, fp, rt, options.get(n, {})
+                            )
+                            for n, rt in zip(names, rts)
                         ]
                     else:
                         try:
@@ -227,15 +250,32 @@ def profile_grid(
                             results = measure_costs(
                                 model, batch_size=bs, dtype=dtype, img_size=target.img_size, **cell
                             )
-                            cell_rows = [{"model": target.label, **r.to_row()} for r in results]
+                            cell_rows = [
+                                {
+                                    "model": target.label,
+                                    **r.to_row(),
+                                    "runtime_options": options_text(options.get(r.runtime, {})),
+                                }
+                                for r in results
+                            ]
                             if all(r.status == "oom" for r in results):
                                 oom_at = bs
                         except Exception as exc:  # one bad cell must not end the whole profile
                             text = str(exc).strip().splitlines()
                             reason = f"{type(exc).__name__}: {text[0] if text else ''}"
                             cell_rows = [
-                                _failed_row(target, bs, dtype, dev, "failed", reason, fp, rt)
-                                for rt in rts
+                                _failed_row(
+                                    target,
+                                    bs,
+                                    dtype,
+                                    dev,
+                                    "failed",
+                                    reason,
+                                    fp,
+                                    rt,
+                                    options.get(n, {}),
+                                )
+                                for n, rt in zip(names, rts)
                             ]
                     for row in cell_rows:
                         rows.append(row)

@@ -167,7 +167,8 @@ def profile_references(
         fingerprint_ids: Fingerprint ids of the runs being reported.
         batch_size: Preferred batch size.
         runtime: The runs' runtime: latency and memory only from profile rows measured on it
-            (a profile without a ``runtime`` column predates runtimes: its rows are eager).
+            with its default options (``--runtime-option`` rows are left out; a profile without
+            a ``runtime`` column predates runtimes: its rows are eager).
 
     Returns:
         ``(table, notes)`` with the columns of ``REFERENCE_COLUMNS``.
@@ -192,6 +193,8 @@ def profile_references(
         prof["dtype"] = "fp32"
     prof["runtime"] = prof["runtime"].fillna("eager").astype(str) if "runtime" in prof else "eager"
     same_rt = prof["runtime"] == runtime if runtime else pd.Series(True, index=prof.index)
+    if runtime and "runtime_options" in prof:  # a search runs its runtime with its defaults
+        same_rt &= prof["runtime_options"].fillna("").astype(str) == ""
     same_hw = set(fingerprint_ids) if len(set(fingerprint_ids)) == 1 else set()
     if len(set(fingerprint_ids)) != 1:
         notes.append(

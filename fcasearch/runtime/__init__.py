@@ -23,6 +23,7 @@ torch-tensorrt.
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 from fcasearch.runtime.base import (
@@ -45,6 +46,7 @@ __all__ = [
     "get_runtime",
     "inference_form",
     "list_runtimes",
+    "parse_runtime_options",
     "parse_runtimes",
     "verify_onnx",
 ]
@@ -84,6 +86,18 @@ def get_runtime(name: str, **options: Any) -> Runtime:
         raise ValueError(f"runtime: {name!r} is not known; choose one of {', '.join(RUNTIMES)}")
     module, cls = RUNTIMES[name]
     runtime_cls = getattr(importlib.import_module(f"fcasearch.runtime.{module}"), cls)
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    takes = [
+        n
+        for n, p in inspect.signature(runtime_cls.__init__).parameters.items()
+        if n != "self" and p.kind in named
+    ]
+    unknown = sorted(set(options) - set(takes))
+    if unknown:
+        raise ValueError(
+            f"runtime {name!r} has no option(s) {unknown}; it takes "
+            f"{', '.join(takes) if takes else 'none'}"
+        )
     return runtime_cls(**options)
 
 
@@ -101,6 +115,48 @@ def parse_runtimes(text: str | list[str] | tuple[str, ...]) -> list[str]:
         if name not in RUNTIMES:
             raise ValueError(f"runtime: {name!r} is not known; choose from {', '.join(RUNTIMES)}")
     return names
+
+
+def _option_value(text: str) -> Any:
+    """``true``/``false`` -> bool, digits -> int, ``a,b`` -> list of str, else the string."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if text.lstrip("-").isdigit():
+        return int(text)
+    if "," in text:
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return text
+
+
+def parse_runtime_options(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``["eager.pointwise_conv=false", "onnxruntime.exporter=dynamo"]`` to runtime name ->
+    options for :func:`get_runtime` (values: ``true``/``false``, integers, comma lists, strings).
+
+    Whether a runtime takes an option is checked when it is constructed.
+
+    Raises:
+        ValueError: an item not shaped ``RUNTIME.KEY=VALUE``, an unknown runtime, or a key given
+            twice.
+    """
+    options: dict[str, dict[str, Any]] = {}
+    for item in items:
+        target, sep, value = item.partition("=")
+        name, dot, key = target.strip().partition(".")
+        if not (sep and dot and name and key.strip()):
+            raise ValueError(
+                f"runtime option {item!r}: give RUNTIME.KEY=VALUE, e.g. eager.pointwise_conv=false "
+                "or onnxruntime.providers=TensorrtExecutionProvider,CUDAExecutionProvider"
+            )
+        if name not in RUNTIMES:
+            raise ValueError(
+                f"runtime option {item!r}: runtime {name!r} is not known; choose from "
+                f"{', '.join(RUNTIMES)}"
+            )
+        key = key.strip()
+        if key in options.get(name, {}):
+            raise ValueError(f"runtime option {item!r}: {name}.{key} is given twice")
+        options.setdefault(name, {})[key] = _option_value(value.strip())
+    return options
 
 
 def __getattr__(name: str) -> Any:

@@ -339,7 +339,8 @@ class OnnxRuntime(Runtime):
     Args:
         exporter: ``auto`` (default: torchscript, else dynamo), ``dynamo`` or ``torchscript``.
         opset: ONNX opset (None: the exporter's default).
-        providers: execution providers (default: CPU on a CPU device, CUDA on a GPU).
+        providers: execution providers, in order of preference, or one by name (default: CPU on
+            a CPU device, CUDA on a GPU).
     """
 
     name = "onnxruntime"
@@ -355,6 +356,14 @@ class OnnxRuntime(Runtime):
         if exporter not in ("auto", *EXPORTERS):
             raise ValueError(f"exporter: {exporter!r} is not one of auto, {', '.join(EXPORTERS)}")
         self.exporter, self.opset = exporter, opset
+        if opset is not None and (
+            isinstance(opset, bool) or not isinstance(opset, int) or opset < 7
+        ):
+            raise ValueError(f"opset: {opset!r} is not an ONNX opset number (e.g. 18)")
+        if isinstance(providers, str):
+            providers = [providers]  # one provider by name, not a sequence of letters
+        if providers and not all(isinstance(p, str) and p for p in providers):
+            raise ValueError(f"providers: {providers!r} are not execution provider names")
         self.providers = list(providers) if providers else None
 
     @property

@@ -17,7 +17,8 @@ from fcasearch.measure.profile import PROFILE_COLUMNS, profile_grid, resolve_tar
 from fcasearch.models import get_spec
 
 REQUIRED = [
-    "model", "arch_id", "batch_size", "dtype", "device", "runtime", "runtime_version", "threads",
+    "model", "arch_id", "batch_size", "dtype", "device", "runtime", "runtime_version",
+    "runtime_options", "threads",
     "latency_stable", "params", "macs", "latency_ms",
     "latency_p90_ms", "latency_cv", "throughput_ips", "peak_mem_mb", "train_mem_mb",
     "energy_mj_per_image", "weights_mb", "status", "notes", "fingerprint_id", "fingerprint",
@@ -116,6 +117,41 @@ def test_one_row_per_model_and_runtime_for_candidates_and_reference_models(tmp_p
     assert "max abs diff vs eager" in deit_ort["notes"]
     text = capsys.readouterr().out
     assert "onnxruntime" in text and "runtimes: eager: torch" in text
+
+
+def test_runtime_options_reach_the_runtime_and_every_row(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "o.csv"
+    argv = ["fcaformer_nano", "--img-size", "32", "--no-memory", "--threads", "2", *FAST]
+    opts = ["--runtime-option", "eager.pointwise_conv=false"]
+    assert run_cli([*argv, *opts, "--out", str(out)]) == 0
+    (row,) = list(csv.DictReader(out.open()))
+    assert row["runtime"] == "eager" and row["runtime_options"] == "pointwise_conv=False"
+    assert "1x1 convolutions" not in row["notes"]
+    assert "runtimes: eager: torch" in capsys.readouterr().out
+    assert run_cli([*argv, "--out", str(out)]) == 0  # the defaults: an empty column
+    (row,) = list(csv.DictReader(out.open()))
+    assert row["runtime_options"] == "" and "1x1 convolutions" in row["notes"]
+
+    # failed cells keep the options too
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(profile_mod, "measure_costs", broken)
+    assert run_cli([*argv, *opts, "--out", str(out)]) == 1
+    (row,) = list(csv.DictReader(out.open()))
+    assert row["status"] == "failed" and row["runtime_options"] == "pointwise_conv=False"
+
+
+def test_bad_runtime_options_are_user_errors(capsys):
+    for extra, message in [
+        (["eager.bogus=1"], "runtime 'eager' has no option(s) ['bogus']; it takes pointwise_conv"),
+        (["onnxruntime.exporter=dynamo"], "onnxruntime is not among the runtimes measured"),
+        (["pointwise_conv=false"], "give RUNTIME.KEY=VALUE"),
+        (["eager.pointwise_conv=maybe"], "pointwise_conv: 'maybe' is not True or False"),
+    ]:
+        argv = ["fcaformer_nano", *(a for e in extra for a in ("--runtime-option", e))]
+        assert run_cli(argv) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_runtime_that_cannot_run_here_is_a_user_error(capsys):

@@ -197,3 +197,9 @@ def test_profile_rows_of_another_runtime_give_no_marker(make_run, tmp_path):
     paths = build_report(run, profile=profile, figures=False)
     notes = json.loads(paths.summary_json.read_text())["notes"]
     assert not any("convnext_tiny omitted" in n for n in notes)
+    # the run's runtime, but with options a search does not use (--runtime-option)
+    other = {**row, "runtime": "onnxruntime", "runtime_options": "exporter=dynamo"}
+    pd.DataFrame([other]).to_csv(profile, index=False)
+    paths = build_report(run, profile=profile, figures=False)
+    notes = json.loads(paths.summary_json.read_text())["notes"]
+    assert any("convnext_tiny omitted" in n and "runtime" in n for n in notes)

@@ -14,6 +14,7 @@ from fcasearch.runtime import (
     RuntimeUnavailable,
     get_runtime,
     list_runtimes,
+    parse_runtime_options,
     parse_runtimes,
 )
 
@@ -34,6 +35,45 @@ def test_unknown_names_and_options_are_refused():
         get_runtime("eager", exporter="dynamo")
     with pytest.raises(ValueError, match="exporter"):
         get_runtime("onnxruntime", exporter="tvm")
+    with pytest.raises(ValueError, match=r"no option\(s\) \['bogus'\]; it takes exporter, opset"):
+        get_runtime("onnxruntime", bogus=1)
+    with pytest.raises(ValueError, match=r"'compile' has no option\(s\) \['mode'\]; it takes none"):
+        get_runtime("compile", mode="max-autotune")
+    with pytest.raises(ValueError, match="not an ONNX opset number"):
+        get_runtime("onnxruntime", opset="18")
+    one = get_runtime("onnxruntime", providers="CPUExecutionProvider")
+    assert one.providers == ["CPUExecutionProvider"]  # one provider by name
+
+
+def test_parse_runtime_options():
+    got = parse_runtime_options(
+        [
+            "eager.pointwise_conv=FALSE",
+            "onnxruntime.opset=18",
+            "onnxruntime.providers=TensorrtExecutionProvider, CUDAExecutionProvider",
+            "onnxruntime.exporter = dynamo",
+        ]
+    )
+    assert got == {
+        "eager": {"pointwise_conv": False},
+        "onnxruntime": {
+            "opset": 18,
+            "providers": ["TensorrtExecutionProvider", "CUDAExecutionProvider"],
+            "exporter": "dynamo",
+        },
+    }
+    assert parse_runtime_options([]) == {}
+    assert get_runtime("eager", **got["eager"]).pointwise_conv is False
+    for bad, message in [
+        ("pointwise_conv=false", "give RUNTIME.KEY=VALUE"),
+        ("eager.pointwise_conv", "give RUNTIME.KEY=VALUE"),
+        ("eager.=1", "give RUNTIME.KEY=VALUE"),
+        ("openvino.threads=2", "runtime 'openvino' is not known"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_runtime_options([bad])
+    with pytest.raises(ValueError, match=r"eager\.pointwise_conv is given twice"):
+        parse_runtime_options(["eager.pointwise_conv=true", "eager.pointwise_conv=false"])
 
 
 def test_parse_runtimes():

@@ -13,7 +13,7 @@ _FIELDS = (
     "scheduler", "min_epochs", "reduction_factor",
     "seed", "out", "executor", "storage", "study_name", "address", "cpus_per_trial",
     "gpus_per_trial", "max_concurrent", "max_failures", "progress", "save_weights", "hv_reference",
-    "runtime", "latency_cv_threshold", "references", "final_rounds",
+    "runtime", "runtime_options", "latency_cv_threshold", "references", "final_rounds",
 )  # fmt: skip
 # what may change when a run is resumed (how long and where it runs, not what a trial measures)
 _RESUMABLE = (
@@ -119,6 +119,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=d,
         help="runtime latency is measured on, for candidates and reference models alike: eager "
         "(default) | compile | onnxruntime | tensorrt (one per run)",
+    )
+    p.add_argument(
+        "--runtime-option",
+        dest="runtime_options",
+        action="append",
+        default=d,
+        metavar="KEY=VALUE",
+        help="an option of the run's runtime (repeatable): pointwise_conv=false (eager: every "
+        "Linear on the BLAS sgemm), exporter=dynamo|torchscript|auto, opset=18, "
+        "providers=TensorrtExecutionProvider,CUDAExecutionProvider (onnxruntime); recorded in "
+        "run.yaml, fixed for the run",
     )
     p.add_argument(
         "--latency-cv-threshold",

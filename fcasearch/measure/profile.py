@@ -29,12 +29,12 @@ from fcasearch.measure.fingerprint import fingerprint_id, hardware_fingerprint
 from fcasearch.measure.graphs import check_graph_device
 from fcasearch.measure.latency import cpu_threads
 from fcasearch.measure.prepare import check_device, parse_dtype
+from fcasearch.runtime import format_runtime_options
 from fcasearch.spec import ArchSpec, SpecError
 
 __all__ = [
     "PROFILE_COLUMNS",
     "ProfileTarget",
-    "options_text",
     "profile_grid",
     "resolve_target",
     "write_profile",
@@ -131,16 +131,6 @@ def resolve_target(
     )
 
 
-def options_text(options: dict[str, Any]) -> str:
-    """A runtime's options as a row records them: ``key=value`` pairs, lists comma-joined, ``""``
-    for the runtime's defaults."""
-    parts = []
-    for key, value in sorted(options.items()):
-        text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-        parts.append(f"{key}={text}")
-    return "; ".join(parts)
-
-
 def _failed_row(
     target: ProfileTarget,
     bs: int,
@@ -162,7 +152,7 @@ def _failed_row(
         device=device,
         runtime=runtime.name,
         runtime_version=runtime.version,
-        runtime_options=options_text(options),
+        runtime_options=format_runtime_options(options),
         threads=fp.get("threads"),
         latency_stable=None,
         status=status,
@@ -254,7 +244,9 @@ def profile_grid(
                                 {
                                     "model": target.label,
                                     **r.to_row(),
-                                    "runtime_options": options_text(options.get(r.runtime, {})),
+                                    "runtime_options": format_runtime_options(
+                                        options.get(r.runtime, {})
+                                    ),
                                 }
                                 for r in results
                             ]

@@ -105,6 +105,7 @@ def measure_rounds(
     targets: Mapping[str, RoundTarget],
     *,
     runtime: str = "eager",
+    runtime_options: Mapping[str, Any] | None = None,
     device: str | torch.device = "cpu",
     batch_size: int = 1,
     dtype: str = "fp32",
@@ -121,6 +122,7 @@ def measure_rounds(
     Args:
         targets: name -> the model to time.
         runtime: the runtime every model runs on (:func:`fcasearch.runtime.list_runtimes`).
+        runtime_options: its options (:func:`fcasearch.runtime.get_runtime` keywords).
         device, batch_size, dtype, threads: as for :func:`~fcasearch.measure.measure_cost`.
         rounds: timed runs of every model (each round runs each model once).
         warmup: untimed rounds first.
@@ -141,7 +143,7 @@ def measure_rounds(
         raise ValueError(f"rounds: {rounds!r} must be a whole number >= 1")
     dev = check_device(device)
     tdtype = parse_dtype(dtype)
-    rt = get_runtime(runtime)
+    rt = get_runtime(runtime, **(runtime_options or {}))
     rt.check(dev)
     policy = StabilityPolicy(cv_threshold=cv_threshold, retries=retries, backoff_s=backoff_s)
     out = {name: RoundsResult(runtime_version=rt.version) for name in targets}

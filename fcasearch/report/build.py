@@ -183,7 +183,13 @@ def _references(
     if profile is not None:
         batch = _latency_batch_size(runs[0])
         runtime = runs[0].config.get("runtime")
-        prof, more = profile_references(profile, list(fingerprints), batch, runtime=runtime)
+        prof, more = profile_references(
+            profile,
+            list(fingerprints),
+            batch,
+            runtime=runtime,
+            runtime_options=str(runs[0].config.get("runtime_options") or ""),
+        )
         notes += more
         refs = merge_references(refs, prof[~prof["model"].isin(own["model"])])
     elif len(own):

@@ -32,6 +32,7 @@ __all__ = [
     "check_runtimes",
     "final_sentence",
     "run_references",
+    "runtime_label",
 ]
 
 # objectives whose values depend on the runtime that ran the model
@@ -53,15 +54,22 @@ class MixedRuntimeError(ValueError):
         )
 
 
+def runtime_label(runtime: str, options: str = "") -> str:
+    """A runtime as reports tell runtimes apart: its name, and its options where a run set any
+    (``eager (pointwise_conv=False)``)."""
+    return f"{runtime} ({options})" if options else runtime
+
+
 def _run_runtimes(run: RunData) -> set[str]:
+    options = str(run.config.get("runtime_options") or "")  # one set for all of a run's trials
     found = set()
     if run.config.get("runtime"):
-        found.add(str(run.config["runtime"]))
+        found.add(runtime_label(str(run.config["runtime"]), options))
     df = run.trials
     if "runtime" in df:
         measured = df["latency_ms"].notna() if "latency_ms" in df else pd.Series(True, df.index)
         values = df.loc[measured, "runtime"].dropna().astype(str)
-        found |= {v for v in values if v}
+        found |= {runtime_label(v, options) for v in values if v}
     return found
 
 
@@ -70,8 +78,9 @@ def check_runtimes(
 ) -> tuple[dict[str, list[str]], list[str]]:
     """Refuse to compare runtime-dependent objectives measured on different runtimes.
 
-    Runtimes are read from each run's ``run.yaml`` (``runtime``) and its measured trial rows
-    (``runtime``); a run from before runtimes were recorded names none.
+    Runtimes are read from each run's ``run.yaml`` (``runtime``, with ``runtime_options`` where
+    the run set any: the same runtime with other options is another runtime here) and its
+    measured trial rows (``runtime``); a run from before runtimes were recorded names none.
 
     Returns:
         runtime -> labels of the runs that used it, and notes for the report.

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fcasearch.report.final import runtime_label
 from fcasearch.report.info import RunData
 
 __all__ = [
@@ -155,6 +156,7 @@ def profile_references(
     fingerprint_ids: Sequence[str],
     batch_size: int | None = None,
     runtime: str | None = None,
+    runtime_options: str = "",
 ) -> tuple[pd.DataFrame, list[str]]:
     """Reference models from a ``fcasearch profile`` CSV.
 
@@ -167,8 +169,9 @@ def profile_references(
         fingerprint_ids: Fingerprint ids of the runs being reported.
         batch_size: Preferred batch size.
         runtime: The runs' runtime: latency and memory only from profile rows measured on it
-            with its default options (``--runtime-option`` rows are left out; a profile without
-            a ``runtime`` column predates runtimes: its rows are eager).
+            (a profile without a ``runtime`` column predates runtimes: its rows are eager).
+        runtime_options: The runs' runtime options as run.yaml records them (``""``: the
+            defaults); with ``runtime``, profile rows measured with other options are left out.
 
     Returns:
         ``(table, notes)`` with the columns of ``REFERENCE_COLUMNS``.
@@ -193,8 +196,9 @@ def profile_references(
         prof["dtype"] = "fp32"
     prof["runtime"] = prof["runtime"].fillna("eager").astype(str) if "runtime" in prof else "eager"
     same_rt = prof["runtime"] == runtime if runtime else pd.Series(True, index=prof.index)
-    if runtime and "runtime_options" in prof:  # a search runs its runtime with its defaults
-        same_rt &= prof["runtime_options"].fillna("").astype(str) == ""
+    opts = prof.get("runtime_options", pd.Series("", index=prof.index)).fillna("").astype(str)
+    if runtime:  # and the run's options (none: the runtime's defaults)
+        same_rt &= opts == runtime_options
     same_hw = set(fingerprint_ids) if len(set(fingerprint_ids)) == 1 else set()
     if len(set(fingerprint_ids)) != 1:
         notes.append(
@@ -228,10 +232,11 @@ def profile_references(
                 f"{lrow['dtype']})"
             )
         elif runtime and not same_rt[group.index].any():
+            profiled = {runtime_label(r, o) for r, o in zip(group["runtime"], opts[group.index])}
             notes.append(
                 f"latency/memory marker of {model} omitted: profiled on runtime(s) "
-                f"{', '.join(sorted(set(group['runtime'])))}, the runs on {runtime} (runtimes "
-                "are never mixed on one axis)"
+                f"{', '.join(sorted(profiled))}, the runs on "
+                f"{runtime_label(runtime, runtime_options)} (runtimes are never mixed on one axis)"
             )
         elif same_hw and group["fingerprint_id"].isin(same_hw).any():
             notes.append(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 from fcasearch.runtime.base import (
@@ -43,6 +44,7 @@ __all__ = [
     "UnsupportedModel",
     "compile_for_inference",
     "export_onnx",
+    "format_runtime_options",
     "get_runtime",
     "inference_form",
     "list_runtimes",
@@ -157,6 +159,16 @@ def parse_runtime_options(items: list[str] | tuple[str, ...]) -> dict[str, dict[
             raise ValueError(f"runtime option {item!r}: {name}.{key} is given twice")
         options.setdefault(name, {})[key] = _option_value(value.strip())
     return options
+
+
+def format_runtime_options(options: Mapping[str, Any]) -> str:
+    """A runtime's options as rows and run files record them: ``key=value`` pairs in key order,
+    ``; ``-separated, lists comma-joined; ``""`` for the runtime's defaults."""
+    parts = []
+    for key, value in sorted(options.items()):
+        text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        parts.append(f"{key}={text}")
+    return "; ".join(parts)
 
 
 def __getattr__(name: str) -> Any:

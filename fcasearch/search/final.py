@@ -142,6 +142,7 @@ def final_rounds(ctx: TrialContext, items: list[dict[str, Any]]) -> dict[str, di
             res = measure_rounds(
                 targets,
                 runtime=o.runtime,
+                runtime_options=o.runtime_kwargs,
                 device=o.device,
                 batch_size=o.latency_batch_size,
                 dtype=o.latency_dtype,
@@ -271,13 +272,18 @@ class SearchMeasurements:
             [m["search_latency_ms"] for m in front_only],
             [m["final_latency_ms"] for m in front_only],
         )
+        from fcasearch.runtime import format_runtime_options
+
         version = next((m.get("runtime_version") for m in models if m.get("runtime_version")), "")
         self.final = {
             "runtime": o.runtime,
             "runtime_version": version,
+            "runtime_options": o.runtime_kwargs,
             "rounds": o.final_rounds,
             "method": (
-                f"{len(models)} models prepared on {o.runtime}, then timed in {o.final_rounds} "
+                f"{len(models)} models prepared on {o.runtime}"
+                + (f" ({format_runtime_options(o.runtime_kwargs)})" if o.runtime_options else "")
+                + f", then timed in {o.final_rounds} "
                 "interleaved rounds (every model once per round, the order rotating, each timed "
                 "run right after an untimed one of the same model), batch "
                 f"{o.latency_batch_size}, {o.latency_dtype}, device {o.device}, threads "

@@ -295,6 +295,7 @@ def measure_settings(options: SearchOptions) -> dict[str, Any]:
     every reference model (runtime, device, batch size, dtype, threads, stability threshold)."""
     return {
         "runtime": options.runtime,
+        "runtime_options": options.runtime_kwargs or None,
         "device": options.device,
         "batch_size": options.latency_batch_size,
         "dtype": options.latency_dtype,

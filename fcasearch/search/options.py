@@ -91,6 +91,8 @@ class SearchOptions:
     latency_dtype: str = "fp32"
     latency_cuda_graph: bool = False  # time a CUDA graph replay (CUDA only)
     runtime: str = "eager"  # the one runtime latency is measured on (fcasearch.runtime)
+    # that runtime's options (get_runtime keywords) as sorted (key, value) pairs; () = defaults
+    runtime_options: tuple[tuple[str, Any], ...] = ()
     latency_cv_threshold: float = 0.1  # robust CV above which a latency cell is unstable
     # reference models measured like the candidates (fcasearch.search.final); () for none
     references: tuple[str, ...] = DEFAULT_REFERENCES
@@ -169,6 +171,9 @@ class SearchOptions:
                 f"runtime: {self.runtime!r} is not known; choose one of {', '.join(RUNTIMES)} "
                 "(one runtime per search)"
             )
+        object.__setattr__(
+            self, "runtime_options", _runtime_options(self.runtime_options, self.runtime)
+        )
         refs = self.references
         if isinstance(refs, str):
             refs = refs.replace(",", " ").split()
@@ -289,10 +294,16 @@ class SearchOptions:
         """Whether trials train (only when accuracy is an objective)."""
         return any(o.name == "accuracy" for o in self.objectives)
 
+    @property
+    def runtime_kwargs(self) -> dict[str, Any]:
+        """``runtime_options`` as keywords of :func:`fcasearch.runtime.get_runtime`."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.runtime_options}
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["objectives"] = [f"{o.name}:{o.direction[:3]}" for o in self.objectives]
         d["hv_reference"] = dict(self.hv_reference)
+        d["runtime_options"] = self.runtime_kwargs
         d["references"] = list(self.references)
         return d
 
@@ -350,6 +361,46 @@ def _hv_reference(raw: Any, objectives: tuple[Objective, ...]) -> tuple[tuple[st
             for n, (r, b) in parsed.items()
         )
     )
+
+
+def _runtime_options(raw: Any, runtime: str) -> tuple[tuple[str, Any], ...]:
+    """``--runtime-option`` items (``KEY=VALUE`` or ``RUNTIME.KEY=VALUE``), a config mapping or
+    stored pairs, as sorted (key, value) pairs the run's runtime accepts."""
+    from fcasearch.runtime import get_runtime, parse_runtime_options
+
+    if isinstance(raw, str):
+        raw = [raw]
+    if isinstance(raw, Mapping):
+        options = dict(raw)
+    elif raw and all(isinstance(item, str) for item in raw):
+        for item in raw:
+            if "=" not in item:
+                raise SearchError(
+                    f"runtime_options: {item!r}: give KEY=VALUE, e.g. pointwise_conv=false "
+                    "(eager) or exporter=dynamo (onnxruntime)"
+                )
+        items = [
+            item if "." in item.partition("=")[0] else f"{runtime}.{item.strip()}" for item in raw
+        ]
+        try:
+            parsed = parse_runtime_options(items)
+        except ValueError as exc:
+            raise SearchError(f"runtime_options: {exc}") from None
+        others = sorted(set(parsed) - {runtime})
+        if others:
+            raise SearchError(
+                f"runtime_options: options for {', '.join(others)}, but the run measures latency "
+                f"on {runtime!r} (one runtime per run); give KEY=VALUE for {runtime!r}"
+            )
+        options = parsed.get(runtime, {})
+    else:
+        options = dict(raw or ())
+    options = {str(k): tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    try:
+        get_runtime(runtime, **options)
+    except ValueError as exc:
+        raise SearchError(f"runtime_options: {exc}") from None
+    return tuple(sorted(options.items()))
 
 
 def _reference_names() -> list[str]:

@@ -104,6 +104,8 @@ def _write_run_yaml(
     fp_id: str,
     hypervolume: dict[str, Any] | None = None,
 ) -> None:
+    from fcasearch.runtime import format_runtime_options
+
     doc = {
         "name": run.name,
         "objectives": [{"name": o.name, "direction": o.direction} for o in options.objectives],
@@ -112,6 +114,7 @@ def _write_run_yaml(
         "device": options.device,
         "runtime": options.runtime,
         "runtime_version": _runtime_version(options.runtime),
+        "runtime_options": format_runtime_options(options.runtime_kwargs),
         "executor": options.executor,
         "budget": options.budget,
         "fingerprint": json.loads(json.dumps(fingerprint, default=str)),  # plain types only
@@ -142,7 +145,7 @@ def _check_runtime(options: SearchOptions, device: str) -> None:
     from fcasearch.runtime import RuntimeUnavailable, get_runtime
 
     try:
-        get_runtime(options.runtime).check(device)
+        get_runtime(options.runtime, **options.runtime_kwargs).check(device)
     except RuntimeUnavailable as exc:
         raise SearchError(f"runtime: {exc}") from None
 

@@ -55,6 +55,17 @@ def test_rows_of_one_run_on_two_runtimes_are_refused(make_run):
         build_report(run, figures=False)
 
 
+def test_the_same_runtime_with_other_options_is_another_runtime(make_run):
+    a = _on_runtime(make_run("default", objectives=LATENCY), "eager")
+    b = _on_runtime(make_run("sgemm", objectives=LATENCY, seed=1), "eager")
+    config = yaml.safe_load((b / "run.yaml").read_text())
+    config["runtime_options"] = "pointwise_conv=False"
+    (b / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    build_report(b, figures=False)  # one run: its rows and run.yaml agree
+    with pytest.raises(MixedRuntimeError, match=r"eager \(pointwise_conv=False\) \(sgemm\)"):
+        build_report([a, b], figures=False)
+
+
 def test_runtime_free_objectives_only_note_it(make_run):
     a = _on_runtime(make_run("a"), "eager")
     b = _on_runtime(make_run("b", seed=1), "onnxruntime")

@@ -48,6 +48,55 @@ def test_search_on_onnxruntime_measures_candidates_and_references_on_it(
     assert "Kendall tau" in capsys.readouterr().out
 
 
+def test_runtime_options_reach_every_measurement_and_stay_fixed(
+    tiny_space, search_args, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    args = search_args(tiny_space, out, "--n-trials", "1", *LATENCY)
+    args[args.index("--references") + 1] = "fcaformer_nano"
+    opts = ["--runtime-option", "pointwise_conv=false"]
+    assert main([*args, *opts, "--final-rounds", "2"]) == 0
+    run = yaml.safe_load((out / "run.yaml").read_text())
+    assert run["runtime_options"] == "pointwise_conv=False"
+    assert run["options"]["runtime_options"] == {"pointwise_conv": False}
+    notes = json.loads(_frame(out)["notes"].iloc[0])
+    assert "PyTorch eager" in notes["measure.runtime"] and "1x1" not in notes["measure.runtime"]
+    refs = pd.read_csv(out / "references.csv")
+    assert refs.loc[0, "status"] == "ok" and "1x1" not in refs.loc[0, "notes"]
+    final = json.loads((out / "final.json").read_text())
+    assert final["runtime_options"] == {"pointwise_conv": False}
+    assert "prepared on eager (pointwise_conv=False)" in final["method"]
+    capsys.readouterr()
+    # resumed with other options (or none): refused, nothing runs
+    for other in (["--runtime-option", "pointwise_conv=true"], []):
+        code = main(["search", "--resume", str(out), "--n-trials", "2", *other])
+        if not other:  # the stored options are kept
+            assert code == 0 and len(_frame(out)) == 2
+            continue
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and "runtime_options" in err and len(err.splitlines()) == 1
+        assert len(_frame(out)) == 1
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("bogus=1", "runtime 'eager' has no option(s) ['bogus']; it takes pointwise_conv"),
+        ("onnxruntime.exporter=dynamo", "options for onnxruntime, but the run measures"),
+        ("pointwise_conv", "give KEY=VALUE"),
+    ],
+)
+def test_bad_runtime_options_are_one_line_errors(
+    option, message, tiny_space, search_args, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    args = search_args(tiny_space, out, "--n-trials", "1", "--runtime-option", option)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not out.exists()
+
+
 def test_resume_refuses_another_runtime(tiny_space, search_args, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(search_args(tiny_space, out, "--n-trials", "1")) == 0

@@ -358,10 +358,12 @@ def summary_line(final: dict[str, Any]) -> str:
         if tau is not None
         else "Kendall tau undefined (fewer than 2 models measured both times)"
     )
+    opts = ", ".join(f"{k}={v}" for k, v in sorted((final.get("runtime_options") or {}).items()))
+    options = f" ({opts})" if opts else ""
     front_tau = final.get("kendall_tau_pareto")
     if front_tau is not None:
         moved += f" ({front_tau:.3f} over the {final['kendall_pairs_pareto']} Pareto models alone)"
     return (
         f"final re-measurement: {cands} Pareto + {len(models) - cands} reference models in "
-        f"{final['rounds']} interleaved rounds on {final['runtime']}: {spread}; {moved}"
+        f"{final['rounds']} interleaved rounds on {final['runtime']}{options}: {spread}; {moved}"
     )

@@ -49,6 +49,8 @@ def test_summary_line_names_rounds_runtime_and_tau():
     line = summary_line(final)
     assert "2 Pareto + 1 reference models in 10 interleaved rounds on eager" in line
     assert "1 unstable" in line and "Kendall tau in-search vs final 0.800 over 5 models" in line
+    line = summary_line({**final, "runtime_options": {"pointwise_conv": False}})
+    assert "10 interleaved rounds on eager (pointwise_conv=False):" in line
 
 
 def test_the_final_rounds_time_each_pareto_architecture_once(tiny_space, search_args, tmp_path):

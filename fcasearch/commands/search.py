@@ -260,14 +260,14 @@ def resolve(args: argparse.Namespace):
         stored["out"] = str(args.resume)
         source = f"{args.resume}/run.yaml"
         kept = SearchOptions.from_mapping(stored, source=source).to_dict()
-        asked = SearchOptions.from_mapping({**stored, **given}, source="command line").to_dict()
-        fixed = [k for k in given if k not in _RESUMABLE and asked[k] != kept[k]]
-        if "runtime" in fixed:
+        if given.get("runtime", kept["runtime"]) != kept["runtime"]:
             raise SearchError(
                 f"--resume {args.resume}: the run measures latency on {kept['runtime']!r}, not "
-                f"{asked['runtime']!r}: one runtime per run; start a new run (another --out) to "
-                f"search on {asked['runtime']!r}"
+                f"{given['runtime']!r}: one runtime per run; start a new run (another --out) to "
+                f"search on {given['runtime']!r}"
             )
+        asked = SearchOptions.from_mapping({**stored, **given}, source="command line").to_dict()
+        fixed = [k for k in given if k not in _RESUMABLE and asked[k] != kept[k]]
         if fixed:
             changes = ", ".join(f"{k} {kept[k]!r} -> {asked[k]!r}" for k in fixed)
             raise SearchError(

@@ -140,7 +140,7 @@ def _failed_row(
     reason: str,
     fp: dict,
     runtime: Any,
-    options: dict[str, Any],
+    options: str,
 ) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(PROFILE_COLUMNS, "")
     row.update({k: math.nan for k in (*METRIC_KEYS, "avg_power_w")})
@@ -152,7 +152,7 @@ def _failed_row(
         device=device,
         runtime=runtime.name,
         runtime_version=runtime.version,
-        runtime_options=format_runtime_options(options),
+        runtime_options=options,
         threads=fp.get("threads"),
         latency_stable=None,
         status=status,
@@ -215,6 +215,7 @@ def profile_grid(
     rts = [get_runtime(n, **options.get(n, {})) for n in names]
     for rt in rts:
         rt.check(dev)
+    recorded = {n: format_runtime_options(rt.options) for n, rt in zip(names, rts)}
     rows: list[dict[str, Any]] = []
     with cpu_threads(threads) as used:
         fp = hardware_fingerprint(dev, used)
@@ -228,9 +229,7 @@ def profile_grid(
                     if oom_at is not None and bs > oom_at:
                         reason = f"skipped: batch size {oom_at} already ran out of memory"
                         cell_rows = [
-                            _failed_row(
-                                target, bs, dtype, dev, "oom", reason, fp, rt, options.get(n, {})
-                            )
+                            _failed_row(target, bs, dtype, dev, "oom", reason, fp, rt, recorded[n])
                             for n, rt in zip(names, rts)
                         ]
                     else:
@@ -244,9 +243,7 @@ def profile_grid(
                                 {
                                     "model": target.label,
                                     **r.to_row(),
-                                    "runtime_options": format_runtime_options(
-                                        options.get(r.runtime, {})
-                                    ),
+                                    "runtime_options": recorded[r.runtime],
                                 }
                                 for r in results
                             ]
@@ -265,7 +262,7 @@ def profile_grid(
                                     reason,
                                     fp,
                                     rt,
-                                    options.get(n, {}),
+                                    recorded[n],
                                 )
                                 for n, rt in zip(names, rts)
                             ]

@@ -144,6 +144,12 @@ class Runtime(ABC):
             raise ValueError(f"runtime {self.name!r} has no option(s) {sorted(options)}")
 
     @property
+    def options(self) -> dict[str, Any]:
+        """The options this runtime was given that differ from its defaults, normalized (lists
+        as tuples): what rows and run files record, ``{}`` for the defaults."""
+        return {}
+
+    @property
     @abstractmethod
     def version(self) -> str:
         """The runtime's version string, e.g. ``onnxruntime 1.32.0``."""

@@ -118,8 +118,8 @@ class ConvLinear(nn.Linear):
 
     sgemm_rows: frozenset[int] = frozenset()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias, self.sgemm_rows)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # input: nn.Linear's own name
+        return linear(input, self.weight, self.bias, self.sgemm_rows)
 
     @classmethod
     def sharing(cls, layer: nn.Linear) -> ConvLinear:
@@ -189,13 +189,17 @@ def probe_linears(
         return []  # use_conv says no to every shape: spare the forward
     seen: dict[tuple[int, int, int], list[ConvLinear]] = {}
 
-    def record(layer: nn.Module, args: tuple[Any, ...]) -> None:
-        x = args[0]
-        if isinstance(layer, ConvLinear) and use_conv(x, layer.out_features):
+    def record(layer: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        x = args[0] if args else kwargs.get("input")
+        if (
+            isinstance(layer, ConvLinear)
+            and isinstance(x, torch.Tensor)
+            and use_conv(x, layer.out_features)
+        ):
             key = (x.numel() // x.shape[-1], layer.in_features, layer.out_features)
             seen.setdefault(key, []).append(layer)
 
-    hooks = [m.register_forward_pre_hook(record) for m in model.modules()]
+    hooks = [m.register_forward_pre_hook(record, with_kwargs=True) for m in model.modules()]
     try:
         with torch.inference_mode():
             model(example)
@@ -208,8 +212,9 @@ def probe_linears(
             weight, bias = layers[0].weight, layers[0].bias
             x = torch.randn(rows, width, generator=torch.Generator().manual_seed(0))
             times: dict[str, list[float]] = {"sgemm": [], "conv": []}
+            forms = [("sgemm", F.linear), ("conv", linear)]
             for i in range(runs + 2):
-                for form, fn in (("sgemm", F.linear), ("conv", linear)):
+                for form, fn in forms if i % 2 else forms[::-1]:  # neither always goes first
                     started = time.perf_counter()
                     fn(x, weight, bias)
                     if i >= 2:
@@ -243,6 +248,14 @@ def _probe_note(probes: list[ShapeProbe]) -> str:
     return text
 
 
+def _why_none(example: torch.Tensor) -> str:
+    if example.dtype != torch.float32:
+        return f"none converted ({example.dtype} is not float32)"
+    if torch.get_num_threads() < 2:
+        return "none converted (one thread)"
+    return "no such layer here"
+
+
 class EagerRuntime(Runtime):
     """The model's own ``forward``, module by module, as the researcher wrote it.
 
@@ -262,6 +275,10 @@ class EagerRuntime(Runtime):
         if not isinstance(pointwise_conv, bool):
             raise ValueError(f"pointwise_conv: {pointwise_conv!r} is not True or False")
         self.pointwise_conv = pointwise_conv
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {} if self.pointwise_conv else {"pointwise_conv": False}
 
     @property
     def version(self) -> str:
@@ -285,7 +302,7 @@ class EagerRuntime(Runtime):
                     f"2^{CONV_MIN_MACS.bit_length() - 1} multiply-adds run as 1x1 convolutions "
                     "(oneDNN) in float32 inference on 2+ threads where a probe on this CPU timed "
                     f"them >= {PROBE_MARGIN:g}x as fast as the sgemm: "
-                    + (_probe_note(probes) if probes else "no such layer here")
+                    + (_probe_note(probes) if probes else _why_none(example))
                 )
 
         def forward(x: torch.Tensor) -> torch.Tensor:

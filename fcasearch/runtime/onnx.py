@@ -362,9 +362,20 @@ class OnnxRuntime(Runtime):
             raise ValueError(f"opset: {opset!r} is not an ONNX opset number (e.g. 18)")
         if isinstance(providers, str):
             providers = [providers]  # one provider by name, not a sequence of letters
-        if providers and not all(isinstance(p, str) and p for p in providers):
+        if providers is not None and (
+            not isinstance(providers, (list, tuple))
+            or not all(isinstance(p, str) and p for p in providers)
+        ):
             raise ValueError(f"providers: {providers!r} are not execution provider names")
         self.providers = list(providers) if providers else None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        given = {"exporter": self.exporter, "opset": self.opset, "providers": self.providers}
+        defaults = {"exporter": "auto", "opset": None, "providers": None}
+        return {
+            k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v != defaults[k]
+        }
 
     @property
     def version(self) -> str:

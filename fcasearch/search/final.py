@@ -358,7 +358,9 @@ def summary_line(final: dict[str, Any]) -> str:
         if tau is not None
         else "Kendall tau undefined (fewer than 2 models measured both times)"
     )
-    opts = ", ".join(f"{k}={v}" for k, v in sorted((final.get("runtime_options") or {}).items()))
+    from fcasearch.runtime import format_runtime_options
+
+    opts = format_runtime_options(final.get("runtime_options") or {})
     options = f" ({opts})" if opts else ""
     front_tau = final.get("kendall_tau_pareto")
     if front_tau is not None:

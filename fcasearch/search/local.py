@@ -59,12 +59,15 @@ def run_local(
         trial = study.ask()
         if shared and not claim_slot(study, trial, n_trials):
             break  # other drivers took the last trials meanwhile
-        spec = sample_architecture(trial, ctx.space, run_dir=run_dir, budget=o.budget)
+        label = o.runtime_label if shared else None
+        spec = sample_architecture(
+            trial, ctx.space, run_dir=run_dir, budget=o.budget, runtime=label
+        )
         cached = cache.get(spec.arch_id)
         note = ""
         if cached is None and shared:
             cached, note = wait_for_result(
-                study, trial.number, spec.arch_id, o.budget, limit_s=wait_s
+                study, trial.number, spec.arch_id, o.budget, limit_s=wait_s, runtime=label
             )
         if cached is not None:
             result = reused_result(cached, spec)

@@ -295,6 +295,15 @@ class SearchOptions:
         return any(o.name == "accuracy" for o in self.objectives)
 
     @property
+    def runtime_label(self) -> str:
+        """The runtime and its options, as a shared study and the reports tell runtimes apart
+        (``eager``, ``eager (pointwise_conv=False)``)."""
+        from fcasearch.runtime import format_runtime_options
+
+        opts = format_runtime_options(self.runtime_kwargs)
+        return f"{self.runtime} ({opts})" if opts else self.runtime
+
+    @property
     def runtime_kwargs(self) -> dict[str, Any]:
         """``runtime_options`` as keywords of :func:`fcasearch.runtime.get_runtime`."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.runtime_options}
@@ -374,7 +383,7 @@ def _runtime_options(raw: Any, runtime: str) -> tuple[tuple[str, Any], ...]:
         options = dict(raw)
     elif raw and all(isinstance(item, str) for item in raw):
         for item in raw:
-            if "=" not in item:
+            if "=" not in item or not item.partition("=")[0].strip():
                 raise SearchError(
                     f"runtime_options: {item!r}: give KEY=VALUE, e.g. pointwise_conv=false "
                     "(eager) or exporter=dynamo (onnxruntime)"
@@ -395,12 +404,11 @@ def _runtime_options(raw: Any, runtime: str) -> tuple[tuple[str, Any], ...]:
         options = parsed.get(runtime, {})
     else:
         options = dict(raw or ())
-    options = {str(k): tuple(v) if isinstance(v, list) else v for k, v in options.items()}
     try:
-        get_runtime(runtime, **options)
+        rt = get_runtime(runtime, **{str(k): v for k, v in options.items()})
     except ValueError as exc:
         raise SearchError(f"runtime_options: {exc}") from None
-    return tuple(sorted(options.items()))
+    return tuple(sorted(rt.options.items()))  # normalized; an option at its default is dropped
 
 
 def _reference_names() -> list[str]:

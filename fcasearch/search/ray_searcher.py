@@ -57,18 +57,20 @@ def trial_config(
     run_dir: str | None = None,
     budget: str | None = None,
     study: optuna.Study | None = None,
+    runtime: str | None = None,
 ) -> dict[str, Any]:
     """The Tune config of one trial: its sampled architecture (marked in the study at once, so
     NSGA-II's next children avoid it while it runs) and, if a completed trial already measured
     that architecture (in this run's ``cache``, or, given the shared ``study``, by another
-    driver), the row to reuse instead of training again."""
+    driver on the same ``runtime``), the row to reuse instead of training again."""
     from fcasearch.search.objective import reused_result
 
-    spec = sample_architecture(ot_trial, space, run_dir=run_dir, budget=budget)
+    label = runtime if study is not None else None
+    spec = sample_architecture(ot_trial, space, run_dir=run_dir, budget=budget, runtime=label)
     cfg: dict[str, Any] = {"spec": spec.to_json(), "trial_number": ot_trial.number, "run": run}
     cached = cache.get(spec.arch_id)
     if cached is None and study is not None and budget is not None:
-        owner = find_owner(study, ot_trial.number, spec.arch_id, budget)
+        owner = find_owner(study, ot_trial.number, spec.arch_id, budget, runtime=label)
         if owner is not None and owner.state == optuna.trial.TrialState.COMPLETE:
             cached = dict(owner.user_attrs["metrics"])
     if cached is not None:
@@ -271,6 +273,7 @@ class StudySearcher(Searcher):
             run_dir=str(Path(self.run_root).resolve()),
             budget=self.opts.budget,
             study=study if self.shared else None,
+            runtime=self.opts.runtime_label,
         )
         self._trials[trial_id] = trial
         self.configs[trial_id] = cfg

@@ -234,6 +234,8 @@ def run_search(
 
         rebuild(run, options, space, study_name)
     study = _open_run_study(options, storage, study_name, space, run, log, resume, hv)
+    if options.storage is not None:
+        _check_study_runtime(study, study_name, options.runtime_label)
     if not resume:  # once the study opened: a storage error leaves no run to --resume
         _write_run_yaml(run, options, space_dict, fp, fingerprint_id(fp), hv.to_dict())
     logged = {int(r["trial"]): r for r in log.rows() if "trial" in r}
@@ -284,6 +286,23 @@ def run_search(
         recovered=recovered,
         final=extra.final,
     )
+
+
+def _check_study_runtime(study, study_name: str, label: str) -> None:
+    """SearchError if other drivers of a shared study measure latency on another runtime (or
+    the same one with other options): its objective values would mix runtimes."""
+    recorded = {
+        str(t.user_attrs["runtime"])
+        for t in study.get_trials(deepcopy=False)
+        if "runtime" in t.user_attrs
+    }
+    others = sorted(recorded - {label})
+    if others:
+        raise SearchError(
+            f"study {study_name!r}: its trials measure latency on {', '.join(others)}, this "
+            f"driver on {label}; the study's objectives would mix runtimes. Use the same "
+            "--runtime and --runtime-option as its other drivers, or another --study-name"
+        )
 
 
 def _open_run_study(options, storage, study_name, space, run, log, resume, hypervolume=None):

@@ -50,6 +50,7 @@ def find_owner(
     arch_id: str,
     budget: str,
     *,
+    runtime: str | None = None,
     poll_s: float = 0.2,
 ) -> optuna.trial.FrozenTrial | None:
     """The trial that evaluates ``arch_id`` at ``budget`` for trial ``number``, if not itself:
@@ -57,7 +58,8 @@ def find_owner(
 
     Earlier trials still being sampled (running, no ``arch_id`` yet) are waited for, up to
     :data:`SETTLE_S` after they started, so that two drivers sampling one architecture at the
-    same moment agree.
+    same moment agree. With ``runtime``, a trial recorded as measured on another runtime (or
+    the same one with other options) is not an owner.
     """
     while True:
         earlier = [t for t in study.get_trials(deepcopy=False) if t.number < number]
@@ -71,6 +73,8 @@ def find_owner(
             attrs = t.user_attrs
             if attrs.get("arch_id") != arch_id or attrs.get("budget") != budget:
                 continue
+            if runtime is not None and attrs.get("runtime", runtime) != runtime:
+                continue  # latency measured on another runtime: not this trial's result
             if t.state == _RUNNING or (t.state == _COMPLETE and "metrics" in attrs):
                 return t
         return None
@@ -83,6 +87,7 @@ def wait_for_result(
     budget: str,
     *,
     limit_s: float,
+    runtime: str | None = None,
     poll_s: float = 1.0,
 ) -> tuple[dict[str, Any] | None, str]:
     """A complete result of ``arch_id`` at ``budget`` from another trial, waiting while its owner
@@ -94,7 +99,7 @@ def wait_for_result(
     """
     deadline = time.monotonic() + limit_s
     while True:
-        owner = find_owner(study, number, arch_id, budget)
+        owner = find_owner(study, number, arch_id, budget, runtime=runtime)
         if owner is None:
             return None, ""
         if owner.state == _COMPLETE:

@@ -341,14 +341,16 @@ def sample_architecture(
     *,
     run_dir: str | None = None,
     budget: str | None = None,
+    runtime: str | None = None,
 ) -> ArchSpec:
     """The trial's architecture, asking only the parameters it uses (define-by-run), its
     ``arch_id`` recorded in the study at once, so that a trial still running counts as evaluated
     for NSGA-II's children (:class:`~fcasearch.search.offspring.ArchitectureOffspring`). Both
     executors sample through here.
 
-    ``run_dir`` and ``budget``, when given, are recorded too: which run owns the trial (a study
-    shared by several drivers) and what it trains for (dedupe across drivers).
+    ``run_dir``, ``budget`` and ``runtime``, when given, are recorded too: which run owns the
+    trial (a study shared by several drivers), what it trains for and what its latency is
+    measured on (dedupe across drivers reuses only a result of the same budget and runtime).
     """
     if run_dir is not None:  # first: from now on no other driver's recovery touches it
         trial.set_user_attr("run_dir", run_dir)
@@ -356,6 +358,8 @@ def sample_architecture(
     trial.set_user_attr("arch_id", spec.arch_id)
     if budget is not None:
         trial.set_user_attr("budget", budget)
+    if runtime is not None:
+        trial.set_user_attr("runtime", runtime)
     return spec
 
 

@@ -208,9 +208,17 @@ def test_profile_rows_of_another_runtime_give_no_marker(make_run, tmp_path):
     paths = build_report(run, profile=profile, figures=False)
     notes = json.loads(paths.summary_json.read_text())["notes"]
     assert not any("convnext_tiny omitted" in n for n in notes)
-    # the run's runtime, but with options a search does not use (--runtime-option)
+    # the run's runtime, but with options the run did not use (--runtime-option)
     other = {**row, "runtime": "onnxruntime", "runtime_options": "exporter=dynamo"}
     pd.DataFrame([other]).to_csv(profile, index=False)
     paths = build_report(run, profile=profile, figures=False)
     notes = json.loads(paths.summary_json.read_text())["notes"]
-    assert any("convnext_tiny omitted" in n and "runtime" in n for n in notes)
+    omitted = "profiled on runtime(s) onnxruntime (exporter=dynamo), the runs on onnxruntime ("
+    assert any("convnext_tiny omitted" in n and omitted in n for n in notes), notes
+    # a run with those options takes the row
+    config = yaml.safe_load((run / "run.yaml").read_text())
+    config["runtime_options"] = "exporter=dynamo"
+    (run / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    paths = build_report(run, profile=profile, figures=False)
+    notes = json.loads(paths.summary_json.read_text())["notes"]
+    assert not any("convnext_tiny omitted" in n for n in notes)

@@ -214,6 +214,36 @@ def test_the_probe_times_each_shape_once_and_not_on_one_thread(monkeypatch):
         torch.set_num_threads(before)
 
 
+class _KeywordCall(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(192, 768)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(input=x)
+
+
+def test_the_probe_sees_a_layer_called_by_keyword(two_threads):
+    model = _KeywordCall().eval()
+    eager.convert_linears(model)
+    (probe,) = probe_linears(model, torch.randn(1, 300, 192), runs=1)
+    assert (probe.rows, probe.in_features, probe.out_features) == (300, 192, 768)
+
+
+def test_the_note_says_why_nothing_converted():
+    model = nn.Sequential(nn.Linear(192, 768))
+    x = torch.randn(1, 300, 192)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert "none converted (one thread)" in get_runtime("eager").prepare(model, x).note
+        torch.set_num_threads(2)
+        note = get_runtime("eager").prepare(model, x.double()).note
+        assert "none converted (torch.float64 is not float32)" in note
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_the_onnx_export_of_a_converted_model_has_no_convolution(two_threads):
     onnx = pytest.importorskip("onnx")
     import io

@@ -43,6 +43,14 @@ def test_unknown_names_and_options_are_refused():
         get_runtime("onnxruntime", opset="18")
     one = get_runtime("onnxruntime", providers="CPUExecutionProvider")
     assert one.providers == ["CPUExecutionProvider"]  # one provider by name
+    assert one.options == {"providers": ("CPUExecutionProvider",)}
+    assert get_runtime("onnxruntime", providers=["CPUExecutionProvider"]).options == one.options
+    with pytest.raises(ValueError, match="not execution provider names"):
+        get_runtime("onnxruntime", providers={"CPUExecutionProvider": 1})
+    # options at their defaults are no options
+    assert get_runtime("eager", pointwise_conv=True).options == {}
+    assert get_runtime("onnxruntime", exporter="auto", opset=None).options == {}
+    assert get_runtime("eager", pointwise_conv=False).options == {"pointwise_conv": False}
 
 
 def test_parse_runtime_options():

@@ -76,6 +76,20 @@ def test_runtime_options_reach_every_measurement_and_stay_fixed(
         err = capsys.readouterr().err.strip()
         assert code == 2 and "runtime_options" in err and len(err.splitlines()) == 1
         assert len(_frame(out)) == 1
+    # another runtime: the one-runtime message, not a complaint about the stored options
+    code = main(["search", "--resume", str(out), "--n-trials", "3", "--runtime", "onnxruntime"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "one runtime per run" in err and "pointwise_conv" not in err
+
+
+def test_an_option_at_its_default_is_no_option(tiny_space, search_args, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(search_args(tiny_space, out, "--n-trials", "1")) == 0
+    run = yaml.safe_load((out / "run.yaml").read_text())
+    assert run["runtime_options"] == "" and run["options"]["runtime_options"] == {}
+    args = ["--n-trials", "2", "--runtime-option", "pointwise_conv=true"]
+    assert main(["search", "--resume", str(out), *args]) == 0  # the same settings
+    assert len(_frame(out)) == 2
 
 
 @pytest.mark.parametrize(

@@ -185,3 +185,38 @@ def _journal(tmp_path):
     from fcasearch.search.storages import make_storage
 
     return make_storage(f"journal://{tmp_path / 'study.log'}")
+
+
+def test_a_driver_on_another_runtime_cannot_join_the_study(
+    tiny_space, search_args, tmp_path, capsys
+):
+    log = tmp_path / "study.log"
+    shared = ["--storage", f"journal://{log}", "--study-name", "shared", "--n-trials", "1"]
+    first = tmp_path / "a"
+    assert main([*search_args(tiny_space, first, *shared)]) == 0
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    storage = JournalStorage(JournalFileBackend(str(log)))
+    trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
+    assert [t.user_attrs["runtime"] for t in trials] == ["eager"]
+    capsys.readouterr()
+    other = ["--runtime-option", "pointwise_conv=false", "--n-trials", "2"]
+    assert main([*search_args(tiny_space, tmp_path / "b", *shared, *other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "measure latency on eager, this driver on eager (" in err
+    assert "pointwise_conv=False" in err
+
+
+def test_an_owner_on_another_runtime_is_not_reused(tmp_path):
+    from fcasearch.search.shared import find_owner
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
+    for number, runtime in enumerate(("eager (pointwise_conv=False)", "eager")):
+        trial = study.ask()
+        attrs = {"arch_id": "a1", "budget": "epochs=2", "runtime": runtime}
+        for key, value in {**attrs, "metrics": {"trial": number}}.items():
+            trial.set_user_attr(key, value)
+        study.tell(trial, 1.0)
+    assert find_owner(study, 2, "a1", "epochs=2", runtime="eager").number == 1
+    assert find_owner(study, 2, "a1", "epochs=2").number == 0  # no runtime asked: the first
+    assert find_owner(study, 2, "a1", "epochs=2", runtime="onnxruntime") is None

@@ -23,9 +23,9 @@ which Linear shapes the rule would convert, times each of them both ways on this
 (:func:`probe_linears`: interleaved, the median of :data:`PROBE_RUNS` calls each) and keeps the
 convolution only where it was at least :data:`PROBE_MARGIN` times as fast; the other shapes stay
 on the sgemm. The runtime's note says how many shapes went which way and their speed-ups. On the
-AMD EPYC the probe took 0.05 s for L1 at batch 1 (9 shapes, 1.37-1.92x over two runs: all
-converted) and 0.17 s at batch 8 (16 and 17 of 18 converted in two runs; those kept on the sgemm
-ran at 0.92-1.00x, among them 128 rows by 128x512); a ``micro`` member at 32 px has no such shape, and its probe (the one forward) took 3.4 ms. The
+AMD EPYC the probe took 0.05 s for L1 at batch 1 (9 shapes, 1.37-1.94x over three runs: all
+converted) and 0.17 s at batch 8 (16 or 17 of 18 converted; those kept on the sgemm ran at
+0.90-1.02x, among them 128 rows by 128x512); a ``micro`` member at 32 px has no such shape, and its probe (the one forward) took 3.4 ms. The
 probe runs while the model is prepared, before a search takes its device lock for the timed runs:
 in a search whose trials run on 2+ threads beside each other on one CPU it may time beside their
 training (both forms interleaved, so they share the load; one thread per trial probes nothing).

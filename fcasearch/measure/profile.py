@@ -32,13 +32,7 @@ from fcasearch.measure.prepare import check_device, parse_dtype
 from fcasearch.runtime import format_runtime_options
 from fcasearch.spec import ArchSpec, SpecError
 
-__all__ = [
-    "PROFILE_COLUMNS",
-    "ProfileTarget",
-    "profile_grid",
-    "resolve_target",
-    "write_profile",
-]
+__all__ = ["PROFILE_COLUMNS", "ProfileTarget", "profile_grid", "resolve_target", "write_profile"]
 
 PROFILE_COLUMNS = (
     "model",
@@ -140,7 +134,6 @@ def _failed_row(
     reason: str,
     fp: dict,
     runtime: Any,
-    options: str,
 ) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(PROFILE_COLUMNS, "")
     row.update({k: math.nan for k in (*METRIC_KEYS, "avg_power_w")})
@@ -152,7 +145,6 @@ def _failed_row(
         device=device,
         runtime=runtime.name,
         runtime_version=runtime.version,
-        runtime_options=options,
         threads=fp.get("threads"),
         latency_stable=None,
         status=status,
@@ -229,8 +221,7 @@ def profile_grid(
                     if oom_at is not None and bs > oom_at:
                         reason = f"skipped: batch size {oom_at} already ran out of memory"
                         cell_rows = [
-                            _failed_row(target, bs, dtype, dev, "oom", reason, fp, rt, recorded[n])
-                            for n, rt in zip(names, rts)
+                            _failed_row(target, bs, dtype, dev, "oom", reason, fp, rt) for rt in rts
                         ]
                     else:
                         try:
@@ -239,34 +230,18 @@ def profile_grid(
                             results = measure_costs(
                                 model, batch_size=bs, dtype=dtype, img_size=target.img_size, **cell
                             )
-                            cell_rows = [
-                                {
-                                    "model": target.label,
-                                    **r.to_row(),
-                                    "runtime_options": recorded[r.runtime],
-                                }
-                                for r in results
-                            ]
+                            cell_rows = [{"model": target.label, **r.to_row()} for r in results]
                             if all(r.status == "oom" for r in results):
                                 oom_at = bs
                         except Exception as exc:  # one bad cell must not end the whole profile
                             text = str(exc).strip().splitlines()
                             reason = f"{type(exc).__name__}: {text[0] if text else ''}"
                             cell_rows = [
-                                _failed_row(
-                                    target,
-                                    bs,
-                                    dtype,
-                                    dev,
-                                    "failed",
-                                    reason,
-                                    fp,
-                                    rt,
-                                    recorded[n],
-                                )
-                                for n, rt in zip(names, rts)
+                                _failed_row(target, bs, dtype, dev, "failed", reason, fp, rt)
+                                for rt in rts
                             ]
                     for row in cell_rows:
+                        row["runtime_options"] = recorded[row["runtime"]]
                         rows.append(row)
                         if on_row is not None:
                             on_row(row)

@@ -23,7 +23,6 @@ torch-tensorrt.
 from __future__ import annotations
 
 import importlib
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -88,12 +87,7 @@ def get_runtime(name: str, **options: Any) -> Runtime:
         raise ValueError(f"runtime: {name!r} is not known; choose one of {', '.join(RUNTIMES)}")
     module, cls = RUNTIMES[name]
     runtime_cls = getattr(importlib.import_module(f"fcasearch.runtime.{module}"), cls)
-    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    takes = [
-        n
-        for n, p in inspect.signature(runtime_cls.__init__).parameters.items()
-        if n != "self" and p.kind in named
-    ]
+    takes = list(runtime_cls.option_defaults())
     unknown = sorted(set(options) - set(takes))
     if unknown:
         raise ValueError(

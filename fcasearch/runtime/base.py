@@ -14,6 +14,7 @@ kinds of failure are kept apart:
 
 from __future__ import annotations
 
+import inspect
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -133,7 +134,8 @@ class Runtime(ABC):
 
     Subclasses set :attr:`name` and :attr:`install_hint`, and implement :meth:`version`,
     :meth:`check` and :meth:`_prepare`. Options given to :func:`~fcasearch.runtime.get_runtime`
-    arrive as keyword arguments of the constructor.
+    arrive as keyword arguments of the constructor, which keeps each in an attribute of the same
+    name (:attr:`options` reads them back).
     """
 
     name: ClassVar[str] = ""
@@ -143,11 +145,27 @@ class Runtime(ABC):
         if options:
             raise ValueError(f"runtime {self.name!r} has no option(s) {sorted(options)}")
 
+    @classmethod
+    def option_defaults(cls) -> dict[str, Any]:
+        """The constructor's named options and their defaults."""
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return {
+            n: p.default
+            for n, p in inspect.signature(cls.__init__).parameters.items()
+            if n != "self" and p.kind in named
+        }
+
     @property
     def options(self) -> dict[str, Any]:
         """The options this runtime was given that differ from its defaults, normalized (lists
         as tuples): what rows and run files record, ``{}`` for the defaults."""
-        return {}
+        out = {}
+        for name, default in self.option_defaults().items():
+            value = getattr(self, name)
+            value = tuple(value) if isinstance(value, list) else value
+            if value != default:
+                out[name] = value
+        return out
 
     @property
     @abstractmethod

@@ -277,10 +277,6 @@ class EagerRuntime(Runtime):
         self.pointwise_conv = pointwise_conv
 
     @property
-    def options(self) -> dict[str, Any]:
-        return {} if self.pointwise_conv else {"pointwise_conv": False}
-
-    @property
     def version(self) -> str:
         return f"torch {torch.__version__}"
 

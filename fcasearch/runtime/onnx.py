@@ -370,14 +370,6 @@ class OnnxRuntime(Runtime):
         self.providers = list(providers) if providers else None
 
     @property
-    def options(self) -> dict[str, Any]:
-        given = {"exporter": self.exporter, "opset": self.opset, "providers": self.providers}
-        defaults = {"exporter": "auto", "opset": None, "providers": None}
-        return {
-            k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v != defaults[k]
-        }
-
-    @property
     def version(self) -> str:
         try:
             import onnxruntime as ort

@@ -56,7 +56,8 @@ class MixedRuntimeError(ValueError):
 
 def runtime_label(runtime: str, options: str = "") -> str:
     """A runtime as reports tell runtimes apart: its name, and its options where a run set any
-    (``eager (pointwise_conv=False)``)."""
+    (``eager (pointwise_conv=False)``); the text of :func:`fcasearch.runtime.runtime_label`,
+    built here from ``run.yaml``'s already formatted options without importing torch."""
     return f"{runtime} ({options})" if options else runtime
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "list_runtimes",
     "parse_runtime_options",
     "parse_runtimes",
+    "runtime_label",
     "verify_onnx",
 ]
 
@@ -163,6 +164,13 @@ def format_runtime_options(options: Mapping[str, Any]) -> str:
         text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
         parts.append(f"{key}={text}")
     return "; ".join(parts)
+
+
+def runtime_label(name: str, options: Mapping[str, Any]) -> str:
+    """A runtime with its options, as a run and a shared study tell runtimes apart: ``eager``,
+    ``eager (pointwise_conv=False)`` (the text the reports build from ``run.yaml`` alike)."""
+    text = format_runtime_options(options)
+    return f"{name} ({text})" if text else name
 
 
 def __getattr__(name: str) -> Any:

@@ -184,8 +184,7 @@ def probe_linears(
         One :class:`ShapeProbe` per distinct shape, in the order the forward met them (empty on
         one thread, outside float32 or without a shape the rule converts).
     """
-    cpu_float = example.device.type == "cpu" and example.dtype == torch.float32
-    if not cpu_float or torch.get_num_threads() < 2:
+    if _not_probed(example):
         return []  # use_conv says no to every shape: spare the forward
     seen: dict[tuple[int, int, int], list[ConvLinear]] = {}
 
@@ -248,12 +247,18 @@ def _probe_note(probes: list[ShapeProbe]) -> str:
     return text
 
 
-def _why_none(example: torch.Tensor) -> str:
+def _not_probed(example: torch.Tensor) -> str:
+    """Why no shape of ``example``'s forward can run as a convolution, or ``""``."""
+    if example.device.type != "cpu":
+        return f"not on a CPU ({example.device})"
     if example.dtype != torch.float32:
-        return f"none converted ({example.dtype} is not float32)"
-    if torch.get_num_threads() < 2:
-        return "none converted (one thread)"
-    return "no such layer here"
+        return f"{example.dtype} is not float32"
+    return "one thread" if torch.get_num_threads() < 2 else ""
+
+
+def _none_note(example: torch.Tensor) -> str:
+    why = _not_probed(example)
+    return f"none converted ({why})" if why else "no such layer here"
 
 
 class EagerRuntime(Runtime):
@@ -298,7 +303,7 @@ class EagerRuntime(Runtime):
                     f"2^{CONV_MIN_MACS.bit_length() - 1} multiply-adds run as 1x1 convolutions "
                     "(oneDNN) in float32 inference on 2+ threads where a probe on this CPU timed "
                     f"them >= {PROBE_MARGIN:g}x as fast as the sgemm: "
-                    + (_probe_note(probes) if probes else _why_none(example))
+                    + (_probe_note(probes) if probes else _none_note(example))
                 )
 
         def forward(x: torch.Tensor) -> torch.Tensor:

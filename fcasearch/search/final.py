@@ -272,8 +272,6 @@ class SearchMeasurements:
             [m["search_latency_ms"] for m in front_only],
             [m["final_latency_ms"] for m in front_only],
         )
-        from fcasearch.runtime import format_runtime_options
-
         version = next((m.get("runtime_version") for m in models if m.get("runtime_version")), "")
         self.final = {
             "runtime": o.runtime,
@@ -281,9 +279,8 @@ class SearchMeasurements:
             "runtime_options": o.runtime_kwargs,
             "rounds": o.final_rounds,
             "method": (
-                f"{len(models)} models prepared on {o.runtime}"
-                + (f" ({format_runtime_options(o.runtime_kwargs)})" if o.runtime_options else "")
-                + f", then timed in {o.final_rounds} "
+                f"{len(models)} models prepared on {o.runtime_label}, then timed in "
+                f"{o.final_rounds} "
                 "interleaved rounds (every model once per round, the order rotating, each timed "
                 "run right after an untimed one of the same model), batch "
                 f"{o.latency_batch_size}, {o.latency_dtype}, device {o.device}, threads "
@@ -358,14 +355,13 @@ def summary_line(final: dict[str, Any]) -> str:
         if tau is not None
         else "Kendall tau undefined (fewer than 2 models measured both times)"
     )
-    from fcasearch.runtime import format_runtime_options
+    from fcasearch.runtime import runtime_label
 
-    opts = format_runtime_options(final.get("runtime_options") or {})
-    options = f" ({opts})" if opts else ""
+    on = runtime_label(final["runtime"], final.get("runtime_options") or {})
     front_tau = final.get("kendall_tau_pareto")
     if front_tau is not None:
         moved += f" ({front_tau:.3f} over the {final['kendall_pairs_pareto']} Pareto models alone)"
     return (
         f"final re-measurement: {cands} Pareto + {len(models) - cands} reference models in "
-        f"{final['rounds']} interleaved rounds on {final['runtime']}{options}: {spread}; {moved}"
+        f"{final['rounds']} interleaved rounds on {on}: {spread}; {moved}"
     )

@@ -298,10 +298,9 @@ class SearchOptions:
     def runtime_label(self) -> str:
         """The runtime and its options, as a shared study and the reports tell runtimes apart
         (``eager``, ``eager (pointwise_conv=False)``)."""
-        from fcasearch.runtime import format_runtime_options
+        from fcasearch.runtime import runtime_label
 
-        opts = format_runtime_options(self.runtime_kwargs)
-        return f"{self.runtime} ({opts})" if opts else self.runtime
+        return runtime_label(self.runtime, self.runtime_kwargs)
 
     @property
     def runtime_kwargs(self) -> dict[str, Any]:

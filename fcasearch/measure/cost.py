@@ -396,9 +396,11 @@ def measure_cost(
             * ``energy_seconds``, ``img_size`` and ``in_chans`` (for a plain module; a spec has
               its own), ``fingerprint`` (computed earlier for this device and thread count),
               ``nvml`` (a ``pynvml``-like module, for tests);
-            * ``exclusive``: a function returning the context to time in. It is entered once,
-              around the timed runs of latency and energy only; building, folding, export,
-              compilation, session creation, the check against eager and memory run before it.
+            * ``exclusive``: a function returning the context to time in. It is entered around
+              the timed runs of latency and energy, and around the part of a runtime's
+              preparation that times kernels to choose among them (eager's Linear probe,
+              TensorRT's tactic timing), each on its own; building, folding, export,
+              compilation, session creation, the check against eager and memory run outside it.
               A search passes its device lock's exclusive section, so trials training on the
               device pause for the timing alone (:mod:`fcasearch.search.devicelock`).
 

@@ -16,9 +16,11 @@
    0.54-0.57 (each runtime 0.96-1.01x its time alone);
 5. energy per image over a separate window of back-to-back batches (NVML, CUDA only).
 
-Steps 4 and 5 alone run inside ``opts["exclusive"]()`` (``measure_costs(exclusive=...)``): a
-search's device lock held exclusively pauses the trials training on the device for the timed runs,
-not for the preparation before them (an export, a compilation).
+Steps 4 and 5 run inside ``opts["exclusive"]()`` (``measure_costs(exclusive=...)``): a search's
+device lock held exclusively pauses the trials training on the device for the timed runs, not for
+the preparation before them (an export, a compilation). The one part of a preparation that times
+(eager's Linear probe, TensorRT's tactic timing) takes it too, on its own
+(:meth:`fcasearch.runtime.Runtime.prepare`).
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ def _prepare_one(
     """Prepare ``model`` on ``runtime``, measure its inference memory; the run to time, or None
     when the runtime cannot run it (the reason is on ``res``)."""
     try:
-        prepared = runtime.prepare(model, x)
+        prepared = runtime.prepare(model, x, exclusive=opts["exclusive"])
         res.runtime_version = prepared.version
         res.notes["runtime"] = prepared.note
         res.notes["setup"] = f"{prepared.setup_seconds:.2f} s to prepare {runtime.name}"

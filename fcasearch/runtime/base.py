@@ -14,10 +14,12 @@ kinds of failure are kept apart:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "Exclusive",
     "Prepared",
     "Runtime",
     "RuntimeUnavailable",
@@ -34,6 +37,10 @@ __all__ = [
     "inference_form",
     "tolerance",
 ]
+
+
+Exclusive = Callable[[], AbstractContextManager[Any]]
+"""A function returning the context in which the device is the caller's alone."""
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -178,14 +185,24 @@ class Runtime(ABC):
         on ``device`` here."""
 
     @abstractmethod
-    def _prepare(self, model: nn.Module, example: torch.Tensor, note: str) -> Prepared:
-        """Prepare the already folded ``model`` (``note`` says how it was folded)."""
+    def _prepare(
+        self, model: nn.Module, example: torch.Tensor, note: str, exclusive: Exclusive
+    ) -> Prepared:
+        """Prepare the already folded ``model`` (``note`` says how it was folded); a part that
+        times kernels to choose among them runs inside ``exclusive()`` (:meth:`prepare`)."""
 
-    def prepare(self, model: nn.Module, example: torch.Tensor) -> Prepared:
+    def prepare(
+        self, model: nn.Module, example: torch.Tensor, *, exclusive: Exclusive | None = None
+    ) -> Prepared:
         """Make ``model`` ready to run on inputs shaped like ``example``.
 
         The model is turned into its inference form in place (:func:`inference_form`); pass a
         copy to keep the original. ``example`` fixes the shape, dtype, device and memory format.
+        ``exclusive`` returns the context in which the device is this process's alone (a search's
+        device lock held exclusively): a preparation that times kernels to choose among them
+        (eager's Linear probe, TensorRT's tactic timing) does that timing inside it, so that no
+        training beside it sways the choice. The rest (exports, compilation, checks) runs
+        outside, so trainers on the device wait only for the timing.
 
         Raises:
             RuntimeUnavailable: the runtime cannot run on the example's device here.
@@ -194,7 +211,7 @@ class Runtime(ABC):
         self.check(example.device)
         started = time.perf_counter()
         model, note = inference_form(model)
-        prepared = self._prepare(model, example, note)
+        prepared = self._prepare(model, example, note, exclusive or contextlib.nullcontext)
         prepared.setup_seconds = time.perf_counter() - started
         return prepared
 

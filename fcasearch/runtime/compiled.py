@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from fcasearch.runtime.base import (
+    Exclusive,
     Prepared,
     Runtime,
     RuntimeUnavailable,
@@ -116,7 +117,9 @@ class CompileRuntime(Runtime):
                 f"runtime 'compile' on {dev}: this torch sees no CUDA device; use --device cpu"
             )
 
-    def _prepare(self, model: nn.Module, example: torch.Tensor, note: str) -> Prepared:
+    def _prepare(
+        self, model: nn.Module, example: torch.Tensor, note: str, exclusive: Exclusive
+    ) -> Prepared:
         reference = eager_reference(model, example)
         compiled = compile_for_inference(model, example)
 

@@ -25,10 +25,11 @@ convolution only where it was at least :data:`PROBE_MARGIN` times as fast; the o
 on the sgemm. The runtime's note says how many shapes went which way and their speed-ups. On the
 AMD EPYC the probe took 0.05 s for L1 at batch 1 (9 shapes, 1.37-1.94x over three runs: all
 converted) and 0.17 s at batch 8 (16 or 17 of 18 converted; those kept on the sgemm ran at
-0.90-1.02x, among them 128 rows by 128x512); a ``micro`` member at 32 px has no such shape, and its probe (the one forward) took 3.4 ms. The
-probe runs while the model is prepared, before a search takes its device lock for the timed runs:
-in a search whose trials run on 2+ threads beside each other on one CPU it may time beside their
-training (both forms interleaved, so they share the load; one thread per trial probes nothing).
+0.90-1.02x, among them 128 rows by 128x512); a ``micro`` member at 32 px has no such shape, and
+its probe (the one forward) took 3.4 ms. The probe's timing runs inside the ``exclusive``
+context that :meth:`Runtime.prepare` is given: a search passes its device lock held exclusively,
+so no trial trains on the CPU while shapes are timed (trainers wait for the timing alone, not for
+the forward that finds the shapes).
 
 Every model the runtime prepares gets it, the reference models included, so that they stay on
 one footing with the candidates. Only the execution of ``nn.Linear`` modules changes: their
@@ -40,6 +41,7 @@ timed), and ``F.linear`` called directly in a forward is left as written. ``poin
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from dataclasses import dataclass
@@ -49,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fcasearch.runtime.base import Prepared, Runtime, RuntimeUnavailable
+from fcasearch.runtime.base import Exclusive, Prepared, Runtime, RuntimeUnavailable
 
 __all__ = [
     "CONV_MIN_MACS",
@@ -169,7 +171,11 @@ class ShapeProbe:
 
 
 def probe_linears(
-    model: nn.Module, example: torch.Tensor, *, runs: int = PROBE_RUNS
+    model: nn.Module,
+    example: torch.Tensor,
+    *,
+    runs: int = PROBE_RUNS,
+    exclusive: Exclusive = contextlib.nullcontext,
 ) -> list[ShapeProbe]:
     """Time, on this CPU, each shape that :func:`use_conv` would run as a convolution in one
     forward of ``example``, as ``F.linear`` and as the convolution (interleaved, 2 warm-up calls
@@ -179,6 +185,9 @@ def probe_linears(
     Args:
         model: a model whose Linear layers :func:`convert_linears` replaced (in eval mode).
         example: the input the model will be timed on.
+        runs: timed calls of each form per shape.
+        exclusive: the context to time in (:meth:`Runtime.prepare`); entered only when there is
+            a shape to time, once for all of them.
 
     Returns:
         One :class:`ShapeProbe` per distinct shape, in the order the forward met them (empty on
@@ -206,7 +215,9 @@ def probe_linears(
         for hook in hooks:
             hook.remove()
     probes = []
-    with torch.inference_mode():
+    if not seen:
+        return probes
+    with exclusive(), torch.inference_mode():
         for (rows, width, out), layers in seen.items():
             weight, bias = layers[0].weight, layers[0].bias
             x = torch.randn(rows, width, generator=torch.Generator().manual_seed(0))
@@ -293,11 +304,13 @@ class EagerRuntime(Runtime):
                 "a CUDA build of torch or use --device cpu"
             )
 
-    def _prepare(self, model: nn.Module, example: torch.Tensor, note: str) -> Prepared:
+    def _prepare(
+        self, model: nn.Module, example: torch.Tensor, note: str, exclusive: Exclusive
+    ) -> Prepared:
         if self.pointwise_conv and example.device.type == "cpu":
             convert_linears(model)  # none left to convert if this model was prepared before
             if any(isinstance(m, ConvLinear) for m in model.modules()):
-                probes = probe_linears(model, example)
+                probes = probe_linears(model, example, exclusive=exclusive)
                 note += (
                     f"; Linear layers of >= {CONV_MIN_ROWS} rows and >= "
                     f"2^{CONV_MIN_MACS.bit_length() - 1} multiply-adds run as 1x1 convolutions "

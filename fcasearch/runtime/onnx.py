@@ -58,6 +58,7 @@ from torch import nn
 
 from fcasearch.models import attention_impl
 from fcasearch.runtime.base import (
+    Exclusive,
     Prepared,
     Runtime,
     RuntimeUnavailable,
@@ -400,7 +401,9 @@ class OnnxRuntime(Runtime):
                 failures.append(f"{exporter}: {_first_line(exc)}")
         raise UnsupportedModel(f"onnxruntime: torch.onnx export failed ({'; '.join(failures)})")
 
-    def _prepare(self, model: nn.Module, example: torch.Tensor, note: str) -> Prepared:
+    def _prepare(
+        self, model: nn.Module, example: torch.Tensor, note: str, exclusive: Exclusive
+    ) -> Prepared:
         reference = eager_reference(model, example)
         with tempfile.TemporaryDirectory(prefix="fcasearch-onnx-") as tmp:
             info = self._export(model, example, Path(tmp))
@@ -408,11 +411,14 @@ class OnnxRuntime(Runtime):
         # a second input, so that a trace that baked in a data-dependent branch shows
         other = -example
         other_reference = eager_reference(model, other)
+        # TensorRT's execution provider times tactics as it builds its engine (on the first run)
+        tactics = "TensorrtExecutionProvider" in (self.providers or ())
         started = time.perf_counter()
         try:
-            session = onnx_session(data, example.device, providers=self.providers)
-            forward, run = _runner(session, example, tuple(reference.shape))
-            got, got_other = forward(example), forward(other)
+            with exclusive() if tactics else contextlib.nullcontext():
+                session = onnx_session(data, example.device, providers=self.providers)
+                forward, run = _runner(session, example, tuple(reference.shape))
+                got, got_other = forward(example), forward(other)
         except (RuntimeUnavailable, UnsupportedModel):
             raise
         except Exception as exc:

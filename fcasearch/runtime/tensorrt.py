@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from fcasearch.runtime.base import (
+    Exclusive,
     Prepared,
     Runtime,
     RuntimeUnavailable,
@@ -55,17 +56,20 @@ class TensorRTRuntime(Runtime):
         if not torch.cuda.is_available():
             raise RuntimeUnavailable(f"runtime 'tensorrt': this torch sees no CUDA device ({dev})")
 
-    def _prepare(self, model: nn.Module, example: torch.Tensor, note: str) -> Prepared:
+    def _prepare(
+        self, model: nn.Module, example: torch.Tensor, note: str, exclusive: Exclusive
+    ) -> Prepared:
         import torch_tensorrt
 
         reference = eager_reference(model, example)
         try:
-            engine = torch_tensorrt.compile(
-                model,
-                ir="dynamo",
-                inputs=[example.detach().clone()],
-                enabled_precisions={example.dtype},
-            )
+            with exclusive():  # the builder times tactics on the GPU to pick its kernels
+                engine = torch_tensorrt.compile(
+                    model,
+                    ir="dynamo",
+                    inputs=[example.detach().clone()],
+                    enabled_precisions={example.dtype},
+                )
 
             def forward(x: torch.Tensor) -> torch.Tensor:
                 with torch.inference_mode():

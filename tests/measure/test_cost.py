@@ -264,3 +264,27 @@ def test_only_the_timed_runs_hold_the_exclusive_section():
     # outside: training-step memory, eager's first call, the export's trace, the checks
     assert forwards.count(False) >= 4
     assert "exported by torch.onnx" in onnx.notes["runtime"]
+
+
+def test_eagers_linear_probe_also_times_in_the_exclusive_section():
+    # 2 threads and a Linear the rule would convert: the probe times inside the section too
+    entered: list[int] = []
+
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(192, 768)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, 16, 16) -> 256 tokens
+            return self.fc(x.flatten(2).transpose(1, 2).repeat(1, 1, 64)).mean(1)
+
+    @contextlib.contextmanager
+    def exclusive():
+        entered.append(1)
+        yield
+
+    res = measure_cost(Tokens(), img_size=16, threads=2, energy=False, exclusive=exclusive, **FAST)
+    assert res.ok, res.reason
+    assert "a probe on this CPU timed them" in res.notes["runtime"]
+    assert " of 1 shapes" in res.notes["runtime"], res.notes["runtime"]
+    assert len(entered) == 2  # the probe, then the timed runs

@@ -19,14 +19,21 @@ separate processes on one GPU take turns on it, so an unguarded measurement wait
 the trainers have queued. ``--train-batch`` sets the trainers' batch (a larger one loads the GPU
 more). Every line names the CPU, and the GPU where one is used.
 
+``--probe`` measures eager's Linear probe instead (:func:`fcasearch.runtime.eager.probe_linears`,
+FcaFormer-L1 at batch 1, 224 px, on at least 2 threads, the probe's minimum): each cell probes the
+shapes again, ``no lock`` beside the trainers and ``with lock`` inside the exclusive section (what
+a search's eager runtime does); each line gives how often a shape's verdict (convolution or
+sgemm) differs from the idle cells' majority and the spread of each shape's speed-up across cells.
+
 Usage: ``python bench/measure_isolation.py [--trainers 2] [--cells 8] [--threads 1]
-[--device cpu|cuda] [--train-batch 64]``.
+[--device cpu|cuda] [--train-batch 64] [--probe]``.
 Absolute times on shared machines vary; compare the rows of one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing as mp
 import os
 import statistics
@@ -100,6 +107,48 @@ def _line(name: str, cells: list[tuple[float, float, float]], cpu: str) -> str:
     )
 
 
+class _Probe:
+    """Cells of eager's Linear probe on FcaFormer-L1 (module docstring, ``--probe``)."""
+
+    def __init__(self) -> None:
+        from fcasearch.models import build_model, calibrate_batchnorm, get_spec
+        from fcasearch.runtime import inference_form
+        from fcasearch.runtime.eager import convert_linears
+
+        model = inference_form(calibrate_batchnorm(build_model(get_spec("fcaformer_l1"))))[0]
+        convert_linears(model)
+        self.model = model
+        self.x = torch.randn(1, 3, 224, 224)
+
+    def cell(self, exclusive=None) -> dict[tuple[int, int, int], float]:
+        """Shape -> the convolution's speed-up over the sgemm, in one probe."""
+        import contextlib
+
+        from fcasearch.runtime.eager import probe_linears
+
+        probes = probe_linears(self.model, self.x, exclusive=exclusive or contextlib.nullcontext)
+        return {(p.rows, p.in_features, p.out_features): p.speedup for p in probes}
+
+
+def _probe_line(name: str, cells: list[dict], idle: list[dict], cpu: str) -> str:
+    from fcasearch.runtime.eager import PROBE_MARGIN
+
+    shapes = sorted(idle[0])
+    majority = {k: sum(c[k] >= PROBE_MARGIN for c in idle) * 2 > len(idle) for k in shapes}
+    flips = sum((c[k] >= PROBE_MARGIN) != majority[k] for c in cells for k in shapes)
+    spreads = []
+    for k in shapes:
+        ups = [c[k] for c in cells]
+        spreads.append((max(ups) - min(ups)) / statistics.median(ups))
+    lows = [min(c.values()) for c in cells]
+    return (
+        f"{name:<22} verdicts unlike idle's: {flips}/{len(cells) * len(shapes)} | speed-up "
+        f"spread across cells (max-min)/median, median over {len(shapes)} shapes "
+        f"{statistics.median(spreads):.2f}, max {max(spreads):.2f} | lowest speed-up per cell "
+        f"{min(lows):.2f}-{max(lows):.2f}x | {cpu}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trainers", type=int, default=2, help="training processes (default 2)")
@@ -107,7 +156,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="threads of each process (default 1)")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     ap.add_argument("--train-batch", type=int, default=64, help="trainers' batch (default 64)")
+    ap.add_argument("--probe", action="store_true", help="time eager's Linear probe instead")
     args = ap.parse_args()
+    if args.probe and args.device != "cpu":
+        raise SystemExit("--probe: the Linear probe runs on a CPU only; drop --device")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device}: torch sees no CUDA device here")
     torch.set_num_threads(args.threads)
@@ -115,13 +167,27 @@ def main() -> None:
     if args.device.startswith("cuda"):
         cpu += f", {torch.cuda.get_device_name(torch.device(args.device))}"
     spec = _candidate(0)
+    if args.probe:
+        torch.set_num_threads(max(2, args.threads))
+        probe = _Probe()
+
+        def cell(exclusive=None):
+            return probe.cell(exclusive)
+
+        what = f"eager's Linear probe of FcaFormer-L1, batch 1, {torch.get_num_threads()} threads"
+    else:
+
+        def cell(exclusive=None):
+            with exclusive() if exclusive else contextlib.nullcontext():
+                return _cell(spec, args.threads, args.device)
+
+        what = f"candidate {spec.short()}, eager, batch 1, {args.device}, {args.threads} thread(s)"
     print(
-        f"measure_isolation: candidate {spec.short()}, eager, batch 1, {args.device}, "
-        f"{args.threads} thread(s); {args.trainers} trainer process(es) of {args.threads} "
+        f"measure_isolation: {what}; {args.trainers} trainer process(es) of {args.threads} "
         f"thread(s), batch {args.train_batch}; {args.cells} cells per "
         f"mode, one attempt each; load average {os.getloadavg()[0]:.2f} at start"
     )
-    idle = [_cell(spec, args.threads, args.device) for _ in range(args.cells)]
+    idle = [cell() for _ in range(args.cells)]
     with tempfile.TemporaryDirectory() as tmp:
         stop = str(Path(tmp) / "stop")
         ctx = mp.get_context("spawn")
@@ -139,9 +205,8 @@ def main() -> None:
         free, locked = [], []
         try:
             for _ in range(args.cells):
-                free.append(_cell(spec, args.threads, args.device))
-                with lock.exclusive():
-                    locked.append(_cell(spec, args.threads, args.device))
+                free.append(cell())
+                locked.append(cell(lock.exclusive))
         finally:
             Path(stop).touch()
             for p in procs:
@@ -149,6 +214,11 @@ def main() -> None:
                 if p.is_alive():
                     p.terminate()
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
+    if args.probe:
+        for name, cells in [("idle (no training)", idle), ("training, no lock", free),
+                            ("training, with lock", locked)]:  # fmt: skip
+            print(_probe_line(name, cells, idle, cpu))
+        return
     print(_line("idle (no training)", idle, cpu))
     print(_line("training, no lock", free, cpu))
     print(_line("training, with lock", locked, cpu))

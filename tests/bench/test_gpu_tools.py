@@ -54,3 +54,37 @@ def test_measure_isolation_prints_the_three_modes():
     for mode in ("idle (no training)", "training, no lock", "training, with lock"):
         (line,) = [ln for ln in lines if ln.startswith(mode)]
         assert "robust CV median" in line and "above 0.1:" in line and "latency median" in line
+
+
+def _isolation_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "measure_isolation", BENCH / "measure_isolation.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_probe_line_counts_verdicts_unlike_the_idle_majority():
+    line = _isolation_module()._probe_line
+    a, b = (196, 192, 768), (49, 384, 1536)
+    idle = [{a: 1.5, b: 1.2}, {a: 1.6, b: 1.0}, {a: 1.4, b: 1.3}]  # majority: both convolution
+    busy = [{a: 0.5, b: 1.2}, {a: 1.5, b: 0.9}]  # two verdicts flipped
+    text = line("training, no lock", busy, idle, "CPU")
+    assert text.startswith("training, no lock") and text.endswith("| CPU")
+    assert "verdicts unlike idle's: 2/4" in text
+    assert "lowest speed-up per cell 0.50-0.90x" in text
+    assert "verdicts unlike idle's: 1/6" in line("idle", idle, idle, "CPU")  # the 1.0x one
+
+
+def test_measure_isolation_refuses_the_probe_on_a_gpu():
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "measure_isolation.py"), "--probe", "--device", "cuda"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "the Linear probe runs on a CPU only" in done.stderr

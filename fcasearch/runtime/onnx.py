@@ -413,9 +413,9 @@ class OnnxRuntime(Runtime):
         other_reference = eager_reference(model, other)
         # TensorRT's execution provider times tactics as it builds its engine (on the first run)
         tactics = "TensorrtExecutionProvider" in (self.providers or ())
-        started = time.perf_counter()
         try:
             with exclusive() if tactics else contextlib.nullcontext():
+                started = time.perf_counter()  # not counting a wait for the device
                 session = onnx_session(data, example.device, providers=self.providers)
                 forward, run = _runner(session, example, tuple(reference.shape))
                 got, got_other = forward(example), forward(other)

@@ -196,3 +196,36 @@ def test_idle_session_threads_leave_the_cores_to_what_runs_next(tmp_path):
             break
     assert idle_default > 10.0, f"the default session never showed its spinning: {seen}"
     assert idle_ours < 0.2 * idle_default, seen
+
+
+def test_tensorrt_providers_build_their_engine_in_the_exclusive_section(monkeypatch):
+    # TensorRT times tactics while it builds (ONNX Runtime builds on the first run): that part of
+    # the preparation takes the device to itself; the export and the CPU provider's session don't
+    import contextlib
+
+    import fcasearch.runtime.onnx as onnx_mod
+
+    state = {"inside": False}
+    sessions: list[bool] = []
+    real_session = onnx_mod.onnx_session
+
+    @contextlib.contextmanager
+    def exclusive():
+        state["inside"] = True
+        try:
+            yield
+        finally:
+            state["inside"] = False
+
+    def session(data, device, providers=None):  # a CPU session stands in for TensorRT's
+        sessions.append(state["inside"])
+        return real_session(data, device)
+
+    monkeypatch.setattr(onnx_mod, "onnx_session", session)
+    monkeypatch.setattr(onnx_mod, "_check_providers", lambda device, providers: None)
+    model, x = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten()), torch.randn(1, 1, 6, 6)
+    for providers, inside in [("TensorrtExecutionProvider", True), (None, False)]:
+        rt = get_runtime("onnxruntime", providers=providers)
+        prepared = rt.prepare(model, x, exclusive=exclusive)
+        assert sessions.pop() is inside and not state["inside"]
+        torch.testing.assert_close(prepared(x), model(x), rtol=1e-4, atol=1e-5)

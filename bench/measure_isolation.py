@@ -163,7 +163,9 @@ def main() -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device}: torch sees no CUDA device here")
     torch.set_num_threads(args.threads)
-    cpu = f"{cpu_model()} ({os.cpu_count()} CPUs)"
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = f"{usable} CPUs" if usable == os.cpu_count() else f"{usable} of {os.cpu_count()} CPUs"
+    cpu = f"{cpu_model()} ({cpus})"  # e.g. under taskset: the CPUs this run may use
     if args.device.startswith("cuda"):
         cpu += f", {torch.cuda.get_device_name(torch.device(args.device))}"
     spec = _candidate(0)

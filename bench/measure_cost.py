@@ -117,6 +117,7 @@ def runtime_costs(runtimes: list[str], n_specs: int, threads: int, device: str) 
     costs: dict[str, list[float]] = {name: [] for name in usable}
     waits: dict[str, list[float]] = {name: [] for name in usable}
     status: dict[str, set[str]] = {name: set() for name in usable}
+    setups: dict[str, list[dict[str, float]]] = {name: [] for name in usable}
     config = TrainConfig(lr=2e-3, batch_size=64, seed=0)  # the search's defaults
     for s in specs:
         t = time.perf_counter()
@@ -128,6 +129,7 @@ def runtime_costs(runtimes: list[str], n_specs: int, threads: int, device: str) 
             costs[name].append(time.perf_counter() - t)
             waits[name].append(held.pop())
             status[name].add(res.status)
+            setups[name].append(res.setup)
     trial = statistics.median(train_s)
     print(f"2-epoch micro trial (digits, 32 px, {threads} thread(s)): median {trial:.2f} s over "
           f"{n_specs} specs ({min(train_s):.2f}-{max(train_s):.2f}); CPU {cpu_model()}")  # fmt: skip
@@ -143,6 +145,12 @@ def runtime_costs(runtimes: list[str], n_specs: int, threads: int, device: str) 
             f"worker; of it, the timed runs held the device exclusively (trainers on it paused) "
             f"{statistics.median(waits[name]) * 1e3:.0f} ms"
         )
+        steps = [k for k in setups[name][0] if all(k in d for d in setups[name])]
+        if len(steps) > 1:  # where the preparation's time went (medians over the specs)
+            parts = [
+                f"{k} {statistics.median(d[k] for d in setups[name]) * 1e3:.1f} ms" for k in steps
+            ]
+            print(f"    {name} preparing the model: {parts[0]}" + (f" ({', '.join(parts[1:])})" if parts[1:] else ""))  # fmt: skip
 
 
 def main() -> None:

@@ -86,6 +86,9 @@ class CostResult:
         threads: torch CPU threads during the measurement.
         arch_id: the spec's id (None for a plain module).
         seconds: time the measurement took, s.
+        setup: seconds the runtime took to prepare the model (``total``) and its main steps
+            (``export``, ``session``, ``compile``, ``build``, ``probe``:
+            :class:`fcasearch.runtime.Prepared`).
         latency: the full latency statistics (None if not measured).
         energy: the full energy result (None if not asked for).
     """
@@ -103,6 +106,7 @@ class CostResult:
     threads: int | None = None
     arch_id: str | None = None
     seconds: float = 0.0
+    setup: dict[str, float] = field(default_factory=dict)
     latency: LatencyStats | None = None
     energy: EnergyResult | None = None
 

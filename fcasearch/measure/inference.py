@@ -125,7 +125,11 @@ def _prepare_one(
         prepared = runtime.prepare(model, x, exclusive=opts["exclusive"])
         res.runtime_version = prepared.version
         res.notes["runtime"] = prepared.note
-        res.notes["setup"] = f"{prepared.setup_seconds:.2f} s to prepare {runtime.name}"
+        res.setup = {"total": prepared.setup_seconds, **prepared.steps}
+        parts = ", ".join(f"{k} {v:.3f} s" for k, v in prepared.steps.items())
+        res.notes["setup"] = f"{prepared.setup_seconds:.2f} s to prepare {runtime.name}" + (
+            f" (of it {parts})" if parts else ""
+        )
         run = prepared.run
         run()  # first call: dtype support and OOM show up here
         if opts["memory"] and runtime.name in _TORCH_ALLOCATED:

@@ -20,7 +20,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -67,6 +67,8 @@ class Prepared:
         max_abs_diff: largest absolute difference from the eager folded model's output on the
             example (None for eager itself, which is the reference).
         setup_seconds: time taken to prepare (export, session creation, compilation), s.
+        steps: seconds of the preparation's main steps by name (``export``, ``session``,
+            ``compile``, ``build``, ``probe``), each part of ``setup_seconds``.
     """
 
     runtime: str
@@ -77,6 +79,7 @@ class Prepared:
     example: torch.Tensor
     max_abs_diff: float | None = None
     setup_seconds: float = 0.0
+    steps: dict[str, float] = field(default_factory=dict)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x)

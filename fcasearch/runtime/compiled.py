@@ -12,6 +12,7 @@ only inference (``torch.inference_mode`` or ``torch.no_grad``) at the shape it w
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable
 
 import torch
@@ -121,7 +122,9 @@ class CompileRuntime(Runtime):
         self, model: nn.Module, example: torch.Tensor, note: str, exclusive: Exclusive
     ) -> Prepared:
         reference = eager_reference(model, example)
+        started = time.perf_counter()
         compiled = compile_for_inference(model, example)
+        seconds = time.perf_counter() - started
 
         def forward(x: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode():
@@ -141,4 +144,5 @@ class CompileRuntime(Runtime):
             run=lambda: forward(example),
             example=example,
             max_abs_diff=diff,
+            steps={"compile": seconds},
         )

@@ -307,10 +307,14 @@ class EagerRuntime(Runtime):
     def _prepare(
         self, model: nn.Module, example: torch.Tensor, note: str, exclusive: Exclusive
     ) -> Prepared:
+        steps = {}
         if self.pointwise_conv and example.device.type == "cpu":
             convert_linears(model)  # none left to convert if this model was prepared before
             if any(isinstance(m, ConvLinear) for m in model.modules()):
+                started = time.perf_counter()
                 probes = probe_linears(model, example, exclusive=exclusive)
+                if not _not_probed(example):  # it ran the forward that finds the shapes
+                    steps["probe"] = time.perf_counter() - started
                 note += (
                     f"; Linear layers of >= {CONV_MIN_ROWS} rows and >= "
                     f"2^{CONV_MIN_MACS.bit_length() - 1} multiply-adds run as 1x1 convolutions "
@@ -330,6 +334,7 @@ class EagerRuntime(Runtime):
             forward=forward,
             run=lambda: forward(example),
             example=example,
+            steps=steps,
         )
 
     def __repr__(self) -> str:

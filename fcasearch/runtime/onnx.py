@@ -443,6 +443,7 @@ class OnnxRuntime(Runtime):
             run=run,
             example=example,
             max_abs_diff=diff,
+            steps={"export": info.seconds, "session": session_seconds},
         )
 
     def __repr__(self) -> str:

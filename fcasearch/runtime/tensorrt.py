@@ -8,6 +8,7 @@ is checked against eager on the example input, like every runtime but eager.
 from __future__ import annotations
 
 import importlib.util
+import time
 
 import torch
 from torch import nn
@@ -64,12 +65,14 @@ class TensorRTRuntime(Runtime):
         reference = eager_reference(model, example)
         try:
             with exclusive():  # the builder times tactics on the GPU to pick its kernels
+                started = time.perf_counter()
                 engine = torch_tensorrt.compile(
                     model,
                     ir="dynamo",
                     inputs=[example.detach().clone()],
                     enabled_precisions={example.dtype},
                 )
+                seconds = time.perf_counter() - started
 
             def forward(x: torch.Tensor) -> torch.Tensor:
                 with torch.inference_mode():
@@ -94,4 +97,5 @@ class TensorRTRuntime(Runtime):
             run=lambda: forward(example),
             example=example,
             max_abs_diff=diff,
+            steps={"build": seconds},
         )

@@ -93,3 +93,9 @@ def test_measure_cost_bench_prints_each_runtimes_share_of_a_trial(capsys) -> Non
         assert "s per trial's latency measurement" in line and "status ok" in line
         assert "of the 2-epoch trial trained just before it" in line and "(target < 10%)" in line
         assert re.search(r"held the device exclusively \(trainers on it paused\) \d+ ms$", line)
+    # where ONNX Runtime's preparation went; eager probes nothing on one thread: no such line
+    (steps,) = [ln for ln in out.splitlines() if "preparing the model" in ln]
+    assert re.fullmatch(
+        r"    onnxruntime preparing the model: total [\d.]+ ms \(export [\d.]+ ms, session [\d.]+ ms\)",
+        steps,
+    ), steps

@@ -288,3 +288,6 @@ def test_eagers_linear_probe_also_times_in_the_exclusive_section():
     assert "a probe on this CPU timed them" in res.notes["runtime"]
     assert " of 1 shapes" in res.notes["runtime"], res.notes["runtime"]
     assert len(entered) == 2  # the probe, then the timed runs
+    # the preparation's time, in all and for the probe (the folding before it is the rest)
+    assert set(res.setup) == {"total", "probe"} and 0 < res.setup["probe"] <= res.setup["total"]
+    assert "s to prepare eager (of it probe " in res.notes["setup"]

@@ -228,4 +228,6 @@ def test_tensorrt_providers_build_their_engine_in_the_exclusive_section(monkeypa
         rt = get_runtime("onnxruntime", providers=providers)
         prepared = rt.prepare(model, x, exclusive=exclusive)
         assert sessions.pop() is inside and not state["inside"]
+        assert set(prepared.steps) == {"export", "session"}
+        assert sum(prepared.steps.values()) <= prepared.setup_seconds
         torch.testing.assert_close(prepared(x), model(x), rtol=1e-4, atol=1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import secrets
@@ -65,3 +66,28 @@ def _fixed_seeds():
     torch.manual_seed(0)
     torch.set_num_threads(_THREADS)
     yield
+
+
+class ExclusiveSection:
+    """A stand-in for a search's device lock held exclusively (``measure_cost(exclusive=...)``,
+    ``Runtime.prepare(exclusive=...)``): call it for the context; it counts how often it was
+    entered, says whether it is held now, and fails if entered while held."""
+
+    def __init__(self) -> None:
+        self.inside = False
+        self.entered = 0
+
+    @contextlib.contextmanager
+    def __call__(self):
+        assert not self.inside, "entered twice"
+        self.entered += 1
+        self.inside = True
+        try:
+            yield
+        finally:
+            self.inside = False
+
+
+@pytest.fixture
+def exclusive_section() -> ExclusiveSection:
+    return ExclusiveSection()

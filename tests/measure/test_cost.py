@@ -3,7 +3,6 @@ runtimes side by side."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import pytest
@@ -222,9 +221,8 @@ def test_unknown_runtime_names_the_known_ones(nano):
         measure_cost(nano, runtime="tvm")
 
 
-def test_only_the_timed_runs_hold_the_exclusive_section():
+def test_only_the_timed_runs_hold_the_exclusive_section(exclusive_section):
     # a search passes its device lock: trainers must pause for the timing, not for an export
-    state = {"inside": False, "entered": 0}
     forwards: list[bool] = []
 
     class Probe(nn.Module):
@@ -233,18 +231,8 @@ def test_only_the_timed_runs_hold_the_exclusive_section():
             self.conv = nn.Conv2d(3, 4, 3)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            forwards.append(state["inside"])
+            forwards.append(exclusive_section.inside)
             return self.conv(x).mean((2, 3))
-
-    @contextlib.contextmanager
-    def exclusive():
-        assert not state["inside"], "entered twice"
-        state["entered"] += 1
-        state["inside"] = True
-        try:
-            yield
-        finally:
-            state["inside"] = False
 
     eager, onnx = measure_costs(
         Probe(),
@@ -252,11 +240,11 @@ def test_only_the_timed_runs_hold_the_exclusive_section():
         img_size=16,
         threads=1,
         energy=False,
-        exclusive=exclusive,
+        exclusive=exclusive_section,
         **FAST,
     )
     assert eager.ok and onnx.ok, (eager.reason, onnx.reason)
-    assert state["entered"] == 1
+    assert exclusive_section.entered == 1
     # inside: eager's warm-up, timed runs and the untimed run right before each timed one (two
     # runtimes side by side), nothing else (ONNX Runtime runs its own graph)
     assert "1 untimed run(s) right before each timed one" in eager.latency.method
@@ -266,9 +254,8 @@ def test_only_the_timed_runs_hold_the_exclusive_section():
     assert "exported by torch.onnx" in onnx.notes["runtime"]
 
 
-def test_eagers_linear_probe_also_times_in_the_exclusive_section():
+def test_eagers_linear_probe_also_times_in_the_exclusive_section(exclusive_section):
     # 2 threads and a Linear the rule would convert: the probe times inside the section too
-    entered: list[int] = []
 
     class Tokens(nn.Module):
         def __init__(self) -> None:
@@ -278,16 +265,13 @@ def test_eagers_linear_probe_also_times_in_the_exclusive_section():
         def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, 16, 16) -> 256 tokens
             return self.fc(x.flatten(2).transpose(1, 2).repeat(1, 1, 64)).mean(1)
 
-    @contextlib.contextmanager
-    def exclusive():
-        entered.append(1)
-        yield
-
-    res = measure_cost(Tokens(), img_size=16, threads=2, energy=False, exclusive=exclusive, **FAST)
+    res = measure_cost(
+        Tokens(), img_size=16, threads=2, energy=False, exclusive=exclusive_section, **FAST
+    )
     assert res.ok, res.reason
     assert "a probe on this CPU timed them" in res.notes["runtime"]
     assert " of 1 shapes" in res.notes["runtime"], res.notes["runtime"]
-    assert len(entered) == 2  # the probe, then the timed runs
+    assert exclusive_section.entered == 2  # the probe, then the timed runs
     # the preparation's time, in all and for the probe (the folding before it is the rest)
     assert set(res.setup) == {"total", "probe"} and 0 < res.setup["probe"] <= res.setup["total"]
     assert "s to prepare eager (of it probe " in res.notes["setup"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 import pytest
@@ -215,33 +214,25 @@ def test_the_probe_times_each_shape_once_and_not_on_one_thread(monkeypatch):
         torch.set_num_threads(before)
 
 
-def test_the_probe_times_inside_the_exclusive_section_only(two_threads, monkeypatch):
+def test_the_probe_times_inside_the_exclusive_section_only(
+    two_threads, monkeypatch, exclusive_section
+):
     # a search passes its device lock: no trainer may run beside the probe's timed calls, and
     # trainers should not wait for the untimed forward that finds the shapes
-    state = {"inside": False, "entered": 0}
     seen: list[tuple[str, bool]] = []
-
-    @contextlib.contextmanager
-    def exclusive():
-        state["entered"] += 1
-        state["inside"] = True
-        try:
-            yield
-        finally:
-            state["inside"] = False
 
     for name in ("linear", "conv2d"):
         real = getattr(F, name)
 
         def spy(*args, _real=real, _name=name, **kwargs):
-            seen.append((_name, state["inside"]))
+            seen.append((_name, exclusive_section.inside))
             return _real(*args, **kwargs)
 
         monkeypatch.setattr(F, name, spy)
     model = nn.Sequential(nn.Linear(192, 768), nn.GELU(), nn.Linear(768, 192))
     x = torch.randn(1, 300, 192)
-    prepared = get_runtime("eager").prepare(model, x, exclusive=exclusive)
-    assert state["entered"] == 1, "the probe's two shapes are timed in one section"
+    prepared = get_runtime("eager").prepare(model, x, exclusive=exclusive_section)
+    assert exclusive_section.entered == 1, "the probe's two shapes are timed in one section"
     timed = [inside for _, inside in seen]
     # both forms of both shapes, 2 warm-up and PROBE_RUNS timed calls each, all inside
     assert timed.count(True) == 2 * 2 * (eager.PROBE_RUNS + 2)
@@ -252,8 +243,9 @@ def test_the_probe_times_inside_the_exclusive_section_only(two_threads, monkeypa
     assert seen and not any(inside for _, inside in seen)
     # nothing to time (one thread): the section is not entered at all
     torch.set_num_threads(1)
-    get_runtime("eager").prepare(nn.Sequential(nn.Linear(192, 768)), x, exclusive=exclusive)
-    assert state["entered"] == 1
+    model = nn.Sequential(nn.Linear(192, 768))
+    get_runtime("eager").prepare(model, x, exclusive=exclusive_section)
+    assert exclusive_section.entered == 1
 
 
 class _KeywordCall(nn.Module):

@@ -198,27 +198,18 @@ def test_idle_session_threads_leave_the_cores_to_what_runs_next(tmp_path):
     assert idle_ours < 0.2 * idle_default, seen
 
 
-def test_tensorrt_providers_build_their_engine_in_the_exclusive_section(monkeypatch):
+def test_tensorrt_providers_build_their_engine_in_the_exclusive_section(
+    monkeypatch, exclusive_section
+):
     # TensorRT times tactics while it builds (ONNX Runtime builds on the first run): that part of
     # the preparation takes the device to itself; the export and the CPU provider's session don't
-    import contextlib
-
     import fcasearch.runtime.onnx as onnx_mod
 
-    state = {"inside": False}
     sessions: list[bool] = []
     real_session = onnx_mod.onnx_session
 
-    @contextlib.contextmanager
-    def exclusive():
-        state["inside"] = True
-        try:
-            yield
-        finally:
-            state["inside"] = False
-
     def session(data, device, providers=None):  # a CPU session stands in for TensorRT's
-        sessions.append(state["inside"])
+        sessions.append(exclusive_section.inside)
         return real_session(data, device)
 
     monkeypatch.setattr(onnx_mod, "onnx_session", session)
@@ -226,8 +217,8 @@ def test_tensorrt_providers_build_their_engine_in_the_exclusive_section(monkeypa
     model, x = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten()), torch.randn(1, 1, 6, 6)
     for providers, inside in [("TensorrtExecutionProvider", True), (None, False)]:
         rt = get_runtime("onnxruntime", providers=providers)
-        prepared = rt.prepare(model, x, exclusive=exclusive)
-        assert sessions.pop() is inside and not state["inside"]
+        prepared = rt.prepare(model, x, exclusive=exclusive_section)
+        assert sessions.pop() is inside and not exclusive_section.inside
         assert set(prepared.steps) == {"export", "session"}
         assert sum(prepared.steps.values()) <= prepared.setup_seconds
         torch.testing.assert_close(prepared(x), model(x), rtol=1e-4, atol=1e-5)

@@ -137,6 +137,57 @@ def test_a_model_that_does_not_export_is_unsupported_with_the_reason():
         get_runtime("onnxruntime", exporter="torchscript").prepare(DataDependent(), x)
 
 
+class TinyViTBlock(nn.Module):
+    """nn.MultiheadAttention as torchvision's ViT (DeiT-S-like) uses it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        t = x.flatten(2).transpose(1, 2)  # (B, 16 tokens, 16 channels) from (B, 16, 4, 4)
+        y, _ = self.attn(t, t, t, need_weights=False)
+        return self.head(y.mean(1))
+
+
+def test_multihead_attention_exports_with_the_tracing_exporter():
+    # in inference nn.MultiheadAttention calls a fused op the tracing exporter cannot convert;
+    # the export runs the composite path, and the check compares it with eager's fused op
+    model, x = TinyViTBlock().eval(), torch.randn(2, 16, 4, 4)
+    prepared = get_runtime("onnxruntime", exporter="torchscript").prepare(model, x)
+    assert "torchscript exporter" in prepared.note and prepared.max_abs_diff < 1e-5
+    assert torch.backends.mha.get_fastpath_enabled()  # left as it was
+
+
+class NoSymbolic(nn.Module):
+    def forward(self, x):
+        return torch.special.i0(x)  # no ONNX conversion in the tracing exporter
+
+
+def test_a_failed_tracing_export_prints_nothing_and_says_why(capfd):
+    # the exporter's C++ side dumps the whole graph to stdout when a conversion fails; that held
+    # back, the reason names the op
+    with pytest.raises(UnsupportedModel, match=r"torchscript: .*aten::i0"):
+        get_runtime("onnxruntime", exporter="torchscript").prepare(NoSymbolic(), torch.ones(1, 4))
+    out, err = capfd.readouterr()
+    assert "graph" not in out and "graph" not in err, out[:200]
+
+
+def test_native_output_of_a_successful_block_is_passed_on(capfd):
+    import os
+
+    from fcasearch.runtime.onnx import _native_stdout_kept
+
+    with _native_stdout_kept():
+        os.write(1, b"kept for later\n")
+    with pytest.raises(RuntimeError), _native_stdout_kept():
+        os.write(1, b"dropped\n")
+        raise RuntimeError("the export failed")
+    out, _ = capfd.readouterr()
+    assert out == "kept for later\n"
+
+
 def test_a_model_that_does_not_match_gives_an_unsupported_row_and_no_number():
     with pytest.raises(UnsupportedModel, match="differ from eager"):
         get_runtime("onnxruntime").prepare(Noisy(), torch.randn(1, 1, 4, 4))

@@ -7,8 +7,9 @@ Exporters (``torch.onnx.export``):
   here on FcaFormer L1 (max abs diff vs eager 1.8e-6), members of every shipped search space,
   ConvNeXt-T, Swin-T and a DeiT-S-sized ViT.
 * ``torchscript``: the tracing exporter (``dynamo=False``), deprecated by PyTorch but still in
-  torch 2.14, and 10-20x faster: a ``micro`` member exported in 0.2-0.7 s against 3-8 s on 2
-  busy cores, where a whole 2-epoch trial trains in about 4 s. Its default opset here is 20
+  torch 2.14, and about 20x faster: a ``micro`` member exported in 0.09 s (median of 4; 0.09-0.12)
+  against 1.8 s (1.5-1.9) on an idle 2-core AMD EPYC, where the member's whole 2-epoch trial
+  trains in about 1 s. Its default opset here is 20
   (:data:`TORCHSCRIPT_OPSET`), which has ``Gelu`` as one node where opset 18 writes five.
   ``nn.MultiheadAttention`` (torchvision's ViT) is traced on its composite path, which exports
   (:func:`_traceable_attention`).

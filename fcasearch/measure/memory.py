@@ -14,13 +14,12 @@ allocates on top of them.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
+
+from fcasearch.nativeio import native_output_held
 
 __all__ = ["MemoryPeak", "peak_memory", "tensor_bytes"]
 
@@ -63,31 +62,10 @@ def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
     return total
 
 
-@contextlib.contextmanager
-def _muted_stderr_fd() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null for the block (native libraries write there)."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):  # no real fd 2 (embedded interpreters)
-        yield
-        return
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, 2)
-        finally:
-            os.close(devnull)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def _cpu_transient_peak(fn: Callable[[], object]) -> int:
     from torch.profiler import ProfilerActivity, profile
 
-    with _muted_stderr_fd():
+    with native_output_held(2):  # the profiler's native start/stop log lines
         prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=False)
         prof.start()
         try:

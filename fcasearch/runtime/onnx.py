@@ -60,6 +60,7 @@ import torch
 from torch import nn
 
 from fcasearch.models import attention_impl
+from fcasearch.nativeio import native_output_held
 from fcasearch.runtime.base import (
     Exclusive,
     Prepared,
@@ -147,42 +148,6 @@ def _traceable_attention() -> Iterator[None]:
         mha.set_fastpath_enabled(was)
 
 
-@contextlib.contextmanager
-def _native_stdout_kept() -> Iterator[None]:
-    """Hold what native code writes to stdout during the block, and pass it on only if the block
-    succeeds.
-
-    The tracing exporter's C++ side prints the whole TorchScript graph (100 KB for a small ViT) to
-    stdout when a conversion fails, whatever its ``verbose``; in a search that landed in the middle
-    of the progress bar, although the failure itself is reported (``status=unsupported`` with the
-    exporter's message, or the fall-back exporter's result). Python-level redirection cannot catch
-    it, so file descriptor 1 points to a temporary file for the block.
-    """
-    import os
-    import sys
-
-    try:
-        sys.stdout.flush()
-        saved = os.dup(1)
-    except (OSError, ValueError, AttributeError):  # no usable descriptor 1: nothing to hold
-        yield
-        return
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 1)
-        ok = False
-        try:
-            yield
-            ok = True
-        finally:
-            with contextlib.suppress(OSError, ValueError, AttributeError):
-                sys.stdout.flush()
-            os.dup2(saved, 1)
-            os.close(saved)
-            if ok and os.fstat(held.fileno()).st_size:  # where it would have gone
-                held.seek(0)
-                os.write(1, held.read())
-
-
 def export_onnx(
     model: nn.Module,
     example: torch.Tensor,
@@ -232,7 +197,9 @@ def export_onnx(
             if dynamic_batch:
                 kwargs["dynamic_axes"] = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
             kwargs["opset_version"] = opset or TORCHSCRIPT_OPSET
-            with _traceable_attention(), _native_stdout_kept():
+            # its C++ side prints the whole graph to stdout when a conversion fails (100 KB for a
+            # small ViT, whatever verbose says; the failure itself is reported): held back
+            with _traceable_attention(), native_output_held(1, pass_on_success=True):
                 torch.onnx.export(model, (x,), path, dynamo=False, **kwargs)
     seconds = time.perf_counter() - started
     graph = onnx.load(str(path), load_external_data=False)

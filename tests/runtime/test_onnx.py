@@ -177,11 +177,11 @@ def test_a_failed_tracing_export_prints_nothing_and_says_why(capfd):
 def test_native_output_of_a_successful_block_is_passed_on(capfd):
     import os
 
-    from fcasearch.runtime.onnx import _native_stdout_kept
+    from fcasearch.nativeio import native_output_held
 
-    with _native_stdout_kept():
+    with native_output_held(1, pass_on_success=True):
         os.write(1, b"kept for later\n")
-    with pytest.raises(RuntimeError), _native_stdout_kept():
+    with pytest.raises(RuntimeError), native_output_held(1, pass_on_success=True):
         os.write(1, b"dropped\n")
         raise RuntimeError("the export failed")
     out, _ = capfd.readouterr()

@@ -14,7 +14,8 @@
 # against without).
 #
 # `cpu` (not part of `all`) runs bench/model_speed.py on two of the machine's cores instead: the
-# GPU machine's CPU is another CPU to measure the eager-against-reference ratio on; then
+# GPU machine's CPU is another CPU to measure the eager-against-reference ratio on, with each
+# form's time per op kind (--ops: about 10 s more); then
 # bench/measure_isolation.py --probe on the same two cores (about 25 s).
 #
 # On an H200 (2026-12-04): tests 80 s, profile 160 s, search 67 s, ray 115 s, isolation 20 s,
@@ -122,8 +123,9 @@ fi
 if want cpu; then
     rt=()
     chrt -f 50 true 2>/dev/null && rt=(chrt -f 50)
+    # --ops: where eager, eager-sgemm and the reference-style forward spend their time there
     step cpu 300 "${rt[@]}" taskset -c 2,3 "$py" bench/model_speed.py --runtimes eager,onnxruntime \
-        --rounds 5
+        --rounds 5 --ops
     # eager's Linear probe beside two trainers on the same two cores, with the lock against
     # without (no real-time priority: trainers would inherit it and starve the probe)
     step cpu-probe 120 taskset -c 2,3 "$py" bench/measure_isolation.py --probe --cells 8 --trainers 2

@@ -33,6 +33,10 @@ keep freed memory for reuse (``mallopt``: no ``mmap`` blocks, no trimming), the 
 jemalloc, tcmalloc or ONNX Runtime's arena give; the reference-style forward, with its larger
 temporaries, gains more from it than the folded form. Every line names the setting.
 
+``--ops`` adds, per case, where eager, eager-sgemm and the reference-style forward spend their
+time (the profiler's self CPU time per op kind, side by side): on a CPU met once, such as a GPU
+machine's host, it says which ops make a ratio, not only the ratio.
+
 Run: ``python bench/model_speed.py`` (about 10 minutes on 2 busy cores, most of it compiling and
 exporting; ``--runtimes eager,onnxruntime`` skips the compile; ``--quick`` for a smoke run).
 """
@@ -147,6 +151,38 @@ def interleave(
     return wall, cpu
 
 
+def op_breakdown(
+    fns: dict[str, Callable[[], object]], forms: list[str], calls: int = 3, top: int = 10
+) -> list[str]:
+    """Where each form spends its time: torch.profiler's self CPU time per op kind, per call
+    (``calls`` profiled calls after one unprofiled), for the ``top`` op kinds by the most any
+    form spends in them; one line per op kind, the forms side by side. Times are inflated by the
+    profiler (read them against each other, not against the timed medians)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    per: dict[str, dict[str, float]] = {}
+    for name in forms:
+        with torch.inference_mode():
+            fns[name]()
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(calls):
+                    fns[name]()
+        per[name] = {e.key: e.self_cpu_time_total / 1e3 / calls for e in prof.key_averages()}
+    kinds = sorted(
+        {k for table in per.values() for k in table},
+        key=lambda k: -max(table.get(k, 0.0) for table in per.values()),
+    )
+    width = max(len(k) for k in kinds[:top])
+    lines = [f"{'op (self CPU ms per call)':<{width}}  " + "  ".join(f"{n:>15}" for n in forms)]
+    lines.append(
+        f"{'all ops':<{width}}  " + "  ".join(f"{sum(per[n].values()):>15.2f}" for n in forms)
+    )
+    for k in kinds[:top]:
+        cells = "  ".join(f"{per[n][k]:>15.2f}" if k in per[n] else f"{'-':>15}" for n in forms)
+        lines.append(f"{k:<{width}}  {cells}")
+    return lines
+
+
 def ratio_text(num: list[float], den: list[float]) -> str:
     """``median x (min-max)`` of per-round ratios ``num / den``."""
     rs = [a / b for a, b in zip(num, den)]
@@ -169,6 +205,12 @@ def main(argv: list[str] | None = None) -> int:
         help=f"leave out {SGEMM!r} (eager with every Linear on the BLAS sgemm, not as a 1x1 conv)",
     )
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, 2 repeats, 64 px")
+    ap.add_argument(
+        "--ops",
+        action="store_true",
+        help="after each case's timing, print where eager, eager-sgemm and the reference-style "
+        "forward spend their time (profiler self CPU time per op kind)",
+    )
     ap.add_argument(
         "--malloc",
         choices=["default", "keep"],
@@ -197,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
             for name in forms:
                 print(f"{tag} b{b}: {name}: {notes[name]}", flush=True)
             times, cpu_times = interleave(fns, args.rounds, args.repeats)
+            if args.ops:
+                which = [n for n in ("eager", SGEMM, REFERENCE) if n in fns]
+                for line in op_breakdown(fns, which):
+                    print(f"{tag} b{b} ops: {line}", flush=True)
             head = f"{tag} b{b} fp32 {args.img}px {args.threads} threads"
             ref_ms = statistics.median(times[REFERENCE]) * 1e3
             for name in forms:

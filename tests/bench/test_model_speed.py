@@ -67,7 +67,7 @@ def test_reference_forward_computes_the_models_function(spec: ArchSpec) -> None:
 def test_quick_run_prints_a_ratio_line_per_runtime_with_the_cpu() -> None:
     cmd = [sys.executable, str(BENCH / "model_speed.py"), "--quick", "--models", "L1"]
     out = subprocess.run(
-        [*cmd, "--batches", "1", "--threads", "1", "--runtimes", "eager,onnxruntime"],
+        [*cmd, "--batches", "1", "--threads", "1", "--runtimes", "eager,onnxruntime", "--ops"],
         capture_output=True,
         text=True,
         check=True,
@@ -80,6 +80,14 @@ def test_quick_run_prints_a_ratio_line_per_runtime_with_the_cpu() -> None:
     assert "| onnxruntime " in ort and "| vs eager: " in ort
     assert "| eager-sgemm " in sgemm and "| vs eager: " in sgemm and "pointwise_conv=False" in sgemm
     assert all("| CPU " in line for line in lines)
+    # --ops: each form's profiled time per op kind, side by side
+    ops = [
+        line[len("L1 b1 ops: ") :] for line in out.splitlines() if line.startswith("L1 b1 ops: ")
+    ]
+    assert ops[0].split()[-3:] == ["eager", "eager-sgemm", "reference-style"]
+    totals = [float(v) for v in ops[1].split()[-3:]]
+    assert ops[1].startswith("all ops") and all(t > 0 for t in totals)
+    assert len(ops) > 3 and all(line.startswith("aten::") for line in ops[2:])
 
 
 @pytest.mark.slow

@@ -5,7 +5,8 @@ Weights are never downloaded (``weights=None``): cost does not depend on them.
 * ``convnext_tiny``: ConvNeXt-T (28.6M params, 4.46 GMACs at 224);
 * ``swin_t``: Swin-T (28.3M, 4.49 GMACs at 224);
 * ``deit_s_like``: a DeiT-S-sized ViT (patch 16, 12 layers, 6 heads, width 384, MLP 1536:
-  22.1M, 4.60 GMACs at 224) built from torchvision's ``VisionTransformer``.
+  22.1M, 4.60 GMACs at 224) built from torchvision's ``VisionTransformer``, its classifier drawn
+  as DeiT draws it (truncated normal, std 0.02; torchvision's zeros make every output 0).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _swin_t(img_size: int, num_classes: int) -> nn.Module:
 def _deit_s_like(img_size: int, num_classes: int) -> nn.Module:
     from torchvision.models import VisionTransformer
 
-    return VisionTransformer(
+    model = VisionTransformer(
         image_size=img_size,
         patch_size=16,
         num_layers=12,
@@ -41,6 +42,11 @@ def _deit_s_like(img_size: int, num_classes: int) -> nn.Module:
         mlp_dim=1536,
         num_classes=num_classes,
     )
+    # torchvision zero-initialises the classifier, so every output would be 0 and a runtime's
+    # outputs could not be checked against eager's; DeiT draws it like its other Linear layers
+    nn.init.trunc_normal_(model.heads.head.weight, std=0.02)
+    nn.init.zeros_(model.heads.head.bias)
+    return model
 
 
 # name -> (builder(img_size, num_classes), side the input must be a multiple of)

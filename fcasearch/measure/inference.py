@@ -1,7 +1,8 @@
 """The measuring steps of :func:`~fcasearch.measure.cost.measure_costs` once a model is built.
 
 1. one training step's peak memory (float32 weights, autocast for bf16/fp16, AdamW; the step
-   measured is the second, so the optimizer state exists): the same for every runtime;
+   measured is the second, so the optimizer state exists): the same for every runtime; the
+   weights and buffers the two steps changed are put back afterwards;
 2. the deployable form (BN calibrated and folded for FcaFormer, eval; as built for the reference
    models), cast to the dtype, optionally channels-last;
 3. each runtime prepares that one model (:mod:`fcasearch.runtime`); a model a runtime cannot run
@@ -67,6 +68,9 @@ def _train_memory(
     x = make_input(bs, in_chans, hw, dev, torch.float32, cl)
     if cl:
         model.to(memory_format=torch.channels_last)
+    # the steps change weights (AdamW) and BN statistics: kept aside (in host memory, not to
+    # crowd the device) and put back, so the runtimes measure and check the model as given
+    kept = [t.detach().to("cpu", copy=True) for t in (*model.parameters(), *model.buffers())]
     step, resident = train_step_fn(model, x, tdtype)
     bn_note = ""
     try:
@@ -91,6 +95,9 @@ def _train_memory(
     finally:
         model.zero_grad(set_to_none=True)
         model.eval()
+        with torch.no_grad():
+            for t, saved in zip((*model.parameters(), *model.buffers()), kept):
+                t.copy_(saved)
     amp = "" if tdtype == torch.float32 else f", autocast {dtype}"
     for res in results:
         res.metrics["train_mem_mb"] = mp.peak_mb

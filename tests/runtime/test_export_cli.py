@@ -54,6 +54,10 @@ def test_registry_name(tmp_path, capsys):
     )
     assert "verified with ONNX Runtime" in text and "max abs diff vs eager" in text
     assert "dynamo exporter" in text and out.is_file()
+    # fresh weights: BN calibrated first, so the file's logits have a scale the check can see
+    assert "BN statistics calibrated on random inputs" in text
+    logits = _onnx_logits(out, torch.randn(1, 3, 32, 32))
+    assert np.abs(logits).max() > 1e-2
 
 
 @pytest.mark.parametrize("as_file", [True, False])

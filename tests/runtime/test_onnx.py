@@ -188,6 +188,34 @@ def test_native_output_of_a_successful_block_is_passed_on(capfd):
     assert out == "kept for later\n"
 
 
+def test_outputs_too_small_to_check_give_no_number():
+    # an untrained FcaFormer's logits are about 1e-19 and a zero-initialised head gives zeros:
+    # below the absolute tolerance any export would pass, so the check refuses instead
+    tiny = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    zero = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    with torch.no_grad():
+        tiny[1].weight.mul_(1e-19)
+        tiny[1].bias.mul_(1e-19)
+        zero[1].weight.zero_()
+        zero[1].bias.zero_()
+    x = torch.randn(1, 1, 4, 4)
+    for model in (tiny, zero):
+        with pytest.raises(UnsupportedModel, match="cannot be checked: eager's outputs are at"):
+            get_runtime("onnxruntime").prepare(model, x)
+    res = measure_cost(zero, runtime="onnxruntime", img_size=4, in_chans=1, **FAST)
+    assert res.status == "unsupported" and "cannot be checked" in res.reason
+    assert math.isnan(res.metrics["latency_ms"])
+
+
+def test_the_reference_vit_has_outputs_to_check():
+    # torchvision's ViT starts with a zero classifier; the DeiT-S-like baseline draws it as DeiT
+    from fcasearch.measure.baselines import build_baseline
+
+    model = build_baseline("deit_s_like", img_size=32, num_classes=10).eval()
+    with torch.inference_mode():
+        assert float(model(torch.randn(2, 3, 32, 32)).abs().max()) > 1e-2
+
+
 def test_a_model_that_does_not_match_gives_an_unsupported_row_and_no_number():
     with pytest.raises(UnsupportedModel, match="differ from eager"):
         get_runtime("onnxruntime").prepare(Noisy(), torch.randn(1, 1, 4, 4))

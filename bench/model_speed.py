@@ -1,7 +1,8 @@
 """FcaFormer L1/L2 on each deployment runtime against a reference-style forward, side by side.
 
-For each model and batch size, one calibrated model (BN statistics from random inputs: an
-untrained FcaFormer's late activations are denormal floats, which no trained model has) is
+For each model and batch size, one model as a measurement builds it (trained-like layer scales,
+norms and biases, so every block shapes the outputs the runtimes are checked on) and calibrated
+(BN statistics from random inputs: an untrained FcaFormer's late activations are tiny floats) is
 prepared on each runtime of :mod:`fcasearch.runtime` (``eager``: the folded form under
 ``torch.inference_mode``; ``compile``: Inductor with frozen weights; ``onnxruntime``: torch.onnx
 export run in an ONNX Runtime session, CPU provider), every one checked against eager, and timed
@@ -59,7 +60,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_forward import reference_forward
 
 from fcasearch.cpuinfo import cpu_model, cpuinfo_field
-from fcasearch.models import build_model, calibrate_batchnorm, get_spec, to_reference_state_dict
+from fcasearch.measure.prepare import build_for_spec
+from fcasearch.models import calibrate_batchnorm, get_spec, to_reference_state_dict
 from fcasearch.runtime import RuntimeUnavailable, UnsupportedModel, get_runtime, parse_runtimes
 
 MODELS = {"L1": "fcaformer_l1", "L2": "fcaformer_l2"}
@@ -72,7 +74,7 @@ def prepare_case(
 ) -> tuple[dict[str, Callable[[], object]], dict[str, str]]:
     """The callables of one case (each runtime and the reference-style forward) and a note on
     each runtime (version and max abs diff vs eager, or why it is missing)."""
-    model = calibrate_batchnorm(build_model(spec), generator=torch.Generator().manual_seed(0))
+    model = calibrate_batchnorm(build_for_spec(spec), generator=torch.Generator().manual_seed(0))
     ref = reference_forward(spec, {k: v.clone() for k, v in to_reference_state_dict(model).items()})
     x = torch.randn(
         batch, spec.in_chans, *spec.img_size, generator=torch.Generator().manual_seed(1)

@@ -10,9 +10,10 @@ MODEL is a registry name (``fcaformer_l1`` ..., or a reference model such as ``c
 a spec JSON (a file, or the JSON text itself), or ``RUN_DIR:ARCH_ID``: a trial of a search run,
 built from the spec the run logged, with the weights it saved at ``RUN_DIR/weights/ARCH_ID.pt``
 (``fcasearch search --save-weights``) unless ``--weights`` names others. FcaFormer models are
-exported in their folded inference form (Conv-BN and layer scales folded); without weights, their
-BN statistics are first calibrated on random inputs as latency measurement does (fresh ones leave
-the logits at about 1e-19). The file is run in ONNX Runtime and compared with the eager model
+exported in their folded inference form (Conv-BN and layer scales folded); without weights, they
+first get trained-like layer scales, norms and biases and BN statistics calibrated on random
+inputs, as latency measurement does (fresh ones leave the logits at about 1e-19 and every block
+nearly out of them, so the check could not see a block exported wrong). The file is run in ONNX Runtime and compared with the eager model
 before the command reports success; the max abs difference is printed. Any failure says why and exits non-zero (2 for a user error, 1 when the
 export or its check fails).
 """
@@ -181,13 +182,18 @@ def _build(target: ExportTarget, weights: Path | None, img_size: int | None) -> 
     path = weights or target.weights
     loaded = load_weights(model, path) if path is not None else "freshly initialised weights"
     if path is None and target.spec is not None:
-        # fresh BN statistics leave the logits at about 1e-19 (the check against eager could not
-        # fail, and the later layers run on tiny floats); the latency measurement's calibration
-        # gives trained-like scales
+        # as latency measurement does: fresh BN statistics leave the logits at about 1e-19 and
+        # layer scales of 1e-6 keep every block out of them, so the check against eager could
+        # not see a block exported wrong
+        from fcasearch.measure.prepare import trained_like_values
         from fcasearch.models import calibrate_batchnorm
 
+        trained_like_values(model)
         calibrate_batchnorm(model, steps=1, generator=torch.Generator().manual_seed(0))
-        loaded += ", BN statistics calibrated on random inputs (as latency measurement does)"
+        loaded += (
+            ", trained-like layer scales, norms and biases, BN statistics calibrated on random "
+            "inputs (as latency measurement does)"
+        )
     model, how = inference_form(model)
     return model, f"{loaded}; {how}"
 

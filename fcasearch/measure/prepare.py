@@ -29,6 +29,7 @@ __all__ = [
     "make_input",
     "parse_dtype",
     "train_step_fn",
+    "trained_like_values",
 ]
 
 DTYPES: dict[str, torch.dtype] = {
@@ -83,11 +84,38 @@ def check_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def trained_like_values(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give an untrained model's constant-initialised parameters values of the kind training
+    leaves, in place: layer scales (1e-6 at init) and norm weights (1) drawn from U(0.5, 1.5),
+    biases and attention bias tables (0) from N(0, 0.1). Other parameters keep their values.
+
+    Why: a runtime's outputs are checked against eager's (:mod:`fcasearch.runtime`). At init the
+    layer scales make every block add about 1e-6 of itself to its input, so a build that got an
+    attention, its bias table or an MLP wrong still matched: with every block removed, FcaFormer-L1's
+    logits moved by 1.4e-6 against a tolerance of 1.2e-3. With these values each block shapes the
+    output. Latency does not depend on the values (BN is calibrated after, so no activation
+    becomes a tiny float either).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            flat = p.detach().reshape(-1)
+            if flat.numel() < 2 or not bool((flat == flat[0]).all()):
+                continue  # drawn at init (or a single value): left as it is
+            if float(flat[0]) == 0.0:
+                drawn = torch.randn(p.shape, generator=gen) * 0.1
+            else:
+                drawn = torch.empty(p.shape).uniform_(0.5, 1.5, generator=gen)
+            p.copy_(drawn.to(device=p.device, dtype=p.dtype))
+    return model
+
+
 def build_for_spec(spec: ArchSpec) -> nn.Module:
-    """``build_model(spec)`` from :mod:`fcasearch.models` (imported here, when needed)."""
+    """``build_model(spec)`` from :mod:`fcasearch.models` with :func:`trained_like_values`: the
+    model every measurement of a spec times and checks."""
     from fcasearch.models import build_model
 
-    return build_model(spec)
+    return trained_like_values(build_model(spec))
 
 
 def deployable(model: nn.Module) -> tuple[nn.Module, str]:

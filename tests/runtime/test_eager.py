@@ -9,14 +9,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fcasearch.models import build_model, calibrate_batchnorm, get_spec
+from fcasearch.measure.prepare import build_for_spec
+from fcasearch.models import calibrate_batchnorm, get_spec
 from fcasearch.runtime import eager, get_runtime, inference_form
 from fcasearch.runtime.eager import ConvLinear, linear, probe_linears, use_conv
 
 
 def test_eager_folds_an_fcaformer_and_computes_the_same_function():
     spec = get_spec("fcaformer_nano", img_size=32, num_classes=5)
-    model = calibrate_batchnorm(build_model(spec), generator=torch.Generator().manual_seed(0))
+    model = build_for_spec(spec)  # trained-like layer scales: every block shapes the output
+    model = calibrate_batchnorm(model, generator=torch.Generator().manual_seed(0))
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         want = model(x)

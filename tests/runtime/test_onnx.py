@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from fcasearch.measure import measure_cost, measure_costs
+from fcasearch.measure.prepare import trained_like_values
 from fcasearch.models import build_model, calibrate_batchnorm, get_spec
 from fcasearch.runtime import UnsupportedModel, get_runtime
 from fcasearch.runtime.base import tolerance
@@ -22,13 +23,10 @@ FAST = {"warmup": 1, "min_repeats": 3, "max_repeats": 6, "max_seconds": 0.3, "re
 
 
 def _trained_like(spec, seed: int = 0) -> nn.Module:
-    """A model with BN statistics from data-like inputs (unit-scale activations) and weights
-    moved off their initial values, so that outputs are not all near zero."""
+    """The model a measurement checks (trained-like layer scales, norms and bias tables, so
+    every block shapes the output), its BN statistics from random inputs."""
     torch.manual_seed(seed)
-    model = build_model(spec)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    model = trained_like_values(build_model(spec), seed=seed)
     gen = torch.Generator().manual_seed(seed)
     return calibrate_batchnorm(model, steps=1, batch_size=2, generator=gen)
 
@@ -186,6 +184,36 @@ def test_native_output_of_a_successful_block_is_passed_on(capfd):
         raise RuntimeError("the export failed")
     out, _ = capfd.readouterr()
     assert out == "kept for later\n"
+
+
+def test_an_export_with_one_block_wrong_is_refused(monkeypatch):
+    # the check must see inside the blocks: here the exported file has one block's MLP output
+    # zeroed (as a wrong conversion might), which eager does not
+    import copy
+
+    import fcasearch.runtime.onnx as onnx_mod
+    from fcasearch.models.fca import FcaBlock
+
+    spec = load_space("micro").sample_feasible(np.random.default_rng(3))
+    real_export = onnx_mod.export_onnx
+
+    def export_one_block_wrong(model, example, path, **kwargs):
+        broken = copy.deepcopy(model)
+        block = next(m for m in broken.modules() if isinstance(m, FcaBlock))
+        with torch.no_grad():
+            block.mlp.fc2.weight.zero_()
+            block.mlp.fc2.bias.zero_()
+        return real_export(broken, example, path, **kwargs)
+
+    x = torch.randn(1, spec.in_chans, *spec.img_size)
+    prepared = get_runtime("onnxruntime").prepare(_trained_like(spec), x)  # the honest export
+    assert prepared.max_abs_diff <= tolerance(prepared(x))
+    monkeypatch.setattr(onnx_mod, "export_onnx", export_one_block_wrong)
+    with pytest.raises(UnsupportedModel, match="differ from eager"):
+        get_runtime("onnxruntime").prepare(_trained_like(spec), x)
+    # and so does a measurement of the spec, whose model gets the same values
+    res = measure_cost(spec, runtime="onnxruntime", memory=False, **FAST)
+    assert res.status == "unsupported" and "differ from eager" in res.reason
 
 
 def test_outputs_too_small_to_check_give_no_number():

@@ -339,7 +339,8 @@ def verify_onnx(
     *,
     providers: Sequence[str] | None = None,
 ) -> float:
-    """Run the ONNX file in ONNX Runtime on ``example`` and compare with ``model`` in eager mode.
+    """Run the ONNX file in ONNX Runtime on ``example`` and on its negation and compare with
+    ``model`` in eager mode.
 
     Returns:
         The max abs difference (within tolerance).
@@ -349,15 +350,18 @@ def verify_onnx(
         RuntimeUnavailable: onnxruntime or a provider is missing.
     """
     reference = eager_reference(model, example)
+    other = -example  # a second input: a trace that baked in a value-dependent branch shows
+    other_reference = eager_reference(model, other)
     try:
         session = onnx_session(Path(path), example.device, providers=providers)
         forward, _ = _runner(session, example, tuple(reference.shape))
-        got = forward(example)
+        got, got_other = forward(example), forward(other)
     except (RuntimeUnavailable, UnsupportedModel):
         raise
     except Exception as exc:  # onnxruntime's own errors (Fail, InvalidGraph, NotImplemented)
         raise UnsupportedModel(f"onnxruntime cannot run {path}: {_first_line(exc)}") from exc
-    return check_outputs(got, reference, "onnxruntime")
+    diff = check_outputs(got, reference, "onnxruntime")
+    return max(diff, check_outputs(got_other, other_reference, "onnxruntime (negated input)"))
 
 
 class OnnxRuntime(Runtime):

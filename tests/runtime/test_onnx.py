@@ -244,6 +244,14 @@ def test_the_reference_vit_has_outputs_to_check():
         assert float(model(torch.randn(2, 3, 32, 32)).abs().max()) > 1e-2
 
 
+def test_verify_onnx_also_tries_the_negated_input(tmp_path):
+    # fcasearch export's check: a traced file that baked in one branch fails on the other input
+    model, x = DataDependent().eval(), torch.ones(1, 1, 4, 4)
+    info = export_onnx(model, x, tmp_path / "d.onnx", exporter="torchscript")
+    with pytest.raises(UnsupportedModel, match=r"negated input.*differ from eager"):
+        verify_onnx(info.path, model, x)
+
+
 def test_a_model_that_does_not_match_gives_an_unsupported_row_and_no_number():
     with pytest.raises(UnsupportedModel, match="differ from eager"):
         get_runtime("onnxruntime").prepare(Noisy(), torch.randn(1, 1, 4, 4))

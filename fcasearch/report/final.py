@@ -10,7 +10,8 @@
   their latency markers take the final figure where there is one.
 * Latency measured on different runtimes is never compared silently:
   :func:`check_runtimes` raises :class:`MixedRuntimeError` when the runs (or the trials of one
-  run) name more than one runtime and an objective depends on it.
+  run) name more than one runtime and an objective depends on it. A runtime at another batch
+  size, dtype, thread count or with CUDA graphs counts as another runtime.
 """
 
 from __future__ import annotations
@@ -48,9 +49,10 @@ class MixedRuntimeError(ValueError):
         super().__init__(
             f"the runs mix {len(runtimes)} runtimes: {listed}. Objectives "
             f"{', '.join(objectives)} depend on the runtime (eager, onnxruntime, ... time the "
-            "same model differently), so their values are not comparable. Report each runtime's "
-            "runs separately, re-run the search with one --runtime, or pass "
-            "--allow-mixed-runtimes to compare them anyway"
+            "same model differently) and on its settings (batch size, dtype, threads), so their "
+            "values are not comparable. Report each runtime's runs separately, re-run the search "
+            "with one --runtime and the same --latency-batch-size, --latency-dtype and "
+            "--threads, or pass --allow-mixed-runtimes to compare them anyway"
         )
 
 
@@ -61,17 +63,48 @@ def runtime_label(runtime: str, options: str = "") -> str:
     return f"{runtime} ({options})" if options else runtime
 
 
-def _run_runtimes(run: RunData) -> set[str]:
-    options = str(run.config.get("runtime_options") or "")  # one set for all of a run's trials
-    found = set()
-    if run.config.get("runtime"):
-        found.add(runtime_label(str(run.config["runtime"]), options))
+def _settings(run: RunData, measured: pd.Series) -> list[str]:
+    """The measurement settings latency also depends on, as one text per thread count found
+    (``batch 1, fp32, 2 threads``): batch size, dtype and CUDA graph from ``run.yaml``'s options,
+    threads from the measured trial rows. A run from before they were recorded gives ``[""]``."""
+    opts = run.config.get("options") or {}
+    parts = []
+    if opts.get("latency_batch_size") is not None:
+        parts.append(f"batch {opts['latency_batch_size']}")
+    if opts.get("latency_dtype"):
+        parts.append(str(opts["latency_dtype"]))
+    if opts.get("latency_cuda_graph"):
+        parts.append("CUDA graph")
     df = run.trials
+    threads = (
+        sorted(
+            {int(t) for t in pd.to_numeric(df.loc[measured, "threads"], errors="coerce").dropna()}
+        )
+        if "threads" in df
+        else []
+    )
+    return [", ".join([*parts, f"{t} thread{'s' if t != 1 else ''}"]) for t in threads] or [
+        ", ".join(parts)
+    ]
+
+
+def _run_runtimes(run: RunData) -> set[str]:
+    """The runtimes of a run's latency, each with the settings it was measured at: the same
+    runtime at another batch size, dtype or thread count is another runtime here."""
+    options = str(run.config.get("runtime_options") or "")  # one set for all of a run's trials
+    df = run.trials
+    measured = df["latency_ms"].notna() if "latency_ms" in df else pd.Series(True, df.index)
+    names = set()
+    if run.config.get("runtime"):
+        names.add(str(run.config["runtime"]))
     if "runtime" in df:
-        measured = df["latency_ms"].notna() if "latency_ms" in df else pd.Series(True, df.index)
-        values = df.loc[measured, "runtime"].dropna().astype(str)
-        found |= {runtime_label(v, options) for v in values if v}
-    return found
+        names |= {v for v in df.loc[measured, "runtime"].dropna().astype(str) if v}
+    settings = _settings(run, measured)
+    return {
+        runtime_label(name, options) + (f" at {at}" if at else "")
+        for name in names
+        for at in settings
+    }
 
 
 def check_runtimes(

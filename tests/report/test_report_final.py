@@ -1,5 +1,5 @@
 """The report's latency: final re-measurement figures with the Kendall tau, the run's own
-reference models, and never two runtimes on one axis."""
+reference models, and never two runtimes (or one at two settings) on one axis."""
 
 from __future__ import annotations
 
@@ -64,6 +64,32 @@ def test_the_same_runtime_with_other_options_is_another_runtime(make_run):
     build_report(b, figures=False)  # one run: its rows and run.yaml agree
     with pytest.raises(MixedRuntimeError, match=r"eager \(pointwise_conv=False\) \(sgemm\)"):
         build_report([a, b], figures=False)
+
+
+def _measured_at(run, threads: int, batch: int = 1, dtype: str = "fp32"):
+    """Record the settings a stored run's latency was measured at, as a search does."""
+    config = yaml.safe_load((run / "run.yaml").read_text())
+    config.setdefault("options", {}).update(latency_batch_size=batch, latency_dtype=dtype)
+    (run / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    trials = pd.read_parquet(run / "trials.parquet")
+    trials["threads"] = threads
+    trials.to_parquet(run / "trials.parquet", index=False)
+    return run
+
+
+def test_the_same_runtime_at_other_settings_is_another_runtime(make_run):
+    # latency at 1 and at 2 threads, or at batch 1 and 8, is not one axis either
+    two = _measured_at(_on_runtime(make_run("two", objectives=LATENCY), "eager"), 2)
+    same = _measured_at(_on_runtime(make_run("same", objectives=LATENCY, seed=1), "eager"), 2)
+    build_report([two, same], figures=False)  # the same settings: one axis
+    one = _measured_at(_on_runtime(make_run("one", objectives=LATENCY, seed=2), "eager"), 1)
+    with pytest.raises(MixedRuntimeError) as err:
+        build_report([two, one], figures=False)
+    assert "eager at batch 1, fp32, 2 threads (two)" in str(err.value)
+    assert "eager at batch 1, fp32, 1 thread (one)" in str(err.value)
+    b8 = _measured_at(_on_runtime(make_run("b8", objectives=LATENCY, seed=3), "eager"), 2, 8)
+    with pytest.raises(MixedRuntimeError, match=r"batch 8, fp32, 2 threads \(b8\)"):
+        build_report([two, b8], figures=False)
 
 
 def test_runtime_free_objectives_only_note_it(make_run):

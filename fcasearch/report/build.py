@@ -183,12 +183,15 @@ def _references(
     if profile is not None:
         batch = _latency_batch_size(runs[0])
         runtime = runs[0].config.get("runtime")
+        opts = runs[0].config.get("options") or {}
         prof, more = profile_references(
             profile,
             list(fingerprints),
             batch,
             runtime=runtime,
             runtime_options=str(runs[0].config.get("runtime_options") or ""),
+            dtype=opts.get("latency_dtype") or None,
+            threads=_latency_threads(runs),
         )
         notes += more
         refs = merge_references(refs, prof[~prof["model"].isin(own["model"])])
@@ -205,8 +208,23 @@ def _references(
     return refs, notes
 
 
+def _latency_threads(runs: list[RunData]) -> int | None:
+    """The CPU threads the runs' latency was measured with, if their trial rows agree on one."""
+    found: set[int] = set()
+    for run in runs:
+        df = run.trials
+        if "threads" in df and "latency_ms" in df:
+            values = pd.to_numeric(df.loc[df["latency_ms"].notna(), "threads"], errors="coerce")
+            found |= {int(t) for t in values.dropna()}
+    return found.pop() if len(found) == 1 else None
+
+
 def _latency_batch_size(run: RunData) -> int | None:
-    """The batch size latency was measured at, if run.yaml says so."""
+    """The batch size latency was measured at, if run.yaml says so (``options``, where a search
+    records it, or an older run's top-level keys)."""
+    opts = run.config.get("options") or {}
+    if isinstance(opts, dict) and opts.get("latency_batch_size"):
+        return int(opts["latency_batch_size"])
     for key in ("latency_batch_size", "measure_batch_size"):
         if run.config.get(key):
             return int(run.config[key])

@@ -157,12 +157,15 @@ def profile_references(
     batch_size: int | None = None,
     runtime: str | None = None,
     runtime_options: str = "",
+    dtype: str | None = None,
+    threads: int | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Reference models from a ``fcasearch profile`` CSV.
 
     Params and MACs are used whatever the hardware; latency and memory only from rows whose
-    ``fingerprint_id`` is the runs' single fingerprint. With several rows per model the one at
-    ``batch_size`` (else the smallest batch) in fp32 (else the first dtype) is used.
+    ``fingerprint_id`` is the runs' single fingerprint, measured on the runs' runtime at their
+    settings (``batch_size``, ``dtype``, ``threads``, where given: another setting is another
+    axis). Without those, the row at the smallest batch in fp32 (else the first dtype) is used.
 
     Args:
         path: The profile CSV.
@@ -172,6 +175,8 @@ def profile_references(
             (a profile without a ``runtime`` column predates runtimes: its rows are eager).
         runtime_options: The runs' runtime options as run.yaml records them (``""``: the
             defaults); with ``runtime``, profile rows measured with other options are left out.
+        dtype: The runs' latency dtype (``fp32``, ``bf16``, ``fp16``).
+        threads: The runs' CPU threads (a profile row without ``threads`` is taken as matching).
 
     Returns:
         ``(table, notes)`` with the columns of ``REFERENCE_COLUMNS``.
@@ -199,6 +204,19 @@ def profile_references(
     opts = prof.get("runtime_options", pd.Series("", index=prof.index)).fillna("").astype(str)
     if runtime:  # and the run's options (none: the runtime's defaults)
         same_rt &= opts == runtime_options
+    names = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+    prof["dtype"] = prof["dtype"].astype(str).map(lambda d: names.get(d, d))
+    prof["threads"] = (
+        pd.to_numeric(prof["threads"], errors="coerce") if "threads" in prof else np.nan
+    )
+    same_at = pd.Series(True, index=prof.index)  # measured at the runs' settings
+    if batch_size is not None:
+        same_at &= prof["batch_size"] == batch_size
+    if dtype:
+        same_at &= prof["dtype"] == names.get(dtype, dtype)
+    if threads is not None:
+        same_at &= prof["threads"].isna() | (prof["threads"] == threads)
+    wanted = _settings_text(batch_size, names.get(dtype, dtype) if dtype else None, threads)
     same_hw = set(fingerprint_ids) if len(set(fingerprint_ids)) == 1 else set()
     if len(set(fingerprint_ids)) != 1:
         notes.append(
@@ -209,12 +227,13 @@ def profile_references(
     for model, group in prof.groupby("model", sort=False):
         # preferred row first: the asked batch size (else the smallest), fp32 before others
         distance = (group["batch_size"] - batch_size).abs() if batch_size else group["batch_size"]
-        g = group.assign(_bs=distance, _fp=~group["dtype"].astype(str).isin(["fp32", "float32"]))
+        g = group.assign(_bs=distance, _fp=group["dtype"] != "fp32")
         g = g.sort_values(["_bs", "_fp"], kind="stable")
         counted = g[g["params"].notna() | g["macs"].notna()]
         row = counted.iloc[0] if len(counted) else g.iloc[0]
         # rows that ran out of memory or failed carry no latency: skip them
-        local = g[g["fingerprint_id"].isin(same_hw) & g["latency_ms"].notna() & same_rt[g.index]]
+        on_hw_rt = g["fingerprint_id"].isin(same_hw) & g["latency_ms"].notna() & same_rt[g.index]
+        local = g[on_hw_rt & same_at[g.index]]
         entry = {
             "model": str(model),
             "kind": "paper" if str(model).startswith("fcaformer") else "baseline",
@@ -230,6 +249,22 @@ def profile_references(
             entry["label"] = (
                 f"{model} (bs {int(lrow['batch_size']) if pd.notna(lrow['batch_size']) else '?'}, "
                 f"{lrow['dtype']})"
+            )
+        elif on_hw_rt.any():
+            found = sorted(
+                {
+                    _settings_text(
+                        int(r["batch_size"]) if pd.notna(r["batch_size"]) else None,
+                        r["dtype"],
+                        int(r["threads"]) if pd.notna(r["threads"]) else None,
+                    )
+                    for _, r in g[on_hw_rt].iterrows()
+                }
+            )
+            notes.append(
+                f"latency/memory marker of {model} omitted: profiled at {'; '.join(found)}, the "
+                f"runs measured at {wanted} (settings are never mixed on one axis: profile it "
+                "with the runs' --batch-sizes, --dtypes and --threads)"
             )
         elif runtime and not same_rt[group.index].any():
             profiled = {runtime_label(r, o) for r, o in zip(group["runtime"], opts[group.index])}
@@ -251,6 +286,12 @@ def profile_references(
             )
         rows.append(entry)
     return pd.DataFrame(rows, columns=REFERENCE_COLUMNS), notes
+
+
+def _settings_text(batch_size: int | None, dtype: str | None, threads: int | None) -> str:
+    parts = [f"batch {batch_size}" if batch_size is not None else "", dtype or ""]
+    parts.append(f"{threads} thread{'s' if threads != 1 else ''}" if threads is not None else "")
+    return ", ".join(p for p in parts if p) or "unrecorded settings"
 
 
 def merge_references(paper: pd.DataFrame, profiled: pd.DataFrame) -> pd.DataFrame:

@@ -100,6 +100,37 @@ def test_runtime_free_objectives_only_note_it(make_run):
     assert any("2 runtimes" in n for n in notes)
 
 
+def test_profile_rows_at_other_settings_give_no_marker(make_run, tmp_path):
+    run = _measured_at(_on_runtime(make_run("prof"), "eager"), threads=2, batch=1)
+    profile = tmp_path / "profile.csv"
+    row = {
+        "model": "convnext_tiny",
+        "batch_size": 8,
+        "dtype": "float32",
+        "threads": 2,
+        "latency_ms": 30.0,
+        "peak_mem_mb": 40.0,
+        "params": 2.8e7,
+        "macs": 9.1e7,
+        "fingerprint_id": "3f9a0c1d2e4b",
+        "runtime": "eager",
+    }
+
+    def marker(rows):
+        pd.DataFrame(rows).to_csv(profile, index=False)
+        paths = build_report(run, profile=profile, figures=False)
+        notes = json.loads(paths.summary_json.read_text())["notes"]
+        omitted = [n for n in notes if "convnext_tiny omitted" in n]
+        return omitted[0] if omitted else None
+
+    # only batch 8 profiled: not the runs' batch 1, so no marker (it was taken before)
+    note = marker([row])
+    assert note and "profiled at batch 8, fp32, 2 threads" in note
+    assert "the runs measured at batch 1, fp32, 2 threads" in note
+    assert "at batch 1, fp32, 1 thread" in marker([{**row, "batch_size": 1, "threads": 1}])
+    assert marker([row, {**row, "batch_size": 1}]) is None  # the runs' settings: a marker
+
+
 def _write_final(run, factor: float):
     """A final.json re-measuring every complete trial: final = in-search latency x ``factor``
     plus a reversal of the two fastest, and one reference model."""

@@ -52,7 +52,8 @@ class FakeNVML:
     def nvmlDeviceGetPowerUsage(self, handle):
         if self.power_mw is None:
             raise self.NVMLError_NotSupported("Not Supported")
-        return self.power_mw
+        self.calls["power"] = self.calls.get("power", 0) + 1
+        return self.power_mw() if callable(self.power_mw) else self.power_mw
 
 
 def test_missing_nvml_is_reported_with_its_reason():
@@ -110,6 +111,35 @@ def test_power_sampling_fallback_integrates_constant_power():
     assert res.energy_mj == pytest.approx(50.0 * res.seconds * 1000.0)
     assert res.energy_mj_per_image == pytest.approx(res.energy_mj / res.images)
     assert "power samples" in res.method
+
+
+def test_power_sampling_follows_a_power_step():
+    # 20 W for the first 40 ms of the window, then 80 W: only samples taken during the window
+    # see the step (start and end readings alone would say 50 W on average)
+    import time
+
+    start: list[float] = []
+
+    def power_mw() -> float:
+        now = time.perf_counter()
+        if not start:
+            start.append(now)
+        return 20_000.0 if now - start[0] < 0.04 else 80_000.0
+
+    fake = FakeNVML(power_mw=power_mw)
+    res = measure_energy(
+        lambda: time.sleep(0.002),
+        images_per_run=1,
+        min_seconds=0.3,
+        sample_interval_s=0.002,
+        nvml=fake,
+    )
+    # trapezoids across the step err by 60 W x half the gap around it: rel=0.15 allows a
+    # sampler held up for about 100 ms on a busy machine
+    exact_mj = 20.0 * 40.0 + 80.0 * (res.seconds * 1000.0 - 40.0)  # W x ms = mJ
+    assert res.available and fake.calls["power"] > 20 and res.seconds >= 0.3
+    assert res.energy_mj == pytest.approx(exact_mj, rel=0.15)
+    assert 60.0 < res.avg_power_w < 80.0  # not the 50 W of two readings
 
 
 def test_neither_counter_nor_power_reading():

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from fcasearch.measure import capture_cuda_graph, measure_cost, profile_grid
+from fcasearch.measure.prepare import build_for_spec
 from fcasearch.measure.profile import resolve_target
-from fcasearch.models import build_model, get_spec
+from fcasearch.models import calibrate_batchnorm, get_spec
 
 FAST = {"warmup": 1, "min_repeats": 3, "max_repeats": 8, "max_seconds": 0.5}
 
@@ -31,13 +32,19 @@ def test_graphs_need_cuda(nano):
 
 @pytest.mark.gpu
 def test_replay_computes_the_forward_on_the_captured_input(nano):
-    model = build_model(nano).cuda().eval()
+    # trained-like values and calibrated BN: outputs of order 1 (fresh ones are about 1e-18,
+    # where any replay, zeros or a stale output would pass an atol check)
+    model = calibrate_batchnorm(build_for_spec(nano), generator=torch.Generator().manual_seed(0))
+    model = model.cuda().eval()
     x = torch.randn(2, 3, 32, 32, device="cuda")
     with torch.inference_mode():
         replay = capture_cuda_graph(lambda: model(x), "cuda")
+        before = model(x).clone()
         x.copy_(torch.randn_like(x))  # a replay reads the captured input's current values
-        out = replay()
-        assert torch.allclose(out, model(x), atol=1e-5)
+        out = replay().clone()
+        want = model(x)
+    assert want.abs().max() > 0.1 and not torch.allclose(before, want, atol=1e-3)
+    torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.gpu

@@ -34,6 +34,7 @@ __all__ = [
     "final_sentence",
     "run_references",
     "runtime_label",
+    "settings_text",
 ]
 
 # objectives whose values depend on the runtime that ran the model
@@ -63,18 +64,21 @@ def runtime_label(runtime: str, options: str = "") -> str:
     return f"{runtime} ({options})" if options else runtime
 
 
+def settings_text(batch_size: int | None, dtype: str | None, threads: int | None) -> str:
+    """Latency settings as reports name them: ``batch 1, fp32, 2 threads`` (what is known)."""
+    parts = [f"batch {batch_size}" if batch_size is not None else "", dtype or ""]
+    parts.append(f"{threads} thread{'s' if threads != 1 else ''}" if threads is not None else "")
+    return ", ".join(p for p in parts if p)
+
+
 def _settings(run: RunData, measured: pd.Series) -> list[str]:
     """The measurement settings latency also depends on, as one text per thread count found
     (``batch 1, fp32, 2 threads``): batch size, dtype and CUDA graph from ``run.yaml``'s options,
     threads from the measured trial rows. A run from before they were recorded gives ``[""]``."""
     opts = run.config.get("options") or {}
-    parts = []
-    if opts.get("latency_batch_size") is not None:
-        parts.append(f"batch {opts['latency_batch_size']}")
-    if opts.get("latency_dtype"):
-        parts.append(str(opts["latency_dtype"]))
-    if opts.get("latency_cuda_graph"):
-        parts.append("CUDA graph")
+    batch = opts.get("latency_batch_size")
+    dtype = str(opts["latency_dtype"]) if opts.get("latency_dtype") else None
+    graph = "CUDA graph" if opts.get("latency_cuda_graph") else ""
     df = run.trials
     threads = (
         sorted(
@@ -83,9 +87,8 @@ def _settings(run: RunData, measured: pd.Series) -> list[str]:
         if "threads" in df
         else []
     )
-    return [", ".join([*parts, f"{t} thread{'s' if t != 1 else ''}"]) for t in threads] or [
-        ", ".join(parts)
-    ]
+    texts = (settings_text(batch, dtype, t) for t in threads or [None])
+    return [", ".join(p for p in (text, graph) if p) for text in texts]
 
 
 def _run_runtimes(run: RunData) -> set[str]:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fcasearch.report.final import runtime_label
+from fcasearch.report.final import runtime_label, settings_text
 from fcasearch.report.info import RunData
 
 __all__ = [
@@ -216,7 +216,8 @@ def profile_references(
         same_at &= prof["dtype"] == names.get(dtype, dtype)
     if threads is not None:
         same_at &= prof["threads"].isna() | (prof["threads"] == threads)
-    wanted = _settings_text(batch_size, names.get(dtype, dtype) if dtype else None, threads)
+    wanted = settings_text(batch_size, names.get(dtype, dtype) if dtype else None, threads)
+    wanted = wanted or "unrecorded settings"
     same_hw = set(fingerprint_ids) if len(set(fingerprint_ids)) == 1 else set()
     if len(set(fingerprint_ids)) != 1:
         notes.append(
@@ -253,7 +254,7 @@ def profile_references(
         elif on_hw_rt.any():
             found = sorted(
                 {
-                    _settings_text(
+                    settings_text(
                         int(r["batch_size"]) if pd.notna(r["batch_size"]) else None,
                         r["dtype"],
                         int(r["threads"]) if pd.notna(r["threads"]) else None,
@@ -286,12 +287,6 @@ def profile_references(
             )
         rows.append(entry)
     return pd.DataFrame(rows, columns=REFERENCE_COLUMNS), notes
-
-
-def _settings_text(batch_size: int | None, dtype: str | None, threads: int | None) -> str:
-    parts = [f"batch {batch_size}" if batch_size is not None else "", dtype or ""]
-    parts.append(f"{threads} thread{'s' if threads != 1 else ''}" if threads is not None else "")
-    return ", ".join(p for p in parts if p) or "unrecorded settings"
 
 
 def merge_references(paper: pd.DataFrame, profiled: pd.DataFrame) -> pd.DataFrame:

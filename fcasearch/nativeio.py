@@ -1,7 +1,7 @@
 """What native code (C++ inside torch and its libraries) writes straight to stdout or stderr.
 
-Python-level redirection (``contextlib.redirect_stdout``) does not reach it: :func:`native_output_held`
-points the file descriptor itself at a temporary file for a moment.
+Python-level redirection (``contextlib.redirect_stdout``) does not reach it:
+:func:`native_output_held` points the file descriptor itself at a temporary file for a moment.
 """
 
 from __future__ import annotations

@@ -13,9 +13,10 @@ built from the spec the run logged, with the weights it saved at ``RUN_DIR/weigh
 exported in their folded inference form (Conv-BN and layer scales folded); without weights, they
 first get trained-like layer scales, norms and biases and BN statistics calibrated on random
 inputs, as latency measurement does (fresh ones leave the logits at about 1e-19 and every block
-nearly out of them, so the check could not see a block exported wrong). The file is run in ONNX Runtime and compared with the eager model
-before the command reports success; the max abs difference is printed. Any failure says why and exits non-zero (2 for a user error, 1 when the
-export or its check fails).
+nearly out of them, so the check could not see a block exported wrong). The file is run in ONNX
+Runtime on the example and its negation and compared with the eager model before the command
+reports success; the max abs difference is printed. Any failure says why and exits non-zero (2
+for a user error, 1 when the export or its check fails).
 """
 
 from __future__ import annotations

@@ -332,6 +332,21 @@ def _runner(session: Any, example: torch.Tensor, out_shape: tuple[int, ...]):
     return forward, lambda: session.run_with_iobinding(binding0)
 
 
+def _check_inputs(
+    model: nn.Module, example: torch.Tensor
+) -> list[tuple[torch.Tensor, torch.Tensor, str]]:
+    """What an ONNX file is checked on: ``(input, eager's output, label)`` for the example and its
+    negation (a trace that baked in a branch taken on the example's values shows on the second)."""
+    inputs = ((example, "onnxruntime"), (-example, "onnxruntime (negated input)"))
+    return [(x, eager_reference(model, x), what) for x, what in inputs]
+
+
+def _compared(got: Sequence[torch.Tensor], checks: list[tuple[Any, torch.Tensor, str]]) -> float:
+    """The largest difference of the session's outputs ``got`` from :func:`_check_inputs`'
+    references (:func:`check_outputs` on each)."""
+    return max(check_outputs(g, ref, what) for g, (_, ref, what) in zip(got, checks))
+
+
 def verify_onnx(
     path: str | Path,
     model: nn.Module,
@@ -349,19 +364,16 @@ def verify_onnx(
         UnsupportedModel: the outputs differ beyond tolerance, or the session cannot run it.
         RuntimeUnavailable: onnxruntime or a provider is missing.
     """
-    reference = eager_reference(model, example)
-    other = -example  # a second input: a trace that baked in a value-dependent branch shows
-    other_reference = eager_reference(model, other)
+    checks = _check_inputs(model, example)
     try:
         session = onnx_session(Path(path), example.device, providers=providers)
-        forward, _ = _runner(session, example, tuple(reference.shape))
-        got, got_other = forward(example), forward(other)
+        forward, _ = _runner(session, example, tuple(checks[0][1].shape))
+        got = [forward(x) for x, _, _ in checks]
     except (RuntimeUnavailable, UnsupportedModel):
         raise
     except Exception as exc:  # onnxruntime's own errors (Fail, InvalidGraph, NotImplemented)
         raise UnsupportedModel(f"onnxruntime cannot run {path}: {_first_line(exc)}") from exc
-    diff = check_outputs(got, reference, "onnxruntime")
-    return max(diff, check_outputs(got_other, other_reference, "onnxruntime (negated input)"))
+    return _compared(got, checks)
 
 
 class OnnxRuntime(Runtime):
@@ -434,28 +446,24 @@ class OnnxRuntime(Runtime):
     def _prepare(
         self, model: nn.Module, example: torch.Tensor, note: str, exclusive: Exclusive
     ) -> Prepared:
-        reference = eager_reference(model, example)
+        checks = _check_inputs(model, example)
         with tempfile.TemporaryDirectory(prefix="fcasearch-onnx-") as tmp:
             info = self._export(model, example, Path(tmp))
             data = info.path.read_bytes()
-        # a second input, so that a trace that baked in a data-dependent branch shows
-        other = -example
-        other_reference = eager_reference(model, other)
         # TensorRT's execution provider times tactics as it builds its engine (on the first run)
         tactics = "TensorrtExecutionProvider" in (self.providers or ())
         try:
             with exclusive() if tactics else contextlib.nullcontext():
                 started = time.perf_counter()  # not counting a wait for the device
                 session = onnx_session(data, example.device, providers=self.providers)
-                forward, run = _runner(session, example, tuple(reference.shape))
-                got, got_other = forward(example), forward(other)
+                forward, run = _runner(session, example, tuple(checks[0][1].shape))
+                got = [forward(x) for x, _, _ in checks]
         except (RuntimeUnavailable, UnsupportedModel):
             raise
         except Exception as exc:
             raise UnsupportedModel(f"onnxruntime: the session failed: {_first_line(exc)}") from exc
         session_seconds = time.perf_counter() - started
-        diff = check_outputs(got, reference, "onnxruntime")
-        diff = max(diff, check_outputs(got_other, other_reference, "onnxruntime (negated input)"))
+        diff = _compared(got, checks)
         threads = session.get_session_options().intra_op_num_threads
         where = f"{threads} intra-op threads" if example.device.type == "cpu" else "I/O binding"
         return Prepared(

@@ -168,8 +168,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _build(target: ExportTarget, weights: Path | None, img_size: int | None) -> tuple[Any, str]:
-    import torch
-
     from fcasearch.runtime import inference_form
 
     if target.baseline is not None:
@@ -181,20 +179,18 @@ def _build(target: ExportTarget, weights: Path | None, img_size: int | None) -> 
 
         model = build_model(target.spec)
     path = weights or target.weights
-    loaded = load_weights(model, path) if path is not None else "freshly initialised weights"
     if path is None and target.spec is not None:
-        # as latency measurement does: fresh BN statistics leave the logits at about 1e-19 and
-        # layer scales of 1e-6 keep every block out of them, so the check against eager could
-        # not see a block exported wrong
-        from fcasearch.measure.prepare import trained_like_values
-        from fcasearch.models import calibrate_batchnorm
+        # the form latency measurement times: fresh BN statistics leave the logits at about
+        # 1e-19 and layer scales of 1e-6 keep every block out of them, so the check against
+        # eager could not see a block exported wrong
+        from fcasearch.measure.prepare import deployable, trained_like_values
 
-        trained_like_values(model)
-        calibrate_batchnorm(model, steps=1, generator=torch.Generator().manual_seed(0))
-        loaded += (
-            ", trained-like layer scales, norms and biases, BN statistics calibrated on random "
-            "inputs (as latency measurement does)"
+        model, how = deployable(trained_like_values(model))
+        return model, (
+            "freshly initialised weights, trained-like layer scales, norms and biases (as latency "
+            f"measurement does); {how}"
         )
+    loaded = load_weights(model, path) if path is not None else "freshly initialised weights"
     model, how = inference_form(model)
     return model, f"{loaded}; {how}"
 

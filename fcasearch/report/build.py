@@ -19,7 +19,13 @@ import pandas as pd
 from fcasearch.pareto import HypervolumeDefinition, common_definition, parse_hv_reference
 from fcasearch.report import analysis as an
 from fcasearch.report.figures import draw_figures
-from fcasearch.report.final import apply_final, check_runtimes, final_sentence, run_references
+from fcasearch.report.final import (
+    apply_final,
+    check_runtimes,
+    final_sentence,
+    measured_threads,
+    run_references,
+)
 from fcasearch.report.html import format_value, render_html, render_markdown
 from fcasearch.report.info import (
     Objective,
@@ -210,12 +216,7 @@ def _references(
 
 def _latency_threads(runs: list[RunData]) -> int | None:
     """The CPU threads the runs' latency was measured with, if their trial rows agree on one."""
-    found: set[int] = set()
-    for run in runs:
-        df = run.trials
-        if "threads" in df and "latency_ms" in df:
-            values = pd.to_numeric(df.loc[df["latency_ms"].notna(), "threads"], errors="coerce")
-            found |= {int(t) for t in values.dropna()}
+    found = {t for run in runs for t in measured_threads(run)}
     return found.pop() if len(found) == 1 else None
 
 

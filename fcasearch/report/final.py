@@ -32,6 +32,7 @@ __all__ = [
     "apply_final",
     "check_runtimes",
     "final_sentence",
+    "measured_threads",
     "run_references",
     "runtime_label",
     "settings_text",
@@ -71,7 +72,21 @@ def settings_text(batch_size: int | None, dtype: str | None, threads: int | None
     return ", ".join(p for p in parts if p)
 
 
-def _settings(run: RunData, measured: pd.Series) -> list[str]:
+def _measured(df: pd.DataFrame) -> pd.Series:
+    """The trial rows with a latency (all rows of a run that records none)."""
+    return df["latency_ms"].notna() if "latency_ms" in df else pd.Series(True, df.index)
+
+
+def measured_threads(run: RunData) -> list[int]:
+    """The CPU thread counts of a run's measured trial rows, sorted (none recorded: ``[]``)."""
+    df = run.trials
+    if "threads" not in df:
+        return []
+    values = pd.to_numeric(df.loc[_measured(df), "threads"], errors="coerce").dropna()
+    return sorted({int(t) for t in values})
+
+
+def _settings(run: RunData) -> list[str]:
     """The measurement settings latency also depends on, as one text per thread count found
     (``batch 1, fp32, 2 threads``): batch size, dtype and CUDA graph from ``run.yaml``'s options,
     threads from the measured trial rows. A run from before they were recorded gives ``[""]``."""
@@ -79,15 +94,7 @@ def _settings(run: RunData, measured: pd.Series) -> list[str]:
     batch = opts.get("latency_batch_size")
     dtype = str(opts["latency_dtype"]) if opts.get("latency_dtype") else None
     graph = "CUDA graph" if opts.get("latency_cuda_graph") else ""
-    df = run.trials
-    threads = (
-        sorted(
-            {int(t) for t in pd.to_numeric(df.loc[measured, "threads"], errors="coerce").dropna()}
-        )
-        if "threads" in df
-        else []
-    )
-    texts = (settings_text(batch, dtype, t) for t in threads or [None])
+    texts = (settings_text(batch, dtype, t) for t in measured_threads(run) or [None])
     return [", ".join(p for p in (text, graph) if p) for text in texts]
 
 
@@ -96,13 +103,12 @@ def _run_runtimes(run: RunData) -> set[str]:
     runtime at another batch size, dtype or thread count is another runtime here."""
     options = str(run.config.get("runtime_options") or "")  # one set for all of a run's trials
     df = run.trials
-    measured = df["latency_ms"].notna() if "latency_ms" in df else pd.Series(True, df.index)
     names = set()
     if run.config.get("runtime"):
         names.add(str(run.config["runtime"]))
     if "runtime" in df:
-        names |= {v for v in df.loc[measured, "runtime"].dropna().astype(str) if v}
-    settings = _settings(run, measured)
+        names |= {v for v in df.loc[_measured(df), "runtime"].dropna().astype(str) if v}
+    settings = _settings(run)
     return {
         runtime_label(name, options) + (f" at {at}" if at else "")
         for name in names

@@ -100,27 +100,34 @@ def test_runtime_free_objectives_only_note_it(make_run):
     assert any("2 runtimes" in n for n in notes)
 
 
+# one profile CSV row: ConvNeXt-T on eager at batch 1, fp32, on the runs' hardware
+PROFILE_ROW = {
+    "model": "convnext_tiny",
+    "batch_size": 1,
+    "dtype": "fp32",
+    "latency_ms": 3.0,
+    "peak_mem_mb": 40.0,
+    "params": 2.8e7,
+    "macs": 9.1e7,
+    "fingerprint_id": "3f9a0c1d2e4b",
+    "runtime": "eager",
+}
+
+
+def _profile_notes(run, profile, rows) -> list[str]:
+    """The report's notes for ``run`` given a profile CSV of ``rows``."""
+    pd.DataFrame(rows).to_csv(profile, index=False)
+    paths = build_report(run, profile=profile, figures=False)
+    return json.loads(paths.summary_json.read_text())["notes"]
+
+
 def test_profile_rows_at_other_settings_give_no_marker(make_run, tmp_path):
     run = _measured_at(_on_runtime(make_run("prof"), "eager"), threads=2, batch=1)
     profile = tmp_path / "profile.csv"
-    row = {
-        "model": "convnext_tiny",
-        "batch_size": 8,
-        "dtype": "float32",
-        "threads": 2,
-        "latency_ms": 30.0,
-        "peak_mem_mb": 40.0,
-        "params": 2.8e7,
-        "macs": 9.1e7,
-        "fingerprint_id": "3f9a0c1d2e4b",
-        "runtime": "eager",
-    }
+    row = {**PROFILE_ROW, "batch_size": 8, "dtype": "float32", "threads": 2, "latency_ms": 30.0}
 
     def marker(rows):
-        pd.DataFrame(rows).to_csv(profile, index=False)
-        paths = build_report(run, profile=profile, figures=False)
-        notes = json.loads(paths.summary_json.read_text())["notes"]
-        omitted = [n for n in notes if "convnext_tiny omitted" in n]
+        omitted = [n for n in _profile_notes(run, profile, rows) if "convnext_tiny omitted" in n]
         return omitted[0] if omitted else None
 
     # only batch 8 profiled: not the runs' batch 1, so no marker (it was taken before)
@@ -246,36 +253,18 @@ def test_final_figures_move_the_front(make_run, tmp_path):
 def test_profile_rows_of_another_runtime_give_no_marker(make_run, tmp_path):
     run = _on_runtime(make_run("prof"), "onnxruntime")
     profile = tmp_path / "profile.csv"
-    row = {
-        "model": "convnext_tiny",
-        "batch_size": 1,
-        "dtype": "fp32",
-        "latency_ms": 3.0,
-        "peak_mem_mb": 40.0,
-        "params": 2.8e7,
-        "macs": 9.1e7,
-        "fingerprint_id": "3f9a0c1d2e4b",
-        "runtime": "eager",
-    }
-    pd.DataFrame([row]).to_csv(profile, index=False)
-    paths = build_report(run, profile=profile, figures=False)
-    notes = json.loads(paths.summary_json.read_text())["notes"]
+    notes = _profile_notes(run, profile, [PROFILE_ROW])
     assert any("convnext_tiny omitted" in n and "runtime" in n for n in notes)
-    pd.DataFrame([{**row, "runtime": "onnxruntime"}]).to_csv(profile, index=False)
-    paths = build_report(run, profile=profile, figures=False)
-    notes = json.loads(paths.summary_json.read_text())["notes"]
+    notes = _profile_notes(run, profile, [{**PROFILE_ROW, "runtime": "onnxruntime"}])
     assert not any("convnext_tiny omitted" in n for n in notes)
     # the run's runtime, but with options the run did not use (--runtime-option)
-    other = {**row, "runtime": "onnxruntime", "runtime_options": "exporter=dynamo"}
-    pd.DataFrame([other]).to_csv(profile, index=False)
-    paths = build_report(run, profile=profile, figures=False)
-    notes = json.loads(paths.summary_json.read_text())["notes"]
+    other = {**PROFILE_ROW, "runtime": "onnxruntime", "runtime_options": "exporter=dynamo"}
+    notes = _profile_notes(run, profile, [other])
     omitted = "profiled on runtime(s) onnxruntime (exporter=dynamo), the runs on onnxruntime ("
     assert any("convnext_tiny omitted" in n and omitted in n for n in notes), notes
     # a run with those options takes the row
     config = yaml.safe_load((run / "run.yaml").read_text())
     config["runtime_options"] = "exporter=dynamo"
     (run / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    paths = build_report(run, profile=profile, figures=False)
-    notes = json.loads(paths.summary_json.read_text())["notes"]
+    notes = _profile_notes(run, profile, [other])
     assert not any("convnext_tiny omitted" in n for n in notes)

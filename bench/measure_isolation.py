@@ -122,8 +122,6 @@ class _Probe:
 
     def cell(self, exclusive=None) -> dict[tuple[int, int, int], float]:
         """Shape -> the convolution's speed-up over the sgemm, in one probe."""
-        import contextlib
-
         from fcasearch.runtime.eager import probe_linears
 
         probes = probe_linears(self.model, self.x, exclusive=exclusive or contextlib.nullcontext)
@@ -171,11 +169,7 @@ def main() -> None:
     spec = _candidate(0)
     if args.probe:
         torch.set_num_threads(max(2, args.threads))
-        probe = _Probe()
-
-        def cell(exclusive=None):
-            return probe.cell(exclusive)
-
+        cell = _Probe().cell
         what = f"eager's Linear probe of FcaFormer-L1, batch 1, {torch.get_num_threads()} threads"
     else:
 

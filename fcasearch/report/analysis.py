@@ -27,6 +27,7 @@ __all__ = [
     "arch_spread",
     "attainment_groups",
     "budget_table",
+    "confirm_front",
     "fit_normalization",
     "hv_history",
     "hv_summary",
@@ -66,6 +67,39 @@ def rank_trials(df: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFra
         knee = knee_point(_objective_frame(front, objectives), dirs)
         ranked.loc[front.index[knee], "knee"] = True
     return ranked
+
+
+def confirm_front(
+    shown: pd.DataFrame, ranked: pd.DataFrame, objectives: Sequence[Objective]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ranked trials with the figures the report shows, the front confirmed by them.
+
+    ``ranked`` ranks the trials on the figures every trial was measured with (in-search); the
+    report shows final re-measured figures where it has them (:mod:`fcasearch.report.final`),
+    which only the front's members have. So no trial joins the front on them, but a member that
+    another member dominates as shown leaves it (rank 1), and the knee is taken over the members
+    that stay.
+
+    Args:
+        shown: All trials with the figures shown (rows of ``ranked`` at least).
+        ranked: Output of :func:`rank_trials` on the in-search figures.
+        objectives: The objectives with directions.
+
+    Returns:
+        ``(ranked rows of shown with rank, on_front and knee; the members that left the front)``.
+    """
+    out = shown.loc[ranked.index].assign(rank=ranked["rank"], on_front=ranked["on_front"])
+    out["knee"] = False
+    members = out[out["on_front"]]
+    if not len(members):
+        return out, members
+    dirs = [o.direction for o in objectives]
+    stays = non_dominated_sort(_objective_frame(members, objectives), dirs) == 0
+    left = members[~stays]
+    out.loc[left.index, ["rank", "on_front"]] = [1, False]
+    front = members[stays]
+    out.loc[front.index[knee_point(_objective_frame(front, objectives), dirs)], "knee"] = True
+    return out, left
 
 
 def pick_quality_and_cost(

@@ -20,11 +20,13 @@ from fcasearch.pareto import HypervolumeDefinition, common_definition, parse_hv_
 from fcasearch.report import analysis as an
 from fcasearch.report.figures import draw_figures
 from fcasearch.report.final import (
+    FINAL_COLUMNS,
     apply_final,
     check_runtimes,
     final_sentence,
     measured_threads,
     run_references,
+    search_figures,
 )
 from fcasearch.report.html import format_value, render_html, render_markdown
 from fcasearch.report.info import (
@@ -86,6 +88,7 @@ class ReportData:
     pareto_columns: list[str]
     budget: pd.DataFrame
     budget_extra: list[str]
+    budget_note: str
     picks: dict[str, pd.Series]
     per_run: pd.DataFrame
     per_sampler: pd.DataFrame
@@ -151,6 +154,11 @@ def _headline(data: ReportData, n_trials: int) -> str:
             f"that {q} at {ratio_c:.0%} of its {c}."
         )
     return text
+
+
+def _trial_list(df: pd.DataFrame) -> str:
+    labels = df["run_label"].astype(str) + " trial " + df["trial"].map(lambda t: f"{int(t)}")
+    return ", ".join(labels)
 
 
 def _write_specs(pareto: pd.DataFrame, specs_dir: Path, device: str) -> pd.DataFrame:
@@ -289,7 +297,16 @@ def build_report(
         notes += run.notes
     objectives = runs[0].objectives
     trials = combine_runs(runs)
-    ranked = an.rank_trials(trials, objectives)
+    # which trials form the front, and the hypervolumes, come from the figures every trial was
+    # measured with; the Pareto set then shows its final ones (fcasearch.report.final)
+    searched = search_figures(trials)
+    ranked_searched = an.rank_trials(searched, objectives)
+    ranked, left = an.confirm_front(trials, ranked_searched, objectives)
+    if len(left):
+        notes.append(
+            f"{len(left)} trial(s) of the in-search front ({_trial_list(left)}) left it: another "
+            "member dominates them under the final re-measured figures."
+        )
     own = {r.label: r.hypervolume for r in runs if r.hypervolume is not None}
     hv = common_definition(list(own.values()))
     if hv_reference:
@@ -320,19 +337,22 @@ def build_report(
     ]
     refs, ref_notes = _references(runs, fingerprints, profile, finals)
     notes += ref_notes
-    budget = an.budget_table(ranked, quality, cost) if cost else ranked.iloc[0:0]
+    # on the figures every trial has, like the front (a final figure beside an in-search one
+    # would decide the budget rows across two measurements)
+    budget = an.budget_table(search_figures(ranked), quality, cost) if cost else ranked.iloc[0:0]
     extra = [o.name for o in objectives if o.name not in (q_name, cost)]
     extra += [
         c
         for c in ("params", "macs")
         if c not in extra and c not in (q_name, cost) and c in ranked and ranked[c].notna().any()
     ]
-    per_run = an.hv_summary(trials, ranked, hv, own, objectives)
-    combined = hv.value(front[list(hv.names)].to_numpy(dtype=float)) if hv.names else np.nan
-    if hv.names and len(pareto):
-        pareto = pareto.assign(
-            hv_contribution=hv.contributions(pareto[list(hv.names)].to_numpy(dtype=float))
-        )
+    per_run = an.hv_summary(searched, ranked_searched, hv, own, objectives)
+    names = list(hv.names)
+    searched_front = ranked_searched[ranked_searched["on_front"]]
+    combined = hv.value(searched_front[names].to_numpy(dtype=float)) if names else np.nan
+    if names and len(pareto):
+        own_values = searched.loc[pareto.index, names].to_numpy(dtype=float)
+        pareto = pareto.assign(hv_contribution=hv.contributions(own_values))
     data = ReportData(
         title=title or "fcasearch report: " + ", ".join(r.label for r in runs),
         subtitle=_subtitle(runs, objectives),
@@ -347,10 +367,15 @@ def build_report(
         pareto_columns=pareto_columns,
         budget=budget,
         budget_extra=extra[:3],
+        budget_note=(
+            f"Its {cost} is the in-search figure every trial has, not the Pareto set's final one."
+            if cost in FINAL_COLUMNS and (ranked["latency_source"] == "final").any()
+            else ""
+        ),
         picks=_pick(front, quality, cost),
         per_run=per_run,
         per_sampler=an.sampler_summary(per_run),
-        history=an.hv_history(trials, ranked, hv),
+        history=an.hv_history(searched, ranked_searched, hv),
         counts=an.status_counts(trials, ranked),
         details=an.status_details(trials, ranked),
         references=refs,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fcasearch.report import analysis as an
+from fcasearch.report.final import FINAL_COLUMNS, search_figures
 from fcasearch.report.info import HARDWARE_METRICS
 
 if TYPE_CHECKING:
@@ -26,7 +27,11 @@ def draw_figures(data: ReportData, out: Path) -> dict[str, tuple[Path, str]]:
 
     """Draw the report's PNGs into ``out``: ``{key: (path, caption)}``."""
     figs: dict[str, tuple[Path, str]] = {}
-    ranked, q = data.ranked, data.quality.name
+    # trials at the figures every trial has; the Pareto set's final re-measured latency beside
+    # them (fcasearch.report.final)
+    shown, q = data.ranked, data.quality.name
+    ranked = search_figures(shown)
+    again = shown["latency_source"] == "final" if "latency_source" in shown else None
     names = [o.name for o in data.objectives]
     dirs = {o.name: o.direction for o in data.objectives}
     costs = [o for o in names if o != q]
@@ -53,13 +58,20 @@ def draw_figures(data: ReportData, out: Path) -> dict[str, tuple[Path, str]]:
             split,
             surfaces,
             (data.quality.direction, dirs.get(cost, "minimize")),
+            shown.loc[again, cost] if again is not None and cost in FINAL_COLUMNS else None,
         )
         kind = "objective" if cost in names else "metric"
         figs[f"cost_{cost}"] = (
             path,
             f"{q} against {cost} ({kind}). Large dots: the Pareto set "
             "over all objectives; line: best within each budget; star: knee; "
-            "dashed: reference models (cost only); red ticks: infeasible"
+            + (
+                "open dots: the Pareto set's final re-measurement (the other points are "
+                "in-search figures); "
+                if again is not None and again.any() and cost in FINAL_COLUMNS
+                else ""
+            )
+            + "dashed: reference models (cost only); red ticks: infeasible"
             + (
                 "; open triangles at the edge: unstable latency, off the axis"
                 if "latency" in cost
@@ -122,7 +134,8 @@ def _surfaces(data: ReportData, pair: list[str]) -> dict[str, dict[float, np.nda
     out = {}
     dirs = {o.name: o.direction for o in data.objectives}
     for group, labels in data.attainment.items():
-        sub = data.ranked[data.ranked["run_label"].isin(labels)].dropna(subset=pair)
+        ranked = search_figures(data.ranked)  # the figures every trial has
+        sub = ranked[ranked["run_label"].isin(labels)].dropna(subset=pair)
         if sub["run_label"].nunique() < 2:
             continue
         out[group] = attainment_surfaces(

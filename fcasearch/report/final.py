@@ -1,11 +1,16 @@
 """A run's final latency figures, its own reference models, and one runtime per report.
 
 * ``final.json`` (written at the end of a search, :mod:`fcasearch.search.final`): the Pareto set
-  and the reference models re-measured together in interleaved rounds. The report uses these
+  and the reference models re-measured together in interleaved rounds. The report shows these
   figures for the trials they cover (``latency_ms`` and its p90, CV and stability become the
-  final ones; ``latency_ms_search`` keeps the in-search median; ``latency_source`` says which is
-  shown) and states how much the ranking moved: the Kendall tau between in-search and final
-  latencies.
+  final ones; ``latency_ms_search`` keeps the in-search median, and each replaced column keeps
+  its in-search value in ``<column>_search``; ``latency_source`` says which is shown) and states
+  how much the ranking moved: the Kendall tau between in-search and final latencies. Which
+  trials form the front, and the hypervolumes, come from the in-search figures
+  (:func:`search_figures`): only the Pareto set was measured again, so ranking its final figures
+  against the other trials' in-search ones would let a slower final round put trials the search
+  had dominated back on the front (the report's front then disagreed with the run's own
+  ``pareto.csv``: 7 models against 3 in a quickstart run).
 * ``references.csv``: the run's reference models, measured on the run's runtime and settings;
   their latency markers take the final figure where there is one.
 * Latency measured on different runtimes is never compared silently:
@@ -35,11 +40,14 @@ __all__ = [
     "measured_threads",
     "run_references",
     "runtime_label",
+    "search_figures",
     "settings_text",
 ]
 
 # objectives whose values depend on the runtime that ran the model
 RUNTIME_METRICS = ("latency_ms", "latency_p90_ms", "latency_cv", "throughput_ips", "peak_mem_mb")
+# the columns a final re-measurement replaces; each keeps its in-search value in <column>_search
+FINAL_COLUMNS = ("latency_ms", "latency_p90_ms", "latency_cv", "latency_stable", "throughput_ips")
 
 
 class MixedRuntimeError(ValueError):
@@ -178,6 +186,9 @@ def apply_final(run: RunData) -> dict[str, Any] | None:
     final = _load_final(run)
     df = run.trials
     df["latency_ms_search"] = df.get("latency_ms", np.nan)
+    for col in FINAL_COLUMNS[1:]:
+        if col in df:
+            df[f"{col}_search"] = df[col]
     df["latency_source"] = "search"
     run.final = final
     if final is None:
@@ -207,6 +218,17 @@ def apply_final(run: RunData) -> dict[str, Any] | None:
     return final
 
 
+def search_figures(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` (trials after :func:`apply_final`) with the in-search values back in every column
+    a final re-measurement replaced: the figures every trial was measured with, which rank the
+    trials and give the hypervolumes (module docstring). ``df`` itself is not changed."""
+    out = df.copy()
+    for col in FINAL_COLUMNS:
+        if col in out and f"{col}_search" in out:
+            out[col] = out[f"{col}_search"]
+    return out
+
+
 def final_sentence(run: RunData, final: dict[str, Any]) -> str:
     """What the final re-measurement did and how much the ranking moved, in one sentence."""
     models = final.get("models", [])
@@ -227,7 +249,8 @@ def final_sentence(run: RunData, final: dict[str, Any]) -> str:
         f"Latency of the Pareto set{' and the reference models' if refs else ''} "
         f"({cands} + {refs} models) is the final re-measurement of run {run.label!r}: "
         f"{final.get('rounds', '?')} interleaved rounds on {final.get('runtime', '?')}"
-        f"{f', {unstable} still unstable' if unstable else ''}; {moved}."
+        f"{f', {unstable} still unstable' if unstable else ''}; {moved}. The front and the "
+        "hypervolumes come from the in-search figures, which every trial has."
     )
 
 

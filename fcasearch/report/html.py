@@ -243,7 +243,7 @@ def _summary_html(data: ReportData) -> str:
         out.append(f"<h3>Best {_esc(data.quality.name)} for your budget of {_esc(data.cost)}</h3>")
         out.append(
             '<p class="muted">Find the last row whose budget you can afford: nothing at that '
-            "cost or less scored better.</p>"
+            f"cost or less scored better. {_esc(data.budget_note)}</p>"
         )
         cols = [data.cost, "arch_id", data.quality.name, *data.budget_extra, "spec_short"]
         out.append(
@@ -410,6 +410,8 @@ def render_markdown(data: ReportData, figure_dir: str = "figures") -> str:
                 )
         if data.cost and len(data.budget):
             out += ["", f"### Best {data.quality.name} for a budget of {data.cost}", ""]
+            if data.budget_note:
+                out += [data.budget_note, ""]
             out.append(
                 _md_table(
                     data.budget,

@@ -94,11 +94,14 @@ def quality_vs_cost_figure(
     split_by: str | None = None,
     surfaces: dict[str, dict[float, np.ndarray]] | None = None,
     directions: tuple[str, str] = ("maximize", "minimize"),
+    final: pd.Series | None = None,
 ) -> Path:
     """Quality against one cost: dominated trials, the Pareto set, the knee, the budget front.
 
     Trials whose latency was measured unstably (``latency_stable`` False) are drawn as open
     markers on a latency axis and do not set its range; those beyond it sit at its edge.
+    Where ``final`` gives a Pareto trial's final re-measured cost, an open marker shows it,
+    joined to the trial's in-search point.
 
     Args:
         ranked: Ranked complete trials (``on_front``, ``knee``, ``arch_id`` columns).
@@ -112,6 +115,7 @@ def quality_vs_cost_figure(
         surfaces: Attainment surfaces of (quality, cost) per seed group
             (:func:`fcasearch.pareto.attainment_surfaces`).
         directions: Directions of (quality, cost).
+        final: Final re-measured ``cost`` by row label of ``ranked`` (NaN or absent: none).
 
     Returns:
         ``path``.
@@ -180,6 +184,22 @@ def quality_vs_cost_figure(
                 fontsize=8,
             )
     xs = [data[cost].to_numpy(dtype=float)]
+    again = final.reindex(front.index).dropna() if final is not None else pd.Series(dtype=float)
+    if len(again):
+        ys = front.loc[again.index, quality]
+        for x0, x1, y in zip(front.loc[again.index, cost], again, ys):
+            ax.plot([x0, x1], [y, y], color=FRONT, ls=":", lw=1.0, alpha=0.7, zorder=3.8)
+        ax.scatter(
+            again,
+            ys,
+            s=40,
+            facecolors="white",
+            edgecolors=FRONT,
+            linewidths=1.2,
+            zorder=4.2,
+            label="Pareto set: final re-measurement",
+        )
+        xs.append(again.to_numpy(dtype=float))
     if infeasible is not None and cost in infeasible and infeasible[cost].notna().any():
         rug_rows = infeasible[infeasible[cost].notna()]
         rug = rug_rows[cost].to_numpy(dtype=float)[~unstable_mask(rug_rows, cost)]

@@ -222,7 +222,8 @@ def test_the_report_uses_the_final_figures_and_says_how_the_ranking_moved(make_r
 
 
 def test_final_figures_move_the_front(make_run, tmp_path):
-    # the fastest trial re-measured slower than all others drops off the latency end of the front
+    # the fastest trial re-measured slower than all others drops off the latency end of the front:
+    # another member dominates it under the final figures
     run = _on_runtime(make_run("moved", objectives=LATENCY), "eager")
     trials = pd.read_parquet(run / "trials.parquet")
     done = trials[(trials["status"] == "complete") & trials["accuracy"].notna()]
@@ -248,6 +249,46 @@ def test_final_figures_move_the_front(make_run, tmp_path):
     (run / "final.json").write_text(json.dumps(doc))
     after = build_report(run, tmp_path / "after", figures=False)
     assert int(fastest["trial"]) not in set(pd.read_csv(after.pareto_csv)["trial"])
+    notes = " ".join(json.loads(after.summary_json.read_text())["notes"])
+    assert f"moved trial {int(fastest['trial'])}) left it" in notes
+
+
+def test_final_figures_never_bring_dominated_trials_onto_the_front(make_run, tmp_path):
+    # every Pareto member re-measured 3x slower (final rounds beside large reference models):
+    # trials the search dominated must not join the front on their in-search figures
+    run = _on_runtime(make_run("slower", objectives=LATENCY), "eager")
+    before = build_report(run, tmp_path / "before", figures=False)
+    front = pd.read_csv(before.pareto_csv)
+    trials = pd.read_parquet(run / "trials.parquet").set_index("trial")
+    models = [
+        {
+            "name": f"t{int(t)}",
+            "kind": "candidate",
+            "trial": int(t),
+            "status": "ok",
+            "final_latency_ms": float(trials.at[t, "latency_ms"]) * 3,
+            "final_latency_stable": True,
+        }
+        for t in front["trial"]
+    ]
+    doc = {"runtime": "eager", "rounds": 5, "kendall_tau": 1.0, "kendall_pairs": len(models)}
+    (run / "final.json").write_text(json.dumps({**doc, "models": models}))
+    after = build_report(run, tmp_path / "after", figures=False)
+    shown = pd.read_csv(after.pareto_csv)
+    assert sorted(shown["trial"]) == sorted(front["trial"])
+    assert shown["latency_ms"].to_numpy() == pytest.approx(shown["latency_ms_search"] * 3)
+    # the hypervolumes stay the search's: the same figures for every trial
+    summaries = [json.loads(p.summary_json.read_text()) for p in (before, after)]
+    hv = [s["hypervolume_per_run"][0]["hypervolume"] for s in summaries]
+    assert hv[1] == pytest.approx(hv[0]) and hv[0] > 0
+    combined = [s["combined_hypervolume"] for s in summaries]
+    assert combined[1] == pytest.approx(combined[0])
+    # the budget rows and the figure's points stay on the in-search figures too; the figure shows
+    # the final ones beside the Pareto set
+    drawn = build_report(run, tmp_path / "drawn")
+    text = drawn.markdown.read_text()
+    assert "is the in-search figure every trial has" in text
+    assert "open dots: the Pareto set's final re-measurement" in text
 
 
 def test_profile_rows_of_another_runtime_give_no_marker(make_run, tmp_path):

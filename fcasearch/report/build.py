@@ -208,13 +208,19 @@ def _references(
             threads=_latency_threads(runs),
         )
         notes += more
-        refs = merge_references(refs, prof[~prof["model"].isin(own["model"])])
-    elif len(own):
+        again = prof["model"].isin(own["model"])
+        if again.any():
+            notes.append(
+                f"--profile rows of {', '.join(sorted(set(prof.loc[again, 'model'])))} not used: "
+                "the run measured these models itself, beside its trials."
+            )
+        refs = merge_references(refs, prof[~again])
+    if len(own):
         notes.append(
             f"Reference models {', '.join(own['model'])} were measured with the run, on its "
             "runtime and settings."
         )
-    else:
+    elif profile is None:
         notes.append(
             "No --profile CSV given: latency and memory axes have no reference models "
             "(profile them with `fcasearch profile` on this hardware)."

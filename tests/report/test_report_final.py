@@ -219,6 +219,10 @@ def test_the_report_uses_the_final_figures_and_says_how_the_ranking_moved(make_r
     assert "10 interleaved rounds on eager" in html
     # the run's own reference model is a marker at its final latency, no --profile needed
     assert "were measured with the run" in " ".join(summary["notes"])
+    # and stays so beside a --profile CSV, whose row of the same model is left out with a word
+    notes = " ".join(_profile_notes(run, tmp_path / "profile.csv", [PROFILE_ROW]))
+    assert "were measured with the run" in notes
+    assert "--profile rows of convnext_tiny not used: the run measured these models" in notes
 
 
 def test_final_figures_move_the_front(make_run, tmp_path):

@@ -144,6 +144,11 @@ class StageSpec:
             if not all(_is_int(i) for i in tme):
                 raise SpecError(f"{where}.tme: {tme!r} must list integer block indices")
             bad = [i for i in tme if not 0 <= i < last]
+            if bad and last == 0:
+                raise SpecError(
+                    f"{where}.tme: {tme!r}: a stage of depth 1 has no block that can emit cross "
+                    "tokens (its only block's tokens would be read by no block); use tme: none"
+                )
             if bad:
                 raise SpecError(
                     f"{where}.tme: block(s) {bad} cannot emit cross tokens in a stage of depth "

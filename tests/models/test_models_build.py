@@ -196,6 +196,8 @@ def test_invalid_stage_fields_are_named():
                                        {"kind": "fca", "depth": 2, "width": 30, "heads": 4}]})  # fmt: skip
     with pytest.raises(SpecError, match="tme"):
         StageSpec("fca", 2, 16, 2, tme=(1,))
+    with pytest.raises(SpecError, match="a stage of depth 1 has no block that can emit"):
+        StageSpec("fca", 1, 16, 2, tme=(0,))
     with pytest.raises(SpecError, match="spec"):
         build_model({"stages": []})
 

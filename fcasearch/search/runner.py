@@ -103,11 +103,13 @@ def _write_run_yaml(
     fingerprint: dict,
     fp_id: str,
     hypervolume: dict[str, Any] | None = None,
+    study_name: str | None = None,
 ) -> None:
     from fcasearch.runtime import format_runtime_options
 
     doc = {
         "name": run.name,
+        "study_name": study_name or run.name,  # what --resume opens, wherever the folder goes
         "objectives": [{"name": o.name, "direction": o.direction} for o in options.objectives],
         "sampler": options.sampler_name,
         "seed": options.seed,
@@ -223,7 +225,7 @@ def run_search(
     fp = hardware_fingerprint(driver_device, threads=options.threads)
     log = TrialLog(run)
     storage = options.storage or run.storage_url()
-    study_name = options.study_name or run.name
+    study_name, named_by = _study_name(options, run, resume)
     if rebuild_study:
         if not resume or options.storage:
             raise SearchError(
@@ -233,11 +235,11 @@ def run_search(
         from fcasearch.search.rebuild import rebuild_study as rebuild
 
         rebuild(run, options, space, study_name)
-    study = _open_run_study(options, storage, study_name, space, run, log, resume, hv)
+    study = _open_run_study(options, storage, (study_name, named_by), space, run, log, resume, hv)
     if options.storage is not None:
         _check_study_runtime(study, study_name, options.runtime_label)
     if not resume:  # once the study opened: a storage error leaves no run to --resume
-        _write_run_yaml(run, options, space_dict, fp, fingerprint_id(fp), hv.to_dict())
+        _write_run_yaml(run, options, space_dict, fp, fingerprint_id(fp), hv.to_dict(), study_name)
     logged = {int(r["trial"]): r for r in log.rows() if "trial" in r}
     owner = str(run.root.resolve()) if options.storage else None  # a study others may share
     recovered = recover_interrupted(study, owner, logged, options.objectives, space.constraints)
@@ -305,31 +307,146 @@ def _check_study_runtime(study, study_name: str, label: str) -> None:
         )
 
 
-def _open_run_study(options, storage, study_name, space, run, log, resume, hypervolume=None):
-    """The run's study; on ``--resume`` of a run whose own study.db is lost, overwritten or
-    corrupt, a one-line error that offers ``--rebuild-study``."""
-    from fcasearch.search.storages import StorageError
+def _study_name(options: SearchOptions, run: RunDir, resume: bool) -> tuple[str, str]:
+    """The run's study name, and what chose it (for messages).
+
+    A new run's study is ``--study-name``, else the run's name (its folder's). A resumed run's is
+    the one it recorded: ``--study-name`` as run.yaml's options keep it, else run.yaml's
+    ``study_name`` (``name`` for a run written before that key), never the name of the folder
+    it now lies in: a run moved, copied or renamed keeps its study.
+    """
+    if options.study_name:
+        return options.study_name, "run.yaml options.study_name" if resume else "--study-name"
+    if not resume:
+        return run.name, "the run's folder name (no --study-name)"
+    for key in ("study_name", "name"):
+        if key in run.recorded:
+            return run.recorded[key], f"run.yaml {key}"
+    return run.root.name, "the run's folder name (run.yaml records none)"
+
+
+def _stored_trials(storage: str, study_name: str) -> int | None:
+    """How many trials study ``study_name`` holds in ``storage``; None when there is no such
+    study. Reads only: nothing is created in the storage.
+
+    Raises:
+        StorageError: the storage cannot be opened or read.
+    """
+    import optuna
+    import sqlalchemy.exc
+
+    from fcasearch.search.storages import StorageError, make_storage, redact
+
+    backend = make_storage(storage)
+    try:
+        study = optuna.load_study(
+            study_name=study_name, storage=backend, sampler=optuna.samplers.RandomSampler()
+        )
+        return len(study.get_trials(deepcopy=False))
+    except KeyError:  # Optuna's answer for a study the storage does not hold
+        return None
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""]
+        raise StorageError(
+            f"storage {redact(storage)}: cannot read study {study_name!r} "
+            f"({type(exc).__name__}: {first[0]})"
+        ) from None
+
+
+def _held_studies(storage: str) -> str:
+    """The studies ``storage`` holds, for a message (read only)."""
+    import optuna
+
+    from fcasearch.search.storages import make_storage
+
+    try:
+        names = optuna.get_all_study_names(storage=make_storage(storage))
+    except Exception as exc:  # only a message's detail: the error it goes into stands anyway
+        return f"its studies cannot be listed ({type(exc).__name__})"
+    if not names:
+        return "it holds no study"
+    shown = ", ".join(repr(n) for n in names[:5]) + (
+        f" and {len(names) - 5} more" if len(names) > 5 else ""
+    )
+    return f"it holds {shown}"
+
+
+def _open_run_study(options, storage, naming, space, run, log, resume, hypervolume=None):
+    """The run's study, once it is known to be the right one. Checked before anything is written
+    to the storage (nothing is created by a start or resume that stops here):
+
+    * ``--resume`` of a run with finished trials: its study (by the name the run recorded,
+      ``naming`` = (name, what chose it)) must be in the storage and hold trials; a run whose own
+      study.db is lost, overwritten or corrupt gets a one-line error that offers
+      ``--rebuild-study``;
+    * a new run on a shared ``--storage`` whose study name is only its folder's name must not
+      find a study of that name there (another run's): sharing a study takes ``--study-name``.
+    """
+    from fcasearch.search.storages import StorageError, redact
     from fcasearch.search.study import open_study
 
+    study_name, named_by = naming
     own = options.storage is None
-    logged = len(log.rows()) if resume and own else 0
+    logged = len(log.rows()) if resume else 0
     offer = (
         f"its trials.jsonl holds {logged} finished trial(s): rebuild the study from it with "
         f"--resume {run.root} --rebuild-study"
     )
-    if logged and not run.study_db.exists():
+    where = run.study_db if own else f"storage {redact(storage)}"
+    if own and logged and not run.study_db.exists():
         raise SearchError(f"--resume: {run.study_db} is missing; {offer}")
+    if logged:
+        try:
+            held = _stored_trials(storage, study_name)
+        except StorageError as exc:
+            if own:
+                raise SearchError(
+                    f"--resume: {run.study_db} cannot be read ({exc}); {offer}"
+                ) from None
+            raise
+        if held is None and own:
+            raise SearchError(
+                f"--resume: {run.study_db} holds no study {study_name!r} (the run's study, from "
+                f"{named_by}; {_held_studies(storage)}), so it is not this run's study.db "
+                "(overwritten?). Put the run's own study.db back, or rebuild the study from its "
+                f"trials.jsonl ({logged} finished trial(s)) with --resume {run.root} "
+                "--rebuild-study (which keeps this file as study.db.broken-*)"
+            )
+        if held is None:
+            raise SearchError(
+                f"--resume: {where} holds no study {study_name!r} (the run's study, from "
+                f"{named_by}; {_held_studies(storage)}), though the run's trials.jsonl holds "
+                f"{logged} finished trial(s) of it: the study was deleted, or that URL now names "
+                "another database. Restore the study there (the run's --storage, as run.yaml "
+                "keeps it), or start a new run (another --out)"
+            )
+        if not held and own:
+            raise SearchError(
+                f"--resume: {run.study_db} holds no trial of study {study_name!r} (overwritten?); "
+                f"{offer}"
+            )
+        if not held:
+            raise SearchError(
+                f"--resume: study {study_name!r} in {where} holds no trial, though the run's "
+                f"trials.jsonl holds {logged} finished trial(s) of it (deleted and created "
+                "again?); start a new run (another --out)"
+            )
+    elif (
+        not (resume or own or options.study_name)
+        and _stored_trials(storage, study_name) is not None
+    ):
+        raise SearchError(
+            f"{where} already holds a study {study_name!r}, another run's (a study is named "
+            f"after its run's folder unless --study-name says otherwise): give this run its "
+            f"own --study-name (or another --out folder name), or join that study on purpose "
+            f"with --study-name {study_name}"
+        )
     try:
-        study = open_study(options, storage, study_name, space=space, hypervolume=hypervolume)
+        return open_study(options, storage, study_name, space=space, hypervolume=hypervolume)
     except StorageError as exc:
-        if logged:
+        if own and logged:
             raise SearchError(f"--resume: {run.study_db} cannot be read ({exc}); {offer}") from None
         raise
-    if logged and not study.get_trials(deepcopy=False):
-        raise SearchError(
-            f"--resume: {run.study_db} holds no trial of study {study_name!r} (overwritten?); {offer}"
-        )
-    return study
 
 
 def _enqueue_grid(study, space, n_trials: int | None) -> None:

@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,30 @@ __all__ = ["TRIAL_COLUMNS", "RunDir", "TrialLog", "pareto_rows", "trial_frame"]
 
 @dataclass(frozen=True)
 class RunDir:
-    """Paths of one run's results directory."""
+    """Paths of one run's results directory, and the names its ``run.yaml`` records."""
 
     root: Path
 
+    @cached_property
+    def recorded(self) -> dict[str, str]:
+        """The run's names as its ``run.yaml`` records them: ``name`` and ``study_name``, those
+        present; empty before the run writes the file (or when it cannot be read). Read once."""
+        import yaml
+
+        try:
+            doc = yaml.safe_load(self.run_yaml.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return {}
+        if not isinstance(doc, dict):
+            return {}
+        keys = ("name", "study_name")
+        return {k: str(doc[k]) for k in keys if isinstance(doc.get(k), str) and doc[k]}
+
     @property
     def name(self) -> str:
-        return self.root.name
+        """The run's name: the one ``run.yaml`` records, which the run keeps when its folder is
+        moved, copied or renamed; the folder's name for a run that has not written it yet."""
+        return self.recorded.get("name") or self.root.name
 
     @property
     def run_yaml(self) -> Path:

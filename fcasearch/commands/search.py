@@ -202,7 +202,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "postgresql://USER:PASS@HOST/DB, or a journal file journal:///PATH.log for a shared "
         "file system; drivers sharing --storage and --study-name feed one study",
     )
-    p.add_argument("--study-name", default=d, help="Optuna study name (default: the run's name)")
+    p.add_argument(
+        "--study-name",
+        default=d,
+        help="Optuna study name (default: the run's folder name; on a shared --storage a study "
+        "of that name must not exist yet: joining one takes --study-name)",
+    )
     p.add_argument(
         "--address",
         default=d,
@@ -259,7 +264,15 @@ def resolve(args: argparse.Namespace):
         stored, space_dict = load_run_options(args.resume)
         stored["out"] = str(args.resume)
         source = f"{args.resume}/run.yaml"
-        kept = SearchOptions.from_mapping(stored, source=source).to_dict()
+        try:
+            kept = SearchOptions.from_mapping(stored, source=source).to_dict()
+        except SearchError as exc:  # e.g. a value an earlier version let through unchecked
+            if str(exc).startswith(source):
+                raise
+            raise SearchError(
+                f"--resume {args.resume}: the run's options in {source} cannot run: {exc}; "
+                "start a new run (another --out)"
+            ) from None
         if given.get("runtime", kept["runtime"]) != kept["runtime"]:
             raise SearchError(
                 f"--resume {args.resume}: the run measures latency on {kept['runtime']!r}, not "

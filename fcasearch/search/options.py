@@ -46,12 +46,14 @@ def parse_objectives(items: list[str] | str) -> tuple[Objective, ...]:
     out: list[Objective] = []
     for item in items:
         name, _, direction = str(item).partition(":")
-        if name not in METRICS and not name.startswith(PROXY_PREFIX):
+        if name.startswith(PROXY_PREFIX):
+            _check_proxy(name)
+        elif name not in METRICS:
             close = difflib.get_close_matches(name, list(METRICS), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise SearchError(
                 f"objectives: unknown metric {name!r}{hint}; known: {', '.join(METRICS)} "
-                "and proxy.<synflow|naswot|grad_norm|snip|params>"
+                f"and {PROXY_PREFIX}<{'|'.join(_proxy_names())}>"
             )
         direction = {"max": "maximize", "min": "minimize"}.get(direction, direction)
         if not direction:
@@ -62,6 +64,25 @@ def parse_objectives(items: list[str] | str) -> tuple[Objective, ...]:
             raise SearchError(f"objectives: {name!r} is listed twice")
         out.append(Objective(name, direction))
     return tuple(out)
+
+
+def _proxy_names() -> tuple[str, ...]:
+    """The zero-cost proxies a trial can compute (``fcasearch.train.proxies``)."""
+    from fcasearch.train.proxies import PROXY_NAMES
+
+    return tuple(PROXY_NAMES)
+
+
+def _check_proxy(name: str) -> None:
+    """SearchError unless ``proxy.<name>`` is a proxy the trials compute (every trial would fail
+    on it otherwise)."""
+    names = _proxy_names()
+    if name[len(PROXY_PREFIX) :] in names:
+        return
+    close = difflib.get_close_matches(name[len(PROXY_PREFIX) :], names, n=1)
+    hint = f" (did you mean '{PROXY_PREFIX}{close[0]}'?)" if close else ""
+    known = [PROXY_PREFIX + p for p in names]
+    raise SearchError(f"objectives: unknown proxy {name!r}{hint}; known: {', '.join(known)}")
 
 
 @dataclass(frozen=True)
@@ -163,7 +184,7 @@ class SearchOptions:
             raise SearchError(f"objectives {names} need measurement; drop --no-measure")
 
     def _check_measurement(self) -> None:
-        """The runtime (one per run), the reference models and the stability settings."""
+        """The runtime (one per run), the reference models, the dtype and the stability settings."""
         from fcasearch.runtime import RUNTIMES
 
         if self.runtime not in RUNTIMES:
@@ -187,6 +208,15 @@ class SearchOptions:
                     f"{', '.join(known)} (or 'none')"
                 )
         object.__setattr__(self, "references", refs)
+        from fcasearch.measure.prepare import DTYPES, parse_dtype
+
+        try:
+            parse_dtype(self.latency_dtype)
+        except ValueError:
+            raise SearchError(
+                f"latency_dtype: {self.latency_dtype!r} is not supported; use one of "
+                f"{', '.join(DTYPES)} (--latency-dtype)"
+            ) from None
         cv = self.latency_cv_threshold
         if isinstance(cv, str):
             try:

@@ -29,6 +29,16 @@ REPO = Path(__file__).resolve().parents[2]
         (["--max-concurrent", "0"], "max_concurrent: 0"),
         (["--cpus-per-trial", "0"], "cpus_per_trial: 0"),
         (["--gpus-per-trial", "-1"], "gpus_per_trial: -1"),
+        # every trial failed on these as it measured or computed them (the run itself "ran")
+        (
+            ["--latency-dtype", "fp64"],
+            "latency_dtype: 'fp64' is not supported; use one of fp32, bf16, fp16 (--latency-dtype)",
+        ),
+        (
+            ["--objectives", "accuracy:max", "proxy.foo:max"],
+            "objectives: unknown proxy 'proxy.foo'; known: proxy.synflow, proxy.naswot, "
+            "proxy.grad_norm, proxy.snip, proxy.params",
+        ),
     ],
 )
 def test_a_count_or_duration_no_trial_could_run_with(
@@ -39,6 +49,53 @@ def test_a_count_or_duration_no_trial_could_run_with(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and says in err, err
     assert not out.exists()  # nothing started
+
+
+@pytest.mark.parametrize(
+    ("config", "says"),
+    [
+        ("latency_dtype: fp64\n", "latency_dtype: 'fp64' is not supported"),
+        ("objectives: [accuracy:max, proxy.synflw:max]\n", "did you mean 'proxy.synflow'?"),
+    ],
+)
+def test_a_config_file_is_checked_like_the_command_line(
+    config, says, tiny_space, search_args, tmp_path, capsys
+):
+    cfg = tmp_path / "search.yaml"
+    cfg.write_text(f"space: {tiny_space}\nn_trials: 1\n{config}")
+    out = tmp_path / "run"
+    assert main(search_args(tiny_space, out, "--config", str(cfg))) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and says in err, err
+    assert not out.exists()
+
+
+def test_resume_passes_the_new_checks_and_names_a_stored_value_they_reject(
+    tiny_space, search_args, tmp_path, capsys
+):
+    """A run the checks accept resumes as before; a run.yaml an earlier version wrote with a
+    value the checks now reject is one line naming that file, and nothing runs."""
+    out = tmp_path / "run"
+    first = ["--n-trials", "1", "--objectives", "proxy.params:min", "macs:min", "--no-measure"]
+    assert main(search_args(tiny_space, out, *first, "--latency-dtype", "bf16")) == 0
+    resume = ["search", "--resume", str(out), "--no-progress", "--no-report"]
+    assert main([*resume, "--n-trials", "2"]) == 0
+    trials = (out / "trials.jsonl").read_text()
+    assert len(trials.splitlines()) == 2
+    capsys.readouterr()
+    run_yaml = out / "run.yaml"
+    text = run_yaml.read_text()
+    assert "  latency_dtype: bf16\n" in text
+    run_yaml.write_text(text.replace("  latency_dtype: bf16\n", "  latency_dtype: fp64\n"))
+    assert main([*resume, "--n-trials", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert (
+        f"--resume {out}: the run's options in {out}/run.yaml cannot run: latency_dtype: 'fp64'"
+        in err
+    )
+    assert "start a new run (another --out)" in err
+    assert (out / "trials.jsonl").read_text() == trials
 
 
 def test_a_ray_address_that_does_not_answer(tiny_space, search_args, tmp_path, capsys):

@@ -92,3 +92,30 @@ def test_ray_reservations_must_fit_the_cluster():
     far = SearchOptions(space="s.yaml", executor="ray", address="10.0.0.1:6379", cpus_per_trial=4)
     with pytest.raises(SearchError, match=r"cpus_per_trial: 4, but the Ray cluster at 10\.0\.0\.1"):
         check_resources({"CPU": 2.0}, far)
+
+
+def test_proxy_objectives_must_be_proxies_the_trials_compute():
+    from fcasearch.train.proxies import PROXY_NAMES
+
+    for name in PROXY_NAMES:
+        assert parse_objectives([f"proxy.{name}:max"])[0].name == f"proxy.{name}"
+    known = ", ".join(f"proxy.{n}" for n in PROXY_NAMES)
+    with pytest.raises(SearchError, match=rf"unknown proxy 'proxy\.foo'; known: {known}$"):
+        parse_objectives(["accuracy:max", "proxy.foo:max"])
+    with pytest.raises(SearchError, match=r"'proxy\.grad-norm' \(did you mean 'proxy\.grad_norm'"):
+        SearchOptions(space="s.yaml", objectives="proxy.grad-norm macs")
+    with pytest.raises(SearchError, match=r"unknown proxy 'proxy\.'"):
+        parse_objectives("proxy.")
+
+
+def test_latency_dtype_is_one_the_measurement_takes():
+    from fcasearch.measure.prepare import DTYPES
+
+    for dtype in DTYPES:
+        assert SearchOptions(space="s.yaml", latency_dtype=dtype).latency_dtype == dtype
+    listed = ", ".join(DTYPES)
+    for bad in ("fp64", "FP32", None):
+        with pytest.raises(SearchError, match=rf"latency_dtype: .* use one of {listed} "):
+            SearchOptions(space="s.yaml", latency_dtype=bad)
+    with pytest.raises(SearchError, match="latency_dtype: 'fp64'"):  # a config file alike
+        SearchOptions.from_mapping({"space": "s.yaml", "latency_dtype": "fp64"}, source="c.yaml")

@@ -9,7 +9,10 @@ Examples::
 MODEL is a registry name (``fcaformer_l1`` ..., or a reference model such as ``convnext_tiny``),
 a spec JSON (a file, or the JSON text itself), or ``RUN_DIR:ARCH_ID``: a trial of a search run,
 built from the spec the run logged, with the weights it saved at ``RUN_DIR/weights/ARCH_ID.pt``
-(``fcasearch search --save-weights``) unless ``--weights`` names others. FcaFormer models are
+(``fcasearch search --save-weights``) unless ``--weights`` names others; a trial the search did
+not complete (infeasible, pruned, failed) is exported with a warning naming its status and reason.
+``--img-size`` applies to registry and reference models: a spec fixes its own input size (it is
+part of the arch_id), so another size is refused for spec JSON and run trials. FcaFormer models are
 exported in their folded inference form (Conv-BN and layer scales folded); without weights, they
 first get trained-like layer scales, norms and biases and BN statistics calibrated on random
 inputs, as latency measurement does (fresh ones leave the logits at about 1e-19 and every block
@@ -22,84 +25,13 @@ for a user error, 1 when the export or its check fails).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ExportTarget", "add_arguments", "load_weights", "resolve_model", "run"]
+from fcasearch.targets import ModelTarget, path_is, resolve_model
 
-
-@dataclass
-class ExportTarget:
-    """What MODEL named: a spec (FcaFormer) or a reference model, and the weights to use."""
-
-    label: str
-    spec: Any = None  # ArchSpec
-    baseline: str | None = None
-    weights: Path | None = None
-    note: str = ""
-
-
-def _spec_from_text(text: str, where: str) -> Any:
-    from fcasearch.spec import ArchSpec, SpecError
-
-    try:
-        return ArchSpec.from_json(text)
-    except (json.JSONDecodeError, SpecError, TypeError, ValueError) as exc:
-        raise ValueError(f"{where} is not a valid spec JSON: {exc}") from None
-
-
-def _from_run(run_dir: Path, arch_id: str) -> ExportTarget:
-    from fcasearch.storage import RunDir, TrialLog
-
-    rows = [r for r in TrialLog(RunDir(run_dir)).rows() if r.get("arch_id") == arch_id]
-    if not rows:
-        raise ValueError(f"{run_dir}:{arch_id}: no trial of arch_id {arch_id!r} in {run_dir}")
-    row = next((r for r in rows if r.get("status") == "complete"), rows[0])
-    spec = _spec_from_text(str(row.get("spec", "")), f"the spec logged for {arch_id}")
-    weights = run_dir / "weights" / f"{arch_id}.pt"
-    if weights.is_file():
-        return ExportTarget(f"{run_dir.name}:{arch_id}", spec=spec, weights=weights)
-    return ExportTarget(
-        f"{run_dir.name}:{arch_id}",
-        spec=spec,
-        note=(
-            f"warning: {run_dir} kept no weights for {arch_id} (search with --save-weights, or "
-            "pass --weights): exporting freshly initialised weights"
-        ),
-    )
-
-
-def resolve_model(name: str, *, img_size: int | None = None) -> ExportTarget:
-    """Turn MODEL into an :class:`ExportTarget` (module docstring).
-
-    Raises:
-        ValueError: nothing matches, a file cannot be read, or a spec is invalid.
-    """
-    from fcasearch.measure.baselines import list_baselines
-    from fcasearch.models import get_spec, list_models
-
-    if name in list_models():
-        return ExportTarget(name, spec=get_spec(name, img_size=img_size or 224))
-    if name in list_baselines():
-        return ExportTarget(name, baseline=name)
-    if name.lstrip().startswith("{"):
-        return ExportTarget("spec", spec=_spec_from_text(name, "MODEL"))
-    path = Path(name)
-    if path.is_file() or path.suffix == ".json":
-        if not path.is_file():
-            raise ValueError(f"MODEL {name!r}: spec file {path} does not exist")
-        return ExportTarget(path.stem, spec=_spec_from_text(path.read_text("utf-8"), str(path)))
-    run_dir, sep, arch_id = name.rpartition(":")
-    if sep and run_dir and Path(run_dir).is_dir():
-        return _from_run(Path(run_dir), arch_id)
-    raise ValueError(
-        f"MODEL {name!r} is not a registry model ({', '.join(list_models())}), a reference model "
-        f"({', '.join(list_baselines())}), a spec JSON file or text, or RUN_DIR:ARCH_ID of an "
-        "existing run directory"
-    )
+__all__ = ["add_arguments", "load_weights", "run"]
 
 
 def load_weights(model: Any, path: Path) -> str:
@@ -109,13 +41,36 @@ def load_weights(model: Any, path: Path) -> str:
     Raises:
         ValueError: the file is unreadable or its tensors do not fit the model (says which).
     """
+    import pickle
+    import re
+
     import torch
 
+    if not path_is(path, "is_file"):
+        raise ValueError(f"--weights {path}: no such file")
+    expected = (
+        "expected a file written by torch.save holding a state dict (parameter name -> tensor, "
+        "possibly under 'model' or 'state_dict'), such as RUN_DIR/weights/ARCH_ID.pt from "
+        "fcasearch search --save-weights or an official FcaFormer checkpoint"
+    )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except OSError as exc:
+        raise ValueError(f"--weights {path}: cannot read it: {exc.strerror or exc}") from None
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: (?:GLOBAL )?([\w.]+)", str(exc))
+        if found:  # a real checkpoint, holding more than tensors
+            raise ValueError(
+                f"--weights {path}: a PyTorch checkpoint holding objects other than tensors "
+                f"({found.group(1)}), which this command does not unpickle (that could run "
+                f"code); {expected}"
+            ) from None
         raise ValueError(
-            f"--weights {path}: cannot read it ({type(exc).__name__}: {exc})"
+            f"--weights {path}: not a PyTorch checkpoint this command can read; {expected}"
+        ) from None
+    except Exception:  # torch.load on junk raises KeyError, EOFError, RuntimeError, ...
+        raise ValueError(
+            f"--weights {path}: not a PyTorch checkpoint this command can read; {expected}"
         ) from None
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -156,7 +111,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dynamic-batch", action="store_true", help="leave the batch dimension free"
     )
     parser.add_argument(
-        "--img-size", type=int, default=None, help="input side of a registry model (default 224)"
+        "--img-size",
+        type=int,
+        default=None,
+        help="input side of a registry or reference model (default 224); refused for a spec "
+        "JSON or RUN_DIR:ARCH_ID of another size, whose spec fixes it",
     )
     parser.add_argument(
         "--exporter",
@@ -167,7 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (exporter default)")
 
 
-def _build(target: ExportTarget, weights: Path | None, img_size: int | None) -> tuple[Any, str]:
+def _build(target: ModelTarget, weights: Path | None, img_size: int | None) -> tuple[Any, str]:
     from fcasearch.runtime import inference_form
 
     if target.baseline is not None:
@@ -195,6 +154,34 @@ def _build(target: ExportTarget, weights: Path | None, img_size: int | None) -> 
     return model, f"{loaded}; {how}"
 
 
+def _check_img_size(target: ModelTarget, img_size: int | None) -> None:
+    """Refuse ``--img-size`` for a spec that fixes its own input size (JSON or a run's trial).
+
+    The spec is the model: its ``img_size`` is part of its ``arch_id``, and the token grids set
+    the shapes of the attention biases, so a trial's saved weights fit no other size. Exporting
+    something else under the name given, or silently at the spec's size, would both mislead.
+    """
+    if img_size is None or target.kind in ("registry", "baseline"):
+        return
+    own = tuple(target.spec.img_size)
+    if own == (img_size, img_size):
+        return
+    side = "x".join(map(str, own))
+    if target.kind == "run":
+        what = (
+            f"{target.label} is a trial of a search run, whose spec fixes the input size at "
+            f"{side} (the size it was searched and trained at; its weights fit no other)"
+        )
+    else:
+        what = (
+            f"MODEL is a spec JSON, which fixes the input size at {side} (img_size is part of "
+            f"its arch_id {target.spec.arch_id}; change it in the JSON to export another size)"
+        )
+    raise ValueError(
+        f"--img-size {img_size}: {what}; --img-size applies to registry and reference models only"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Export and verify; 2 on a user error, 1 if the export or its check failed, else 0."""
     import torch
@@ -210,6 +197,9 @@ def run(args: argparse.Namespace) -> int:
         return fail(2, f"--batch-size {args.batch_size}: must be >= 1")
     try:
         target = resolve_model(args.model, img_size=args.img_size)
+        _check_img_size(target, args.img_size)
+        if target.warning:
+            print(target.warning, file=sys.stderr)
         if target.note and args.weights is None:
             print(target.note, file=sys.stderr)
         model, how = _build(target, args.weights, args.img_size)

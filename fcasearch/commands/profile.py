@@ -18,6 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# timed runs every latency cell makes before its stopping rule is consulted (--max-repeats is a
+# cap above it); passed to the measurement, so the check and the measurement cannot disagree
+MIN_REPEATS = 5
+
 
 def _int_list(text: str) -> list[int]:
     try:
@@ -30,7 +34,9 @@ def _int_list(text: str) -> list[int]:
 
 
 def _dtype_list(text: str) -> list[str]:
-    allowed = ("fp32", "bf16", "fp16")
+    from fcasearch.measure.prepare import DTYPES
+
+    allowed = tuple(DTYPES)
     values = [v.strip() for v in text.split(",") if v.strip()]
     bad = [v for v in values if v not in allowed]
     if not values or bad:
@@ -55,8 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "models",
         nargs="+",
         metavar="MODEL",
-        help="registry names (fcaformer_l1 ...), baselines (convnext_tiny, swin_t, deit_s_like) "
-        "or spec JSON files",
+        help="registry names (fcaformer_l1 ...), baselines (convnext_tiny, swin_t, deit_s_like), "
+        "spec JSON (files or the text itself) or RUN_DIR:ARCH_ID (a trial of a search run), as "
+        "fcasearch export takes them",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     parser.add_argument(
@@ -76,13 +83,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--img-size",
         type=int,
         default=None,
-        help="input side (default 224; spec files keep theirs)",
+        help="input side (default 224; spec JSON and run trials keep theirs)",
     )
     parser.add_argument(
         "--classes",
         type=int,
         default=None,
-        help="classifier outputs (default 1000; spec files keep theirs)",
+        help="classifier outputs (default 1000; spec JSON and run trials keep theirs)",
     )
     parser.add_argument(
         "--channels-last", action="store_true", help="channels-last weights and inputs"
@@ -116,35 +123,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-energy", action="store_true", help="skip energy (NVML)")
     parser.add_argument(
-        "--warmup", type=int, default=5, help="untimed runs before timing (default 5)"
+        "--warmup", type=int, default=5, help="untimed runs before timing, >= 0 (default 5)"
     )
     parser.add_argument(
-        "--max-repeats", type=int, default=100, help="cap on timed runs (default 100)"
+        "--max-repeats",
+        type=int,
+        default=100,
+        help=f"cap on timed runs, at least {MIN_REPEATS}: every cell times {MIN_REPEATS} runs "
+        "before it may stop (default 100)",
     )
     parser.add_argument(
-        "--max-seconds", type=float, default=10.0, help="cap on timing per cell, s (default 10)"
+        "--max-seconds",
+        type=float,
+        default=10.0,
+        help="cap on timing per cell, s, > 0 (default 10)",
     )
     parser.add_argument(
         "--target-cv",
         type=float,
         default=0.01,
-        help="stop timing when the median's relative s.e. is below this (default 0.01)",
+        help="stop timing when the median's relative s.e. is below this, >= 0 (0: always time to "
+        "a cap; default 0.01)",
     )
     parser.add_argument(
         "--cv-threshold",
         type=float,
         default=0.1,
         help="robust per-run spread (1.4826 MAD / median) above which a latency cell is measured "
-        "again and, if it stays above, marked unstable (default 0.1)",
+        "again and, if it stays above, marked unstable; > 0 (default 0.1)",
     )
     parser.add_argument(
         "--retries",
         type=int,
         default=2,
-        help="re-measurements of an unstable cell, with backoff (default 2)",
+        help="re-measurements of an unstable cell, with backoff, >= 0 (default 2)",
     )
     parser.add_argument(
-        "--energy-seconds", type=float, default=2.0, help="energy window per cell, s (default 2)"
+        "--energy-seconds",
+        type=float,
+        default=2.0,
+        help="energy window per cell, s, > 0 (default 2)",
     )
     parser.add_argument(
         "--out",
@@ -153,6 +171,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE.csv",
         help="write CSV here and JSON beside it",
     )
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """ValueError (one line: the option, its value and what to give) for a count, duration or
+    threshold no cell could be measured with, before anything is measured or written (each
+    cell would otherwise fail alike, or measure without limit)."""
+    counts = [
+        ("--warmup", args.warmup, 0, ""),
+        ("--retries", args.retries, 0, ""),
+        ("--max-repeats", args.max_repeats, MIN_REPEATS,
+         f" (every cell times {MIN_REPEATS} runs before it may stop)"),
+        ("--threads", args.threads, 1, ""),
+    ]  # fmt: skip
+    for flag, value, least, why in counts:
+        if value is not None and value < least:
+            raise ValueError(
+                f"{flag} {value}: must be a whole number >= {least}{why}; give {flag} {least} "
+                "or more"
+            )
+    positive = [
+        ("--max-seconds", args.max_seconds, "seconds, e.g. 10"),
+        ("--energy-seconds", args.energy_seconds, "seconds, e.g. 2"),
+        ("--cv-threshold", args.cv_threshold, "e.g. 0.1"),
+    ]
+    for flag, value, example in positive:
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{flag} {value:g}: must be a positive number ({example})")
+    if not (math.isfinite(args.target_cv) and args.target_cv >= 0):
+        raise ValueError(
+            f"--target-cv {args.target_cv:g}: must be a number >= 0, e.g. 0.01 (0: always time "
+            "to --max-repeats or --max-seconds)"
+        )
 
 
 def _fmt(value: Any, scale: float = 1.0, digits: int = 2) -> str:
@@ -212,6 +262,7 @@ def run(args: argparse.Namespace) -> int:
     if not console.is_terminal:  # a pipe or file: do not squeeze the table into 80 columns
         console = Console(width=200)
     try:
+        _check_numbers(args)
         check_device(args.device)
         targets = [
             resolve_target(m, img_size=args.img_size, num_classes=args.classes) for m in args.models
@@ -267,6 +318,7 @@ def run(args: argparse.Namespace) -> int:
                 memory=not args.no_memory,
                 energy=not args.no_energy,
                 warmup=args.warmup,
+                min_repeats=MIN_REPEATS,
                 max_repeats=args.max_repeats,
                 max_seconds=args.max_seconds,
                 target_cv=args.target_cv,

@@ -9,9 +9,7 @@ the command exits with status 1 if it does not.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
 __all__ = ["add_arguments", "run"]
@@ -22,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "model",
         metavar="NAME_OR_SPEC_JSON",
         help="a registered model name (fcaformer_l1 ... l4, fcaformer_tiny, fcaformer_nano), a spec "
-        "as JSON text, or the path of a .json file holding one",
+        "as JSON text, the path of a .json file holding one, or RUN_DIR:ARCH_ID (a trial of a "
+        "search run)",
     )
     parser.add_argument(
         "--img-size",
@@ -51,37 +50,27 @@ def _parse_img(text: str | None) -> Any:
 
 
 def resolve_spec(model: str, img_size: Any = None, classes: int | None = None):
-    """The :class:`~fcasearch.spec.ArchSpec` named or given as JSON (text or file), with overrides."""
+    """The :class:`~fcasearch.spec.ArchSpec` named or given as JSON (text or file), or logged by a
+    search run (``RUN_DIR:ARCH_ID``), with overrides; resolved as ``fcasearch export`` and
+    ``profile`` resolve their MODEL (:func:`fcasearch.targets.resolve_model`)."""
     import dataclasses
 
-    from fcasearch.models.registry import get_spec, list_models
-    from fcasearch.spec import ArchSpec
+    from fcasearch.targets import resolve_model
 
-    text = model.strip()
-    if text in list_models():
-        kwargs = {"img_size": 224 if img_size is None else img_size}
-        if classes is not None:
-            kwargs["num_classes"] = classes
-        return get_spec(text, **kwargs)
-    if not text.startswith("{"):
-        path = Path(text)
-        if not path.is_file():
-            raise ValueError(
-                f"model: {model!r} is neither a registered name ({', '.join(list_models())}), "
-                "a JSON spec nor a JSON file"
-            )
-        text = path.read_text()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"model: the spec is not valid JSON ({exc})") from None
-    spec = ArchSpec.from_dict(data)
+    target = resolve_model(model, img_size=img_size, num_classes=classes)
+    if target.spec is None:
+        raise ValueError(
+            f"model: {target.label} is a reference model, not an FcaFormer spec; summary "
+            "describes FcaFormer models (registry names, spec JSON, RUN_DIR:ARCH_ID)"
+        )
+    if target.kind == "registry":  # built at the size and classes asked for
+        return target.spec
     changes: dict[str, Any] = {}
     if img_size is not None:
         changes["img_size"] = img_size
     if classes is not None:
         changes["num_classes"] = classes
-    return dataclasses.replace(spec, **changes) if changes else spec
+    return dataclasses.replace(target.spec, **changes) if changes else target.spec
 
 
 def summary_rows(spec) -> list[dict[str, Any]]:

@@ -2,7 +2,8 @@
 grid, write it.
 
 Models are registry names (``fcaformer_l1`` ...), baseline names (``convnext_tiny``, ``swin_t``,
-``deit_s_like``) or paths to spec JSON files. Candidates and reference models go through the same
+``deit_s_like``), spec JSON (a file, or the text itself) or ``RUN_DIR:ARCH_ID``, resolved as
+``fcasearch export`` resolves its MODEL. Candidates and reference models go through the same
 :func:`~fcasearch.measure.cost.measure_costs` with the same settings: eval, the folded form where
 one exists, the same runtimes. For each (model, batch size, dtype) the runtimes are measured side
 by side (one model prepared on each, latencies in interleaved rounds), one row per runtime with
@@ -23,14 +24,14 @@ from typing import Any
 
 from torch import nn
 
-from fcasearch.measure.baselines import build_baseline, check_baseline, list_baselines
+from fcasearch.measure.baselines import build_baseline, check_baseline
 from fcasearch.measure.cost import METRIC_KEYS, measure_costs
 from fcasearch.measure.fingerprint import fingerprint_id, hardware_fingerprint
 from fcasearch.measure.graphs import check_graph_device
 from fcasearch.measure.latency import cpu_threads
 from fcasearch.measure.prepare import check_device, parse_dtype
 from fcasearch.runtime import format_runtime_options
-from fcasearch.spec import ArchSpec, SpecError
+from fcasearch.spec import ArchSpec
 
 __all__ = ["PROFILE_COLUMNS", "ProfileTarget", "profile_grid", "resolve_target", "write_profile"]
 
@@ -91,38 +92,32 @@ def resolve_target(
 ) -> ProfileTarget:
     """Turn a command-line model name into a :class:`ProfileTarget`.
 
+    Names are resolved as ``fcasearch export`` and ``summary`` resolve theirs
+    (:func:`fcasearch.targets.resolve_model`).
+
     Args:
-        name: a registry name, a baseline name, or a path to a spec JSON file.
-        img_size: square input side (default: 224 for named models, the file's for spec files).
-        num_classes: classifier outputs (default: 1000 for named models, the file's for files).
+        name: a registry name, a baseline name, spec JSON text, the path of a spec JSON file, or
+            ``RUN_DIR:ARCH_ID`` (the spec a search run logged for that trial).
+        img_size: square input side (default: 224 for named models, the spec's own for JSON).
+        num_classes: classifier outputs (default: 1000 for named models, the spec's own for JSON).
 
     Raises:
         ValueError: an unknown name, an unreadable file or an invalid spec (the message says which).
     """
-    from fcasearch.models import get_spec, list_models
+    from fcasearch.targets import resolve_model
 
-    if name in list_models():
-        kwargs: dict[str, Any] = {"img_size": img_size or 224, "num_classes": num_classes or 1000}
-        return ProfileTarget(name, spec=get_spec(name, **kwargs))
-    if name in list_baselines():
-        side = img_size or 224
-        check_baseline(name, img_size=side, num_classes=num_classes or 1000)
-        return ProfileTarget(name, baseline=name, img_size=side, num_classes=num_classes or 1000)
-    path = Path(name)
-    if path.suffix == ".json" or path.exists():
-        if not path.is_file():
-            raise ValueError(f"model {name!r}: spec file {path} does not exist")
-        try:
-            spec = ArchSpec.from_json(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"model {name!r}: cannot read a spec from {path}: {exc}") from None
-        except SpecError as exc:
-            raise ValueError(f"model {name!r}: {path} is not a valid spec: {exc}") from None
-        return ProfileTarget(path.stem, spec=_override(spec, img_size, num_classes))
-    known = ", ".join([*list_models(), *list_baselines()])
-    raise ValueError(
-        f"model {name!r} is not a registry model, a baseline or a spec JSON file; known: {known}"
-    )
+    target = resolve_model(name, img_size=img_size, num_classes=num_classes)
+    if target.baseline is not None:
+        side, classes = img_size or 224, num_classes or 1000
+        check_baseline(target.baseline, img_size=side, num_classes=classes)
+        return ProfileTarget(
+            target.label, baseline=target.baseline, img_size=side, num_classes=classes
+        )
+    if target.kind == "registry":
+        return ProfileTarget(target.label, spec=target.spec)
+    spec = _override(target.spec, img_size, num_classes)
+    label = f"spec {spec.arch_id}" if target.kind == "text" else target.label
+    return ProfileTarget(label, spec=spec)
 
 
 def _failed_row(

@@ -318,8 +318,15 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
     """
     import yaml  # light, but only needed here
 
+    from fcasearch.targets import path_is
+
     path = Path(path)
-    if not path.is_dir():
+    if not path_is(path, "is_dir"):  # also a name no path can have (too long, ...)
+        if path_is(path, "exists"):
+            raise FileNotFoundError(
+                f"{path} is not a directory: give a results directory (results/<run>, holding "
+                "run.yaml and trials.parquet or trials.csv)"
+            )
         raise FileNotFoundError(f"results directory {path} does not exist")
     run_yaml = path / "run.yaml"
     if not run_yaml.exists():

@@ -188,6 +188,55 @@ def test_bad_option_values_are_rejected():
             parser.parse_args(bad)
 
 
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (
+            ["--max-repeats", "3"],
+            "--max-repeats 3: must be a whole number >= 5 (every cell times 5 runs before it may "
+            "stop); give --max-repeats 5 or more",
+        ),
+        (["--max-repeats", "0"], "--max-repeats 0: must be a whole number >= 5"),
+        (["--cv-threshold", "-1"], "--cv-threshold -1: must be a positive number (e.g. 0.1)"),
+        (["--cv-threshold", "nan"], "--cv-threshold nan: must be a positive number"),
+        (["--warmup", "-1"], "--warmup -1: must be a whole number >= 0; give --warmup 0 or more"),
+        (["--retries", "-1"], "--retries -1: must be a whole number >= 0"),
+        (["--target-cv", "-0.5"], "--target-cv -0.5: must be a number >= 0, e.g. 0.01"),
+        (["--target-cv", "nan"], "--target-cv nan: must be a number >= 0"),
+        (["--max-seconds", "0"], "--max-seconds 0: must be a positive number (seconds, e.g. 10)"),
+        (["--energy-seconds", "-1"], "--energy-seconds -1: must be a positive number (seconds"),
+        (["--energy-seconds", "nan"], "--energy-seconds nan: must be a positive number"),
+        (["--threads", "0"], "--threads 0: must be a whole number >= 1"),
+    ],
+)
+def test_a_setting_no_cell_could_be_measured_with_is_a_user_error(extra, says, tmp_path, capsys):
+    """One line and exit 2 before anything is measured or written (each row failed with it, or
+    the grid was measured with it, and the CSV was written)."""
+    out = tmp_path / "p.csv"
+    assert run_cli(["fcaformer_nano", "--no-memory", *FAST, *extra, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("fcasearch profile: error: "), err
+    assert says in err, err
+    assert not out.exists() and not captured.out.strip()
+
+
+def test_the_least_max_repeats_is_in_the_help_and_the_measurement(tmp_path, monkeypatch):
+    parser = argparse.ArgumentParser()
+    profile_cmd.add_arguments(parser)
+    text = " ".join(parser.format_help().split())
+    assert "--max-repeats MAX_REPEATS cap on timed runs, at least 5:" in text
+    seen = {}
+
+    def fake_measure(*args, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("not measured")
+
+    monkeypatch.setattr(profile_mod, "measure_costs", fake_measure)
+    assert run_cli(["fcaformer_nano", "--max-repeats", "5", "--out", str(tmp_path / "p.csv")]) == 1
+    assert (seen["min_repeats"], seen["max_repeats"]) == (5, 5)  # the least is accepted
+
+
 def test_resolve_names_files_and_overrides(tmp_path):
     assert resolve_target("fcaformer_l1").spec == get_spec("fcaformer_l1")
     t = resolve_target("swin_t", img_size=64, num_classes=7)
@@ -259,3 +308,35 @@ def test_main_cli_dispatches_profile(tmp_path):
         pytest.skip(f"CLI incomplete: {exc}")
     args = parser.parse_args(["profile", "fcaformer_nano", "--img-size", "32"])
     assert args.models == ["fcaformer_nano"] and args._module == "profile"
+
+
+def test_spec_json_text_and_run_trials_resolve_as_export_resolves_them(tmp_path):
+    from fcasearch.storage import RunDir, TrialLog
+
+    spec = get_spec("fcaformer_nano", img_size=32, in_chans=1, num_classes=10)
+    text = spec.to_json()
+    assert len(text) > 255  # longer than a file name may be: never taken for one
+    t = resolve_target(text)
+    assert t.spec == spec and t.label == f"spec {spec.arch_id}"
+    assert resolve_target(text, img_size=64).spec.img_size == (64, 64)
+    run = RunDir(tmp_path / "run")
+    TrialLog(run).append({"trial": 0, "arch_id": spec.arch_id, "spec": text, "status": "complete"})
+    t = resolve_target(f"{run.root}:{spec.arch_id}")
+    assert t.spec == spec and t.label == f"run:{spec.arch_id}"
+    with pytest.raises(ValueError, match="not a valid spec"):
+        resolve_target('{"a": 1}')
+    for odd in ("x" * 300, "a\x00b", "run:" + "y" * 300):
+        with pytest.raises(ValueError, match="is not a registry model"):
+            resolve_target(odd)
+
+
+def test_cli_profiles_a_spec_given_as_json_text(tmp_path, capsys):
+    spec = get_spec("fcaformer_nano", img_size=32, in_chans=1, num_classes=10)
+    out = tmp_path / "p.csv"
+    argv = [spec.to_json(), "--no-memory", "--no-energy", *FAST, "--out", str(out)]
+    assert run_cli(argv) == 0
+    (row,) = csv.DictReader(out.open())
+    assert row["arch_id"] == spec.arch_id and row["status"] == "ok"
+    assert run_cli(["y" * 300, *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "is not a registry model" in err and "(300 characters)" in err

@@ -41,3 +41,19 @@ def test_summary_rejects_bad_input(capsys):
     assert "img_size" in capsys.readouterr().err
     assert _run(["no_such_model"]) == 2
     assert "fcaformer_l1" in capsys.readouterr().err
+
+
+def test_summary_resolves_names_as_export_does(capsys, tmp_path):
+    from fcasearch.storage import RunDir, TrialLog
+
+    assert _run(["y" * 300]) == 2  # cannot be a file name: a user error, not an OSError
+    assert "is not a registry model" in capsys.readouterr().err
+    assert _run(["swin_t"]) == 2
+    assert "reference model, not an FcaFormer spec" in capsys.readouterr().err
+    spec = get_spec("fcaformer_nano", img_size=32, in_chans=1, num_classes=10)
+    run = RunDir(tmp_path / "run")
+    TrialLog(run).append(
+        {"trial": 0, "arch_id": spec.arch_id, "spec": spec.to_json(), "status": "complete"}
+    )
+    assert _run([f"{run.root}:{spec.arch_id}"]) == 0
+    assert f"arch_id {spec.arch_id}" in capsys.readouterr().out

@@ -149,6 +149,16 @@ def test_missing_directory_is_a_clear_cli_error(tmp_path, report_cli, capsys):
     assert "objectives" in capsys.readouterr().err
 
 
+def test_a_file_given_as_the_run_is_not_a_directory(tmp_path, report_cli, capsys):
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"onnx")
+    assert report_cli(["report", str(onnx)]) == 2
+    err = capsys.readouterr().err
+    assert f"{onnx} is not a directory" in err and "does not exist" not in err
+    assert report_cli(["report", "z" * 300]) == 2  # no path at all: no traceback either
+    assert "does not exist" in capsys.readouterr().err
+
+
 def test_report_script_runs_the_cli(make_run, report_cli, monkeypatch, capsys):
     run = make_run("script")
     monkeypatch.setattr(sys, "argv", ["report.py", str(run), "--no-figures"])

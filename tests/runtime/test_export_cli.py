@@ -15,6 +15,7 @@ from fcasearch.models import build_model, fuse_for_inference, get_spec
 from fcasearch.runtime.onnx import onnx_session
 from fcasearch.spec import ArchSpec
 from fcasearch.storage import RunDir, TrialLog
+from fcasearch.targets import resolve_model
 
 TINY_SPACE = """\
 name: tiny
@@ -116,10 +117,10 @@ def test_run_dir_without_saved_weights_warns(tmp_path, capsys):
     TrialLog(run).append(
         {"trial": 0, "arch_id": spec.arch_id, "spec": spec.to_json(), "status": "complete"}
     )
-    target = export_cmd.resolve_model(f"{run.root}:{spec.arch_id}")
+    target = resolve_model(f"{run.root}:{spec.arch_id}")
     assert target.spec == spec and target.weights is None and "--save-weights" in target.note
     with pytest.raises(ValueError, match="no trial of arch_id 'abc'"):
-        export_cmd.resolve_model(f"{run.root}:abc")
+        resolve_model(f"{run.root}:abc")
 
 
 def test_weights_file_loaded_and_checked(tmp_path):
@@ -198,3 +199,81 @@ def test_cli_lists_export():
 
     assert "export" in COMMANDS
     assert json.dumps(COMMANDS["export"])
+
+
+def _logged_run(tmp_path, spec: ArchSpec, **row) -> RunDir:
+    run = RunDir(tmp_path / "run")
+    entry = {"trial": 0, "arch_id": spec.arch_id, "spec": spec.to_json(), "status": "complete"}
+    TrialLog(run).append({**entry, **row})
+    return run
+
+
+def test_a_trial_the_search_found_infeasible_is_exported_with_a_warning(tmp_path, capsys):
+    spec = get_spec("fcaformer_nano", img_size=32, in_chans=1, num_classes=10)
+    reason = "params 98,969 > max_params 40,000"
+    run = _logged_run(tmp_path, spec, status="infeasible", reason=reason)
+    out = tmp_path / "x.onnx"
+    argv = ["export", f"{run.root}:{spec.arch_id}", "--exporter", "torchscript", "--out", str(out)]
+    assert main(argv) == 0 and out.is_file()
+    (warning,) = [line for line in capsys.readouterr().err.splitlines() if "infeasible" in line]
+    assert warning.startswith("warning:") and reason in warning and "anyway" in warning
+
+
+@pytest.mark.parametrize("kind", ["run", "text", "file"])
+def test_img_size_other_than_the_specs_own_is_refused(tmp_path, capsys, kind):
+    spec = get_spec("fcaformer_nano", img_size=32, in_chans=1, num_classes=10)
+    if kind == "run":
+        model_arg = f"{_logged_run(tmp_path, spec).root}:{spec.arch_id}"
+    elif kind == "text":
+        model_arg = spec.to_json()
+    else:
+        model_arg = str(tmp_path / "spec.json")
+        (tmp_path / "spec.json").write_text(spec.to_json())
+    out = tmp_path / "x.onnx"
+    argv = ["export", model_arg, "--exporter", "torchscript", "--out", str(out)]
+    assert main([*argv, "--img-size", "64"]) == 2 and not out.exists()
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--img-size 64" in line and "32x32" in line and "registry and reference models" in line
+    assert main([*argv, "--img-size", "32"]) == 0  # the spec's own size: nothing to refuse
+    assert "(batch 1, 1, 32, 32)" in capsys.readouterr().out
+
+
+def test_long_or_odd_model_names_are_user_errors(tmp_path, capsys):
+    out = str(tmp_path / "x.onnx")
+    for name in ("x" * 300, "run:" + "y" * 300, "a\tb\nc"):
+        assert main(["export", name, "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert "is not a registry model" in err and "Traceback" not in err
+        assert len(err) < 600  # the name is cut short in the message
+    # a long spec JSON text is a spec, never a file name
+    spec = get_spec("fcaformer_nano", img_size=32, num_classes=4, in_chans=1)
+    assert len(spec.to_json()) > 255
+    assert resolve_model(spec.to_json()).spec == spec
+
+
+@pytest.mark.parametrize(
+    "content", [b"hello world\n", b"", bytes(range(256)) * 20, b"PK\x03\x04junk"]
+)
+def test_junk_weights_say_what_the_file_should_be(tmp_path, content):
+    path = tmp_path / "junk.pt"
+    path.write_bytes(content)
+    spec = get_spec("fcaformer_nano", img_size=32)
+    with pytest.raises(ValueError) as err:
+        export_cmd.load_weights(build_model(spec), path)
+    message = str(err.value)
+    assert message.startswith(f"--weights {path}: not a PyTorch checkpoint this command can read")
+    assert "torch.save" in message and "state dict" in message
+    assert "KeyError" not in message and "\n" not in message
+
+
+def test_weights_pickled_with_other_objects_name_them(tmp_path):
+    import argparse
+
+    spec = get_spec("fcaformer_nano", img_size=32)
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": build_model(spec).state_dict(), "args": argparse.Namespace(lr=1)}, path)
+    match = r"holding objects other than tensors \(argparse\.Namespace\)"
+    with pytest.raises(ValueError, match=match):
+        export_cmd.load_weights(build_model(spec), path)
+    with pytest.raises(ValueError, match="no such file"):
+        export_cmd.load_weights(build_model(spec), tmp_path / "missing.pt")

@@ -83,13 +83,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--img-size",
         type=int,
         default=None,
-        help="input side (default 224; spec JSON and run trials keep theirs)",
+        help="input side (default: 224, or a spec JSON's or run trial's own); a report draws a "
+        "profiled reference only at its runs' input size",
     )
     parser.add_argument(
         "--classes",
         type=int,
         default=None,
-        help="classifier outputs (default 1000; spec JSON and run trials keep theirs)",
+        help="classifier outputs (default: 1000, or a spec JSON's or run trial's own)",
     )
     parser.add_argument(
         "--channels-last", action="store_true", help="channels-last weights and inputs"
@@ -183,6 +184,8 @@ def _check_numbers(args: argparse.Namespace) -> None:
         ("--max-repeats", args.max_repeats, MIN_REPEATS,
          f" (every cell times {MIN_REPEATS} runs before it may stop)"),
         ("--threads", args.threads, 1, ""),
+        ("--img-size", args.img_size, 1, ""),
+        ("--classes", args.classes, 1, ""),
     ]  # fmt: skip
     for flag, value, least, why in counts:
         if value is not None and value < least:

@@ -139,6 +139,7 @@ class CostResult:
             "threads": self.threads,
             **self.metrics,
             "latency_stable": self.latency_stable,
+            "latency_attempts": self.latency.attempts if self.latency is not None else math.nan,
             "avg_power_w": self.energy.avg_power_w if self.energy is not None else math.nan,
             "status": self.status,
             "reason": self.reason,

@@ -40,12 +40,15 @@ PROFILE_COLUMNS = (
     "arch_id",
     "batch_size",
     "dtype",
+    "img_size",
+    "num_classes",
     "device",
     "runtime",
     "runtime_version",
     "runtime_options",
     "threads",
     *METRIC_KEYS,
+    "latency_attempts",
     "avg_power_w",
     "status",
     "reason",
@@ -76,6 +79,17 @@ class ProfileTarget:
     @property
     def arch_id(self) -> str:
         return self.spec.arch_id if self.spec is not None else ""
+
+    @property
+    def input(self) -> dict[str, Any]:
+        """The row columns of its input: ``img_size`` as ``HxW`` and ``num_classes`` (a report
+        draws a marker only at its runs' input, where MACs and latency are comparable)."""
+        if self.spec is not None:
+            (h, w), classes = self.spec.img_size, self.spec.num_classes
+        else:
+            h = w = self.img_size
+            classes = self.num_classes
+        return {"img_size": f"{h}x{w}", "num_classes": classes}
 
 
 def _override(spec: ArchSpec, img_size: int | None, num_classes: int | None) -> ArchSpec:
@@ -237,6 +251,7 @@ def profile_grid(
                             ]
                     for row in cell_rows:
                         row["runtime_options"] = recorded[row["runtime"]]
+                        row.update(target.input)
                         rows.append(row)
                         if on_row is not None:
                             on_row(row)

@@ -206,6 +206,7 @@ def _references(
             runtime_options=str(runs[0].config.get("runtime_options") or ""),
             dtype=opts.get("latency_dtype") or None,
             threads=_latency_threads(runs),
+            input_size=((img, img) if isinstance(img, int) else tuple(img), classes),
         )
         notes += more
         again = prof["model"].isin(own["model"])

@@ -159,13 +159,17 @@ def profile_references(
     runtime_options: str = "",
     dtype: str | None = None,
     threads: int | None = None,
+    input_size: tuple[tuple[int, int], int] | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Reference models from a ``fcasearch profile`` CSV.
 
-    Params and MACs are used whatever the hardware; latency and memory only from rows whose
-    ``fingerprint_id`` is the runs' single fingerprint, measured on the runs' runtime at their
-    settings (``batch_size``, ``dtype``, ``threads``, where given: another setting is another
-    axis). Without those, the row at the smallest batch in fp32 (else the first dtype) is used.
+    Only rows profiled at the runs' input (``input_size``: image size and classes, where the
+    profile records them) are used: MACs and latency grow with the image, params with the
+    classes. Of those, params and MACs are used whatever the hardware; latency and memory only
+    from rows whose ``fingerprint_id`` is the runs' single fingerprint, measured on the runs'
+    runtime at their settings (``batch_size``, ``dtype``, ``threads``, where given: another
+    setting is another axis). Without those, the row at the smallest batch in fp32 (else the
+    first dtype) is used.
 
     Args:
         path: The profile CSV.
@@ -177,6 +181,8 @@ def profile_references(
             defaults); with ``runtime``, profile rows measured with other options are left out.
         dtype: The runs' latency dtype (``fp32``, ``bf16``, ``fp16``).
         threads: The runs' CPU threads (a profile row without ``threads`` is taken as matching).
+        input_size: The runs' ``((height, width), num_classes)``; a profile without
+            ``img_size`` (written before fcasearch recorded it) is taken as matching, with a note.
 
     Returns:
         ``(table, notes)`` with the columns of ``REFERENCE_COLUMNS``.
@@ -194,6 +200,8 @@ def profile_references(
             f"{path}: a profile CSV needs a 'model' column, found {list(prof.columns)}"
         )
     notes: list[str] = []
+    prof, more = _at_input(prof, input_size, path)
+    notes += more
     for col in ("params", "macs", "latency_ms", "peak_mem_mb", "batch_size"):
         prof[col] = pd.to_numeric(prof[col], errors="coerce") if col in prof else np.nan
     prof["fingerprint_id"] = prof.get("fingerprint_id", pd.Series("", index=prof.index)).astype(str)
@@ -287,6 +295,39 @@ def profile_references(
             )
         rows.append(entry)
     return pd.DataFrame(rows, columns=REFERENCE_COLUMNS), notes
+
+
+def _at_input(
+    prof: pd.DataFrame, input_size: tuple[tuple[int, int], int] | None, path: Path
+) -> tuple[pd.DataFrame, list[str]]:
+    """The profile rows at the runs' input, and notes on the models left out."""
+    if input_size is None or not len(prof):
+        return prof, []
+    (h, w), classes = input_size
+    if "img_size" not in prof:
+        return prof, [
+            f"{path} records no input size (written by an older fcasearch): its markers are "
+            f"taken as profiled at the runs' {h}x{w} px"
+        ]
+    size = prof["img_size"].astype(str).str.strip()
+    count = pd.to_numeric(prof.get("num_classes", pd.Series(np.nan, index=prof.index)), "coerce")
+    same = (size == f"{h}x{w}") & (count.isna() | (count == classes))
+    notes = []
+    for model, group in prof[~same].groupby("model", sort=False):
+        if same[prof["model"] == model].any():
+            continue  # the model has rows at the runs' input too
+        found = sorted(
+            {
+                f"{s} px, {int(c)} classes" if pd.notna(c) else f"{s} px"
+                for s, c in zip(size[group.index], count[group.index])
+            }
+        )
+        notes.append(
+            f"reference {model} from the profile omitted: profiled at {'; '.join(found)}, the "
+            f"runs' models take {h}x{w} px and {classes} classes (MACs and latency grow with the "
+            f"image: profile it with --img-size {h if h == w else f'{h}x{w}'} --classes {classes})"
+        )
+    return prof[same], notes
 
 
 def merge_references(paper: pd.DataFrame, profiled: pd.DataFrame) -> pd.DataFrame:

@@ -91,6 +91,7 @@ def _reference_target(name: str, space: Any) -> tuple[Any, tuple[int, int], int]
 def measure_references(ctx: TrialContext) -> list[dict[str, Any]]:
     """The in-search rows of the run's reference models (module docstring)."""
     from fcasearch.measure import measure_cost
+    from fcasearch.runtime import format_runtime_options
 
     rows = []
     for name in ctx.options.references:
@@ -108,8 +109,9 @@ def measure_references(ctx: TrialContext) -> list[dict[str, Any]]:
             exclusive=ctx.measuring,
         )
         row = cost.to_row()
-        if cost.latency is not None:
-            row["latency_attempts"] = cost.latency.attempts
+        # the settings a profile row records too: the input and the runtime's options
+        row["img_size"], row["num_classes"] = f"{hw[0]}x{hw[1]}", ctx.space.num_classes
+        row["runtime_options"] = format_runtime_options(ctx.options.runtime_kwargs)
         if cost.status != "ok":  # never a number for a model the runtime cannot run
             for key in ("latency_ms", "latency_p90_ms", "latency_cv", "throughput_ips"):
                 row[key] = math.nan

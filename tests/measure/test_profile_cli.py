@@ -81,6 +81,9 @@ def test_cli_end_to_end_on_cpu(tmp_path, capsys):
         assert json.loads(r["fingerprint"])["threads"] == 1 and len(r["fingerprint_id"]) == 12
     cand = [r for r in rows if r["model"] == "cand"]
     assert cand[0]["arch_id"] == get_spec("fcaformer_tiny", img_size=32, num_classes=10).arch_id
+    # the input each row was measured at, which a report matches with its runs'
+    assert {(r["img_size"], r["num_classes"]) for r in rows} == {("32x32", "10")}
+    assert {r["latency_attempts"] for r in rows} <= {"1", "2", "3"}
     data = json.loads(out.with_suffix(".json").read_text())
     assert len(data) == 8 and data[0]["energy_mj_per_image"] is None
     assert data[0]["fingerprint"]["device"] == "cpu"
@@ -207,6 +210,8 @@ def test_bad_option_values_are_rejected():
         (["--energy-seconds", "-1"], "--energy-seconds -1: must be a positive number (seconds"),
         (["--energy-seconds", "nan"], "--energy-seconds nan: must be a positive number"),
         (["--threads", "0"], "--threads 0: must be a whole number >= 1"),
+        (["--img-size", "0"], "--img-size 0: must be a whole number >= 1"),
+        (["--classes", "0"], "--classes 0: must be a whole number >= 1"),
     ],
 )
 def test_a_setting_no_cell_could_be_measured_with_is_a_user_error(extra, says, tmp_path, capsys):

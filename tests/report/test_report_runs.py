@@ -19,7 +19,7 @@ from fcasearch.report import (
     rank_trials,
 )
 from fcasearch.report.analysis import hv_summary, sampler_summary
-from fcasearch.report.references import merge_references
+from fcasearch.report.references import merge_references, profile_references
 
 LATENCY = [
     {"name": "accuracy", "direction": "maximize"},
@@ -156,6 +156,31 @@ def test_profile_markers_only_from_the_same_hardware(make_run, tmp_path):
     notes = json.loads(paths.summary_json.read_text())["notes"]
     assert any("resnet18 omitted" in n and "77aa11bb22cc" in n for n in notes)
     assert not any("fcaformer_l1 omitted" in n for n in notes)
+
+
+def test_profile_rows_at_another_input_size_give_no_reference(make_run, tmp_path):
+    # a 224 px, 1000-class profile row has the MACs and latency of another input than the run's
+    # 32 px, 10-class models: no marker, and the note says how to profile it at the runs' input
+    run = make_run("prof")
+    profile = tmp_path / "profile.csv"
+    row = {"batch_size": 1, "dtype": "fp32", "latency_ms": 2.0, "peak_mem_mb": 30.0,
+           "params": 1.1e7, "fingerprint_id": "3f9a0c1d2e4b", "runtime": "eager"}  # fmt: skip
+    sizes = [("convnext_tiny", "224x224", 1000, 4.5e9), ("swin_t", "32x32", 1000, 9e7),
+             ("deit_s_like", "32x32", 10, 9e7)]  # fmt: skip
+    rows = [{**row, "model": m, "img_size": i, "num_classes": c, "macs": x} for m, i, c, x in sizes]
+    pd.DataFrame(rows).to_csv(profile, index=False)
+    paths = build_report(run, profile=profile, figures=False)
+    notes = " ".join(json.loads(paths.summary_json.read_text())["notes"])
+    assert "reference convnext_tiny from the profile omitted: profiled at 224x224 px" in notes
+    assert "profile it with --img-size 32 --classes 10" in notes
+    assert "reference swin_t from the profile omitted: profiled at 32x32 px, 1000 classes" in notes
+    table, _ = profile_references(profile, ["3f9a0c1d2e4b"], 1, input_size=((32, 32), 10))
+    assert list(table["model"]) == ["deit_s_like"] and table["latency_ms"].tolist() == [2.0]
+    # a profile from before img_size was recorded is taken as the runs' input, with a word
+    pd.DataFrame([{**row, "model": "convnext_tiny", "macs": 4.5e9}]).to_csv(profile, index=False)
+    table, notes = profile_references(profile, ["3f9a0c1d2e4b"], 1, input_size=((32, 32), 10))
+    assert list(table["model"]) == ["convnext_tiny"]
+    assert "records no input size" in " ".join(notes)
 
 
 def test_profiled_paper_model_keeps_its_counted_cost():

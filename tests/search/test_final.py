@@ -72,6 +72,9 @@ def test_the_final_rounds_time_each_pareto_architecture_once(tiny_space, search_
     assert refs.loc[0, "model"] == "deit_s_like" and refs.loc[0, "status"] == "ok"
     assert refs.loc[0, "runtime"] == "eager" and refs.loc[0, "latency_ms"] > 0
     assert "counted on the module" in refs.loc[0, "notes"]  # a plain module, fvcore MACs
+    # the columns of a profile row: the input it was measured at and the runtime's options
+    assert refs.loc[0, "latency_attempts"] >= 1 and pd.isna(refs.loc[0, "runtime_options"])
+    assert refs.loc[0, "num_classes"] == 10 and refs.loc[0, "img_size"] == "32x32"
     pareto = pd.read_csv(out / "pareto.csv")
     final = json.loads((out / "final.json").read_text())
     cands = [m for m in final["models"] if m["kind"] == "candidate"]

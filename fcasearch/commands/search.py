@@ -253,6 +253,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _value(value: object) -> str:
+    """An option's value for a message: an empty one is the default the run chose itself."""
+    return "(the default)" if value in ("", None) else repr(value)
+
+
 def resolve(args: argparse.Namespace):
     """SearchOptions from a config file, run.yaml (resume) and the command line, in that order."""
     from fcasearch.search.options import SearchError, SearchOptions, load_config
@@ -282,13 +287,15 @@ def resolve(args: argparse.Namespace):
         asked = SearchOptions.from_mapping({**stored, **given}, source="command line").to_dict()
         fixed = [k for k in given if k not in _RESUMABLE and asked[k] != kept[k]]
         if fixed:
-            changes = ", ".join(f"{k} {kept[k]!r} -> {asked[k]!r}" for k in fixed)
+            changes = ", ".join(f"{k} {_value(kept[k])} -> {_value(asked[k])}" for k in fixed)
             raise SearchError(
-                f"--resume {args.resume}: {changes} would change what the run's trials measure; "
-                f"a resumed run may change only {', '.join(_RESUMABLE)}. Start a new run (another "
-                "--out) for the new settings"
+                f"--resume {args.resume}: {changes} would change the run's search or what its "
+                f"trials measure; a resumed run may change only {', '.join(_RESUMABLE)}. Start a "
+                "new run (another --out) for the new settings"
             )
         stored.update({k: v for k, v in given.items() if k in _RESUMABLE})
+        if given.get("executor") == "local" and "address" not in given:
+            stored["address"] = None  # a Ray run resumed in-process leaves its cluster
         return SearchOptions.from_mapping(stored, source=source), space_dict
     merged = load_config(args.config) if args.config else {}
     merged.update(given)

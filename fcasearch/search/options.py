@@ -145,6 +145,12 @@ class SearchOptions:
             raise SearchError(f"sampler: {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
         if self.executor not in EXECUTORS:
             raise SearchError(f"executor: {self.executor!r} is not one of {', '.join(EXECUTORS)}")
+        if self.address and self.executor != "ray":
+            raise SearchError(
+                f"address: {self.address!r} names a Ray cluster, which only the Ray executor "
+                f"joins (this run's executor is {self.executor!r}); add --executor ray, or drop "
+                "--address"
+            )
         if self.n_trials is None and self.time_budget is None:
             raise SearchError("give --n-trials or --time-budget (or both) so the search can end")
         self._check_numbers()

@@ -39,6 +39,8 @@ REPO = Path(__file__).resolve().parents[2]
             "objectives: unknown proxy 'proxy.foo'; known: proxy.synflow, proxy.naswot, "
             "proxy.grad_norm, proxy.snip, proxy.params",
         ),
+        # silently ignored before: the local executor joins no cluster
+        (["--address", "auto"], "address: 'auto' names a Ray cluster, which only the Ray executor"),
     ],
 )
 def test_a_count_or_duration_no_trial_could_run_with(

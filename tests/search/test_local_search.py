@@ -160,7 +160,8 @@ def test_resume_refuses_settings_that_change_what_trials_measure(
     resume = ["search", "--resume", str(out), "--no-progress", "--no-report"]
     assert main([*resume, "--budget", "steps=9", "--sampler", "random"]) == 2
     err = capsys.readouterr().err
-    assert "budget 'steps=3' -> 'steps=9'" in err and "sampler" in err and "another --out" in err
+    assert "budget 'steps=3' -> 'steps=9'" in err and "another --out" in err
+    assert "sampler (the default) -> 'random'" in err  # not '' -> 'random'
     # the same values again, and what may change (length, resources), are accepted
     assert main([*resume, "--budget", "steps=3", "--n-trials", "2", "--cpus-per-trial", "2"]) == 0
     assert len(_frame(out)) == 2

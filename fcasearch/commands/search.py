@@ -333,9 +333,10 @@ def run(args: argparse.Namespace) -> int:
         from fcasearch.search.final import summary_line
 
         print(summary_line(outcome.final))
-    print(
-        f"results: {outcome.run.root}  (trials.parquet, trials.csv, pareto.csv, study.db, run.yaml)"
-    )
+    kept = ("trials.jsonl", "trials.parquet", "trials.csv", "pareto.csv", "references.csv",
+            "final.json", "study.db", "run.yaml", "weights")  # fmt: skip
+    files = [name for name in kept if (outcome.run.root / name).exists()]
+    print(f"results: {outcome.run.root}  ({', '.join(files)}; results/README.md says what each is)")
     if not args.no_report:
         try:
             from fcasearch.report import build_report

@@ -176,6 +176,9 @@ def test_search_builds_its_report(tiny_space, search_args, tmp_path, capsys):
     ]
     assert main(args) == 0
     printed = capsys.readouterr().out
+    listed = printed.split("results: ")[1].splitlines()[0]  # the files the run has, by name
+    assert all(name in listed for name in ("trials.jsonl", "pareto.csv", "study.db", "run.yaml"))
+    assert "final.json" not in listed and not (out / "final.json").exists()  # nothing timed
     html = out / "report" / "index.html"
     assert str(html) in printed and html.exists() and (out / "report" / "report.md").exists()
     page = html.read_text()

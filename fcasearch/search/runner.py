@@ -335,7 +335,7 @@ def _stored_trials(storage: str, study_name: str) -> int | None:
     import optuna
     import sqlalchemy.exc
 
-    from fcasearch.search.storages import StorageError, make_storage, redact
+    from fcasearch.search.storages import make_storage, read_error
 
     backend = make_storage(storage)
     try:
@@ -346,11 +346,7 @@ def _stored_trials(storage: str, study_name: str) -> int | None:
     except KeyError:  # Optuna's answer for a study the storage does not hold
         return None
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
-        first = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""]
-        raise StorageError(
-            f"storage {redact(storage)}: cannot read study {study_name!r} "
-            f"({type(exc).__name__}: {first[0]})"
-        ) from None
+        raise read_error(storage, study_name, exc) from None
 
 
 def _held_studies(storage: str) -> str:

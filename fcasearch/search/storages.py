@@ -29,6 +29,7 @@ __all__ = [
     "StorageError",
     "is_journal",
     "make_storage",
+    "read_error",
     "redact",
     "sqlalchemy_url",
 ]
@@ -39,6 +40,16 @@ _CREATE_ATTEMPTS = 6
 
 class StorageError(SearchError):
     """The storage URL cannot be opened; the message names the URL and what to check."""
+
+
+def read_error(storage: str, study_name: str, exc: BaseException) -> StorageError:
+    """The one-line error for a storage that failed while a study was read (its database's
+    first line, the URL without its password)."""
+    first = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""]
+    return StorageError(
+        f"storage {redact(storage)}: cannot read study {study_name!r} "
+        f"({type(exc).__name__}: {first[0]})"
+    )
 
 
 def redact(url: str) -> str:

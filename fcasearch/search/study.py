@@ -22,7 +22,7 @@ from fcasearch.search.options import (
     SearchError,
     SearchOptions,
 )
-from fcasearch.search.storages import StorageError, make_storage, redact
+from fcasearch.search.storages import make_storage, read_error, redact
 from fcasearch.search.unstable import sampler_metrics
 
 if TYPE_CHECKING:
@@ -180,11 +180,7 @@ def open_study(
                 raise
             time.sleep(0.2 + random.random() * 0.8)  # another driver created it just now
         except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
-            first = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""]
-            raise StorageError(
-                f"storage {redact(storage)}: cannot read study {study_name!r} "
-                f"({type(exc).__name__}: {first[0]})"
-            ) from None
+            raise read_error(storage, study_name, exc) from None
     raise AssertionError("unreachable")
 
 

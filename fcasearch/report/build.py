@@ -142,6 +142,12 @@ def _headline(data: ReportData, n_trials: int) -> str:
         f"{n_trials} trials in {runs}; {len(data.ranked)} complete with every objective; "
         f"{len(data.pareto)} on the Pareto front."
     )
+    dry = data.trials.get("budget", pd.Series(dtype=str)).astype(str).str.startswith("dry=")
+    if dry.any():  # nothing was trained: say so before any pick reads like a result
+        return (
+            f"DRY RUN: {int(dry.sum())} of {n_trials} trials only slept (--budget dry=...); their "
+            f"{q} is synthetic (fixed by seed and arch_id), so no pick here is a result. {text}"
+        )
     if best is None:
         return text
     text += f" For the highest {q}, train {best['arch_id']} ({format_value(q, best[q])} {q}"

@@ -41,6 +41,11 @@ def test_dry_run_rows_are_complete_and_marked(tiny_space, search_args, tmp_path)
         assert 0.1 <= row["accuracy"] <= 0.9 and row["macs"] > 0
     study = optuna.load_study(study_name="run", storage=f"sqlite:///{out / 'study.db'}")
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    # the report says it first: its picks are not results
+    from fcasearch.report import build_report
+
+    headline = build_report(out, figures=False).markdown.read_text()
+    assert "DRY RUN: 3 of 3 trials only slept" in headline and "synthetic" in headline
 
 
 def test_dry_run_accepts_only_objectives_it_can_give(tiny_space, search_args, tmp_path, capsys):

@@ -7,12 +7,13 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from fcasearch.cli import main
 from fcasearch.data import get_dataset
 from fcasearch.space import load_space
 from fcasearch.train import Budget, TrainConfig
-from fcasearch.train.calibrate import CalibrationError, calibrate, rank_correlations
+from fcasearch.train.calibrate import CalibrationError, calibrate, rank_correlations, spearman_p
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +106,18 @@ def test_cli_bad_budget_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
         main(["calibrate", "--space", "micro", "--short", "epoch=1"])
     assert "epochs=N" in capsys.readouterr().err
+
+
+def test_spearman_p_is_exact_for_few_points():
+    # 4 points in the same order: 2 of the 24 pairings of the ranks are as extreme (scipy's t
+    # approximation said 0)
+    table = pd.DataFrame({"long": [0.1, 0.2, 0.3, 0.4], "short": [1.0, 2.0, 3.0, 4.0]})
+    row = rank_correlations(table, "long", ["short"]).iloc[0]
+    assert row["spearman"] == pytest.approx(1.0) and row["spearman_p"] == pytest.approx(1 / 12)
+    # the same as scipy's exact permutation test, ties included
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=7), rng.normal(size=7).round(0)
+    exact = stats.permutation_test(
+        (x,), lambda a: stats.spearmanr(a, y)[0], permutation_type="pairings", n_resamples=np.inf
+    )
+    assert spearman_p(x, y) == pytest.approx(exact.pvalue)

@@ -383,6 +383,13 @@ def _train(
         guard=ctx.training,  # no latency measurement on this device overlaps a training step
     )
     res.train_seconds = time.perf_counter() - t
+    if out.resumed_from is not None:  # the part before the checkpoint counts too
+        earlier = max(0.0, out.seconds - res.train_seconds)
+        res.train_seconds += earlier
+        res.notes["resumed"] = (
+            f"training resumed from its checkpoint at epoch {out.resumed_from:g}; train_seconds "
+            f"includes the {earlier:.2f} s trained before it"
+        )
     res.epochs = float(out.epochs)
     res.rung = rung_reached(o, res.epochs)
     res.metrics["accuracy"] = float(out.accuracy) if out.accuracy is not None else math.nan

@@ -47,13 +47,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=d,
         help="default nsga2 for several objectives, tpe for one",
     )
-    p.add_argument("--n-trials", type=int, default=d, help="trials in the run (default 20)")
+    p.add_argument(
+        "--n-trials",
+        type=int,
+        default=d,
+        help="trials in the run (default 20 without --time-budget; with one, no trial cap)",
+    )
     p.add_argument(
         "--time-budget",
         type=float,
         default=d,
         metavar="S",
-        help="stop starting trials after S seconds",
+        help="stop starting trials after S seconds (with --n-trials: whichever comes first)",
     )
     p.add_argument(
         "--budget",
@@ -261,13 +266,16 @@ def _value(value: object) -> str:
 def resolve(args: argparse.Namespace):
     """SearchOptions from a config file, run.yaml (resume) and the command line, in that order."""
     from fcasearch.search.options import SearchError, SearchOptions, load_config
-    from fcasearch.search.runner import load_run_options
+    from fcasearch.search.runner import earlier_threads, load_run_options
 
     given = {f: getattr(args, f) for f in _FIELDS if hasattr(args, f)}
     space_dict = None
     if args.resume:
         stored, space_dict = load_run_options(args.resume)
         stored["out"] = str(args.resume)
+        # the thread count the earlier trials measured with, whichever executor resumes the run
+        # (left unset, each executor picks its own: see earlier_threads)
+        stored["threads"] = earlier_threads(args.resume, stored)
         source = f"{args.resume}/run.yaml"
         try:
             kept = SearchOptions.from_mapping(stored, source=source).to_dict()

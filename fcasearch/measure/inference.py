@@ -49,10 +49,11 @@ if TYPE_CHECKING:
     from fcasearch.measure.cost import CostResult
     from fcasearch.runtime import Runtime
 
-__all__ = ["first_line", "measure_inference"]
+__all__ = ["TORCH_ALLOCATED_RUNTIMES", "first_line", "measure_inference"]
 
-# runtimes whose allocations go through torch's allocator (so their peak memory is measured)
-_TORCH_ALLOCATED = ("eager", "compile")
+# runtimes whose allocations go through torch's allocator: their inference peak memory
+# (peak_mem_mb) is measured; on any other runtime it is not (a note says so, the value is NaN)
+TORCH_ALLOCATED_RUNTIMES = ("eager", "compile")
 
 
 def first_line(exc: BaseException) -> str:
@@ -139,7 +140,7 @@ def _prepare_one(
         )
         run = prepared.run
         run()  # first call: dtype support and OOM show up here
-        if opts["memory"] and runtime.name in _TORCH_ALLOCATED:
+        if opts["memory"] and runtime.name in TORCH_ALLOCATED_RUNTIMES:
             weights = [*model.parameters(), *model.buffers()]
             mp = peak_memory(run, [*weights, x], device=dev)
             res.metrics["peak_mem_mb"] = mp.peak_mb
@@ -151,7 +152,7 @@ def _prepare_one(
                 f"not measured on {runtime.name}: its allocations bypass torch's allocator"
             )
         if opts["cuda_graph"] and (opts["latency"] or opts["energy"]):
-            if runtime.name not in _TORCH_ALLOCATED:
+            if runtime.name not in TORCH_ALLOCATED_RUNTIMES:
                 res.notes["cuda_graph"] = f"not applicable to {runtime.name}: timed as it runs"
             else:
                 run = capture_cuda_graph(run, dev)

@@ -28,6 +28,9 @@ SAMPLERS = ("nsga2", "tpe", "random", "grid")
 # the models the paper compares against, measured with the candidates (--references)
 DEFAULT_REFERENCES = ("fcaformer_l1", "convnext_tiny", "swin_t", "deit_s_like")
 EXECUTORS = ("local", "ray")
+# trials of a run given neither --n-trials nor --time-budget (SearchOptions.from_mapping: a time
+# budget alone sets no trial cap, the time ends the search)
+DEFAULT_N_TRIALS = 20
 
 
 class SearchError(ValueError):
@@ -94,7 +97,7 @@ class SearchOptions:
         default_factory=lambda: parse_objectives("accuracy:max macs:min latency_ms:min")
     )
     sampler: str = ""  # "" = nsga2 for several objectives, tpe for one
-    n_trials: int | None = 20
+    n_trials: int | None = DEFAULT_N_TRIALS  # None: no cap (then time_budget ends the search)
     time_budget: float | None = None  # s, for the whole search
     budget: str = "epochs=2"
     trial_timeout: float | None = None  # s, per trial
@@ -201,6 +204,7 @@ class SearchOptions:
         object.__setattr__(
             self, "runtime_options", _runtime_options(self.runtime_options, self.runtime)
         )
+        self._check_runtime_metrics()
         refs = self.references
         if isinstance(refs, str):
             refs = refs.replace(",", " ").split()
@@ -238,6 +242,24 @@ class SearchOptions:
         rounds = self.final_rounds
         if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
             raise SearchError(f"final_rounds: {rounds!r} must be a whole number >= 0 (0: none)")
+
+    def _check_runtime_metrics(self) -> None:
+        """SearchError for an objective the run's runtime cannot give: peak inference memory is
+        measured only on runtimes whose allocations go through torch's allocator; on any other
+        every trial's value would be NaN (the study told inf, no Pareto set). Training memory is
+        measured the same for every runtime; energy depends on the device, not the runtime."""
+        from fcasearch.measure.inference import TORCH_ALLOCATED_RUNTIMES
+
+        if self.runtime in TORCH_ALLOCATED_RUNTIMES:
+            return
+        named = [o.name for o in self.objectives if o.name == "peak_mem_mb"]
+        if named:
+            raise SearchError(
+                f"objectives {named}: runtime {self.runtime!r} does not measure peak inference "
+                "memory (its allocations bypass torch's allocator), so every trial would give "
+                f"NaN; drop {named[0]} from --objectives, or use a runtime whose memory is "
+                f"measured ({', '.join(TORCH_ALLOCATED_RUNTIMES)})"
+            )
 
     def _check_scheduler(self) -> None:
         from fcasearch.search.schedulers import SCHEDULERS, rung_objectives, schedule_for
@@ -353,7 +375,9 @@ class SearchOptions:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "options") -> SearchOptions:
-        """Options from a dict (a config file); unknown keys are errors with a suggestion."""
+        """Options from a dict (a config file and the command line, or a run.yaml); unknown keys
+        are errors with a suggestion. Without ``n_trials``, a ``time_budget`` alone ends the
+        search (no trial cap); with neither, the run has ``DEFAULT_N_TRIALS`` trials."""
         known = {f.name for f in dataclasses.fields(cls)}
         clean = {}
         for key, value in _legacy(data).items():
@@ -365,6 +389,8 @@ class SearchOptions:
             clean[k] = value
         if "space" not in clean:
             raise SearchError(f"{source}: 'space' is required (a search-space YAML file)")
+        if "n_trials" not in clean and clean.get("time_budget") is not None:
+            clean["n_trials"] = None  # a time budget alone ends the search, not the default count
         try:
             return cls(**clean)
         except TypeError as exc:

@@ -17,7 +17,7 @@ import yaml
 from fcasearch.search.options import SearchError, SearchOptions
 from fcasearch.storage.records import RunDir, TrialLog
 
-__all__ = ["SearchOutcome", "load_run_options", "run_search"]
+__all__ = ["SearchOutcome", "earlier_threads", "load_run_options", "run_search"]
 
 
 @dataclass
@@ -76,6 +76,31 @@ def load_run_options(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any
         )
     data = yaml.safe_load(path.read_text())
     return dict(data["options"]), data["space"]
+
+
+def earlier_threads(run_dir: str | Path, stored: dict[str, Any]) -> int | None:
+    """The CPU thread count a run's trials were measured with, for a resumed run whose options
+    (``stored``, from run.yaml) leave ``threads`` to the executor: a Ray trial uses
+    ``cpus_per_trial`` threads, a local one torch's default on the driver, so resuming on the
+    other executor (or with other ``--cpus-per-trial``) would measure with another count and mix
+    it into the run's latencies.
+
+    The ``threads`` of the run's first logged row that has one; without rows, what the first
+    run's executor gave (``cpus_per_trial`` on Ray, else the driver's, from run.yaml's
+    fingerprint); None if nothing says.
+    """
+    if stored.get("threads") is not None:
+        return int(stored["threads"])
+    run = RunDir(Path(run_dir))
+    for row in TrialLog(run).rows():
+        value = row.get("threads")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 1:
+            return int(value)
+    if stored.get("executor") == "ray":
+        return max(1, int(float(stored.get("cpus_per_trial") or 1)))
+    doc = yaml.safe_load(run.run_yaml.read_text()) if run.run_yaml.exists() else None
+    value = ((doc or {}).get("fingerprint") or {}).get("threads")
+    return int(value) if isinstance(value, int) and value >= 1 else None
 
 
 def _hypervolume(run: RunDir, options: SearchOptions, space: Any, resume: bool) -> Any:
@@ -152,6 +177,22 @@ def _check_runtime(options: SearchOptions, device: str) -> None:
         raise SearchError(f"runtime: {exc}") from None
 
 
+def _check_memory_constraint(options: SearchOptions, space: Any) -> None:
+    """SearchError if the space limits peak inference memory but the run's runtime does not
+    measure it: every trial would be infeasible (``peak_mem_mb was not measured``)."""
+    from fcasearch.measure.inference import TORCH_ALLOCATED_RUNTIMES
+
+    limit = space.constraints.max_memory_mb
+    if limit is None or options.runtime in TORCH_ALLOCATED_RUNTIMES:
+        return
+    raise SearchError(
+        f"space constraint max_memory_mb {limit:g}: runtime {options.runtime!r} does not measure "
+        "peak inference memory (its allocations bypass torch's allocator), so every trial would "
+        "be infeasible; drop max_memory_mb from the space's constraints, or use a runtime whose "
+        f"memory is measured ({', '.join(TORCH_ALLOCATED_RUNTIMES)})"
+    )
+
+
 def run_search(
     options: SearchOptions,
     *,
@@ -186,6 +227,7 @@ def run_search(
         space_dict = space.to_dict()
     else:
         space = load_space(space_dict, source=f"{run.run_yaml} (space)")
+    _check_memory_constraint(options, space)
     if options.executor == "ray":
         from fcasearch.search.ray_env import check_address, check_ray_tune
 

@@ -41,6 +41,18 @@ REPO = Path(__file__).resolve().parents[2]
         ),
         # silently ignored before: the local executor joins no cluster
         (["--address", "auto"], "address: 'auto' names a Ray cluster, which only the Ray executor"),
+        # every row's peak_mem_mb was NaN (not measured there), the study told inf: Pareto set 0
+        (
+            ["--runtime", "onnxruntime", "--objectives", "accuracy:max", "peak_mem_mb:min"],
+            "objectives ['peak_mem_mb']: runtime 'onnxruntime' does not measure peak inference "
+            "memory (its allocations bypass torch's allocator), so every trial would give NaN; "
+            "drop peak_mem_mb from --objectives, or use a runtime whose memory is measured "
+            "(eager, compile)",
+        ),
+        (
+            ["--runtime", "tensorrt", "--objectives", "latency_ms:min", "peak_mem_mb:min"],
+            "objectives ['peak_mem_mb']: runtime 'tensorrt' does not measure peak inference memory",
+        ),
     ],
 )
 def test_a_count_or_duration_no_trial_could_run_with(
@@ -69,6 +81,27 @@ def test_a_config_file_is_checked_like_the_command_line(
     assert main(search_args(tiny_space, out, "--config", str(cfg))) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and says in err, err
+    assert not out.exists()
+
+
+def test_a_memory_limit_on_a_runtime_that_does_not_measure_memory(
+    tiny_space, search_args, tmp_path, capsys
+):
+    """Every trial was infeasible (``peak_mem_mb was not measured``); on eager it is checked."""
+    space = tmp_path / "limited.yaml"
+    text = tiny_space.read_text()
+    assert "constraints: {max_params: 200000}" in text
+    space.write_text(text.replace("max_params: 200000", "max_params: 200000, max_memory_mb: 64"))
+    out = tmp_path / "run"
+    args = search_args(space, out, "--runtime", "onnxruntime", "--objectives", "accuracy", "macs")
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert (
+        "space constraint max_memory_mb 64: runtime 'onnxruntime' does not measure peak "
+        "inference memory" in err
+    )
+    assert "drop max_memory_mb from the space's constraints" in err
     assert not out.exists()
 
 

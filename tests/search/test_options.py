@@ -65,6 +65,20 @@ def test_search_needs_an_end_and_measurement_for_hardware_objectives():
         SearchOptions(space="s.yaml", objectives="accuracy latency_ms", measure=False)
 
 
+def test_peak_memory_needs_a_runtime_that_measures_it():
+    """Only runtimes allocating through torch measure peak inference memory (every trial's
+    peak_mem_mb was NaN on the others); training memory is the same on every runtime."""
+    from fcasearch.measure.inference import TORCH_ALLOCATED_RUNTIMES
+
+    assert TORCH_ALLOCATED_RUNTIMES == ("eager", "compile")
+    for runtime in ("onnxruntime", "tensorrt"):
+        with pytest.raises(SearchError, match=rf"runtime '{runtime}' does not measure peak"):
+            SearchOptions(space="s.yaml", objectives="accuracy peak_mem_mb", runtime=runtime)
+        SearchOptions(space="s.yaml", objectives="accuracy train_mem_mb", runtime=runtime)
+    for runtime in TORCH_ALLOCATED_RUNTIMES:
+        SearchOptions(space="s.yaml", objectives="accuracy peak_mem_mb", runtime=runtime)
+
+
 def test_cuda_graph_latency_needs_a_cuda_device():
     with pytest.raises(SearchError, match="--device cuda"):
         SearchOptions(space="s.yaml", latency_cuda_graph=True)

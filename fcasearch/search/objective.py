@@ -8,6 +8,7 @@ reports -> a :class:`TrialResult`. Every failure becomes a result with a reason.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -32,8 +33,10 @@ __all__ = [
     "check_data",
     "evaluate",
     "measure_settings",
+    "pruned_reason",
     "reused_result",
     "rung_reached",
+    "stopped_by_scheduler",
 ]
 
 # how trustworthy a latency cell is (columns beside the metrics; fcasearch.measure.stability)
@@ -41,6 +44,8 @@ LATENCY_QUALITY = ("latency_stable", "latency_attempts")
 
 # epoch, metrics -> True to stop (pruned)
 Reporter = Callable[[int, dict[str, float]], bool]
+# the result a trial ends with if the scheduler stops it after the epoch just reported
+IfStopped = Callable[["TrialResult"], None]
 
 
 def _now() -> str:
@@ -206,14 +211,31 @@ def _needs_measure(options: SearchOptions, space: Any) -> bool:
     return options.measure or space.constraints.has_measured or hardware
 
 
-def evaluate(spec: ArchSpec, ctx: TrialContext, report: Reporter | None = None) -> TrialResult:
-    """Run one trial for ``spec``; never raises for a bad candidate (the result says why)."""
+def evaluate(
+    spec: ArchSpec,
+    ctx: TrialContext,
+    report: Reporter | None = None,
+    *,
+    if_stopped: IfStopped | None = None,
+) -> TrialResult:
+    """Run one trial for ``spec``; never raises for a bad candidate (the result says why).
+
+    ``report(epoch, metrics)`` is called after each epoch (the costs as the schedulers see them:
+    :func:`~fcasearch.search.unstable.sampler_metrics`); True stops the trial there (pruned).
+    ``if_stopped``, with ``report``: called just before each report with the result the trial
+    ends with if the scheduler stops it after that epoch (a copy: :func:`stopped_by_scheduler`,
+    with what was measured, not the penalized costs). The Ray trainable sends it with its rung
+    reports, since Tune stops a trial by not resuming it: the trial never returns its result.
+    """
     o = ctx.options
     t0 = time.perf_counter()
     res = TrialResult(
         spec=spec, status="complete", budget=o.budget, started_at=_now(), device=o.device
     )
     res.metrics = {"params": float(count_params(spec)), "macs": float(count_macs(spec))}
+    train_start = [t0]  # set when training (or the dry run's sleep) begins
+    if report is not None and if_stopped is not None:
+        report = _telling_if_stopped(report, res, o, t0, train_start, if_stopped)
     try:
         violations = ctx.space.constraints.check_closed_form(spec)
         if violations:
@@ -221,6 +243,7 @@ def evaluate(spec: ArchSpec, ctx: TrialContext, report: Reporter | None = None) 
             return res
         dry = dry_budget(o.budget)
         if dry is not None:  # a dry run: a fixed sleep instead of measuring and training
+            train_start[0] = time.perf_counter()
             run_dry(ctx, res, report, dry)
             return res
         if _needs_measure(o, ctx.space):
@@ -236,6 +259,7 @@ def evaluate(spec: ArchSpec, ctx: TrialContext, report: Reporter | None = None) 
                 with ctx.training():
                     _proxies(model, proxies, ctx, res)
             if o.trains:
+                train_start[0] = time.perf_counter()
                 _train(model, spec, ctx, res, report)
     except Exception as exc:  # a trial that raises is a result, never the end of the search
         res.status = "failed"
@@ -274,6 +298,55 @@ def rung_reached(options: SearchOptions, epochs: float) -> int | None:
 
     schedule = schedule_for(options)
     return None if schedule is None else schedule.rung_reached(epochs)
+
+
+def pruned_reason(scheduler: str, rung: int | None, epochs: float) -> str:
+    """The reason of a trial that ``scheduler`` (asha, mo-asha) stopped after ``epochs`` epochs,
+    at ``rung`` (rung k is the k-th rung epoch, from 0; epochs count from 1), whichever executor
+    ran it."""
+    return f"stopped by {scheduler} at rung {rung} (epoch {epochs:g})"
+
+
+def stopped_by_scheduler(res: TrialResult, options: SearchOptions, epochs: float) -> None:
+    """Make ``res`` the result of a trial the run's scheduler stopped after ``epochs`` epochs:
+    status pruned, the last rung it reached and the reason (:func:`pruned_reason`). Both
+    executors' rows of such a trial come from here: the local executor's once training stopped,
+    the Ray trainable's at each rung (:func:`evaluate`'s ``if_stopped``)."""
+    res.status = "pruned"
+    res.epochs = float(epochs)
+    res.rung = rung_reached(options, res.epochs)
+    if res.rung is not None:
+        res.reason = pruned_reason(options.scheduler, res.rung, res.epochs)
+
+
+def _telling_if_stopped(
+    report: Reporter,
+    res: TrialResult,
+    options: SearchOptions,
+    t0: float,
+    train_start: list[float],
+    if_stopped: IfStopped,
+) -> Reporter:
+    """``report``, first telling ``if_stopped`` the result the trial ends with if stopped after
+    this epoch: ``res`` as it stands (what was measured: the median latency, its stability,
+    attempts, notes), with the epoch's accuracy, the time so far, and the pruned status."""
+
+    def told(epoch: int, metrics: dict[str, float]) -> bool:
+        now = time.perf_counter()
+        snap = dataclasses.replace(
+            res,
+            metrics={**res.metrics, "accuracy": float(metrics.get("accuracy", math.nan))},
+            notes=dict(res.notes),
+            fingerprint=dict(res.fingerprint),
+        )
+        snap.train_seconds = now - train_start[0]
+        snap.trial_seconds = now - t0
+        snap.finished_at = _now()
+        stopped_by_scheduler(snap, options, float(metrics.get("epoch", epoch)))
+        if_stopped(snap)
+        return report(epoch, metrics)
+
+    return told
 
 
 def _build_seeded(spec: ArchSpec, seed: int):
@@ -396,8 +469,8 @@ def _train(
     if out.status != "complete":
         res.status = "pruned" if out.status == "pruned" else "failed"
         res.reason = out.reason or out.status
-        if out.status == "pruned" and res.rung is not None:
-            res.reason = f"stopped by {o.scheduler} at rung {res.rung} (epoch {out.epochs:g})"
+        if out.status == "pruned":
+            stopped_by_scheduler(res, o, out.epochs)
     elif (
         o.trial_timeout is not None
         and out.stopped_by == "seconds"

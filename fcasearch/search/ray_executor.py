@@ -5,6 +5,10 @@ study driven through its ask/tell API (same sampler, same storage); it logs ever
 in the driver and tells the study. Scheduler (whether to continue): FIFO, or ASHA / MO-ASHA on
 per-epoch results (:class:`~fcasearch.search.schedulers.tune.RungTuneScheduler`). Trainable (the score): :func:`fcasearch.search.objective.evaluate` in a worker, whose
 final report carries every metric as a column (``ResultGrid.get_dataframe()``) and the whole row.
+Its per-epoch reports carry the costs as the schedulers see them (an unstable latency as its p90,
+:mod:`fcasearch.search.unstable`), and, at a rung, the whole row the trial ends with if the
+scheduler stops it there (``row_if_stopped``: what was measured, as the local executor's row of
+a stopped trial has it): Tune stops a trial by not resuming it, so no later report comes.
 Ray is imported here (and in ray_searcher / ray_env) only.
 """
 
@@ -17,7 +21,7 @@ from typing import Any
 
 import optuna
 
-from fcasearch.search.objective import TrialContext, evaluate
+from fcasearch.search.objective import TrialContext, TrialResult, evaluate
 from fcasearch.search.options import METRICS, PROXY_PREFIX, SearchError, SearchOptions
 from fcasearch.search.placement import placement_columns
 from fcasearch.search.progress import SearchProgress
@@ -56,6 +60,7 @@ def _trainable(
     import torch
     from ray import tune
 
+    from fcasearch.search.schedulers import schedule_for
     from fcasearch.space import load_space
 
     opts = SearchOptions.from_mapping(options, source="ray trial options")
@@ -74,17 +79,25 @@ def _trainable(
         lock=lock_for(opts.device),  # this node's device: measurements never overlap training
     )
     where = placement_columns(ray_node=node)
+    number, run = int(config["trial_number"]), config["run"]
+    schedule = schedule_for(opts)  # a scheduler stops trials at its rungs only
+    stopped: dict[str, TrialResult] = {}  # the result this trial ends with if stopped now
+
+    def if_stopped(res: TrialResult) -> None:
+        stopped["now"] = res
 
     def report(epoch: int, metrics: dict[str, float]) -> bool:
         numbers = {k: float(v) for k, v in metrics.items() if k in METRICS}
-        tune.report({**numbers, **where, "epoch": epoch})
+        out = {**numbers, **where, "epoch": epoch}
+        res = stopped.pop("now", None)
+        if res is not None and schedule is not None and schedule.rung_at(epoch) is not None:
+            row = {**res.row(number, run), **placement_columns(res.fingerprint, ray_node=node)}
+            out["row_if_stopped"] = json.dumps(row)
+        tune.report(out)
         return False  # Tune's scheduler stops a trial by not resuming it
 
-    result = evaluate(spec, ctx, report)
-    row = {
-        **result.row(int(config["trial_number"]), config["run"]),
-        **placement_columns(result.fingerprint, ray_node=node),
-    }
+    result = evaluate(spec, ctx, report, if_stopped=None if schedule is None else if_stopped)
+    row = {**result.row(number, run), **placement_columns(result.fingerprint, ray_node=node)}
     tune.report(_final_report(row))
 
 
@@ -136,7 +149,8 @@ def run_ray(
 
     o = ctx.options
     run_root = log.run.root
-    if n_trials is not None and counted_trials(study) >= n_trials:
+    left = None if n_trials is None else n_trials - counted_trials(study)
+    if left is not None and left <= 0:
         return 0
     searcher = StudySearcher(
         storage=storage,
@@ -171,7 +185,10 @@ def run_ray(
             tune_config=tune.TuneConfig(
                 search_alg=searcher,
                 scheduler=scheduler,
-                num_samples=-1,  # the searcher says when the study holds its trials
+                # at most the trials the study lacks (each Tune trial is one of them; with
+                # drivers sharing the study, the searcher says FINISHED before that); with a
+                # time budget only, until the searcher or time_budget_s ends it
+                num_samples=-1 if left is None else left,
                 max_concurrent_trials=o.max_concurrent,
                 time_budget_s=time_budget,
                 reuse_actors=True,  # a slot keeps its worker process (torch imported once)

@@ -23,7 +23,7 @@ import optuna
 from ray.tune import Callback
 from ray.tune.search import Searcher
 
-from fcasearch.search.objective import rung_reached
+from fcasearch.search.objective import pruned_reason, rung_reached
 from fcasearch.search.options import METRICS, SearchOptions
 from fcasearch.search.progress import SearchProgress
 from fcasearch.search.schedulers import RUNG_VALUES_ATTR
@@ -87,10 +87,13 @@ def row_for_stopped(
     budget: str,
     rung: int | None = None,
     reason: str = "",
+    scheduler: str = "the scheduler",
 ) -> dict[str, Any]:
-    """The row of a Tune trial that ended without its final report: failed (it raised, or its
-    worker or node died: ``reason`` says how, when known) or pruned (the scheduler stopped it at
-    ``rung``); costs and accuracy from its last report."""
+    """The row of a Tune trial that ended without its final report and without the row it ends
+    with if stopped (``row_if_stopped``, sent at rungs by the trainable): failed (it raised, or
+    its worker or node died: ``reason`` says how, when known) or pruned (``scheduler`` stopped it
+    at ``rung``); costs and accuracy from its last report, as the schedulers saw them (an
+    unstable latency as its p90)."""
     from fcasearch.measure.counting import count_macs, count_params
     from fcasearch.search.objective import TrialResult
 
@@ -98,7 +101,7 @@ def row_for_stopped(
     res.reason = (
         (reason or "the Ray trial raised or its worker died (see the Ray session logs)")
         if error
-        else "stopped by the ASHA scheduler"
+        else f"stopped by {scheduler}"
     )
     res.metrics = {"params": float(count_params(spec)), "macs": float(count_macs(spec))}
     last = last or {}
@@ -106,7 +109,7 @@ def row_for_stopped(
     res.epochs = float(last.get("epoch", 0))  # epochs completed (the trainer counts from 1)
     res.rung = rung
     if rung is not None and not error:
-        res.reason = f"stopped by the scheduler at rung {rung} (epoch {res.epochs:g})"
+        res.reason = pruned_reason(scheduler, rung, res.epochs)
     row = res.row(trial_number, run)
     row.update(
         threads=int(last.get("threads", 0)),
@@ -328,18 +331,22 @@ class StudySearcher(Searcher):
         cfg = self.configs[trial_id]
         spec = ArchSpec.from_json(cfg["spec"])
         number = int(cfg["trial_number"])
+        # a trial the scheduler stopped ends on the result it was stopped at (Tune does not
+        # pass that one to on_trial_result)
+        stopped_on = bool(result) and "epoch" in result and not error and not result.get("row")
+        if stopped_on:
+            self._note_rung(trial_id, result)
         if result and result.get("row"):
             row = json.loads(result["row"])
+        elif stopped_on and result.get("row_if_stopped"):
+            # the row the worker built at this rung: what was measured (the median latency,
+            # its stability, attempts, notes), as the local executor's row of a stopped trial
+            row = json.loads(result["row_if_stopped"])
         else:
-            # a trial the scheduler stopped ends on the result it was stopped at (Tune does not
-            # pass that one to on_trial_result)
-            stopped_on = result is not None and "epoch" in result and not error
             last = result if stopped_on else (self.last.get(trial_id) or result)
-            if stopped_on:
-                self._note_rung(trial_id, result)
             rung = rung_reached(o, float((last or {}).get("epoch", 0)))
             row = row_for_stopped(
-                spec, number, self.log.run.name, last, error, o.budget, rung, reason
+                spec, number, self.log.run.name, last, error, o.budget, rung, reason, o.scheduler
             )
         lost = self.failures.get(trial_id, [])
         row["failures"] = len(lost)  # attempts lost to a dead worker or node, then retried

@@ -31,6 +31,7 @@ __all__ = [
     "TrialResult",
     "arch_columns",
     "check_data",
+    "checkpoint_path",
     "evaluate",
     "measure_settings",
     "pruned_reason",
@@ -300,6 +301,12 @@ def rung_reached(options: SearchOptions, epochs: float) -> int | None:
     return None if schedule is None else schedule.rung_reached(epochs)
 
 
+def checkpoint_path(folder: Path, arch_id: str, options: SearchOptions) -> Path:
+    """Where a trial of ``arch_id`` keeps its per-epoch training checkpoint in ``folder`` (one
+    per architecture, budget and seed: a retry or a resumed run finds it there)."""
+    return folder / f"{arch_id}-{options.budget.replace('=', '')}-s{options.seed}.pt"
+
+
 def pruned_reason(scheduler: str, rung: int | None, epochs: float) -> str:
     """The reason of a trial that ``scheduler`` (asha, mo-asha) stopped after ``epochs`` epochs,
     at ``rung`` (rung k is the k-th rung epoch, from 0; epochs count from 1), whichever executor
@@ -438,7 +445,7 @@ def _train(
     ckpt = None
     if ctx.checkpoint_dir is not None:
         ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        ckpt = ctx.checkpoint_dir / f"{spec.arch_id}-{o.budget.replace('=', '')}-s{o.seed}.pt"
+        ckpt = checkpoint_path(ctx.checkpoint_dir, spec.arch_id, o)
     t = time.perf_counter()
     out = train_model(
         model,

@@ -23,7 +23,7 @@ import optuna
 from ray.tune import Callback
 from ray.tune.search import Searcher
 
-from fcasearch.search.objective import pruned_reason, rung_reached
+from fcasearch.search.objective import checkpoint_path, pruned_reason, rung_reached
 from fcasearch.search.options import METRICS, SearchOptions
 from fcasearch.search.progress import SearchProgress
 from fcasearch.search.schedulers import RUNG_VALUES_ATTR
@@ -355,6 +355,8 @@ class StudySearcher(Searcher):
             notes["failures"] = " | ".join(lost)
             row["notes"] = json.dumps(notes, sort_keys=True)
         self.log.append(row)  # durable first: a kill after this line loses nothing
+        if stopped_on:  # Tune ended it between epochs: its checkpoint serves no retry
+            checkpoint_path(self.log.run.checkpoints, spec.arch_id, o).unlink(missing_ok=True)
         res = result_from_row(row, spec)
         reused = bool(cfg.get("reuse"))
         share = shared_metrics(row) if self.shared and not reused else None

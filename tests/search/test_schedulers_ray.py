@@ -83,6 +83,9 @@ def test_ray_trial_stopped_at_a_rung_keeps_its_measured_latency(tmp_path):
     for _, row in pruned.iterrows():
         want = f"stopped by mo-asha at rung {row['rung']} (epoch {row['epochs']:g})"
         assert row["reason"] == want and row["train_seconds"] > 0
+    # Tune ended them between epochs: no retry needs their checkpoints (the local executor
+    # deletes a stopped trial's too)
+    assert not list((out / "checkpoints").glob("*.pt"))
     study = optuna.load_study(study_name="run", storage=f"sqlite:///{out / 'study.db'}")
     by_number = {t.number: t for t in study.trials}
     for _, row in pruned.iterrows():

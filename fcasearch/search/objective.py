@@ -227,6 +227,9 @@ def evaluate(
     ends with if the scheduler stops it after that epoch (a copy: :func:`stopped_by_scheduler`,
     with what was measured, not the penalized costs). The Ray trainable sends it with its rung
     reports, since Tune stops a trial by not resuming it: the trial never returns its result.
+    With ``--save-weights``, the result told at a rung epoch has its weights saved as a stopped
+    trial's are (:func:`_save_weights`: ``<run>/weights/<arch_id>.pt``, or a note that this
+    worker has no run directory), so the file holds the weights of the epoch it was stopped at.
     """
     o = ctx.options
     t0 = time.perf_counter()
@@ -234,9 +237,9 @@ def evaluate(
         spec=spec, status="complete", budget=o.budget, started_at=_now(), device=o.device
     )
     res.metrics = {"params": float(count_params(spec)), "macs": float(count_macs(spec))}
-    train_start = [t0]  # set when training (or the dry run's sleep) begins
+    live = _Live(train_start=t0)  # what the trial has so far, for if_stopped
     if report is not None and if_stopped is not None:
-        report = _telling_if_stopped(report, res, o, t0, train_start, if_stopped)
+        report = _telling_if_stopped(report, res, ctx, t0, live, if_stopped)
     try:
         violations = ctx.space.constraints.check_closed_form(spec)
         if violations:
@@ -244,7 +247,7 @@ def evaluate(
             return res
         dry = dry_budget(o.budget)
         if dry is not None:  # a dry run: a fixed sleep instead of measuring and training
-            train_start[0] = time.perf_counter()
+            live.train_start = time.perf_counter()
             run_dry(ctx, res, report, dry)
             return res
         if _needs_measure(o, ctx.space):
@@ -260,7 +263,7 @@ def evaluate(
                 with ctx.training():
                     _proxies(model, proxies, ctx, res)
             if o.trains:
-                train_start[0] = time.perf_counter()
+                live.train_start, live.model = time.perf_counter(), model
                 _train(model, spec, ctx, res, report)
     except Exception as exc:  # a trial that raises is a result, never the end of the search
         res.status = "failed"
@@ -326,17 +329,32 @@ def stopped_by_scheduler(res: TrialResult, options: SearchOptions, epochs: float
         res.reason = pruned_reason(options.scheduler, res.rung, res.epochs)
 
 
+@dataclass
+class _Live:
+    """What a trial in progress has, for :func:`_telling_if_stopped`: when its training began
+    and the model it trains (None until training starts, and in a dry run)."""
+
+    train_start: float
+    model: Any = None
+
+
 def _telling_if_stopped(
     report: Reporter,
     res: TrialResult,
-    options: SearchOptions,
+    ctx: TrialContext,
     t0: float,
-    train_start: list[float],
+    live: _Live,
     if_stopped: IfStopped,
 ) -> Reporter:
     """``report``, first telling ``if_stopped`` the result the trial ends with if stopped after
     this epoch: ``res`` as it stands (what was measured: the median latency, its stability,
-    attempts, notes), with the epoch's accuracy, the time so far, and the pruned status."""
+    attempts, notes), with the epoch's accuracy, the time so far, and the pruned status; at a
+    rung epoch (where a scheduler may stop it), with ``--save-weights``, the model's weights
+    saved now (a stopped trial never returns to save them) and the note saying where."""
+    from fcasearch.search.schedulers import schedule_for
+
+    options = ctx.options
+    schedule = schedule_for(options) if options.save_weights else None
 
     def told(epoch: int, metrics: dict[str, float]) -> bool:
         now = time.perf_counter()
@@ -346,10 +364,12 @@ def _telling_if_stopped(
             notes=dict(res.notes),
             fingerprint=dict(res.fingerprint),
         )
-        snap.train_seconds = now - train_start[0]
+        snap.train_seconds = now - live.train_start
         snap.trial_seconds = now - t0
         snap.finished_at = _now()
         stopped_by_scheduler(snap, options, float(metrics.get("epoch", epoch)))
+        if schedule is not None and live.model is not None and schedule.rung_at(epoch) is not None:
+            _save_weights(live.model, res.spec, ctx, snap)
         if_stopped(snap)
         return report(epoch, metrics)
 

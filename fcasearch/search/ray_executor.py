@@ -8,7 +8,10 @@ final report carries every metric as a column (``ResultGrid.get_dataframe()``) a
 Its per-epoch reports carry the costs as the schedulers see them (an unstable latency as its p90,
 :mod:`fcasearch.search.unstable`), and, at a rung, the whole row the trial ends with if the
 scheduler stops it there (``row_if_stopped``: what was measured, as the local executor's row of
-a stopped trial has it): Tune stops a trial by not resuming it, so no later report comes.
+a stopped trial has it, with its weights saved under ``--save-weights``): Tune stops a trial by
+not resuming it, so no later report comes. At other epochs they carry that row as it stands
+(``row_so_far``): a trial whose worker dies later gets its failed row from the measured values,
+not the penalized ones (a few KB per epoch in Tune's result files).
 Ray is imported here (and in ray_searcher / ray_env) only.
 """
 
@@ -82,6 +85,8 @@ def _trainable(
     number, run = int(config["trial_number"]), config["run"]
     schedule = schedule_for(opts)  # a scheduler stops trials at its rungs only
     stopped: dict[str, TrialResult] = {}  # the result this trial ends with if stopped now
+    # a trial the scheduler stops at a rung ends on row_if_stopped; one whose worker dies ends
+    # on the last of either (ray_searcher: failed, with what was measured)
 
     def if_stopped(res: TrialResult) -> None:
         stopped["now"] = res
@@ -90,13 +95,14 @@ def _trainable(
         numbers = {k: float(v) for k, v in metrics.items() if k in METRICS}
         out = {**numbers, **where, "epoch": epoch}
         res = stopped.pop("now", None)
-        if res is not None and schedule is not None and schedule.rung_at(epoch) is not None:
+        if res is not None:
             row = {**res.row(number, run), **placement_columns(res.fingerprint, ray_node=node)}
-            out["row_if_stopped"] = json.dumps(row)
+            rung = schedule is not None and schedule.rung_at(epoch) is not None
+            out["row_if_stopped" if rung else "row_so_far"] = json.dumps(row)
         tune.report(out)
         return False  # Tune's scheduler stops a trial by not resuming it
 
-    result = evaluate(spec, ctx, report, if_stopped=None if schedule is None else if_stopped)
+    result = evaluate(spec, ctx, report, if_stopped=if_stopped)
     row = {**result.row(number, run), **placement_columns(result.fingerprint, ray_node=node)}
     tune.report(_final_report(row))
 

@@ -40,7 +40,17 @@ from fcasearch.search.study import (
 from fcasearch.spec import ArchSpec
 from fcasearch.storage.records import RunDir, TrialLog
 
-__all__ = ["FailureRecorder", "StudySearcher", "error_summary", "row_for_stopped", "trial_config"]
+__all__ = [
+    "FailureRecorder",
+    "StudySearcher",
+    "error_summary",
+    "row_for_failed",
+    "row_for_stopped",
+    "trial_config",
+]
+
+# the reason of a failed trial when Ray never said why
+_NO_REASON = "the Ray trial raised or its worker died (see the Ray session logs)"
 
 _LIVE = (
     "_study", "_progress", "_trials", "_log", "_space", "_opts", "_cache", "_pruner",
@@ -98,11 +108,7 @@ def row_for_stopped(
     from fcasearch.search.objective import TrialResult
 
     res = TrialResult(spec=spec, status="failed" if error else "pruned", budget=budget)
-    res.reason = (
-        (reason or "the Ray trial raised or its worker died (see the Ray session logs)")
-        if error
-        else f"stopped by {scheduler}"
-    )
+    res.reason = (reason or _NO_REASON) if error else f"stopped by {scheduler}"
     res.metrics = {"params": float(count_params(spec)), "macs": float(count_macs(spec))}
     last = last or {}
     res.metrics.update({k: float(v) for k, v in last.items() if k in METRICS})
@@ -116,6 +122,17 @@ def row_for_stopped(
         ray_node=str(last.get("ray_node", "")),
         cuda_visible_devices=str(last.get("cuda_visible_devices", "")),
     )
+    return row
+
+
+def row_for_failed(measured: dict[str, Any], reason: str = "") -> dict[str, Any]:
+    """The row of a Tune trial that failed for good without its final report (its worker or
+    node died), from the row its last per-epoch report carried (``row_so_far`` or
+    ``row_if_stopped``: what was measured, as the local executor's row has it: the median
+    latency, its stability columns, attempts, notes; the accuracy, epochs and seconds of that
+    epoch): status failed and ``reason`` (how it failed, when known)."""
+    row = dict(measured)
+    row.update(status="failed", reason=reason or _NO_REASON)
     return row
 
 
@@ -157,6 +174,8 @@ class StudySearcher(Searcher):
         self.shared = shared
         self.configs: dict[str, dict[str, Any]] = {}  # Tune trial id -> its config
         self.last: dict[str, dict[str, Any]] = {}  # Tune trial id -> its last epoch report
+        # Tune trial id -> the row (JSON) its last epoch report carried, until it finishes
+        self.measured: dict[str, str] = {}
         self.finished: set[str] = set()
         self.rung_values: dict[str, dict[str, list[float]]] = {}  # Tune trial id -> its rungs
         self.failures: dict[str, list[str]] = {}  # Tune trial id -> attempts lost (retried)
@@ -186,6 +205,7 @@ class StudySearcher(Searcher):
         return {
             "configs": self.configs,
             "last": self.last,
+            "measured": self.measured,
             "finished": self.finished,
             "ran": self.ran,
             "rung_values": self.rung_values,
@@ -197,6 +217,7 @@ class StudySearcher(Searcher):
         self.failures = {k: list(v) for k, v in state.get("failures", {}).items()}
         self.configs = dict(state["configs"])
         self.last = dict(state["last"])
+        self.measured = dict(state.get("measured", {}))
         self.finished = set(state["finished"])
         self.ran = int(state["ran"])
 
@@ -287,6 +308,9 @@ class StudySearcher(Searcher):
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         keep = ("epoch", "threads", "ray_node", "cuda_visible_devices")
         self.last[trial_id] = {k: v for k, v in result.items() if k in METRICS or k in keep}
+        measured = result.get("row_if_stopped") or result.get("row_so_far")
+        if measured:  # the row a failure of the trial is logged with (see _complete)
+            self.measured[trial_id] = measured
         self._note_rung(trial_id, result)
 
     def _note_rung(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -336,12 +360,16 @@ class StudySearcher(Searcher):
         stopped_on = bool(result) and "epoch" in result and not error and not result.get("row")
         if stopped_on:
             self._note_rung(trial_id, result)
+        measured = self.measured.pop(trial_id, None)
         if result and result.get("row"):
             row = json.loads(result["row"])
         elif stopped_on and result.get("row_if_stopped"):
             # the row the worker built at this rung: what was measured (the median latency,
             # its stability, attempts, notes), as the local executor's row of a stopped trial
             row = json.loads(result["row_if_stopped"])
+        elif error and measured:
+            # failed for good after an epoch: what was measured, not the penalized costs
+            row = row_for_failed(json.loads(measured), reason)
         else:
             last = result if stopped_on else (self.last.get(trial_id) or result)
             rung = rung_reached(o, float((last or {}).get("epoch", 0)))

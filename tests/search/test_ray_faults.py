@@ -145,3 +145,42 @@ def test_a_killed_trial_process_fails_with_a_reason_then_a_killed_driver_resumes
     # between its row and the study, recorded again from its row (logged_as) by the resume
     settled = {t.number for t in done} | {t.user_attrs.get("logged_as") for t in done}
     assert settled >= set(before), why
+
+
+def test_a_trial_killed_after_an_epoch_fails_with_what_it_measured(tmp_path):
+    """A trial's process killed after its first epoch, no retry: its failed row has what was
+    measured (the median latency, the stability columns, the notes), as the local executor's
+    row does, not the costs its epoch reports carry for the schedulers (an unstable latency as
+    its p90)."""
+    with LoopbackCluster(tmp_path / "cluster") as cluster:
+        cluster.add_node("head", cpus=2)
+        out, log = tmp_path / "run", tmp_path / "search.log"
+        # a threshold no timing meets: the latency ends unstable after 3 attempts
+        args = search_args(
+            "micro", out, "--objectives", "accuracy:max", "latency_ms:min",
+            "--latency-cv-threshold", "1e-12", "--budget", "epochs=1000", "--sampler", "random",
+            "--executor", "ray", "--address", cluster.address, "--n-trials", "1",
+            "--max-concurrent", "1", "--max-failures", "0", "--subset-fraction", "0.1",
+        )  # fmt: skip
+        proc = cluster.search(*args, log=log)
+        # the driver writes each result it takes in to the trial's result.json (an epoch takes
+        # a fraction of a second here: the budget only keeps the trial running until the kill)
+        results = out / "ray" / "results" / "tune"
+        wait_for(lambda: _reported(results), 300, "an epoch's report", proc)
+        kill(cluster.trial_workers("head")[0])
+        _finish(proc, log)
+    df = pd.read_parquet(out / "trials.parquet")
+    assert len(df) == 1 and df["status"].iloc[0] == "failed", df[["status", "reason"]]
+    row = df.iloc[0]
+    assert "ActorDiedError" in row["reason"] or "died" in row["reason"], row["reason"]
+    assert 1 <= row["epochs"] < 1000 and 0 <= row["accuracy"] <= 1
+    assert row["latency_stable"] == 0 and row["latency_attempts"] == 3
+    assert row["latency_ms"] < row["latency_p90_ms"]  # the median, not the p90
+    assert "UNSTABLE" in json.loads(row["notes"])["measure.latency"]
+    study = optuna.load_study(study_name="run", storage=f"sqlite:///{out / 'study.db'}")
+    assert study.trials[0].state.name == "FAIL"
+
+
+def _reported(results) -> bool:
+    """Whether a trial under ``results`` (Tune's folder of a run) has reported an epoch."""
+    return any(f.read_text().strip() for f in results.glob("trial_*/result.json"))

@@ -7,6 +7,7 @@ import io
 import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -65,7 +66,7 @@ def test_ray_trial_stopped_at_a_rung_keeps_its_measured_latency(tmp_path):
         "latency_ms:min", "--latency-cv-threshold", "1e-12", "--budget", "epochs=3",
         "--scheduler", "mo-asha", "--reduction-factor", "2", "--n-trials", "6",
         "--sampler", "random", "--executor", "ray", "--max-concurrent", "1",
-        "--cpus-per-trial", "1",
+        "--cpus-per-trial", "1", "--save-weights",
     )  # fmt: skip
     text = io.StringIO()
     with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
@@ -86,6 +87,18 @@ def test_ray_trial_stopped_at_a_rung_keeps_its_measured_latency(tmp_path):
     # Tune ended them between epochs: no retry needs their checkpoints (the local executor
     # deletes a stopped trial's too)
     assert not list((out / "checkpoints").glob("*.pt"))
+    # --save-weights: a stopped trial keeps the weights of its rung epoch, as a complete one
+    # keeps its own, where its row's notes say (fcasearch export RUN:ARCH_ID reads them)
+    import torch
+
+    from fcasearch.models import build_model
+    from fcasearch.spec import ArchSpec
+
+    for _, row in df[df["status"].isin(["pruned", "complete"])].iterrows():
+        where = Path(json.loads(row["notes"])["weights"])
+        assert where.resolve() == (out / "weights" / f"{row['arch_id']}.pt").resolve()
+        model = build_model(ArchSpec.from_json(row["spec"]))
+        model.load_state_dict(torch.load(where, weights_only=True))  # every tensor, no other
     study = optuna.load_study(study_name="run", storage=f"sqlite:///{out / 'study.db'}")
     by_number = {t.number: t for t in study.trials}
     for _, row in pruned.iterrows():
@@ -132,3 +145,42 @@ def test_the_row_a_trial_ends_with_if_stopped_is_the_local_executors(tiny_space,
 
 def _nan(value) -> bool:
     return isinstance(value, float) and math.isnan(value)
+
+
+def test_a_trial_told_at_a_rung_saves_the_weights_of_that_epoch(tiny_space, tmp_path):
+    # --save-weights: the result told at a rung (what the Ray trainable sends; Tune stops a trial
+    # by not resuming it, so it never saves them after) has its weights saved then, as a trial
+    # the local executor's scheduler stops there has; between rungs nothing is written
+    import torch
+
+    run = tmp_path / "run"
+    options = SearchOptions(
+        space=str(tiny_space), objectives="accuracy:max macs:min", budget="epochs=5",
+        scheduler="mo-asha", reduction_factor=2, batch_size=32, out=str(run), progress=False,
+        threads=1, measure=False, save_weights=True,
+    )  # fmt: skip
+    space = load_space(str(tiny_space))
+    spec = space.sample_feasible(np.random.default_rng(0))
+    path = run / "weights" / f"{spec.arch_id}.pt"
+    told, saved = [], {}
+
+    def if_stopped(res):
+        told.append(res)
+        if path.exists():
+            saved[res.epochs] = (path.stat().st_mtime_ns, torch.load(path, weights_only=True))
+
+    ctx = TrialContext(options, space, checkpoint_dir=run / "checkpoints")
+    res = evaluate(spec, ctx, lambda e, m: e == 4, if_stopped=if_stopped)  # stopped at rung 2
+    assert res.status == "pruned" and res.rung == 2 and res.notes["weights"] == str(path)
+    assert [t.epochs for t in told] == [1.0, 2.0, 3.0, 4.0]
+    at_rung = {t.epochs: t.notes.get("weights") for t in told}
+    assert at_rung == {1.0: str(path), 2.0: str(path), 3.0: None, 4.0: str(path)}
+    assert saved[2.0][0] == saved[3.0][0]  # epoch 3 is no rung: the file was not written
+    local = torch.load(path, weights_only=True)  # the local executor's, after epoch 4
+    assert all(torch.equal(local[k], v) for k, v in saved[4.0][1].items())  # that epoch's
+    assert not all(torch.equal(local[k], v) for k, v in saved[2.0][1].items())
+    # no run directory (a worker of a cluster joined by --address): the local executor's note
+    told.clear()
+    res = evaluate(spec, TrialContext(options, space), lambda e, m: e == 1, if_stopped=told.append)
+    assert told[0].notes["weights"] == res.notes["weights"]
+    assert res.notes["weights"] == "not saved: this worker has no run directory"

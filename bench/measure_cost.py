@@ -157,11 +157,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    parser.add_argument("--sweeps", type=int, default=5)
+    parser.add_argument(
+        "--sweeps",
+        type=int,
+        default=5,
+        help="latency sweeps over the specs, at least 2 (default 5)",
+    )
     parser.add_argument("--runtimes", default="eager,onnxruntime,compile")
     parser.add_argument("--runtime-specs", type=int, default=3, help="micro specs per runtime")
     parser.add_argument("--only-runtimes", action="store_true", help="just the per-runtime part")
     args = parser.parse_args()
+    if args.sweeps < 2:  # the CV across sweeps and the tau between two need two
+        parser.error(f"--sweeps {args.sweeps}: at least 2")
     runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
     if args.only_runtimes:
         runtime_costs(runtimes, args.runtime_specs, args.threads, args.device)

@@ -148,7 +148,7 @@ def _probe_line(name: str, cells: list[dict], idle: list[dict], cpu: str) -> str
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--trainers", type=int, default=2, help="training processes (default 2)")
     ap.add_argument("--cells", type=int, default=8, help="latency cells per mode (default 8)")
     ap.add_argument("--threads", type=int, default=1, help="threads of each process (default 1)")

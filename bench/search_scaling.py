@@ -39,7 +39,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _cluster_module():
-    """tests/search/raycluster.py: the loopback cluster the tests use."""
+    """tests/search/raycluster.py: the loopback cluster the tests use (it imports its neighbour
+    ``ports``, which pytest puts on the path: so does this)."""
+    folder = str(REPO / "tests" / "search")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location(
         "raycluster", REPO / "tests" / "search" / "raycluster.py"
     )
@@ -119,11 +123,13 @@ def _line(label: str, width: int, s: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--widths", type=int, nargs="+", default=[1, 2, 4, 8])
-    p.add_argument("--waves", type=int, default=4, help="trials per slot (default 4)")
+    p.add_argument("--waves", type=int, default=4, help="trials per slot, at least 2 (default 4)")
     p.add_argument("--seconds", type=float, default=5.0, help="sleep per trial (default 5)")
     p.add_argument("--no-cluster", action="store_true", help="skip the 2-worker cluster")
     p.add_argument("--keep", type=Path, help="keep the runs in this folder")
     args = p.parse_args(argv)
+    if args.waves < 2:  # a steady state needs every slot started before the last start
+        p.error(f"--waves {args.waves}: at least 2 trials per slot are needed for a steady state")
 
     from fcasearch.cpuinfo import cpu_model
 

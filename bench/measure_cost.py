@@ -44,6 +44,7 @@ from fcasearch.measure import (
     measure_cost,
 )
 from fcasearch.models import build_model
+from fcasearch.runtime import parse_runtimes
 from fcasearch.spec import ArchSpec
 
 # (width factor of L1, image side): MACs roughly 1.6x apart from one to the next
@@ -169,7 +170,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.sweeps < 2:  # the CV across sweeps and the tau between two need two
         parser.error(f"--sweeps {args.sweeps}: at least 2")
-    runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+    try:
+        runtimes = parse_runtimes(args.runtimes)
+    except ValueError as exc:
+        parser.error(f"--runtimes: {exc}")
     if args.only_runtimes:
         runtime_costs(runtimes, args.runtime_specs, args.threads, args.device)
         return

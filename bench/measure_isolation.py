@@ -54,6 +54,7 @@ def _candidate(seed: int):
     from fcasearch.space import load_space
 
     space = load_space("micro")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" per cell
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed)).ask()
     return space.sample(trial)
 

@@ -84,6 +84,9 @@ class ReportData:
     hv: HypervolumeDefinition
     trials: pd.DataFrame
     ranked: pd.DataFrame
+    # the same rows with the in-search figures every trial has (fcasearch.report.final), which the
+    # budget table and the figures compare trials with
+    ranked_in_search: pd.DataFrame
     pareto: pd.DataFrame
     pareto_columns: list[str]
     budget: pd.DataFrame
@@ -352,7 +355,8 @@ def build_report(
     notes += ref_notes
     # on the figures every trial has, like the front (a final figure beside an in-search one
     # would decide the budget rows across two measurements)
-    budget = an.budget_table(search_figures(ranked), quality, cost) if cost else ranked.iloc[0:0]
+    ranked_in_search = search_figures(ranked)
+    budget = an.budget_table(ranked_in_search, quality, cost) if cost else ranked.iloc[0:0]
     extra = [o.name for o in objectives if o.name not in (q_name, cost)]
     extra += [
         c
@@ -376,6 +380,7 @@ def build_report(
         hv=hv,
         trials=trials,
         ranked=ranked,
+        ranked_in_search=ranked_in_search,
         pareto=pareto,
         pareto_columns=pareto_columns,
         budget=budget,

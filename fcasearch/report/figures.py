@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fcasearch.report import analysis as an
-from fcasearch.report.final import FINAL_COLUMNS, search_figures
+from fcasearch.report.final import FINAL_COLUMNS
 from fcasearch.report.info import HARDWARE_METRICS
 
 if TYPE_CHECKING:
@@ -29,8 +29,7 @@ def draw_figures(data: ReportData, out: Path) -> dict[str, tuple[Path, str]]:
     figs: dict[str, tuple[Path, str]] = {}
     # trials at the figures every trial has; the Pareto set's final re-measured latency beside
     # them (fcasearch.report.final)
-    shown, q = data.ranked, data.quality.name
-    ranked = search_figures(shown)
+    shown, ranked, q = data.ranked, data.ranked_in_search, data.quality.name
     again = shown["latency_source"] == "final" if "latency_source" in shown else None
     names = [o.name for o in data.objectives]
     dirs = {o.name: o.direction for o in data.objectives}
@@ -134,7 +133,7 @@ def _surfaces(data: ReportData, pair: list[str]) -> dict[str, dict[float, np.nda
     out = {}
     dirs = {o.name: o.direction for o in data.objectives}
     for group, labels in data.attainment.items():
-        ranked = search_figures(data.ranked)  # the figures every trial has
+        ranked = data.ranked_in_search  # the figures every trial has
         sub = ranked[ranked["run_label"].isin(labels)].dropna(subset=pair)
         if sub["run_label"].nunique() < 2:
             continue

@@ -36,6 +36,21 @@ class ModelTarget:
     kind: str = "registry"
     warning: str = ""  # printed whatever the weights (a trial the search did not complete)
 
+    def spec_at(self, img_size: Any = None, num_classes: int | None = None) -> Any:
+        """The spec at the input side (or ``(H, W)``) and classes given, where given: a registry
+        spec was built at them already; one from JSON or a run gets them here (checked as any
+        spec is). None for a reference model."""
+        import dataclasses
+
+        if self.spec is None or self.kind == "registry":
+            return self.spec
+        changes: dict[str, Any] = {}
+        if img_size is not None:
+            changes["img_size"] = img_size
+        if num_classes is not None:
+            changes["num_classes"] = num_classes
+        return dataclasses.replace(self.spec, **changes) if changes else self.spec
+
 
 def shown_name(name: str, limit: int = 60) -> str:
     """``name`` for a message: its repr, cut short when long (spec JSON text can be kilobytes)."""

@@ -53,8 +53,6 @@ def resolve_spec(model: str, img_size: Any = None, classes: int | None = None):
     """The :class:`~fcasearch.spec.ArchSpec` named or given as JSON (text or file), or logged by a
     search run (``RUN_DIR:ARCH_ID``), with overrides; resolved as ``fcasearch export`` and
     ``profile`` resolve their MODEL (:func:`fcasearch.targets.resolve_model`)."""
-    import dataclasses
-
     from fcasearch.targets import resolve_model
 
     target = resolve_model(model, img_size=img_size, num_classes=classes)
@@ -63,14 +61,7 @@ def resolve_spec(model: str, img_size: Any = None, classes: int | None = None):
             f"model: {target.label} is a reference model, not an FcaFormer spec; summary "
             "describes FcaFormer models (registry names, spec JSON, RUN_DIR:ARCH_ID)"
         )
-    if target.kind == "registry":  # built at the size and classes asked for
-        return target.spec
-    changes: dict[str, Any] = {}
-    if img_size is not None:
-        changes["img_size"] = img_size
-    if classes is not None:
-        changes["num_classes"] = classes
-    return dataclasses.replace(target.spec, **changes) if changes else target.spec
+    return target.spec_at(img_size, classes)
 
 
 def summary_rows(spec) -> list[dict[str, Any]]:

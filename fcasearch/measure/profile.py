@@ -92,15 +92,6 @@ class ProfileTarget:
         return {"img_size": f"{h}x{w}", "num_classes": classes}
 
 
-def _override(spec: ArchSpec, img_size: int | None, num_classes: int | None) -> ArchSpec:
-    data = spec.to_dict()
-    if img_size is not None:
-        data["img_size"] = [img_size, img_size]
-    if num_classes is not None:
-        data["num_classes"] = num_classes
-    return ArchSpec.from_dict(data)
-
-
 def resolve_target(
     name: str, *, img_size: int | None = None, num_classes: int | None = None
 ) -> ProfileTarget:
@@ -127,9 +118,7 @@ def resolve_target(
         return ProfileTarget(
             target.label, baseline=target.baseline, img_size=side, num_classes=classes
         )
-    if target.kind == "registry":
-        return ProfileTarget(target.label, spec=target.spec)
-    spec = _override(target.spec, img_size, num_classes)
+    spec = target.spec_at(img_size, num_classes)
     label = f"spec {spec.arch_id}" if target.kind == "text" else target.label
     return ProfileTarget(label, spec=spec)
 

@@ -20,6 +20,7 @@ __all__ = [
     "Objective",
     "SearchError",
     "SearchOptions",
+    "check_memory_measured",
     "parse_objectives",
 ]
 
@@ -67,6 +68,21 @@ def parse_objectives(items: list[str] | str) -> tuple[Objective, ...]:
             raise SearchError(f"objectives: {name!r} is listed twice")
         out.append(Objective(name, direction))
     return tuple(out)
+
+
+def check_memory_measured(runtime: str, needed_by: str, outcome: str, drop: str) -> None:
+    """SearchError when ``runtime`` does not measure peak inference memory, which ``needed_by``
+    (an objective, a space constraint) needs: every trial would ``outcome``; the message says to
+    drop ``drop`` or to take a runtime whose memory is measured."""
+    from fcasearch.measure.inference import TORCH_ALLOCATED_RUNTIMES
+
+    if runtime in TORCH_ALLOCATED_RUNTIMES:
+        return
+    raise SearchError(
+        f"{needed_by}: runtime {runtime!r} does not measure peak inference memory (its "
+        f"allocations bypass torch's allocator), so every trial would {outcome}; drop {drop}, or "
+        f"use a runtime whose memory is measured ({', '.join(TORCH_ALLOCATED_RUNTIMES)})"
+    )
 
 
 def _proxy_names() -> tuple[str, ...]:
@@ -248,17 +264,10 @@ class SearchOptions:
         measured only on runtimes whose allocations go through torch's allocator; on any other
         every trial's value would be NaN (the study told inf, no Pareto set). Training memory is
         measured the same for every runtime; energy depends on the device, not the runtime."""
-        from fcasearch.measure.inference import TORCH_ALLOCATED_RUNTIMES
-
-        if self.runtime in TORCH_ALLOCATED_RUNTIMES:
-            return
         named = [o.name for o in self.objectives if o.name == "peak_mem_mb"]
         if named:
-            raise SearchError(
-                f"objectives {named}: runtime {self.runtime!r} does not measure peak inference "
-                "memory (its allocations bypass torch's allocator), so every trial would give "
-                f"NaN; drop {named[0]} from --objectives, or use a runtime whose memory is "
-                f"measured ({', '.join(TORCH_ALLOCATED_RUNTIMES)})"
+            check_memory_measured(
+                self.runtime, f"objectives {named}", "give NaN", f"{named[0]} from --objectives"
             )
 
     def _check_scheduler(self) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from fcasearch.search.options import SearchError, SearchOptions
+from fcasearch.search.options import SearchError, SearchOptions, check_memory_measured
 from fcasearch.storage.records import RunDir, TrialLog
 
 __all__ = ["SearchOutcome", "earlier_threads", "load_run_options", "run_search"]
@@ -180,17 +180,14 @@ def _check_runtime(options: SearchOptions, device: str) -> None:
 def _check_memory_constraint(options: SearchOptions, space: Any) -> None:
     """SearchError if the space limits peak inference memory but the run's runtime does not
     measure it: every trial would be infeasible (``peak_mem_mb was not measured``)."""
-    from fcasearch.measure.inference import TORCH_ALLOCATED_RUNTIMES
-
     limit = space.constraints.max_memory_mb
-    if limit is None or options.runtime in TORCH_ALLOCATED_RUNTIMES:
-        return
-    raise SearchError(
-        f"space constraint max_memory_mb {limit:g}: runtime {options.runtime!r} does not measure "
-        "peak inference memory (its allocations bypass torch's allocator), so every trial would "
-        "be infeasible; drop max_memory_mb from the space's constraints, or use a runtime whose "
-        f"memory is measured ({', '.join(TORCH_ALLOCATED_RUNTIMES)})"
-    )
+    if limit is not None:
+        check_memory_measured(
+            options.runtime,
+            f"space constraint max_memory_mb {limit:g}",
+            "be infeasible",
+            "max_memory_mb from the space's constraints",
+        )
 
 
 def run_search(

@@ -287,6 +287,14 @@ def run_search(
     deadline = None if options.time_budget is None else time.monotonic() + options.time_budget
     done = counted_trials(study)
     n_left = None if options.n_trials is None else max(0, options.n_trials - done)
+    if resume and n_left == 0 and options.time_budget is not None:
+        # the trial cap ends the run before the budget starts: nothing would run
+        raise SearchError(
+            f"--resume {run.root}: the run already holds its {options.n_trials} trials "
+            f"(n_trials {options.n_trials} in run.yaml), so --time-budget runs none; to run more, "
+            f"give --n-trials a new total (e.g. --n-trials {done + options.n_trials}) with the "
+            "time budget"
+        )
     progress = SearchProgress(
         n_left, options.objectives, log.rows(), enabled=options.progress, hypervolume=hv
     )

@@ -84,3 +84,23 @@ def test_a_time_budget_alone_runs_until_the_time_is_up(tmp_path, capsys):
     ran = int(re.search(r"(\d+) trials ran this time", captured.out).group(1))
     assert ran == len((out / "trials.jsonl").read_text().splitlines()) > 0
     assert f"/{DEFAULT_N_TRIALS} " not in captured.err  # the bar claims no trial cap
+
+
+def test_a_finished_run_resumed_with_a_time_budget_alone_says_how_to_run_more(tmp_path, capsys):
+    """It ran 0 trials and exited 0: the stored trial cap had ended the run already."""
+    out = tmp_path / "run"
+    argv = [
+        "search", "--space", MICRO, "--out", str(out), "--budget", "dry=0.01", "--n-trials", "2",
+        "--objectives", "accuracy:max", "macs:min", "--references", "none", "--final-rounds",
+        "0", "--no-report", "--no-progress",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    rows = (out / "trials.jsonl").read_text()
+    capsys.readouterr()
+    resume = ["search", "--resume", str(out), "--no-report", "--no-progress"]
+    assert main([*resume, "--time-budget", "30"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds its 2 trials" in err and "--n-trials 4" in err, err
+    assert (out / "trials.jsonl").read_text() == rows  # nothing ran, nothing lost
+    assert main([*resume, "--time-budget", "30", "--n-trials", "3"]) == 0
+    assert len((out / "trials.jsonl").read_text().splitlines()) == 3

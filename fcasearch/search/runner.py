@@ -425,6 +425,8 @@ def _open_run_study(options, storage, naming, space, run, log, resume, hypervolu
     * a new run on a shared ``--storage`` whose study name is only its folder's name must not
       find a study of that name there (another run's): sharing a study takes ``--study-name``.
     """
+    import optuna
+
     from fcasearch.search.storages import StorageError, redact
     from fcasearch.search.study import open_study
 
@@ -474,18 +476,27 @@ def _open_run_study(options, storage, naming, space, run, log, resume, hypervolu
                 f"trials.jsonl holds {logged} finished trial(s) of it (deleted and created "
                 "again?); start a new run (another --out)"
             )
-    elif (
-        not (resume or own or options.study_name)
-        and _stored_trials(storage, study_name) is not None
-    ):
-        raise SearchError(
-            f"{where} already holds a study {study_name!r}, another run's (a study is named "
-            f"after its run's folder unless --study-name says otherwise): give this run its "
-            f"own --study-name (or another --out folder name), or join that study on purpose "
-            f"with --study-name {study_name}"
-        )
+    # a new run whose study is named only after its folder must create it, not join another's
+    folder_named = not (resume or own or options.study_name)
+    taken = SearchError(
+        f"{where} already holds a study {study_name!r}, another run's (a study is named after "
+        f"its run's folder unless --study-name says otherwise): give this run its own "
+        f"--study-name (or another --out folder name), or join that study on purpose with "
+        f"--study-name {study_name}"
+    )
+    if folder_named and _stored_trials(storage, study_name) is not None:
+        raise taken
     try:
-        return open_study(options, storage, study_name, space=space, hypervolume=hypervolume)
+        return open_study(
+            options,
+            storage,
+            study_name,
+            space=space,
+            hypervolume=hypervolume,
+            create_only=folder_named,  # another run may create it between the check and here
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        raise taken from None
     except StorageError as exc:
         if own and logged:
             raise SearchError(f"--resume: {run.study_db} cannot be read ({exc}); {offer}") from None

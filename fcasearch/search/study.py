@@ -132,17 +132,21 @@ def open_study(
     sampler: optuna.samplers.BaseSampler | None = None,
     space: SearchSpace | None = None,
     hypervolume: Any = None,
+    create_only: bool = False,
 ) -> optuna.Study:
     """Create or load the run's study (``load_if_exists``: resuming is loading); without a
     ``sampler``, the one :func:`make_sampler` makes for ``options`` and ``space``; the pruner
     :func:`make_pruner`'s for the run's ``hypervolume`` definition.
 
     Several drivers may open one study at the same moment (a SLURM array on one PostgreSQL
-    database): a collision while creating the study or its metric names is retried.
+    database): a collision while creating the study or its metric names is retried. With
+    ``create_only`` the study must be new: the storage creates a name once (a unique key), so of
+    two runs that create one name at the same moment exactly one gets it.
 
     Raises:
         StorageError: the storage cannot be opened (one line naming the URL).
         SearchError: the stored study optimizes other objectives than ``options``.
+        optuna.exceptions.DuplicatedStudyError: ``create_only``, and the study exists.
     """
     import sqlalchemy.exc
 
@@ -159,7 +163,7 @@ def open_study(
                 directions=directions,
                 sampler=sampler,
                 pruner=make_pruner(options, space, hypervolume),
-                load_if_exists=True,
+                load_if_exists=not create_only,
             )
             if [d.name.lower() for d in study.directions] != directions:
                 raise SearchError(
@@ -176,6 +180,8 @@ def open_study(
                     study.set_metric_names(names)
             return study
         except (sqlalchemy.exc.IntegrityError, optuna.exceptions.DuplicatedStudyError):
+            if create_only:
+                raise optuna.exceptions.DuplicatedStudyError(study_name) from None
             if attempt == 5:
                 raise
             time.sleep(0.2 + random.random() * 0.8)  # another driver created it just now

@@ -140,3 +140,22 @@ def test_runs_of_one_folder_name_on_postgresql_keep_their_own_studies(
     assert _start(search_args, tiny_space, tmp_path / "d" / "res", 2, "--storage", storage) == 2
     assert "--study-name" in capsys.readouterr().err
     assert _studies(storage) == {"run1": 3, "res": 2}
+
+
+def test_a_study_created_between_the_check_and_the_start_is_not_joined(
+    tiny_space, search_args, tmp_path, capsys, monkeypatch
+):
+    """Two runs of one folder name starting at the same moment: both passed the read-only check
+    and both ran in one study. The study is now created, never loaded, by such a run: the
+    storage gives a name once."""
+    from fcasearch.search import runner
+
+    storage = f"journal://{tmp_path / 'shared.log'}"
+    theirs, mine = tmp_path / "b" / "run", tmp_path / "a" / "run"
+    assert _start(search_args, tiny_space, theirs, 2, "--storage", storage) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(runner, "_stored_trials", lambda *a: None)  # checked before it existed
+    assert _start(search_args, tiny_space, mine, 2, "--storage", storage) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "already holds a study 'run'" in err, err
+    assert _studies(storage) == {"run": 2} and not (mine / "run.yaml").exists()

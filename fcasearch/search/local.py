@@ -61,7 +61,12 @@ def run_local(
             break  # other drivers took the last trials meanwhile
         label = o.runtime_label if shared else None
         spec = sample_architecture(
-            trial, ctx.space, run_dir=run_dir, budget=o.budget, runtime=label
+            trial,
+            ctx.space,
+            run_dir=run_dir,
+            run_id=log.run.owner_id,
+            budget=o.budget,
+            runtime=label,
         )
         cached = cache.get(spec.arch_id)
         note = ""

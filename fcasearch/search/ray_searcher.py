@@ -65,6 +65,7 @@ def trial_config(
     run: str,
     *,
     run_dir: str | None = None,
+    run_id: str | None = None,
     budget: str | None = None,
     study: optuna.Study | None = None,
     runtime: str | None = None,
@@ -76,7 +77,9 @@ def trial_config(
     from fcasearch.search.objective import reused_result
 
     label = runtime if study is not None else None
-    spec = sample_architecture(ot_trial, space, run_dir=run_dir, budget=budget, runtime=label)
+    spec = sample_architecture(
+        ot_trial, space, run_dir=run_dir, run_id=run_id, budget=budget, runtime=label
+    )
     cfg: dict[str, Any] = {"spec": spec.to_json(), "trial_number": ot_trial.number, "run": run}
     cached = cache.get(spec.arch_id)
     if cached is None and study is not None and budget is not None:
@@ -295,6 +298,7 @@ class StudySearcher(Searcher):
             self.cache,
             self.log.run.name,
             run_dir=str(Path(self.run_root).resolve()),
+            run_id=self.log.run.owner_id,
             budget=self.opts.budget,
             study=study if self.shared else None,
             runtime=self.opts.runtime_label,

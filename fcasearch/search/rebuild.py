@@ -76,6 +76,8 @@ def rebuild_study(
             ) from None
         study.enqueue_trial(params, skip_if_exists=False)
         trial = study.ask()
-        sample_architecture(trial, space, run_dir=run_dir, budget=row.get("budget") or None)
+        sample_architecture(
+            trial, space, run_dir=run_dir, run_id=run.owner_id, budget=row.get("budget") or None
+        )
         tell(study, trial, result_from_row(row, spec), options.objectives, space.constraints)
     return len(by_number), moved

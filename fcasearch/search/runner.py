@@ -6,6 +6,7 @@ import dataclasses
 import json
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -135,6 +136,7 @@ def _write_run_yaml(
     doc = {
         "name": run.name,
         "study_name": study_name or run.name,  # what --resume opens, wherever the folder goes
+        "run_id": uuid.uuid4().hex,  # marks its trials in a shared study, wherever it goes
         "objectives": [{"name": o.name, "direction": o.direction} for o in options.objectives],
         "sampler": options.sampler_name,
         "seed": options.seed,
@@ -156,6 +158,7 @@ def _write_run_yaml(
     tmp = run.root / ".run.yaml.tmp"
     tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
     tmp.replace(run.run_yaml)
+    vars(run).pop("recorded", None)  # RunDir reads run.yaml once: read the new one next time
 
 
 def _runtime_version(name: str) -> str:
@@ -280,7 +283,7 @@ def run_search(
     if not resume:  # once the study opened: a storage error leaves no run to --resume
         _write_run_yaml(run, options, space_dict, fp, fingerprint_id(fp), hv.to_dict(), study_name)
     logged = {int(r["trial"]): r for r in log.rows() if "trial" in r}
-    owner = str(run.root.resolve()) if options.storage else None  # a study others may share
+    owner = run.owner_id if options.storage else None  # a study others may share
     recovered = recover_interrupted(study, owner, logged, options.objectives, space.constraints)
     if options.sampler_name == "grid" and not resume and not study.get_trials(deepcopy=False):
         _enqueue_grid(study, space, options.n_trials)  # once per study, by its first driver

@@ -262,9 +262,12 @@ def recover_interrupted(
 
     Args:
         study: the run's study.
-        run_dir: settle only trials of this run (``run_dir`` user attribute), so that a study
-            shared with other drivers keeps their running trials, even those so new that they
-            carry no attribute yet; ``None``: every RUNNING trial (the run's own study).
+        run_dir: settle only trials of this run (:attr:`RunDir.owner_id
+            <fcasearch.storage.records.RunDir.owner_id>`: its ``run_id``, which the trials
+            record, or for a run older than that its folder path, their ``run_dir``), so that a
+            study shared with other drivers keeps their running trials, even those so new that
+            they carry no attribute yet, and a run moved since keeps its own; ``None``: every
+            RUNNING trial (the run's own study).
         rows: the run's logged rows by trial number.
         objectives: the study's objectives (to record a logged row's values).
         constraints: the space's constraints (to record a logged row's constraint).
@@ -276,7 +279,7 @@ def recover_interrupted(
 
     n = 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if run_dir is not None and t.user_attrs.get("run_dir") != run_dir:
+        if run_dir is not None and t.user_attrs.get("run_id", t.user_attrs.get("run_dir")) != run_dir:
             continue
         study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
         row = (rows or {}).get(t.number)
@@ -342,6 +345,7 @@ def sample_architecture(
     space: SearchSpace,
     *,
     run_dir: str | None = None,
+    run_id: str | None = None,
     budget: str | None = None,
     runtime: str | None = None,
 ) -> ArchSpec:
@@ -350,11 +354,15 @@ def sample_architecture(
     for NSGA-II's children (:class:`~fcasearch.search.offspring.ArchitectureOffspring`). Both
     executors sample through here.
 
-    ``run_dir``, ``budget`` and ``runtime``, when given, are recorded too: which run owns the
-    trial (a study shared by several drivers), what it trains for and what its latency is
-    measured on (dedupe across drivers reuses only a result of the same budget and runtime).
+    ``run_id``, ``run_dir``, ``budget`` and ``runtime``, when given, are recorded too: which run
+    owns the trial (a study shared by several drivers: :attr:`RunDir.owner_id
+    <fcasearch.storage.records.RunDir.owner_id>`) and where it was, what it trains for and what
+    its latency is measured on (dedupe across drivers reuses only a result of the same budget
+    and runtime).
     """
-    if run_dir is not None:  # first: from now on no other driver's recovery touches it
+    if run_id is not None:  # first: from now on no other driver's recovery touches it
+        trial.set_user_attr("run_id", run_id)
+    if run_dir is not None:
         trial.set_user_attr("run_dir", run_dir)
     spec = space.sample(trial)
     trial.set_user_attr("arch_id", spec.arch_id)

@@ -31,8 +31,9 @@ class RunDir:
 
     @cached_property
     def recorded(self) -> dict[str, str]:
-        """The run's names as its ``run.yaml`` records them: ``name`` and ``study_name``, those
-        present; empty before the run writes the file (or when it cannot be read). Read once."""
+        """What the run's ``run.yaml`` records of its identity: ``name``, ``study_name`` and
+        ``run_id``, those present; empty before the run writes the file (or when it cannot be
+        read). Read once."""
         import yaml
 
         try:
@@ -41,7 +42,7 @@ class RunDir:
             return {}
         if not isinstance(doc, dict):
             return {}
-        keys = ("name", "study_name")
+        keys = ("name", "study_name", "run_id")
         return {k: str(doc[k]) for k in keys if isinstance(doc.get(k), str) and doc[k]}
 
     @property
@@ -49,6 +50,14 @@ class RunDir:
         """The run's name: the one ``run.yaml`` records, which the run keeps when its folder is
         moved, copied or renamed; the folder's name for a run that has not written it yet."""
         return self.recorded.get("name") or self.root.name
+
+    @property
+    def owner_id(self) -> str:
+        """What marks this run's trials in a study other runs may share (the ``run_id`` user
+        attribute): the ``run_id`` its run.yaml records, which a moved or renamed run keeps; the
+        resolved folder path for a run written before that key (its trials carry only
+        ``run_dir``)."""
+        return self.recorded.get("run_id") or str(self.root.resolve())
 
     @property
     def run_yaml(self) -> Path:

@@ -159,3 +159,33 @@ def test_a_study_created_between_the_check_and_the_start_is_not_joined(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "already holds a study 'run'" in err, err
     assert _studies(storage) == {"run": 2} and not (mine / "run.yaml").exists()
+
+
+def test_a_run_moved_with_an_interrupted_trial_on_a_shared_storage_settles_it(
+    tiny_space, search_args, tmp_path, capsys
+):
+    """Its trials were known by the folder path, so after a move the trial its killed driver
+    left RUNNING stayed RUNNING, never retried. They are known by the run_id run.yaml keeps."""
+    storage = f"journal://{tmp_path / 'shared.log'}"
+    first = tmp_path / "a" / "alpha"
+    assert _start(search_args, tiny_space, first, 2, "--storage", storage) == 0
+    run_id = yaml.safe_load((first / "run.yaml").read_text())["run_id"]
+    study = optuna.load_study(study_name="alpha", storage=make_storage(storage))
+    done = study.trials[0]
+    assert done.user_attrs["run_id"] == run_id
+    killed = study.ask(fixed_distributions=done.distributions)  # as a killed driver left it
+    killed.set_user_attr("run_id", run_id)
+    killed.set_user_attr("run_dir", str(first.resolve()))
+    other = study.ask(fixed_distributions=done.distributions)  # another run's, still running
+    other.set_user_attr("run_id", "0" * 32)
+    moved = tmp_path / "b" / "beta"
+    moved.parent.mkdir()
+    shutil.move(first, moved)
+    capsys.readouterr()
+
+    assert _resume(moved, 5) == 0
+    assert "1 interrupted trial(s) marked failed and retried" in capsys.readouterr().out
+    states = {t.number: t.state for t in optuna.load_study(
+        study_name="alpha", storage=make_storage(storage)).trials}  # fmt: skip
+    assert states[killed.number] == optuna.trial.TrialState.FAIL
+    assert states[other.number] == optuna.trial.TrialState.RUNNING

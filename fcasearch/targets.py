@@ -94,7 +94,7 @@ def _from_run(run_dir: Path, arch_id: str) -> ModelTarget:
             f"warning: {run_dir} recorded trial {row.get('trial', '?')} ({arch_id}) as "
             f"{status or 'of no status'}: {reason}; exporting it anyway"
         )
-    weights = run_dir / "weights" / f"{arch_id}.pt"
+    weights = RunDir(run_dir).weights_file(arch_id)
     if weights.is_file():
         return ModelTarget(label, spec=spec, weights=weights, kind="run", warning=warning)
     return ModelTarget(

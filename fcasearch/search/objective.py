@@ -25,6 +25,7 @@ from fcasearch.search.dry import dry_budget, run_dry
 from fcasearch.search.options import HARDWARE_METRICS, METRICS, PROXY_PREFIX, SearchOptions
 from fcasearch.search.unstable import sampler_metrics
 from fcasearch.spec import ArchSpec
+from fcasearch.storage.records import RunDir
 
 __all__ = [
     "TrialContext",
@@ -108,7 +109,8 @@ class TrialResult:
 
 
 def reused_result(cached: dict[str, Any], spec) -> TrialResult:
-    """A result copied from an earlier complete trial of the same arch and budget."""
+    """A result copied from an earlier complete trial of the same arch and budget, with the
+    fingerprint its numbers were measured on (its ``threads`` at least, which label the row)."""
     metrics = {
         k: float(v)
         for k, v in cached.items()
@@ -124,11 +126,30 @@ def reused_result(cached: dict[str, Any], spec) -> TrialResult:
         epochs=float(cached.get("epochs", 0.0)),
         device=cached.get("device", "cpu"),
         fingerprint_id=cached.get("fingerprint_id", ""),
+        fingerprint=_measured_on(cached),
         notes={"reused_from_trial": str(cached.get("trial"))},
         rung=_int_or_none(cached.get("rung")),
         runtime=str(cached.get("runtime") or ""),
         runtime_version=str(cached.get("runtime_version") or ""),
     )
+
+
+def _measured_on(cached: dict[str, Any]) -> dict[str, Any]:
+    """The fingerprint of a cached row (a JSON column in trials.jsonl; absent from the part of a
+    row another driver shares), with the row's ``threads`` where the fingerprint lacks them: a
+    row reused in a run resumed on another executor measured with the earlier thread count, not
+    the one this process trains with."""
+    fingerprint = cached.get("fingerprint") or {}
+    if isinstance(fingerprint, str):
+        try:
+            fingerprint = json.loads(fingerprint)
+        except ValueError:
+            fingerprint = {}
+    fingerprint = dict(fingerprint) if isinstance(fingerprint, dict) else {}
+    threads = cached.get("threads")
+    if fingerprint.get("threads") is None and isinstance(threads, int | float) and threads >= 1:
+        fingerprint["threads"] = int(threads)
+    return fingerprint
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -520,6 +541,6 @@ def _save_weights(model, spec: ArchSpec, ctx: TrialContext, res: TrialResult) ->
         return
     from fcasearch.train.checkpoint import save_checkpoint
 
-    path = ctx.checkpoint_dir.parent / "weights" / f"{spec.arch_id}.pt"
+    path = RunDir(ctx.checkpoint_dir.parent).weights_file(spec.arch_id)
     save_checkpoint(path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
     res.notes["weights"] = str(path)

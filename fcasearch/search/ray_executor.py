@@ -71,7 +71,9 @@ def _trainable(
     node = ray.get_runtime_context().get_node_id() or ""
     spec = ArchSpec.from_json(config["spec"])
     if config.get("reuse"):
-        tune.report(_final_report({**config["reuse"], **placement_columns(ray_node=node)}))
+        reuse = config["reuse"]  # its threads: those of the measurement it copies
+        measured_on = json.loads(reuse.get("fingerprint") or "{}")
+        tune.report(_final_report({**reuse, **placement_columns(measured_on, ray_node=node)}))
         return
     from fcasearch.search.devicelock import lock_for
 

@@ -133,9 +133,22 @@ def row_for_failed(measured: dict[str, Any], reason: str = "") -> dict[str, Any]
     node died), from the row its last per-epoch report carried (``row_so_far`` or
     ``row_if_stopped``: what was measured, as the local executor's row has it: the median
     latency, its stability columns, attempts, notes; the accuracy, epochs and seconds of that
-    epoch): status failed and ``reason`` (how it failed, when known)."""
+    epoch): status failed and ``reason`` (how it failed, when known).
+
+    Its notes say that the seconds stop at that report, and no longer name the weights saved at a
+    rung: a failed trial keeps none, as on the local executor (the caller deletes the file).
+    """
     row = dict(measured)
     row.update(status="failed", reason=reason or _NO_REASON)
+    notes = json.loads(row.get("notes") or "{}")
+    if notes.pop("weights", None) is not None:
+        notes["weights"] = "removed: the trial failed after saving them at a rung"
+    epoch = row.get("epochs")
+    notes["seconds"] = (
+        f"train_seconds and trial_seconds run to the trial's last epoch report (epoch "
+        f"{epoch if epoch is not None else '?'}); the time after it, until it failed, is not in them"
+    )
+    row["notes"] = json.dumps(notes, sort_keys=True)
     return row
 
 
@@ -374,6 +387,8 @@ class StudySearcher(Searcher):
         elif error and measured:
             # failed for good after an epoch: what was measured, not the penalized costs
             row = row_for_failed(json.loads(measured), reason)
+            if "weights" in json.loads(row["notes"]):  # saved at a rung by this trial
+                self.log.run.weights_file(spec.arch_id).unlink(missing_ok=True)
         else:
             last = result if stopped_on else (self.last.get(trial_id) or result)
             rung = rung_reached(o, float((last or {}).get("epoch", 0)))

@@ -22,7 +22,7 @@ from fcasearch.search.options import METRICS, PROXY_PREFIX
 __all__ = ["SETTLE_S", "find_owner", "shared_metrics", "wait_for_result"]
 
 SETTLE_S = 30.0  # s a trial may stay without an arch_id before it is ignored (its driver died)
-_KEPT = ("budget", "epochs", "device", "fingerprint_id", "trial", "status", "run")
+_KEPT = ("budget", "epochs", "device", "fingerprint_id", "trial", "status", "run", "threads")
 _RUNNING = optuna.trial.TrialState.RUNNING
 _COMPLETE = optuna.trial.TrialState.COMPLETE
 

@@ -279,7 +279,10 @@ def recover_interrupted(
 
     n = 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if run_dir is not None and t.user_attrs.get("run_id", t.user_attrs.get("run_dir")) != run_dir:
+        if (
+            run_dir is not None
+            and t.user_attrs.get("run_id", t.user_attrs.get("run_dir")) != run_dir
+        ):
             continue
         study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
         row = (rows or {}).get(t.number)

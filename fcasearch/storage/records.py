@@ -87,6 +87,11 @@ class RunDir:
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 
+    def weights_file(self, arch_id: str) -> Path:
+        """Where ``--save-weights`` keeps a trial's trained state_dict (``fcasearch export
+        RUN_DIR:ARCH_ID`` reads it)."""
+        return self.root / "weights" / f"{arch_id}.pt"
+
     @property
     def ray_dir(self) -> Path:
         return self.root / "ray"

@@ -73,3 +73,32 @@ def test_the_searcher_stops_at_the_studys_total(tiny_space, tmp_path):
                              space=space.to_dict(), run_root=str(tmp_path / "run"), n_trials=2)  # fmt: skip
     assert searcher.suggest("a") and searcher.suggest("b")
     assert searcher.suggest("c") == Searcher.FINISHED  # two running already make the total
+
+
+def test_a_trial_failed_after_a_rung_keeps_no_weights(tiny_space, tmp_path):
+    """Its worker died after the rung where --save-weights saved its weights: the file stayed, and
+    the failed row named it, where the local executor keeps none for a failed trial."""
+    run = tmp_path / "run"
+    options = SearchOptions(space=str(tiny_space), objectives="accuracy:max macs:min",
+                            measure=False, budget="epochs=9", n_trials=2, out=str(run),
+                            scheduler="asha", min_epochs=1, save_weights=True)  # fmt: skip
+    space = load_space(str(tiny_space))
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    searcher = StudySearcher(storage=storage, study_name="s", options=options.to_dict(),
+                             space=space.to_dict(), run_root=str(run), n_trials=2,
+                             study=open_study(options, storage, "s", space=space))  # fmt: skip
+    cfg = searcher.suggest("t1")
+    spec = ArchSpec.from_json(cfg["spec"])
+    weights = RunDir(run).weights_file(spec.arch_id)
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"state_dict at the rung")  # what the worker saved at epoch 1
+    at_rung = json.loads(_row(cfg, 0.5))
+    at_rung.update(epochs=1.0, train_seconds=2.0, notes=json.dumps({"weights": str(weights)}))
+    searcher.on_trial_result("t1", {"epoch": 1, "accuracy": 0.5,
+                                    "row_so_far": json.dumps(at_rung)})  # fmt: skip
+    searcher.trial_failed("t1", "ActorDiedError: the worker died")
+    (row,) = TrialLog(RunDir(run)).rows()
+    notes = json.loads(row["notes"])
+    assert row["status"] == "failed" and row["reason"].startswith("ActorDiedError")
+    assert not weights.exists() and notes["weights"].startswith("removed")
+    assert "last epoch report (epoch 1.0)" in notes["seconds"] and row["train_seconds"] == 2.0

@@ -59,7 +59,7 @@ def run_local(
         trial = study.ask()
         if shared and not claim_slot(study, trial, n_trials):
             break  # other drivers took the last trials meanwhile
-        label = o.runtime_label if shared else None
+        label = o.study_label() if shared else None
         spec = sample_architecture(
             trial,
             ctx.space,

@@ -369,6 +369,28 @@ class SearchOptions:
 
         return runtime_label(self.runtime, self.runtime_kwargs)
 
+    def measured_threads(self) -> int:
+        """The CPU threads a trial's latency is measured with: ``threads``, else what the
+        executor gives a trial (``cpus_per_trial`` on Ray, torch's count in this process)."""
+        if self.threads:
+            return int(self.threads)
+        if self.executor == "ray":
+            return max(1, int(self.cpus_per_trial))
+        import torch
+
+        return torch.get_num_threads()
+
+    def study_label(self) -> str:
+        """What a shared study tells its drivers' latencies apart by (each trial's ``runtime``
+        user attribute): the runtime with its options and the settings latency also depends on,
+        as the reports name them (``eager at batch 1, fp32, 2 threads``). Drivers that differ in
+        any of them must not mix their latencies, nor reuse each other's."""
+        from fcasearch.report.final import settings_text
+
+        at = settings_text(self.latency_batch_size, self.latency_dtype, self.measured_threads())
+        graph = ", CUDA graph" if self.latency_cuda_graph else ""
+        return f"{self.runtime_label} at {at}{graph}"
+
     @property
     def runtime_kwargs(self) -> dict[str, Any]:
         """``runtime_options`` as keywords of :func:`fcasearch.runtime.get_runtime`."""

@@ -314,7 +314,7 @@ class StudySearcher(Searcher):
             run_id=self.log.run.owner_id,
             budget=self.opts.budget,
             study=study if self.shared else None,
-            runtime=self.opts.runtime_label,
+            runtime=self.opts.study_label(),
         )
         self._trials[trial_id] = trial
         self.configs[trial_id] = cfg

@@ -279,7 +279,7 @@ def run_search(
         rebuild(run, options, space, study_name)
     study = _open_run_study(options, storage, (study_name, named_by), space, run, log, resume, hv)
     if options.storage is not None:
-        _check_study_runtime(study, study_name, options.runtime_label)
+        _check_study_runtime(study, study_name, options.study_label())
     if not resume:  # once the study opened: a storage error leaves no run to --resume
         _write_run_yaml(run, options, space_dict, fp, fingerprint_id(fp), hv.to_dict(), study_name)
     logged = {int(r["trial"]): r for r in log.rows() if "trial" in r}
@@ -341,19 +341,23 @@ def run_search(
 
 
 def _check_study_runtime(study, study_name: str, label: str) -> None:
-    """SearchError if other drivers of a shared study measure latency on another runtime (or
-    the same one with other options): its objective values would mix runtimes."""
+    """SearchError if other drivers of a shared study measure latency on another runtime, the
+    same one with other options, or at other settings (``label``:
+    :meth:`SearchOptions.study_label`): its objective values would mix them. Trials of a version
+    that recorded the runtime alone are compared by the runtime."""
     recorded = {
         str(t.user_attrs["runtime"])
         for t in study.get_trials(deepcopy=False)
         if "runtime" in t.user_attrs
     }
-    others = sorted(recorded - {label})
+    runtime = label.split(" at ")[0]
+    others = sorted(r for r in recorded if r != label and (" at " in r or r != runtime))
     if others:
         raise SearchError(
-            f"study {study_name!r}: its trials measure latency on {', '.join(others)}, this "
-            f"driver on {label}; the study's objectives would mix runtimes. Use the same "
-            "--runtime and --runtime-option as its other drivers, or another --study-name"
+            f"study {study_name!r}: its trials measure latency on {'; '.join(others)}, this "
+            f"driver on {label}; the study's objectives would mix them. Use the same --runtime, "
+            "--runtime-option, --latency-batch-size, --latency-dtype, --latency-cuda-graph and "
+            "--threads (on Ray: --cpus-per-trial) as its other drivers, or another --study-name"
         )
 
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+import torch
 
 from fcasearch.cli import main
-from fcasearch.search.options import SearchOptions
+from fcasearch.search.options import SearchError, SearchOptions
 from fcasearch.search.study import open_study, row_trials
 from fcasearch.storage import RunDir, TrialLog
 
@@ -198,13 +199,39 @@ def test_a_driver_on_another_runtime_cannot_join_the_study(
 
     storage = JournalStorage(JournalFileBackend(str(log)))
     trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
-    assert [t.user_attrs["runtime"] for t in trials] == ["eager"]
+    at = f"batch 1, fp32, {torch.get_num_threads()} thread"
+    (recorded,) = [t.user_attrs["runtime"] for t in trials]
+    assert recorded.startswith(f"eager at {at}"), recorded
     capsys.readouterr()
     other = ["--runtime-option", "pointwise_conv=false", "--n-trials", "2"]
     assert main([*search_args(tiny_space, tmp_path / "b", *shared, *other)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "measure latency on eager, this driver on eager (" in err
-    assert "pointwise_conv=False" in err
+    assert len(err.splitlines()) == 1 and f"measure latency on {recorded}, this driver on " in err
+    assert "eager (pointwise_conv=False) at batch 1" in err
+    # the same runtime at another batch size or thread count: its latencies would mix too (only
+    # the runtime and its options were compared, so both joined the study)
+    threads = torch.get_num_threads()
+    try:
+        for setting in (["--latency-batch-size", "4"], ["--threads", str(threads + 1)]):
+            capsys.readouterr()
+            argv = [*search_args(tiny_space, tmp_path / "c", *shared, *setting), "--n-trials", "2"]
+            assert main(argv) == 2, setting
+            assert "--latency-batch-size" in capsys.readouterr().err
+            assert len(optuna.load_study(study_name="shared", storage=storage).get_trials()) == 1
+    finally:
+        torch.set_num_threads(threads)  # --threads sets this process's count
+
+
+def test_trials_that_recorded_the_runtime_alone_are_compared_by_the_runtime():
+    """A study whose trials a version before the settings labels wrote (``eager``): a driver on
+    eager joins it, one on another runtime does not."""
+    from fcasearch.search.runner import _check_study_runtime
+
+    study = optuna.create_study()
+    study.ask().set_user_attr("runtime", "eager")
+    _check_study_runtime(study, "s", "eager at batch 1, fp32, 2 threads")
+    with pytest.raises(SearchError, match="measure latency on eager, this driver on onnx"):
+        _check_study_runtime(study, "s", "onnxruntime at batch 1, fp32, 2 threads")
 
 
 def test_an_owner_on_another_runtime_is_not_reused(tmp_path):

@@ -32,7 +32,11 @@ class _DeprecatedAsha(argparse.Action):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = argparse.SUPPRESS  # unset options stay unset, so a config file or run.yaml can fill them
-    p.add_argument("--config", help="YAML file of options (keys as the long options below)")
+    p.add_argument(
+        "--config",
+        help="YAML file of options (keys as the long options below: n_trials: 40, no_measure: "
+        "true; with --resume, checked like the command line)",
+    )
     p.add_argument("--space", default=d, help="search-space YAML (e.g. search_spaces/micro.yaml)")
     p.add_argument(
         "--objectives",
@@ -216,7 +220,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--address",
         default=d,
-        help="Ray cluster to join (auto or ray://host:10001); default: start a local Ray",
+        help="Ray cluster to join: HOST:PORT (its GCS address), auto, or ray://host:10001; "
+        "default: start a local Ray",
     )
     p.add_argument(
         "--cpus-per-trial", type=float, default=d, help="Ray resources per trial (default 1)"
@@ -263,14 +268,42 @@ def _value(value: object) -> str:
     return "(the default)" if value in ("", None) else repr(value)
 
 
+def config_options(path: str, args: argparse.Namespace) -> dict:
+    """A config file's options by their SearchOptions names. Its keys are the long options
+    (dashes or underscores: ``n_trials``, ``time-budget``) or the names run.yaml records; so
+    ``no_measure: true`` is ``measure: false``, ``no_progress`` likewise, ``runtime_option`` is
+    ``runtime_options``, and ``no_report: true`` is the command's own ``--no-report``."""
+    from fcasearch.search.options import SearchError, load_config
+
+    out = {}
+    for key, value in load_config(path).items():
+        k = str(key).replace("-", "_")
+        if k in ("no_measure", "no_progress", "no_report"):
+            if not isinstance(value, bool):
+                raise SearchError(f"config {path}: {key}: give true or false, not {value!r}")
+            if k == "no_report":
+                args.no_report = args.no_report or value
+            else:
+                out[k.removeprefix("no_")] = not value
+        else:
+            out["runtime_options" if k == "runtime_option" else k] = value
+    return out
+
+
 def resolve(args: argparse.Namespace):
-    """SearchOptions from a config file, run.yaml (resume) and the command line, in that order."""
-    from fcasearch.search.options import SearchError, SearchOptions, load_config
+    """SearchOptions from a config file, run.yaml (resume) and the command line, in that order.
+
+    With ``--resume``, a config file counts as given on the command line (which wins over it):
+    what it sets must be what the run has, apart from the options a resume may change."""
+    from fcasearch.search.options import SearchError, SearchOptions
     from fcasearch.search.runner import earlier_threads, load_run_options
 
+    config = config_options(args.config, args) if args.config else {}
     given = {f: getattr(args, f) for f in _FIELDS if hasattr(args, f)}
     space_dict = None
     if args.resume:
+        config.pop("out", None)  # the run is where --resume says
+        given = {**config, **given}
         stored, space_dict = load_run_options(args.resume)
         stored["out"] = str(args.resume)
         # the thread count the earlier trials measured with, whichever executor resumes the run
@@ -292,7 +325,8 @@ def resolve(args: argparse.Namespace):
                 f"{given['runtime']!r}: one runtime per run; start a new run (another --out) to "
                 f"search on {given['runtime']!r}"
             )
-        asked = SearchOptions.from_mapping({**stored, **given}, source="command line").to_dict()
+        what = f"{args.config} and the command line" if args.config else "command line"
+        asked = SearchOptions.from_mapping({**stored, **given}, source=what).to_dict()
         fixed = [k for k in given if k not in _RESUMABLE and asked[k] != kept[k]]
         if fixed:
             changes = ", ".join(f"{k} {_value(kept[k])} -> {_value(asked[k])}" for k in fixed)
@@ -305,8 +339,7 @@ def resolve(args: argparse.Namespace):
         if given.get("executor") == "local" and "address" not in given:
             stored["address"] = None  # a Ray run resumed in-process leaves its cluster
         return SearchOptions.from_mapping(stored, source=source), space_dict
-    merged = load_config(args.config) if args.config else {}
-    merged.update(given)
+    merged = {**config, **given}
     return SearchOptions.from_mapping(merged, source=args.config or "command line"), space_dict
 
 

@@ -259,6 +259,25 @@ def _latency_batch_size(run: RunData) -> int | None:
     return None
 
 
+def _budget_note(columns: Sequence[str], ranked: pd.DataFrame) -> str:
+    """What the budget table says of its figures where the Pareto table shows final ones: its
+    cost and extra columns are the in-search figures every trial has (the same header shows the
+    final figure in the Pareto table)."""
+    shown = [c for c in columns if c in FINAL_COLUMNS]
+    if (
+        not shown
+        or "latency_source" not in ranked
+        or not (ranked["latency_source"] == "final").any()
+    ):
+        return ""
+    if len(shown) == 1:
+        return f"Its {shown[0]} is the in-search figure every trial has, not the Pareto set's final one."
+    return (
+        f"Its {', '.join(shown)} are the in-search figures every trial has, not the Pareto set's "
+        "final ones."
+    )
+
+
 def build_report(
     run_dirs: Sequence[str | Path] | str | Path,
     out_dir: str | Path | None = None,
@@ -385,11 +404,7 @@ def build_report(
         pareto_columns=pareto_columns,
         budget=budget,
         budget_extra=extra[:3],
-        budget_note=(
-            f"Its {cost} is the in-search figure every trial has, not the Pareto set's final one."
-            if cost in FINAL_COLUMNS and (ranked["latency_source"] == "final").any()
-            else ""
-        ),
+        budget_note=_budget_note([cost, *extra[:3]] if cost else [], ranked),
         picks=_pick(front, quality, cost),
         per_run=per_run,
         per_sampler=an.sampler_summary(per_run),

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -193,6 +196,63 @@ def _check_memory_constraint(options: SearchOptions, space: Any) -> None:
         )
 
 
+@contextlib.contextmanager
+def _folder_kept_only_if_started(run: RunDir) -> Iterator[None]:
+    """Create the run's folder; if it was new and the start fails before ``run.yaml`` is written
+    (a storage that cannot be opened, a study name taken), remove it again: the failed start
+    leaves nothing (a later run into it would work, but an empty folder looks like a run)."""
+    fresh = not run.root.exists()
+    run.root.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if fresh and not run.run_yaml.exists():
+            shutil.rmtree(run.root, ignore_errors=True)
+        raise
+
+
+def _record_totals(run: RunDir, options: SearchOptions) -> None:
+    """Keep a resumed run's ``n_trials`` and ``time_budget`` in its run.yaml: ``--n-trials`` is
+    the run's total, so a later plain ``--resume`` (after a kill) goes on to the total it was
+    last given, not the one it started with."""
+    doc = yaml.safe_load(run.run_yaml.read_text(encoding="utf-8"))
+    stored = doc.get("options") or {}
+    totals = {"n_trials": options.n_trials, "time_budget": options.time_budget}
+    if all(stored.get(k) == v for k, v in totals.items()):
+        return
+    doc["options"] = {**stored, **totals}
+    tmp = run.root / ".run.yaml.tmp"
+    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
+    tmp.replace(run.run_yaml)
+
+
+def _check_measured_constraints(options: SearchOptions, space: Any) -> None:
+    """SearchError if the space limits latency or memory for another device or batch size than
+    the run measures on (``constraints.device``, ``constraints.latency_batch_size``): its limits
+    would be applied to figures of another setting."""
+    c = space.constraints
+    if not c.has_measured:
+        return
+    wanted, run = c.device.split(":"), options.device.split(":")
+    device_differs = wanted[0] != run[0] or (len(wanted) > 1 and len(run) > 1 and wanted != run)
+    limits = ", ".join(
+        f"{name} {getattr(c, name):g}"
+        for name in ("max_latency_ms", "max_memory_mb")
+        if getattr(c, name) is not None
+    )
+    batch_differs = c.max_latency_ms is not None and (
+        c.latency_batch_size != options.latency_batch_size
+    )
+    if device_differs or batch_differs:
+        raise SearchError(
+            f"space constraints: the limits {limits} are meant for {c.device} at batch "
+            f"{c.latency_batch_size} (constraints.device, constraints.latency_batch_size), but "
+            f"this run measures on {options.device} at batch {options.latency_batch_size}; run "
+            f"with --device {c.device} --latency-batch-size {c.latency_batch_size}, or set the "
+            "space's constraints to the device and batch size the limits are for"
+        )
+
+
 def run_search(
     options: SearchOptions,
     *,
@@ -228,6 +288,7 @@ def run_search(
     else:
         space = load_space(space_dict, source=f"{run.run_yaml} (space)")
     _check_memory_constraint(options, space)
+    _check_measured_constraints(options, space)
     if options.executor == "ray":
         from fcasearch.search.ray_env import check_address, check_ray_tune
 
@@ -263,25 +324,29 @@ def run_search(
         import torch
 
         torch.set_num_threads(options.threads)  # training and measurement in this process
-    run.root.mkdir(parents=True, exist_ok=True)
-    fp = hardware_fingerprint(driver_device, threads=options.threads)
-    log = TrialLog(run)
-    storage = options.storage or run.storage_url()
-    study_name, named_by = _study_name(options, run, resume)
-    if rebuild_study:
-        if not resume or options.storage:
-            raise SearchError(
-                "--rebuild-study rebuilds a run's own study.db from its trials.jsonl: use it with "
-                "--resume RUN_DIR, on a run without --storage"
-            )
-        from fcasearch.search.rebuild import rebuild_study as rebuild
+    with _folder_kept_only_if_started(run):  # a start that stops here leaves no empty --out
+        fp = hardware_fingerprint(driver_device, threads=options.threads)
+        log = TrialLog(run)
+        storage = options.storage or run.storage_url()
+        study_name, named_by = _study_name(options, run, resume)
+        if rebuild_study:
+            if not resume or options.storage:
+                raise SearchError(
+                    "--rebuild-study rebuilds a run's own study.db from its trials.jsonl: use it with "
+                    "--resume RUN_DIR, on a run without --storage"
+                )
+            from fcasearch.search.rebuild import rebuild_study as rebuild
 
-        rebuild(run, options, space, study_name)
-    study = _open_run_study(options, storage, (study_name, named_by), space, run, log, resume, hv)
-    if options.storage is not None:
-        _check_study_runtime(study, study_name, options.study_label())
-    if not resume:  # once the study opened: a storage error leaves no run to --resume
-        _write_run_yaml(run, options, space_dict, fp, fingerprint_id(fp), hv.to_dict(), study_name)
+            rebuild(run, options, space, study_name)
+        study = _open_run_study(
+            options, storage, (study_name, named_by), space, run, log, resume, hv
+        )
+        if options.storage is not None:
+            _check_study_runtime(study, study_name, options.study_label())
+        if not resume:  # once the study opened: a storage error leaves no run to --resume
+            _write_run_yaml(
+                run, options, space_dict, fp, fingerprint_id(fp), hv.to_dict(), study_name
+            )
     logged = {int(r["trial"]): r for r in log.rows() if "trial" in r}
     owner = run.owner_id if options.storage else None  # a study others may share
     recovered = recover_interrupted(study, owner, logged, options.objectives, space.constraints)
@@ -298,6 +363,8 @@ def run_search(
             f"give --n-trials a new total (e.g. --n-trials {done + options.n_trials}) with the "
             "time budget"
         )
+    if resume:
+        _record_totals(run, options)
     progress = SearchProgress(
         n_left, options.objectives, log.rows(), enabled=options.progress, hypervolume=hv
     )

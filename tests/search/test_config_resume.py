@@ -1,0 +1,95 @@
+"""Options in a file, with or without --resume; what a resume keeps in run.yaml; a start that
+stops leaves no folder; a space's measured limits apply only where it says."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from fcasearch.cli import build_parser, main
+from fcasearch.commands.search import resolve
+
+_DRY = ["--objectives", "accuracy", "macs", "--no-measure", "--sampler", "random",
+        "--budget", "dry=0.01"]  # fmt: skip
+
+
+def _resolved(*argv: str):
+    args = build_parser("search").parse_args(["search", *argv])
+    return resolve(args)[0], args
+
+
+def test_a_config_file_takes_the_long_options_as_keys(tiny_space, tmp_path):
+    """``no_measure: true`` was 'unknown option; did you mean measure?', and --no-report could
+    not be set from a file at all."""
+    cfg = tmp_path / "search.yaml"
+    cfg.write_text(
+        f"space: {tiny_space}\nno-measure: true\nno_progress: true\nno_report: true\n"
+        "objectives: [accuracy, macs]\nruntime_option: [pointwise_conv=false]\nn-trials: 3\n"
+    )
+    options, args = _resolved("--config", str(cfg))
+    assert (options.measure, options.progress, args.no_report) == (False, False, True)
+    assert options.runtime_kwargs == {"pointwise_conv": False} and options.n_trials == 3
+    cfg.write_text(f"space: {tiny_space}\nno_measure: yes please\n")
+    with pytest.raises(Exception, match="no_measure: give true or false"):
+        _resolved("--config", str(cfg))
+
+
+def test_a_config_given_to_a_resume_is_checked_like_the_command_line(
+    tiny_space, search_args, tmp_path, capsys
+):
+    """It was read not at all: a seed in it changed nothing, without a word."""
+    out = tmp_path / "run"
+    assert main(search_args(tiny_space, out, *_DRY, "--n-trials", "2", "--seed", "3")) == 0
+    cfg = tmp_path / "more.yaml"
+    cfg.write_text(f"space: {tiny_space}\nseed: 3\nn_trials: 3\nout: elsewhere\n")
+    capsys.readouterr()
+    resume = ["search", "--resume", str(out), "--no-report", "--no-progress", "--config", str(cfg)]
+    assert main(resume) == 0  # the same seed, and a total a resume may change
+    assert len((out / "trials.jsonl").read_text().splitlines()) == 3
+    cfg.write_text("seed: 4\n")
+    assert main(resume) == 2
+    assert "seed 3 -> 4" in capsys.readouterr().err
+
+
+def test_a_plain_resume_goes_on_to_the_total_it_was_last_given(tiny_space, search_args, tmp_path):
+    """run.yaml kept n_trials 2 after a resume to 4, so a later plain --resume (after a kill)
+    ran 0 trials."""
+    out = tmp_path / "run"
+    assert main(search_args(tiny_space, out, *_DRY, "--n-trials", "2")) == 0
+    resume = ["search", "--resume", str(out), "--no-report", "--no-progress"]
+    assert main([*resume, "--n-trials", "3"]) == 0
+    assert yaml.safe_load((out / "run.yaml").read_text())["options"]["n_trials"] == 3
+    lines = (out / "trials.jsonl").read_text().splitlines()
+    (out / "trials.jsonl").write_text("\n".join(lines[:2]) + "\n")  # as if killed in trial 2
+    assert main([*resume, "--rebuild-study"]) == 0
+    assert len((out / "trials.jsonl").read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize("storage", ["sqlit:///x.db", "journal://{missing}/j.log"])
+def test_a_start_that_stops_leaves_no_folder(storage, tiny_space, search_args, tmp_path, capsys):
+    out = tmp_path / "new" / "run"
+    url = storage.format(missing=tmp_path / "no" / "such" / "dir")
+    assert main(search_args(tiny_space, out, *_DRY, "--storage", url)) == 2
+    assert capsys.readouterr().err.startswith("fcasearch search: error:")
+    assert not out.exists()
+
+
+def test_measured_limits_apply_only_on_their_device_and_batch(
+    tiny_space, search_args, tmp_path, capsys
+):
+    """The limit was checked against figures of another batch size (or device), and the reason
+    named the space's settings, not those measured."""
+    space = tmp_path / "limited.yaml"
+    text = tiny_space.read_text().replace(
+        "constraints: {max_params: 200000}",
+        "constraints: {max_params: 200000, max_latency_ms: 50, device: cpu, "
+        "latency_batch_size: 4}",
+    )
+    space.write_text(text)
+    argv = search_args(space, tmp_path / "run", "--objectives", "accuracy", "latency_ms",
+                       "--n-trials", "1")  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "meant for cpu at batch 4" in err and "--latency-batch-size 4" in err, err
+    assert not (tmp_path / "run").exists()
+    assert main([*argv, "--latency-batch-size", "4"]) == 0

@@ -313,3 +313,25 @@ def test_profile_rows_of_another_runtime_give_no_marker(make_run, tmp_path):
     (run / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     notes = _profile_notes(run, profile, [other])
     assert not any("convnext_tiny omitted" in n for n in notes)
+
+
+def test_the_budget_table_says_its_latency_column_is_in_search_whatever_the_cost(
+    make_run, tmp_path
+):
+    """With macs as the budget's cost, its latency_ms column (in-search figures) went without the
+    note, beside the Pareto table's final figures under the same header."""
+    objectives = [*LATENCY[:1], {"name": "macs", "direction": "minimize"}, LATENCY[1]]
+    run = _on_runtime(make_run("macs", objectives=objectives), "eager")
+    front = pd.read_csv(build_report(run, tmp_path / "before", figures=False).pareto_csv)
+    trials = pd.read_parquet(run / "trials.parquet").set_index("trial")
+    models = [
+        {"name": f"t{int(t)}", "kind": "candidate", "trial": int(t), "status": "ok",
+         "final_latency_ms": float(trials.at[t, "latency_ms"]) * 1.5, "final_latency_stable": True}
+        for t in front["trial"]
+    ]  # fmt: skip
+    doc = {"runtime": "eager", "rounds": 5, "kendall_tau": 1.0, "kendall_pairs": len(models)}
+    (run / "final.json").write_text(json.dumps({**doc, "models": models}))
+    report = build_report(run, tmp_path / "after", figures=False)
+    text = report.markdown.read_text()
+    assert "budget of macs" in text.lower(), text
+    assert "Its latency_ms is the in-search figure every trial has" in text

@@ -181,3 +181,20 @@ def test_round_trip_identity_and_common_definitions():
     assert a.id in c.note and b.id in c.note and c.id not in (a.id, b.id)
     with pytest.raises(HypervolumeError, match="not a hypervolume definition"):
         HypervolumeDefinition.from_dict({"objectives": [{"direction": "minimize"}]})
+
+
+def test_common_definition_takes_the_best_of_the_best_values():
+    # maximized: the larger best value of the runs
+    objectives = [("accuracy", "maximize"), ("throughput_ips", "maximize")]
+    low = define_hypervolume(objectives, given={"throughput_ips": (0.0, 5000.0)})
+    high = define_hypervolume(objectives, given={"throughput_ips": (0.0, 8000.0)})
+    for pair in ([low, high], [high, low]):
+        merged = {o.name: (o.best, o.reference) for o in common_definition(pair).objectives}
+        assert merged == {"accuracy": (1.0, 0.0), "throughput_ips": (8000.0, 0.0)}
+    # minimized: the smaller best value, the larger reference
+    objectives = [("accuracy", "maximize"), ("latency_ms", "minimize")]
+    one = define_hypervolume(objectives, given={"latency_ms": (50.0, 1.0)})
+    two = define_hypervolume(objectives, given={"latency_ms": (60.0, 2.0)})
+    for pair in ([one, two], [two, one]):
+        merged = {o.name: (o.best, o.reference) for o in common_definition(pair).objectives}
+        assert merged == {"accuracy": (1.0, 0.0), "latency_ms": (1.0, 60.0)}

@@ -288,11 +288,15 @@ def recover_interrupted(
         row = (rows or {}).get(t.number)
         if row is not None and row.get("spec") and constraints is not None and t.params:
             res = result_from_row(row, ArchSpec.from_json(row["spec"]))
+            # as tell() records it: an infeasible trial is PRUNED (never COMPLETE) with its
+            # constraint violation; a pruned one PRUNED, a failed one FAIL, without constraint
             state = {
                 "failed": optuna.trial.TrialState.FAIL,
                 "pruned": optuna.trial.TrialState.PRUNED,
+                "infeasible": optuna.trial.TrialState.PRUNED,
             }.get(res.status, optuna.trial.TrialState.COMPLETE)
             done = state == optuna.trial.TrialState.COMPLETE
+            constrained = done or res.status == "infeasible"
             attrs = {**t.user_attrs, "status": res.status, "logged_as": t.number}
             if res.reason:
                 attrs["reason"] = res.reason[:2000]
@@ -303,7 +307,9 @@ def recover_interrupted(
                     params=t.params,
                     distributions=t.distributions,
                     user_attrs=attrs,
-                    constraints={"space": constraint_violation(res, constraints)} if done else None,
+                    constraints=(
+                        {"space": constraint_violation(res, constraints)} if constrained else None
+                    ),
                 )
             )
         elif t.params:

@@ -78,6 +78,17 @@ def test_a_cell_that_stays_unstable_is_recorded_as_unstable():
     assert timer.calls[2][1]["max_repeats"] == 80
 
 
+def test_the_calmest_attempt_is_kept_wherever_it_falls():
+    """Neither the first nor the last attempt: the one with the smallest spread, in the middle."""
+    worse = [10.0, 30.0, 11.0, 29.0, 9.0, 35.0, 10.0, 40.0]
+    got, _, _ = _run({"eager": [worse, BURSTY, worse]})
+    s = got["eager"]
+    assert not s.stable and s.attempts == 3
+    first, middle, last = s.attempt_cvs
+    assert middle < min(first, last) and middle > 0.1
+    assert s.robust_cv == middle and s.median_ms == pytest.approx(14.75)  # BURSTY's median
+
+
 def test_only_the_unstable_runtimes_are_measured_again_side_by_side():
     got, timer, _ = _run(
         {"eager": [CALM], "onnxruntime": [BURSTY, CALM], "compile": [BURSTY, BURSTY, CALM]}

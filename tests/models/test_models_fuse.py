@@ -68,6 +68,22 @@ def test_convbn_fuse_matches_eval_bn():
         torch.testing.assert_close(cbn.fuse()(x), cbn(x), rtol=1e-5, atol=1e-5)
 
 
+def test_convbn_fuse_keeps_eps_for_small_running_variances():
+    """Variances near BN's eps (1e-5), as a channel that barely varies gives: the fold must
+    divide by sqrt(var + eps) like BN does, and a channel of variance 0 stays finite."""
+    cbn = _trained_looking(ConvBN(4, 6, 3, 1, 1), seed=3).eval()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        cbn.bn.running_var.copy_(1e-4 + torch.rand(6, generator=g) * 9e-4)
+        cbn.bn.running_var[0] = 0.0
+    assert cbn.bn.eps == 1e-5
+    x = torch.randn(2, 4, 7, 7)
+    with torch.no_grad():
+        want, got = cbn(x), cbn.fuse()(x)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+
+
 def test_fused_model_is_made_of_ordinary_modules():
     spec = get_spec("fcaformer_tiny", img_size=64, num_classes=5)
     model = fuse_for_inference(_trained_looking(build_model(spec), seed=2))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fcasearch.metrics import Objective
 from fcasearch.report import dominates, knee_point, non_dominated_sort, pareto_mask, to_minimization
+from fcasearch.report.analysis import confirm_front, rank_trials
 
 SETTINGS = settings(max_examples=150, deadline=None)
 
@@ -148,3 +151,49 @@ def test_bad_inputs_say_what_is_wrong():
         to_minimization([[1.0, 2.0]], ["minimise", "maximize"])
     with pytest.raises(ValueError, match="2 objectives"):
         pareto_mask([[1.0, 2.0]], ["minimize"])
+
+
+ACC_LAT_MACS = (
+    Objective("accuracy", "maximize"),
+    Objective("latency_ms", "minimize"),
+    Objective("macs", "minimize"),
+)
+
+
+def test_the_knee_is_taken_over_the_members_that_stay_on_the_front():
+    in_search = pd.DataFrame(
+        {
+            "status": "complete",
+            "accuracy": [0.1, 0.65, 0.32, 0.67],
+            "latency_ms": [0.49, 0.99, 0.88, 0.14],
+            "macs": [0.79, 0.56, 0.06, 0.97],
+        }
+    )
+    ranked = rank_trials(in_search, ACC_LAT_MACS)
+    assert ranked["on_front"].all()
+    # the final figures: row 0 is slower, so row 1 now dominates it
+    shown = in_search.assign(latency_ms=[1.2, 0.99, 0.88, 0.14])
+    out, left = confirm_front(shown, ranked, ACC_LAT_MACS)
+    assert list(left.index) == [0]
+    assert out["on_front"].tolist() == [False, True, True, True]
+    assert out["rank"].tolist() == [1, 0, 0, 0]
+    assert out["latency_ms"].tolist() == [1.2, 0.99, 0.88, 0.14]  # the figures shown
+    # over all four the knee would be row 2; over the three that stay it is row 3
+    dirs = [o.direction for o in ACC_LAT_MACS]
+    assert knee_point(shown[["accuracy", "latency_ms", "macs"]].to_numpy(), dirs) == 2
+    assert out["knee"].tolist() == [False, False, False, True]
+
+
+def test_rows_with_a_non_finite_objective_are_not_ranked():
+    objectives = (Objective("accuracy", "maximize"), Objective("throughput_ips", "maximize"))
+    df = pd.DataFrame(
+        {
+            "status": ["complete"] * 5 + ["failed"],
+            "accuracy": [0.9, 0.5, 0.95, 0.99, np.nan, 0.99],
+            "throughput_ips": [100.0, 300.0, np.inf, -np.inf, 500.0, 900.0],
+        }
+    )
+    ranked = rank_trials(df, objectives)
+    # infinite throughput would dominate everything; NaN and failed rows have no place either
+    assert list(ranked.index) == [0, 1]
+    assert ranked["on_front"].all() and ranked["knee"].sum() == 1

@@ -14,7 +14,7 @@ from fcasearch.measure import measure_cost, measure_costs
 from fcasearch.measure.prepare import trained_like_values
 from fcasearch.models import build_model, calibrate_batchnorm, get_spec
 from fcasearch.runtime import UnsupportedModel, get_runtime
-from fcasearch.runtime.base import tolerance
+from fcasearch.runtime.base import check_outputs, tolerance
 from fcasearch.runtime.onnx import export_onnx, onnx_session, verify_onnx
 from fcasearch.space import load_space
 
@@ -233,6 +233,31 @@ def test_outputs_too_small_to_check_give_no_number():
     res = measure_cost(zero, runtime="onnxruntime", img_size=4, in_chans=1, **FAST)
     assert res.status == "unsupported" and "cannot be checked" in res.reason
     assert math.isnan(res.metrics["latency_ms"])
+
+
+def test_outputs_just_below_the_absolute_tolerance_cannot_be_checked():
+    # far above zero, yet below float32's absolute tolerance 1e-4: any output would pass
+    small = torch.tensor([[5e-5, -2e-5, 1e-5]])
+    with pytest.raises(UnsupportedModel, match=r"x: cannot be checked: .* at most 5e-05"):
+        check_outputs(small.clone(), small, "x")
+    with pytest.raises(UnsupportedModel, match="cannot be checked"):  # 16-bit: below 2e-2
+        half = torch.tensor([[1e-2, -5e-3]]).half()
+        check_outputs(half.clone(), half, "x")
+    # just above it the outputs are checked: equal ones pass, a difference beyond tolerance fails
+    above = torch.tensor([[2e-4, -1e-4, 1e-5]])
+    assert check_outputs(above.clone(), above, "x") == 0.0
+    with pytest.raises(UnsupportedModel, match="differ from eager"):
+        check_outputs(above + 2e-4, above, "x")
+
+
+def test_nan_outputs_never_pass_the_check():
+    reference = torch.tensor([[0.5, 1.0]])
+    for got in (torch.tensor([[math.nan, 1.0]]), torch.full((1, 2), math.nan)):
+        with pytest.raises(UnsupportedModel, match=r"x: outputs differ from eager by up to nan"):
+            check_outputs(got, reference, "x")
+    # an eager reference with NaN is no yardstick either
+    with pytest.raises(UnsupportedModel, match="differ from eager"):
+        check_outputs(reference, torch.tensor([[math.nan, 1.0]]), "x")
 
 
 def test_the_reference_vit_has_outputs_to_check():

@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
         (["--max-concurrent", "0"], "max_concurrent: 0"),
         (["--cpus-per-trial", "0"], "cpus_per_trial: 0"),
         (["--gpus-per-trial", "-1"], "gpus_per_trial: -1"),
+        (["--final-rounds", "-1"], "final_rounds: -1 must be a whole number >= 0"),
         # every trial failed on these as it measured or computed them (the run itself "ran")
         (
             ["--latency-dtype", "fp64"],

@@ -84,3 +84,48 @@ def test_the_final_rounds_time_each_pareto_architecture_once(tiny_space, search_
     assert all(m["rounds"] >= 2 and m["final_latency_ms"] > 0 for m in cands)
     (ref,) = [m for m in final["models"] if m["kind"] == "reference"]
     assert ref["model"] == "deit_s_like" and ref["final_latency_ms"] > 0
+
+
+def test_the_pareto_tau_leaves_the_reference_models_out(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from fcasearch.search.final import SearchMeasurements
+    from fcasearch.search.objective import TrialContext
+    from fcasearch.search.options import SearchOptions
+    from fcasearch.storage.records import RunDir
+
+    options = SearchOptions(space="s.yaml", references=("deit_s_like",), final_rounds=3)
+    done = SearchMeasurements(TrialContext(options, space=None), RunDir(tmp_path))
+    assert done.needed
+    # the reference was measured before the first trial: 100 ms, and 100 ms again at the end
+    pd.DataFrame([{"model": "deit_s_like", "latency_ms": 100.0}]).to_csv(
+        done.references_csv, index=False
+    )
+    front = pd.DataFrame(
+        {
+            "trial": [0, 1, 2],
+            "arch_id": ["a", "b", "c"],
+            "spec": ['{"a": 1}', '{"b": 1}', '{"c": 1}'],
+            "latency_ms": [1.0, 2.0, 3.0],
+        }
+    )
+    final_ms = {"trial 0": 3.0, "trial 1": 2.0, "trial 2": 1.0, "deit_s_like": 100.0}
+    jobs = []
+
+    def call(job, payload):
+        jobs.append(job)
+        assert [it["name"] for it in payload["items"]] == list(final_ms)
+        return {name: {"latency_ms": ms, "rounds": 3} for name, ms in final_ms.items()}
+
+    final = done.after(call, front)
+    assert jobs == ["final"]
+    # the Pareto set's ranking is reversed; the reference, the slowest both times, agrees
+    assert final["kendall_tau_pareto"] == -1.0 and final["kendall_pairs_pareto"] == 3
+    assert final["kendall_tau"] == 0.0 and final["kendall_pairs"] == 4
+    assert json.loads(done.final_json.read_text())["kendall_tau_pareto"] == -1.0
+    by_name = {m["name"]: m for m in final["models"]}
+    assert by_name["trial 0"]["search_latency_ms"] == 1.0
+    assert by_name["trial 0"]["final_latency_ms"] == 3.0
+    assert by_name["deit_s_like"]["kind"] == "reference"

@@ -37,6 +37,13 @@ def test_config_unknown_key_names_file_and_suggestion():
         SearchOptions.from_mapping({"space": "s.yaml", "n_trail": 3}, source="cfg.yaml")
 
 
+@pytest.mark.parametrize("rounds", [-1, -10, 1.5, True, "3"])
+def test_final_rounds_must_be_a_whole_number_not_below_zero(rounds):
+    with pytest.raises(SearchError, match=r"final_rounds: .* must be a whole number >= 0"):
+        SearchOptions(space="s.yaml", final_rounds=rounds)
+    assert SearchOptions(space="s.yaml", final_rounds=0).final_rounds == 0  # 0: none
+
+
 def test_default_sampler_follows_objective_count():
     assert SearchOptions(space="s.yaml", objectives="accuracy macs").sampler_name == "nsga2"
     assert SearchOptions(space="s.yaml", objectives="accuracy").sampler_name == "tpe"

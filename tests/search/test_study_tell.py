@@ -10,7 +10,13 @@ import pytest
 from fcasearch.measure.counting import count_macs, count_params
 from fcasearch.search.objective import TrialResult
 from fcasearch.search.options import SearchOptions, parse_objectives
-from fcasearch.search.study import make_sampler, study_attrs, tell
+from fcasearch.search.study import (
+    constraint_violation,
+    make_sampler,
+    recover_interrupted,
+    study_attrs,
+    tell,
+)
 from fcasearch.space import load_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -113,3 +119,81 @@ def test_study_attrs_say_what_a_person_needs():
     attrs = study_attrs(pruned, objs)
     assert attrs["accuracy"] == 0.4 and attrs["rung"] == 0 and "latency_ms" not in attrs
     assert len(attrs) <= 7  # a handful: each is one storage write
+
+
+def _space_with(**limits):
+    raw = load_space("micro").to_dict()
+    raw["constraints"] = limits
+    return load_space(raw, source=f"micro with {limits}")
+
+
+def test_an_infeasible_trial_whose_limit_has_no_ratio_still_violates():
+    # the latency could not be measured (NaN) but the space limits it: the trial is infeasible,
+    # and its violation must be > 0, so that no sampler reads it as feasible
+    space = _space_with(max_latency_ms=5.0)
+    spec = space.sample(np.random.default_rng(0))
+    unmeasured = TrialResult(
+        spec=spec,
+        status="infeasible",
+        reason="latency not measured",
+        metrics={"latency_ms": np.nan},
+    )
+    assert constraint_violation(unmeasured, space.constraints) == 1.0
+    # with a ratio, the relative excess; within the limit, 0
+    slow = TrialResult(spec=spec, status="infeasible", metrics={"latency_ms": 7.5})
+    assert constraint_violation(slow, space.constraints) == pytest.approx(0.5)
+    fast = TrialResult(spec=spec, status="complete", metrics={"latency_ms": 2.5})
+    assert constraint_violation(fast, space.constraints) == 0.0
+
+
+_PRUNED, _COMPLETE, _FAIL = (
+    optuna.trial.TrialState.PRUNED,
+    optuna.trial.TrialState.COMPLETE,
+    optuna.trial.TrialState.FAIL,
+)
+
+
+@pytest.mark.parametrize(
+    "status, state",
+    [("infeasible", _PRUNED), ("pruned", _PRUNED), ("complete", _COMPLETE), ("failed", _FAIL)],
+)
+def test_a_logged_row_is_recovered_as_tell_records_it(status, state):
+    """A killed driver left the trial RUNNING after its row was logged: the trial recorded again
+    from that row has the state, values and constraint tell() gives the same result; an
+    infeasible or pruned row is PRUNED, never COMPLETE with made-up values."""
+    space = _space_with(max_params=1_000 if status == "infeasible" else 10**9)
+    objs = parse_objectives("accuracy:max latency_ms:min")
+    studies = [
+        optuna.create_study(
+            directions=[o.direction for o in objs], sampler=optuna.samplers.RandomSampler(seed=0)
+        )
+        for _ in range(2)
+    ]
+    told, killed = (study.ask() for study in studies)
+    for trial in (told, killed):
+        spec = space.sample(trial)
+        trial.set_user_attr("arch_id", spec.arch_id)
+    result = _result(space, spec, accuracy=0.4, latency_ms=3.0)
+    assert (result.status == "infeasible") == (status == "infeasible")
+    if status == "infeasible":
+        assert "max_params" in result.reason
+    elif status != "complete":
+        result.status, result.reason = status, f"{status}: by the test"
+    tell(studies[0], told, result, objs, space.constraints)
+    row = {"status": result.status, "reason": result.reason, "spec": spec.to_json()}
+    row.update(result.metrics)
+    rows = {killed.number: row}
+    assert recover_interrupted(studies[1], None, rows, objs, space.constraints) == 1
+    want = studies[0].trials[0]
+    dropped, got = studies[1].trials
+    assert dropped.state == _FAIL
+    assert got.state == want.state == state
+    assert got.values == want.values and got.params == want.params
+    assert got.constraints == want.constraints
+    if status == "infeasible":
+        assert got.constraints["space"] == constraint_violation(result, space.constraints) > 0
+    assert got.user_attrs["status"] == status
+    assert got.user_attrs.get("reason") == want.user_attrs.get("reason")
+    assert got.user_attrs["logged_as"] == killed.number
+    assert got.user_attrs["arch_id"] == want.user_attrs["arch_id"]
+    assert [t.number for t in studies[1].best_trials] == ([1] if status == "complete" else [])

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fcasearch.measure.counting import count_macs, count_params
-from fcasearch.models import get_spec
+from fcasearch.models import build_model, get_spec
 from fcasearch.space import SpaceError, load_space
 from fcasearch.spec import FCA, ArchSpec
 
@@ -23,17 +23,6 @@ SHIPPED = ["micro", "fcaformer_imagenet", "mobile"]
 # model on 2 cores; the closed-form counts are also checked against 60 random specs of every stage
 # kind in tests/measure/test_counting_exact.py).
 BUILD_COUNT = {"micro": 500, "mobile": 150, "fcaformer_imagenet": 150}
-
-
-def _build_model():
-    try:
-        from fcasearch.models import build_model
-    except ImportError:
-        try:
-            from fcasearch.models.fcaformer import build_model
-        except ImportError:
-            pytest.skip("fcasearch.models.build_model is not written yet")
-    return build_model
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +42,6 @@ def test_500_samples_are_valid_members_that_meet_the_constraints_and_the_first_b
         assert (spec.in_chans, spec.num_classes) == (space.in_chans, space.num_classes)
         assert spec.img_size[0] in space.img_sizes
     assert len({s.arch_id for s in specs}) > 400  # these spaces are large: nearly all distinct
-    build_model = _build_model()
     for spec in specs[: BUILD_COUNT[name]]:
         if name == "micro":
             model = build_model(spec)  # tiny: a real CPU model
@@ -64,7 +52,6 @@ def test_500_samples_are_valid_members_that_meet_the_constraints_and_the_first_b
 
 
 def test_a_micro_member_runs_forward():
-    build_model = _build_model()
     space = load_space("micro")
     spec = space.sample(np.random.default_rng(3))
     out = build_model(spec).eval()(torch.randn(2, 1, 32, 32))

@@ -189,7 +189,7 @@ def _latency(ready: dict[str, tuple[CostResult, Callable[[], object]]], dev, opt
         verdict = (
             "stable"
             if s.stable
-            else f"UNSTABLE: above the CV threshold after {s.attempts} attempts, not an exact value"
+            else f"UNSTABLE after {s.attempts} attempts ({s.why_unstable}), not an exact value"
         )
         res.notes["latency"] = (
             f"{res.runtime}, one batch of {res.batch_size}, {res.dtype}, {s.method}{replayed}; "

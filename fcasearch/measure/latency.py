@@ -16,7 +16,10 @@ runs have passed; never more than ``max_repeats``.
 Spread: ``cv`` is the plain coefficient of variation (standard deviation / mean), which one
 outlier run can inflate; ``robust_cv`` is the robust per-run spread ``1.4826 * MAD / median``
 (equal to the CV for normally distributed times). ``stable`` says whether ``robust_cv`` is at
-most ``cv_threshold``; :mod:`fcasearch.measure.stability` re-measures cells that are not.
+most ``cv_threshold`` and the p90 within :func:`tail_limit` of the median (the MAD stays blind to
+up to half the runs disturbed: load that took a tenth of the runs to 4-90x the median left a
+robust CV under 0.1, with a p90 that was no measurement, and p90 is an objective too);
+:mod:`fcasearch.measure.stability` re-measures cells that are not.
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ __all__ = [
 _MAD_TO_SIGMA = 1.4826  # MAD -> standard deviation for normal data
 _MEDIAN_SE = 1.2533  # sqrt(pi / 2): standard error of the median over that of the mean
 DEFAULT_CV_THRESHOLD = 0.1  # robust per-run spread above which a cell is not a clean number
+# the p90 of a stable cell is at most (1 + TAIL_FACTOR * cv_threshold) times its median: 2x at
+# the default threshold. On an idle 2-core AMD EPYC the p90 of micro members and FcaFormer-L1
+# stayed within 1.02-1.4x the median; runs beside bursts of load gave 2.5-91x with robust CVs
+# of 0.01-0.1.
+TAIL_FACTOR = 10.0
 
 
 @dataclass(frozen=True)
@@ -59,8 +67,8 @@ class LatencyStats:
         n: timed runs.
         warmup: untimed runs before them.
         converged: whether ``median_rel_se`` reached the target before a cap.
-        stable: whether ``robust_cv`` is at most the CV threshold (with at least ``min_repeats``
-            runs).
+        stable: whether ``robust_cv`` is at most the CV threshold and ``p90_ms`` within
+            :func:`tail_limit` (with at least ``min_repeats`` runs).
         cv_threshold: that threshold.
         method: how the runs were timed.
         times_ms: every timed run, in order.
@@ -84,6 +92,22 @@ class LatencyStats:
     attempts: int = 1
     attempt_cvs: tuple[float, ...] = ()
 
+    @property
+    def why_unstable(self) -> str:
+        """What made the cell unstable (empty when it is stable): the spread, the tail, or too
+        few runs."""
+        if self.stable:
+            return ""
+        if self.robust_cv > self.cv_threshold:
+            return f"robust CV {self.robust_cv:.3f} above the threshold {self.cv_threshold:g}"
+        limit = tail_limit(self.median_ms, self.cv_threshold)
+        if self.p90_ms > limit:
+            return (
+                f"p90 {self.p90_ms:.4g} ms over {limit / self.median_ms:.2g}x the median "
+                f"{self.median_ms:.4g} ms (a tenth of the runs or more disturbed)"
+            )
+        return f"{self.n} timed run(s), too few to tell"
+
     def throughput(self, batch_size: int) -> float:
         """Images per second at this batch size (from the median)."""
         return batch_size / (self.median_ms / 1000.0) if self.median_ms > 0 else math.inf
@@ -96,6 +120,11 @@ def _percentile(sorted_values: Sequence[float], q: float) -> float:
     lo = math.floor(pos)
     hi = min(lo + 1, len(sorted_values) - 1)
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def tail_limit(median_ms: float, cv_threshold: float) -> float:
+    """The largest p90 of a stable cell: ``median * (1 + TAIL_FACTOR * cv_threshold)``."""
+    return median_ms * (1.0 + TAIL_FACTOR * cv_threshold)
 
 
 def robust_cv(times: Sequence[float]) -> float:
@@ -124,7 +153,8 @@ def summarize_times(
     """Median, p90, mean, CV, robust CV and the median's relative standard error of timed runs.
 
     ``converged`` is True when the median's relative standard error is at most ``target_cv``;
-    ``stable`` when the robust CV is at most ``cv_threshold``; both need ``min_repeats`` runs.
+    ``stable`` when the robust CV is at most ``cv_threshold`` and the p90 within
+    :func:`tail_limit`; both need ``min_repeats`` runs.
     """
     if not times_ms:
         raise ValueError("times_ms: no timed runs; give at least one time")
@@ -133,9 +163,10 @@ def summarize_times(
     std = statistics.stdev(ordered) if len(ordered) > 1 else 0.0
     rcv = robust_cv(ordered)
     enough = len(ordered) >= min_repeats
+    median, p90 = statistics.median(ordered), _percentile(ordered, 0.9)
     return LatencyStats(
-        median_ms=statistics.median(ordered),
-        p90_ms=_percentile(ordered, 0.9),
+        median_ms=median,
+        p90_ms=p90,
         mean_ms=mean,
         cv=std / mean if mean > 0 else 0.0,
         robust_cv=rcv,
@@ -143,7 +174,7 @@ def summarize_times(
         n=len(ordered),
         warmup=warmup,
         converged=enough and _median_rel_se(ordered) <= target_cv,
-        stable=enough and rcv <= cv_threshold,
+        stable=enough and rcv <= cv_threshold and p90 <= tail_limit(median, cv_threshold),
         cv_threshold=cv_threshold,
         method=method,
         times_ms=tuple(times_ms),

@@ -2,7 +2,9 @@
 
 The decision is made on the robust per-run spread, ``robust_cv = 1.4826 * MAD / median`` of the
 timed runs of one cell (:func:`fcasearch.measure.latency.robust_cv`), against ``cv_threshold``
-(default 0.1):
+(default 0.1), and on the tail: a p90 beyond ``(1 + 10 * cv_threshold)`` times the median (2x at
+the default; :func:`fcasearch.measure.latency.tail_limit`) means a tenth of the runs or more were
+disturbed, which the MAD does not see:
 
 * Why the robust spread: a few slow runs (a page fault, one scheduler tick) inflate the plain
   CV (the README's quickstart saw CV 2.7 on a 1.8 ms median) without moving the median; only

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,11 @@ import pandas as pd
 
 from fcasearch.search.objective import TrialContext, measure_settings
 from fcasearch.storage.records import RunDir
+
+# final / in-search latency beyond this factor (either way) is named in final.json's "moved" and
+# the closing line: in quickstarts on a 2-core AMD EPYC with other work running, Pareto members
+# moved 0.93-1.23x; in-search measurements that load slowed alike (a low spread) moved 3-211x
+MOVED_FACTOR = 1.5
 
 __all__ = [
     "FINAL_JSON",
@@ -274,6 +280,12 @@ class SearchMeasurements:
             [m["search_latency_ms"] for m in front_only],
             [m["final_latency_ms"] for m in front_only],
         )
+        # a model whose final latency is far from its in-search one: that measurement (or this
+        # one) met a disturbance its own spread did not show (a whole attempt slowed alike)
+        moved = sorted(
+            (m for m in both if not 1 / MOVED_FACTOR <= _moved_ratio(m) <= MOVED_FACTOR),
+            key=lambda m: -abs(math.log(_moved_ratio(m))),
+        )
         version = next((m.get("runtime_version") for m in models if m.get("runtime_version")), "")
         self.final = {
             "runtime": o.runtime,
@@ -292,6 +304,17 @@ class SearchMeasurements:
             "kendall_pairs": len(both),
             "kendall_tau_pareto": None if math.isnan(tau_front) else round(tau_front, 6),
             "kendall_pairs_pareto": len(front_only),
+            "moved": [
+                {
+                    k: m.get(k)
+                    for k in ("name", "kind", "search_latency_ms", "search_latency_stable")
+                }
+                | {
+                    "final_latency_ms": m["final_latency_ms"],
+                    "ratio": float(f"{_moved_ratio(m):.4g}"),
+                }
+                for m in moved
+            ],
             "models": models,
         }
         tmp = self.final_json.with_suffix(".tmp")
@@ -305,6 +328,11 @@ class SearchMeasurements:
         if self.references_csv.exists():
             return pd.read_csv(self.references_csv).to_dict("records")
         return [{"model": name} for name in self.ctx.options.references]
+
+
+def _moved_ratio(model: dict[str, Any]) -> float:
+    """Final over in-search latency of a model measured both times."""
+    return model["final_latency_ms"] / model["search_latency_ms"]
 
 
 def _float(v: Any) -> float | None:
@@ -343,12 +371,12 @@ def _json_default(v: Any) -> Any:
 def summary_line(final: dict[str, Any]) -> str:
     """One line for the end of a search: what was re-measured, its CVs and the Kendall tau."""
     models = final["models"]
-    cvs = sorted(m["final_latency_cv"] for m in models if _finite(m.get("final_latency_cv")))
+    cvs = [m["final_latency_cv"] for m in models if _finite(m.get("final_latency_cv"))]
     unstable = sum(1 for m in models if m.get("final_latency_stable") is False)
     cands = sum(1 for m in models if m["kind"] == "candidate")
     tau = final.get("kendall_tau")
     spread = (
-        f"robust CV median {cvs[len(cvs) // 2]:.3f} (max {cvs[-1]:.3f}), {unstable} unstable"
+        f"robust CV median {statistics.median(cvs):.3f} (max {max(cvs):.3f}), {unstable} unstable"
         if cvs
         else "no latency measured"
     )
@@ -363,6 +391,18 @@ def summary_line(final: dict[str, Any]) -> str:
     front_tau = final.get("kendall_tau_pareto")
     if front_tau is not None:
         moved += f" ({front_tau:.3f} over the {final['kendall_pairs_pareto']} Pareto models alone)"
+    far = final.get("moved") or []
+    if far:
+        shown = ", ".join(
+            f"{m['name']} {m['search_latency_ms']:.3g} -> {m['final_latency_ms']:.3g} ms"
+            + (" (in-search marked stable)" if m.get("search_latency_stable") else "")
+            for m in far[:3]
+        )
+        more = f" and {len(far) - 3} more" if len(far) > 3 else ""
+        moved += (
+            f"; moved over {MOVED_FACTOR:g}x from the in-search figure (that measurement met "
+            f"load its spread did not show): {shown}{more}"
+        )
     return (
         f"final re-measurement: {cands} Pareto + {len(models) - cands} reference models in "
         f"{final['rounds']} interleaved rounds on {on}: {spread}; {moved}"

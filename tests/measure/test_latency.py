@@ -191,3 +191,18 @@ def test_cuda_timing_uses_events():
         s = time_callable(lambda: model(x), device="cuda", warmup=3, min_repeats=5, max_repeats=20)
     assert "cuda events" in s.method
     assert s.n >= 5 and s.median_ms > 0 and s.p90_ms >= s.median_ms
+
+
+def test_a_tenth_of_the_runs_disturbed_is_not_stable_though_the_mad_is_calm():
+    """A search recorded latency_ms 1.09 as stable with robust CV 0.084 and a p90 of 99.6 ms:
+    the MAD is blind to up to half the runs disturbed, and p90 is an objective too."""
+    calm = [1.0 + 0.002 * (i % 10) for i in range(85)]
+    hit = calm + [60.0 + i for i in range(15)]  # 15% of the runs taken by bursts of load
+    s = summarize_times(hit, cv_threshold=0.1)
+    assert s.robust_cv < 0.1 and s.p90_ms > 50
+    assert not s.stable and "p90" in s.why_unstable and "median" in s.why_unstable
+    assert summarize_times(calm, cv_threshold=0.1).stable  # an idle machine's tail
+    one_slow = calm + [60.0]  # one page fault or tick: its median and p90 stand
+    assert summarize_times(one_slow, cv_threshold=0.1).stable
+    spread = summarize_times([1.0, 1.5, 2.0, 2.5, 3.0], cv_threshold=0.1)
+    assert not spread.stable and spread.why_unstable.startswith("robust CV")

@@ -129,3 +129,45 @@ def test_the_pareto_tau_leaves_the_reference_models_out(tmp_path):
     assert by_name["trial 0"]["search_latency_ms"] == 1.0
     assert by_name["trial 0"]["final_latency_ms"] == 3.0
     assert by_name["deit_s_like"]["kind"] == "reference"
+
+
+def test_models_that_moved_far_from_their_in_search_figure_are_named(tmp_path):
+    """A reference measured at 1233.9 ms in the search (marked stable: load had slowed the whole
+    attempt alike) and 5.85 ms in the final rounds went into tau without a word."""
+    import json
+
+    import pandas as pd
+
+    from fcasearch.search.final import SearchMeasurements
+    from fcasearch.search.objective import TrialContext
+    from fcasearch.search.options import SearchOptions
+    from fcasearch.storage.records import RunDir
+
+    options = SearchOptions(space="s.yaml", references=("fcaformer_l1",), final_rounds=3)
+    done = SearchMeasurements(TrialContext(options, space=None), RunDir(tmp_path))
+    pd.DataFrame([{"model": "fcaformer_l1", "latency_ms": 1233.9, "latency_stable": True}]).to_csv(
+        done.references_csv, index=False
+    )
+    front = pd.DataFrame(
+        {"trial": [0, 1], "arch_id": ["a", "b"], "spec": ['{"a": 1}', '{"b": 1}'],
+         "latency_ms": [1.0, 2.0], "latency_stable": [True, True]}
+    )  # fmt: skip
+    final_ms = {"trial 0": 1.2, "trial 1": 2.9, "fcaformer_l1": 5.85}
+    final = done.after(
+        lambda job, payload: {n: {"latency_ms": ms, "rounds": 3} for n, ms in final_ms.items()},
+        front,
+    )
+    # 1.2x stays unnamed; 1.45x too; 1/211x is named first
+    assert [m["name"] for m in final["moved"]] == ["fcaformer_l1"]
+    (moved,) = json.loads(done.final_json.read_text())["moved"]
+    assert moved["ratio"] == pytest.approx(5.85 / 1233.9, rel=1e-3)
+    assert moved["search_latency_stable"] is True
+    line = summary_line(final)
+    assert "fcaformer_l1 1.23e+03 -> 5.85 ms (in-search marked stable)" in line, line
+
+
+def test_the_robust_cv_median_of_an_even_count_is_the_mean_of_the_middle_two():
+    cvs = [0.01, 0.02, 0.04, 0.05]  # the line said 0.040
+    models = [{"kind": "candidate", "final_latency_cv": c} for c in cvs]
+    line = summary_line({"runtime": "eager", "rounds": 3, "models": models})
+    assert "robust CV median 0.030 (max 0.050)" in line, line

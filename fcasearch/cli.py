@@ -14,7 +14,10 @@ import sys
 
 # subcommand -> (module under fcasearch.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "summary": ("summary", "build a model (registry name or spec JSON) and print its summary"),
+    "summary": (
+        "summary",
+        "build an FcaFormer model (registry name, spec JSON, RUN_DIR:ARCH_ID) and print its summary",
+    ),
     "search": ("search", "run a multi-objective architecture search"),
     "report": ("report", "build a Pareto report from one or more results directories"),
     "profile": ("profile", "measure params, MACs, latency, memory and energy on this hardware"),

@@ -7,6 +7,10 @@ a search run, built from the spec the run logged, with the weights it saved at
 ``RUN_DIR/weights/ARCH_ID.pt`` (``fcasearch search --save-weights``) where there are some; a trial
 the search did not complete (infeasible, pruned, failed) carries a warning naming its status and
 reason. Any text is safe: a name that cannot be a path (too long, odd bytes) is not a file.
+
+``--img-size`` and ``--classes`` build a registry model at that size and number of classes; a
+spec JSON or a run's trial fixes its own (both are part of its arch_id), and the three commands
+refuse another value for it alike (:func:`resolve_model`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ class ModelTarget:
 
     ``kind`` says which form MODEL took: ``registry``, ``baseline``, ``text`` (spec JSON given as
     text), ``file`` (a spec JSON file) or ``run`` (``RUN_DIR:ARCH_ID``); only a ``registry`` spec
-    was built at the ``img_size`` asked for, the others carry their own.
+    was built at the ``img_size`` and ``num_classes`` asked for, the others carry their own (and
+    :func:`resolve_model` refuses others for them).
     """
 
     label: str
@@ -35,21 +40,6 @@ class ModelTarget:
     note: str = ""  # printed when no --weights replace the run's missing ones
     kind: str = "registry"
     warning: str = ""  # printed whatever the weights (a trial the search did not complete)
-
-    def spec_at(self, img_size: Any = None, num_classes: int | None = None) -> Any:
-        """The spec at the input side (or ``(H, W)``) and classes given, where given: a registry
-        spec was built at them already; one from JSON or a run gets them here (checked as any
-        spec is). None for a reference model."""
-        import dataclasses
-
-        if self.spec is None or self.kind == "registry":
-            return self.spec
-        changes: dict[str, Any] = {}
-        if img_size is not None:
-            changes["img_size"] = img_size
-        if num_classes is not None:
-            changes["num_classes"] = num_classes
-        return dataclasses.replace(self.spec, **changes) if changes else self.spec
 
 
 def shown_name(name: str, limit: int = 60) -> str:
@@ -109,6 +99,45 @@ def _from_run(run_dir: Path, arch_id: str) -> ModelTarget:
     )
 
 
+def _keep_own_input(target: ModelTarget, img_size: Any, num_classes: int | None) -> None:
+    """Refuse ``--img-size`` or ``--classes`` other than the spec's own for a spec that fixes
+    them (JSON, or a run's trial).
+
+    The spec is the model: its input size and classes are part of its ``arch_id``, the token
+    grids set the shapes of the attention biases, and a trial's saved weights fit no other.
+    Building something else under the name given (the arch_id a row or file would carry), or
+    silently at the spec's own size, would both mislead.
+    """
+    spec = target.spec
+    if img_size is not None:
+        side = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        if side != tuple(spec.img_size):
+            asked = str(img_size) if isinstance(img_size, int) else "x".join(map(str, side))
+            own = "x".join(map(str, spec.img_size))
+            raise _refused(target, "--img-size", asked, "img_size", "input size", own)
+    if num_classes is not None and num_classes != spec.num_classes:
+        own = str(spec.num_classes)
+        raise _refused(target, "--classes", str(num_classes), "num_classes", "classes", own)
+
+
+def _refused(
+    target: ModelTarget, flag: str, asked: str, field: str, what: str, own: str
+) -> ValueError:
+    if target.kind == "run":
+        why = (
+            f"{target.label} is a trial of a search run, whose spec fixes its {what} at {own} "
+            "(as it was searched and trained; its weights fit no other)"
+        )
+    else:
+        why = (
+            f"MODEL is a spec JSON, which fixes its {what} at {own} ({field} is part of its "
+            f"arch_id {target.spec.arch_id}; change it in the JSON for another)"
+        )
+    return ValueError(
+        f"{flag} {asked}: {why}; {flag} applies to registry and reference models only"
+    )
+
+
 def resolve_model(
     name: str, *, img_size: Any = None, num_classes: int | None = None
 ) -> ModelTarget:
@@ -118,12 +147,16 @@ def resolve_model(
         name: a registry name, a reference model, spec JSON text, the path of a spec JSON file, or
             ``RUN_DIR:ARCH_ID``. Any text is safe: one that cannot be a path (too long, odd bytes)
             is simply not a file.
-        img_size: input side (or ``(H, W)``) a registry model is built at (default 224); specs
-            from JSON or a run keep theirs, and reference models are built by the caller.
-        num_classes: classifier outputs of a registry model (default: the registry's, 1000).
+        img_size: input side (or ``(H, W)``) a registry model is built at (default 224); a spec
+            from JSON or a run fixes its own, and another is refused; reference models are built
+            by the caller.
+        num_classes: classifier outputs of a registry model (default: the registry's, 1000); a
+            spec from JSON or a run fixes its own, and another is refused.
 
     Raises:
-        ValueError: nothing matches, a file cannot be read, or a spec is invalid.
+        ValueError: nothing matches, a file cannot be read, a spec is invalid, or ``img_size``
+            or ``num_classes`` differ from those of a spec that fixes them (the message names
+            the option, ``--img-size`` or ``--classes``).
     """
     from fcasearch.measure.baselines import list_baselines
     from fcasearch.models import get_spec, list_models
@@ -136,6 +169,17 @@ def resolve_model(
         return ModelTarget(key, spec=get_spec(key, **kwargs))
     if key in list_baselines():
         return ModelTarget(key, baseline=key, kind="baseline")
+    target = _spec_target(name)
+    _keep_own_input(target, img_size, num_classes)
+    return target
+
+
+def _spec_target(name: str) -> ModelTarget:
+    """MODEL as spec JSON (text or file) or ``RUN_DIR:ARCH_ID``."""
+    from fcasearch.measure.baselines import list_baselines
+    from fcasearch.models import list_models
+
+    key = name.strip()
     if key.startswith("{"):
         return ModelTarget("spec", spec=_spec_from_text(key, "MODEL"), kind="text")
     path = Path(name)

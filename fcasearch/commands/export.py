@@ -17,15 +17,19 @@ exported in their folded inference form (Conv-BN and layer scales folded); witho
 first get trained-like layer scales, norms and biases and BN statistics calibrated on random
 inputs, as latency measurement does (fresh ones leave the logits at about 1e-19 and every block
 nearly out of them, so the check could not see a block exported wrong). The file is run in ONNX
-Runtime on the example and its negation and compared with the eager model before the command
-reports success; the max abs difference is printed. Any failure says why and exits non-zero (2
+Runtime on the example and its negation (with ``--dynamic-batch``, at batch 1, 3 and
+``--batch-size``) and compared with the eager model before the command reports success; the max
+abs difference is printed. It is written beside ``--out`` and moved there only then: a failure
+leaves nothing at ``--out`` (and a file already there untouched), says why and exits non-zero (2
 for a user error, 1 when the export or its check fails).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -86,12 +90,44 @@ def load_weights(model: Any, path: Path) -> str:
         except ValueError as exc:
             raise ValueError(f"--weights {path}: {exc}") from None
         return f"weights {path} (official FcaFormer layout)"
+    state = {k.removeprefix("module."): v for k, v in state.items()}
     try:
-        model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
+        model.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ValueError(f"--weights {path}: does not fit the model: {first}") from None
+        raise ValueError(
+            f"--weights {path}: does not fit the model: {_misfit(model, state, exc)}"
+        ) from None
     return f"weights {path}"
+
+
+def _few(items: list[str], shown: int = 3) -> str:
+    more = len(items) - shown
+    return ", ".join(items[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+def _misfit(model: Any, state: dict[str, Any], exc: RuntimeError) -> str:
+    """Why ``state`` does not load into ``model``: the tensors whose shapes differ, the keys
+    missing and those unexpected (a few of each, with a count of the rest)."""
+    from fcasearch.runtime.onnx import error_summary
+
+    own = model.state_dict()
+    shapes = [
+        f"{k} is {tuple(v.shape)}, the model's {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    parts = [
+        f"{what} ({len(items)}): {_few(items)}"
+        for what, items in (
+            ("tensors of another shape", shapes),
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+        )
+        if items
+    ]
+    return "; ".join(parts) if parts else error_summary(exc)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -154,50 +190,25 @@ def _build(target: ModelTarget, weights: Path | None, img_size: int | None) -> t
     return model, f"{loaded}; {how}"
 
 
-def _check_img_size(target: ModelTarget, img_size: int | None) -> None:
-    """Refuse ``--img-size`` for a spec that fixes its own input size (JSON or a run's trial).
-
-    The spec is the model: its ``img_size`` is part of its ``arch_id``, and the token grids set
-    the shapes of the attention biases, so a trial's saved weights fit no other size. Exporting
-    something else under the name given, or silently at the spec's size, would both mislead.
-    """
-    if img_size is None or target.kind in ("registry", "baseline"):
-        return
-    own = tuple(target.spec.img_size)
-    if own == (img_size, img_size):
-        return
-    side = "x".join(map(str, own))
-    if target.kind == "run":
-        what = (
-            f"{target.label} is a trial of a search run, whose spec fixes the input size at "
-            f"{side} (the size it was searched and trained at; its weights fit no other)"
-        )
-    else:
-        what = (
-            f"MODEL is a spec JSON, which fixes the input size at {side} (img_size is part of "
-            f"its arch_id {target.spec.arch_id}; change it in the JSON to export another size)"
-        )
-    raise ValueError(
-        f"--img-size {img_size}: {what}; --img-size applies to registry and reference models only"
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     """Export and verify; 2 on a user error, 1 if the export or its check failed, else 0."""
     import torch
 
     from fcasearch.runtime import RuntimeUnavailable, UnsupportedModel
-    from fcasearch.runtime.onnx import export_onnx, verify_onnx
+    from fcasearch.runtime.onnx import error_summary, export_onnx, verify_onnx
 
     def fail(code: int, text: str) -> int:
+        text = text.replace("\n", "\n  ")  # the lines of a long error, under the first
         print(f"fcasearch export: error: {text}", file=sys.stderr)
         return code
 
     if args.batch_size < 1:
         return fail(2, f"--batch-size {args.batch_size}: must be >= 1")
+    out: Path = args.out
+    if path_is(out, "is_dir"):
+        return fail(2, f"--out {out}: is a folder; name the .onnx file to write")
     try:
         target = resolve_model(args.model, img_size=args.img_size)
-        _check_img_size(target, args.img_size)
         if target.warning:
             print(target.warning, file=sys.stderr)
         if target.note and args.weights is None:
@@ -209,39 +220,60 @@ def run(args: argparse.Namespace) -> int:
     chans, hw = (
         (spec.in_chans, spec.img_size) if spec is not None else (3, (args.img_size or 224,) * 2)
     )
-    example = torch.randn(args.batch_size, chans, *hw, generator=torch.Generator().manual_seed(0))
+
+    def images(batch: int) -> torch.Tensor:
+        return torch.randn(batch, chans, *hw, generator=torch.Generator().manual_seed(batch))
+
+    # a free batch is checked at batch 1 and another one: the export traces at least 2, so a
+    # batch it fixed all the same cannot pass
+    batches = sorted({args.batch_size, 1, 3}) if args.dynamic_batch else [args.batch_size]
     try:
-        info = export_onnx(
-            model,
-            example,
-            args.out,
-            exporter=args.exporter,
-            opset=args.opset,
-            dynamic_batch=args.dynamic_batch,
-        )
-        diffs = [verify_onnx(info.path, model, example)]
-        if args.dynamic_batch:  # another batch size through the free dimension
-            other = torch.randn(args.batch_size + 1, chans, *hw)
-            diffs.append(verify_onnx(info.path, model, other))
-    except RuntimeUnavailable as exc:
-        return fail(2, str(exc))
-    except UnsupportedModel as exc:
-        return fail(1, f"{args.out} does not match the model: {exc}")
-    except Exception as exc:  # the exporters raise many types
-        text = str(exc).strip().splitlines()
-        return fail(1, f"export failed: {type(exc).__name__}: {text[0] if text else ''}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent)
+    except OSError as exc:
+        return fail(2, f"--out {out}: cannot write there: {exc.strerror or exc}")
+    # written beside --out and moved there once verified: a failure leaves nothing at --out
+    # (and a file already there as it was)
+    with staging as folder:
+        try:
+            info = export_onnx(
+                model,
+                images(args.batch_size),
+                Path(folder) / out.name,
+                exporter=args.exporter,
+                opset=args.opset,
+                dynamic_batch=args.dynamic_batch,
+            )
+        except RuntimeUnavailable as exc:
+            return fail(2, str(exc))
+        except Exception as exc:  # the exporters raise many types
+            hint = ""
+            if args.dynamic_batch and args.exporter == "dynamo":
+                hint = "\n(with --dynamic-batch, --exporter torchscript may export it)"
+            return fail(1, f"export failed, nothing written to {out}: {error_summary(exc)}{hint}")
+        try:
+            diffs = [verify_onnx(info.path, model, images(b)) for b in batches]
+        except RuntimeUnavailable as exc:
+            return fail(2, str(exc))
+        except UnsupportedModel as exc:
+            return fail(
+                1, f"the exported file does not match the model, not written to {out}: {exc}"
+            )
+        size_mb = info.path.stat().st_size / 2**20
+        os.replace(info.path, out)
     import onnxruntime
 
-    size_mb = info.path.stat().st_size / 2**20
     batch = "batch free" if args.dynamic_batch else f"batch {args.batch_size}"
     arch = f" (arch_id {spec.arch_id})" if spec is not None else ""
     print(
-        f"exported {target.label}{arch} to {info.path} ({size_mb:.1f} MiB, opset {info.opset}, "
+        f"exported {target.label}{arch} to {out} ({size_mb:.1f} MiB, opset {info.opset}, "
         f"torch.onnx {info.exporter} exporter, {info.seconds:.1f} s); input 'images' "
         f"({batch}, {chans}, {hw[0]}, {hw[1]}) float32, output 'logits'; {how}"
     )
+    *most, last = map(str, batches)
+    at = f" at batch {', '.join(most)} and {last}" if args.dynamic_batch else ""
     print(
-        f"verified with ONNX Runtime {onnxruntime.__version__} (CPUExecutionProvider): max abs "
-        f"diff vs eager {max(diffs):.3g}"
+        f"verified with ONNX Runtime {onnxruntime.__version__} (CPUExecutionProvider){at}: max "
+        f"abs diff vs eager {max(diffs):.3g}"
     )
     return 0

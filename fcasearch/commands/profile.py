@@ -83,14 +83,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--img-size",
         type=int,
         default=None,
-        help="input side (default: 224, or a spec JSON's or run trial's own); a report draws a "
-        "profiled reference only at its runs' input size",
+        help="input side of registry and reference models (default 224); a spec JSON or run "
+        "trial fixes its own, and another is refused; a report draws a profiled reference only "
+        "at its runs' input size",
     )
     parser.add_argument(
         "--classes",
         type=int,
         default=None,
-        help="classifier outputs (default: 1000, or a spec JSON's or run trial's own)",
+        help="classifier outputs of registry and reference models (default 1000); a spec JSON or "
+        "run trial fixes its own, and another is refused",
     )
     parser.add_argument(
         "--channels-last", action="store_true", help="channels-last weights and inputs"

@@ -1,4 +1,9 @@
-"""``fcasearch summary NAME_OR_SPEC_JSON``: build a model and print its per-stage summary.
+"""``fcasearch summary MODEL``: build an FcaFormer model and print its per-stage summary.
+
+MODEL is a registry name, a spec JSON (a file or the text) or ``RUN_DIR:ARCH_ID``, resolved as
+``fcasearch export`` resolves it (reference models such as ``convnext_tiny`` are refused: there is
+no spec to count). ``--img-size`` and ``--classes`` apply to registry names; a spec JSON or a run's
+trial fixes its own (they are part of its arch_id), and other values are refused.
 
 Rows: the stem, each stage (its blocks plus the downsample after it) and the head, with the
 parameters counted on the built model, the closed-form count (:mod:`fcasearch.measure.counting`)
@@ -18,18 +23,23 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model",
-        metavar="NAME_OR_SPEC_JSON",
+        metavar="MODEL",
         help="a registered model name (fcaformer_l1 ... l4, fcaformer_tiny, fcaformer_nano), a spec "
         "as JSON text, the path of a .json file holding one, or RUN_DIR:ARCH_ID (a trial of a "
-        "search run)",
+        "search run); FcaFormer models only",
     )
     parser.add_argument(
         "--img-size",
         default=None,
-        help="input side, or HxW (e.g. 224x160); default 224 for a name, the spec's own for JSON",
+        help="input side, or HxW (e.g. 224x160), of a registered model (default 224); a spec JSON "
+        "or RUN_DIR:ARCH_ID fixes its own, and another is refused",
     )
     parser.add_argument(
-        "--classes", type=int, default=None, help="classifier outputs (default 1000)"
+        "--classes",
+        type=int,
+        default=None,
+        help="classifier outputs of a registered model (default 1000); a spec JSON or "
+        "RUN_DIR:ARCH_ID fixes its own, and another is refused",
     )
 
 
@@ -50,9 +60,11 @@ def _parse_img(text: str | None) -> Any:
 
 
 def resolve_spec(model: str, img_size: Any = None, classes: int | None = None):
-    """The :class:`~fcasearch.spec.ArchSpec` named or given as JSON (text or file), or logged by a
-    search run (``RUN_DIR:ARCH_ID``), with overrides; resolved as ``fcasearch export`` and
-    ``profile`` resolve their MODEL (:func:`fcasearch.targets.resolve_model`)."""
+    """The :class:`~fcasearch.spec.ArchSpec` named (built at ``img_size`` and ``classes``) or
+    given as JSON (text or file), or logged by a search run (``RUN_DIR:ARCH_ID``); resolved as
+    ``fcasearch export`` and ``profile`` resolve their MODEL
+    (:func:`fcasearch.targets.resolve_model`, which refuses sizes and classes a spec does not
+    have)."""
     from fcasearch.targets import resolve_model
 
     target = resolve_model(model, img_size=img_size, num_classes=classes)
@@ -61,7 +73,7 @@ def resolve_spec(model: str, img_size: Any = None, classes: int | None = None):
             f"model: {target.label} is a reference model, not an FcaFormer spec; summary "
             "describes FcaFormer models (registry names, spec JSON, RUN_DIR:ARCH_ID)"
         )
-    return target.spec_at(img_size, classes)
+    return target.spec
 
 
 def summary_rows(spec) -> list[dict[str, Any]]:

@@ -103,11 +103,14 @@ def resolve_target(
     Args:
         name: a registry name, a baseline name, spec JSON text, the path of a spec JSON file, or
             ``RUN_DIR:ARCH_ID`` (the spec a search run logged for that trial).
-        img_size: square input side (default: 224 for named models, the spec's own for JSON).
-        num_classes: classifier outputs (default: 1000 for named models, the spec's own for JSON).
+        img_size: square input side (default: 224 for named models; a spec JSON or run trial
+            fixes its own, and another is refused).
+        num_classes: classifier outputs (default: 1000 for named models; a spec JSON or run
+            trial fixes its own, and another is refused).
 
     Raises:
-        ValueError: an unknown name, an unreadable file or an invalid spec (the message says which).
+        ValueError: an unknown name, an unreadable file, an invalid spec, or an ``img_size`` or
+            ``num_classes`` a spec does not have (the message says which).
     """
     from fcasearch.targets import resolve_model
 
@@ -118,7 +121,7 @@ def resolve_target(
         return ProfileTarget(
             target.label, baseline=target.baseline, img_size=side, num_classes=classes
         )
-    spec = target.spec_at(img_size, num_classes)
+    spec = target.spec
     label = f"spec {spec.arch_id}" if target.kind == "text" else target.label
     return ProfileTarget(label, spec=spec)
 

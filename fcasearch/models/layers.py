@@ -168,10 +168,19 @@ def in_row_chunks(
 ) -> torch.Tensor:
     """``fn(x)`` for a row-wise ``fn`` over ``x`` of shape ``(..., d)``; in CPU inference (no
     autograd) computed on chunks of at most ``HIDDEN_CHUNK // hidden`` rows (``hidden``: the width
-    of ``fn``'s largest intermediate) and concatenated, elsewhere in one call."""
+    of ``fn``'s largest intermediate) and concatenated, elsewhere in one call. Never while the
+    model is traced or exported (ONNX): the chunks are a way to run on this CPU, not part of the
+    model, and their number depends on the batch, which a free batch dimension cannot have."""
+    if (
+        x.device.type != "cpu"
+        or torch.is_grad_enabled()
+        or torch.jit.is_tracing()
+        or torch.compiler.is_exporting()
+    ):
+        return fn(x)
     rows = max(1, HIDDEN_CHUNK // hidden)
     flat = x.reshape(-1, x.shape[-1])  # (rows, d)
-    if flat.shape[0] <= rows or x.device.type != "cpu" or torch.is_grad_enabled():
+    if flat.shape[0] <= rows:
         return fn(x)
     return torch.cat([fn(chunk) for chunk in flat.split(rows)]).view(*x.shape[:-1], -1)
 

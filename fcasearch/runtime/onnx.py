@@ -48,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import re
 import tempfile
 import time
 import warnings
@@ -71,7 +72,15 @@ from fcasearch.runtime.base import (
     eager_reference,
 )
 
-__all__ = ["EXPORTERS", "OnnxExport", "OnnxRuntime", "export_onnx", "onnx_session", "verify_onnx"]
+__all__ = [
+    "EXPORTERS",
+    "OnnxExport",
+    "OnnxRuntime",
+    "error_summary",
+    "export_onnx",
+    "onnx_session",
+    "verify_onnx",
+]
 
 EXPORTERS = ("dynamo", "torchscript")  # what export_onnx takes; the runtime also takes "auto"
 TORCHSCRIPT_OPSET = 20  # the tracing exporter's opset unless one is asked for (module docstring)
@@ -89,9 +98,49 @@ def _require(*modules: str) -> None:
         )
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal colours (torch.onnx's messages have some)
+_CLASS = re.compile(r"<class '(?:[\w.]+\.)?(\w+)'>")  # <class 'torch._dynamo.exc.UserError'>
+# lines of torch's messages that give advice or point elsewhere, not what failed
+_ADVICE = ("⬆", "(Refer to the full stack trace", "The error above occurred when calling")
+
+
 def _first_line(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    lines = [ln for ln in _ANSI.sub("", str(exc)).strip().splitlines() if ln.strip()]
     return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
+
+
+def error_summary(exc: BaseException, *, max_lines: int = 8, max_chars: int = 1000) -> str:
+    """``Type: message`` of ``exc`` for a person: what failed, in at most ``max_lines`` lines and
+    about ``max_chars`` characters (the number of lines left off said), colours stripped.
+
+    torch.onnx's own errors open with the step that failed, a list of next steps to try, then
+    "## Exception summary" with the errors that caused it (the ``ConstraintViolationError``
+    behind a ``TorchExportError``, say): the step and the causes are kept, the advice dropped.
+    ONNX Runtime's errors go on over several lines (the dimension that did not fit, ...): all
+    of them are kept, up to the limits.
+    """
+    text = _ANSI.sub("", str(exc)).strip()
+    head, marker, causes = text.partition("## Exception summary")
+    if marker:
+        step = head.strip().splitlines()[0] if head.strip() else ""
+        lines = [step.split("Next steps:")[0], *causes.splitlines()]
+    else:
+        lines = text.splitlines()
+    lines = [_CLASS.sub(r"\1", ln).rstrip() for ln in lines]
+    lines = [ln for ln in lines if ln.strip() and not ln.strip().startswith(_ADVICE)]
+    lines[:1] = [f"{type(exc).__name__}: {lines[0].strip() if lines else ''}"]
+    kept: list[str] = []
+    for line in lines[:max_lines]:
+        room = max_chars - sum(len(k) + 1 for k in kept)
+        if len(line) > room:
+            if not kept:  # one long line: cut it
+                kept.append(line[: max(room - 3, 0)] + "...")
+            break
+        kept.append(line)
+    if len(kept) < len(lines):
+        left = len(lines) - len(kept)
+        kept.append(f"({left} more line{'s' if left > 1 else ''} left off)")
+    return "\n".join(kept)
 
 
 @dataclass(frozen=True)
@@ -165,10 +214,15 @@ def export_onnx(
         path: the ``.onnx`` file to write (its folder is created).
         exporter: ``dynamo`` (default) or ``torchscript`` (module docstring).
         opset: ONNX opset to target; None takes the exporter's default.
-        dynamic_batch: leave the batch dimension of input and output free.
+        dynamic_batch: leave the batch dimension of input and output free. The model is then
+            traced on a batch of at least 2 (the example repeated), and a file whose batch came
+            out fixed all the same is an error. Check the file at two
+            batch sizes, 1 among them (:func:`verify_onnx`): an exporter can write a free batch
+            dimension on a graph that holds the traced one elsewhere.
 
     Raises:
         RuntimeUnavailable: ``onnx`` (or ``onnxscript`` for the dynamo exporter) is missing.
+        UnsupportedModel: ``dynamic_batch``, and the exporter fixed the batch.
         ValueError: an unknown exporter.
         Exception: whatever the exporter raised for a model it cannot export.
     """
@@ -180,6 +234,10 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     x = example.detach().clone()  # an ordinary tensor even if made under inference_mode
+    if dynamic_batch and x.shape[0] < 2:
+        # torch.export takes a dimension of size 1 for a constant (and writes the batch into
+        # the graph): traced on 2, the example twice
+        x = x.repeat(2, *([1] * (x.dim() - 1)))
     kwargs: dict[str, Any] = {
         "input_names": [INPUT_NAME],
         "output_names": [OUTPUT_NAME],
@@ -189,7 +247,9 @@ def export_onnx(
     with _quiet(), torch.no_grad():
         if exporter == "dynamo":
             if dynamic_batch:
-                kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
+                # an axis name: torch.onnx exports it as torch.export.Dim.DYNAMIC (an error if
+                # the model fixes it) and names the dimension in the file
+                kwargs["dynamic_shapes"] = ({0: "batch"},)
             torch.onnx.export(
                 model, (x,), path, dynamo=True, external_data=False, verbose=False, **kwargs
             )
@@ -203,6 +263,14 @@ def export_onnx(
                 torch.onnx.export(model, (x,), path, dynamo=False, **kwargs)
     seconds = time.perf_counter() - started
     graph = onnx.load(str(path), load_external_data=False)
+    if dynamic_batch:
+        (images,) = [i for i in graph.graph.input if i.name == INPUT_NAME]
+        batch = images.type.tensor_type.shape.dim[0]
+        if not batch.dim_param:
+            raise UnsupportedModel(
+                f"the {exporter} exporter fixed the batch of {path.name} at {batch.dim_value} "
+                "although a free batch was asked for"
+            )
     version = next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), 0)
     return OnnxExport(path=path, exporter=exporter, opset=int(version), seconds=seconds)
 
@@ -372,7 +440,8 @@ def verify_onnx(
     except (RuntimeUnavailable, UnsupportedModel):
         raise
     except Exception as exc:  # onnxruntime's own errors (Fail, InvalidGraph, NotImplemented)
-        raise UnsupportedModel(f"onnxruntime cannot run {path}: {_first_line(exc)}") from exc
+        text = error_summary(exc)
+        raise UnsupportedModel(f"onnxruntime cannot run {Path(path).name}: {text}") from exc
     return _compared(got, checks)
 
 

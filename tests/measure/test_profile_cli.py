@@ -45,7 +45,7 @@ def run_cli(argv: list[str]) -> int:
 
 def test_cli_end_to_end_on_cpu(tmp_path, capsys):
     spec_file = tmp_path / "cand.json"
-    spec_file.write_text(get_spec("fcaformer_tiny", img_size=64, num_classes=5).to_json())
+    spec_file.write_text(get_spec("fcaformer_tiny", img_size=32, num_classes=10).to_json())
     out = tmp_path / "prof" / "p.csv"
     argv = ["fcaformer_nano", str(spec_file), "--img-size", "32", "--classes", "10"]
     code = run_cli(
@@ -249,7 +249,9 @@ def test_resolve_names_files_and_overrides(tmp_path):
     f = tmp_path / "x.json"
     f.write_text(get_spec("fcaformer_nano", img_size=64).to_json())
     assert resolve_target(str(f)).spec.img_size == (64, 64)
-    assert resolve_target(str(f), img_size=32).spec.img_size == (32, 32)
+    assert resolve_target(str(f), img_size=64).spec.img_size == (64, 64)  # its own: accepted
+    with pytest.raises(ValueError, match="--img-size 32: MODEL is a spec JSON"):
+        resolve_target(str(f), img_size=32)  # the spec fixes it (part of its arch_id)
     with pytest.raises(ValueError, match="does not exist"):
         resolve_target(str(tmp_path / "missing.json"))
     f.write_text('{"stages": []}')
@@ -321,7 +323,8 @@ def test_spec_json_text_and_run_trials_resolve_as_export_resolves_them(tmp_path)
     assert len(text) > 255  # longer than a file name may be: never taken for one
     t = resolve_target(text)
     assert t.spec == spec and t.label == f"spec {spec.arch_id}"
-    assert resolve_target(text, img_size=64).spec.img_size == (64, 64)
+    with pytest.raises(ValueError, match="--img-size 64"):
+        resolve_target(text, img_size=64)
     run = RunDir(tmp_path / "run")
     TrialLog(run).append({"trial": 0, "arch_id": spec.arch_id, "spec": text, "status": "complete"})
     t = resolve_target(f"{run.root}:{spec.arch_id}")

@@ -25,11 +25,15 @@ def test_summary_of_a_registry_name(capsys):
     assert "stage2 fca d192x6 h6" in out and "14x14" in out and "1,374,297,280" in out
 
 
-def test_summary_of_a_json_spec_with_overrides(capsys, tmp_path):
+def test_summary_of_a_json_spec_and_of_a_registry_name_with_overrides(capsys, tmp_path):
     spec = get_spec("fcaformer_nano", img_size=64)
     path = tmp_path / "spec.json"
     path.write_text(spec.to_json())
-    assert _run([str(path), "--img-size", "96x64", "--classes", "7"]) == 0
+    assert _run([str(path)]) == 0 and "spec    64 " in capsys.readouterr().out
+    # a spec fixes its own input (part of its arch_id): another one is refused, not rebuilt
+    assert _run([str(path), "--img-size", "96x64"]) == 2
+    assert "fixes its input size" in capsys.readouterr().err
+    assert _run(["fcaformer_nano", "--img-size", "96x64", "--classes", "7"]) == 0
     out = capsys.readouterr().out
     want = get_spec("fcaformer_nano", img_size=(96, 64), num_classes=7)
     assert f"{count_params(want):,}" in out and "96x64" in out

@@ -277,3 +277,100 @@ def test_weights_pickled_with_other_objects_name_them(tmp_path):
         export_cmd.load_weights(build_model(spec), path)
     with pytest.raises(ValueError, match="no such file"):
         export_cmd.load_weights(build_model(spec), tmp_path / "missing.pt")
+
+
+def test_weights_that_do_not_fit_name_the_keys_and_shapes(tmp_path, capsys):
+    spec = get_spec("fcaformer_nano", img_size=32)
+    state = build_model(spec).state_dict()
+    missing = [k for k in state if k.startswith("stages.3.")]
+    assert len(missing) > 3
+    for k in missing:
+        del state[k]
+    state["head.weight"] = torch.zeros(2, 2)
+    state["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "w.pt"
+    torch.save(state, path)
+    with pytest.raises(ValueError) as err:
+        export_cmd.load_weights(build_model(spec), path)
+    message = str(err.value)
+    assert message.startswith(f"--weights {path}: does not fit the model: ")
+    head = tuple(build_model(spec).head.weight.shape)
+    assert f"tensors of another shape (1): head.weight is (2, 2), the model's {head}" in message
+    assert f"missing keys ({len(missing)}): {', '.join(missing[:3])} and " in message
+    assert (
+        f"and {len(missing) - 3} more" in message and "unexpected keys (1): extra.weight" in message
+    )
+    out = tmp_path / "x.onnx"
+    argv = ["export", "fcaformer_nano", "--img-size", "32", "--weights", str(path)]
+    assert main([*argv, "--out", str(out)]) == 2 and not out.exists()
+    assert "head.weight is (2, 2)" in capsys.readouterr().err
+
+
+class _Eigh(torch.nn.Module):  # an op the dynamo exporter has no ONNX function for
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.eigh(x @ x.T)[0]
+
+
+def test_an_export_failure_says_what_failed_without_colours_or_advice(
+    tmp_path, capsys, monkeypatch
+):
+    import fcasearch.runtime.onnx as onnx_mod
+
+    real = onnx_mod.export_onnx
+
+    def unexportable(model, example, path, **kwargs):
+        return real(_Eigh().eval(), torch.randn(3, 3), path, **kwargs)
+
+    monkeypatch.setattr(onnx_mod, "export_onnx", unexportable)
+    out = tmp_path / "x.onnx"
+    assert main(["export", "fcaformer_nano", "--img-size", "32", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "export failed" in err and "ConversionError" in err and "step 3/3" in err
+    # the cause torch.onnx gives under "## Exception summary" (the first line ended at
+    # "Next steps:", coloured)
+    assert "DispatchError: No ONNX function found for" in err and "aten._linalg_eigh" in err
+    assert "\x1b[" not in err and "Next steps" not in err and "Refer to the full" not in err
+    assert len(err.splitlines()) <= 10 and len(err) < 1300
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_error_summary_keeps_a_bounded_part_of_long_errors():
+    from fcasearch.runtime.onnx import error_summary
+
+    long = RuntimeError("\n".join(f"\x1b[31mline {i}\x1b[0m" for i in range(30)))
+    text = error_summary(long)
+    assert text.splitlines() == [
+        "RuntimeError: line 0",
+        *(f"line {i}" for i in range(1, 8)),
+        "(22 more lines left off)",
+    ]
+    one = error_summary(ValueError("x" * 5000))
+    assert one.startswith("ValueError: xxx") and one.endswith("...") and len(one) <= 1000
+    assert error_summary(KeyError()) == "KeyError: "
+
+
+def test_a_failed_export_leaves_nothing_at_out_and_a_file_there_untouched(
+    tmp_path, capsys, monkeypatch
+):
+    import fcasearch.runtime.onnx as onnx_mod
+    from fcasearch.runtime import UnsupportedModel
+
+    out = tmp_path / "x.onnx"
+    argv = ["export", "fcaformer_nano", "--img-size", "32", "--exporter", "torchscript"]
+    argv += ["--out", str(out)]
+    real = onnx_mod.verify_onnx
+
+    def mismatch(*args, **kwargs):
+        raise UnsupportedModel("onnxruntime: outputs differ from eager by up to 3 (tolerance 1e-4)")
+
+    monkeypatch.setattr(onnx_mod, "verify_onnx", mismatch)
+    assert main(argv) == 1 and not out.exists()
+    assert f"not written to {out}" in capsys.readouterr().err
+    out.write_bytes(b"a file of before")
+    assert main(argv) == 1 and out.read_bytes() == b"a file of before"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.onnx"]  # no staged file left
+    monkeypatch.setattr(onnx_mod, "verify_onnx", real)
+    assert main(argv) == 0  # verified: it replaces the file there
+    assert f"to {out} (" in capsys.readouterr().out
+    assert _onnx_logits(out, torch.randn(1, 3, 32, 32)).shape == (1, 1000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.onnx"]

@@ -202,7 +202,7 @@ def test_a_tenth_of_the_runs_disturbed_is_not_stable_though_the_mad_is_calm():
     assert s.robust_cv < 0.1 and s.p90_ms > 50
     assert not s.stable and "p90" in s.why_unstable and "median" in s.why_unstable
     assert summarize_times(calm, cv_threshold=0.1).stable  # an idle machine's tail
-    one_slow = calm + [60.0]  # one page fault or tick: its median and p90 stand
+    one_slow = [*calm, 60.0]  # one page fault or tick: its median and p90 stand
     assert summarize_times(one_slow, cv_threshold=0.1).stable
     spread = summarize_times([1.0, 1.5, 2.0, 2.5, 3.0], cv_threshold=0.1)
     assert not spread.stable and spread.why_unstable.startswith("robust CV")

@@ -40,7 +40,8 @@ def test_equal_to_moocore_on_stored_fronts(name):
         assert hypervolume(pts, ref) == moocore.hypervolume(pts, ref=ref)
         assert (pareto_mask(pts) == moocore.is_nondominated(pts, keep_weakly=True)).all()
         assert (non_dominated_sort(pts) == moocore.pareto_rank(pts)).all()
-        assert np.allclose(hv_contributions(pts, ref), moocore.hv_contributions(pts, ref=ref))
+        expected = moocore.hv_contributions(pts, ref=ref, ignore_dominated=False)
+        assert np.allclose(hv_contributions(pts, ref), expected)
     # a reference inside the cloud: points beyond it count nothing, in moocore as here
     mid = np.median(everything, axis=0)
     inside = sets[0][(sets[0] < mid).all(axis=1)]
@@ -71,6 +72,21 @@ def test_contributions_are_what_removing_a_point_costs():
     assert hv_contributions([[3.0], [1.0], [2.0], [1.0]], [4.0]).tolist() == [0, 0, 0, 0]
     assert hv_contributions([[3.0], [1.0], [2.0]], [4.0]).tolist() == [0, 1, 0]
     assert hv_contributions([[1.5], [5.0]], [4.0]).tolist() == [2.5, 0]
+
+
+def test_contributions_count_the_dominated_points_a_removal_uncovers():
+    # a Pareto set over three objectives, its hypervolume over two: [2, 2] is dominated there,
+    # and removing [1, 1] uncovers it; the contribution is what removing the point costs with
+    # every other point present (moocore's default ignored [2, 2]: 4 - 0, not 4 - 1)
+    ref = np.array([3.0, 3.0])
+    assert hv_contributions([[1.0, 1.0], [2.0, 2.0]], ref).tolist() == pytest.approx([3.0, 0.0])
+    rng = np.random.default_rng(3)
+    for n_obj in (2, 3, 4):
+        pts = rng.random((25, n_obj))  # dominated points and all
+        ref = np.full(n_obj, 1.05)
+        total = hypervolume(pts, ref)
+        removed = [total - hypervolume(np.delete(pts, i, axis=0), ref) for i in range(len(pts))]
+        assert hv_contributions(pts, ref) == pytest.approx(removed, abs=1e-12)
 
 
 def test_history_never_falls_and_ends_at_the_whole_value():

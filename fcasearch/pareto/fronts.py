@@ -190,10 +190,13 @@ def hypervolume(points: Array, reference_point: Sequence[float] | np.ndarray) ->
 def hv_contributions(points: Array, reference_point: Sequence[float] | np.ndarray) -> np.ndarray:
     """Exclusive hypervolume contribution of each point (minimization).
 
-    The contribution of a non-dominated point is how much the hypervolume of the front drops
-    when it alone is removed. Dominated points, duplicates and points beyond the reference
-    contribute zero, and dominated points are ignored (removing a front point does not let them
-    count), as in moocore's default.
+    The contribution of point ``i`` is ``HV(points) - HV(points without i)``, with every other
+    point present. Dominated points, duplicates and points beyond the reference contribute zero,
+    but they still count for the others: a point that only its dominator covers is uncovered
+    when the dominator is removed, which lowers the dominator's contribution
+    (``ignore_dominated=False`` in moocore; its default ignores dominated points and so inflates
+    their dominators' contributions). A Pareto set over more objectives than the hypervolume
+    counts (or several runs' sets together) holds such points.
 
     Args:
         points: Array of shape ``(n_points, n_objectives)``.
@@ -214,7 +217,7 @@ def hv_contributions(points: Array, reference_point: Sequence[float] | np.ndarra
         runner_up = min(float(rest.min()), float(ref[0])) if len(rest) else float(ref[0])
         out[best] = runner_up - col[best]
     elif inside.any():
-        out[inside] = moocore.hv_contributions(pts[inside], ref=ref)
+        out[inside] = moocore.hv_contributions(pts[inside], ref=ref, ignore_dominated=False)
     return out
 
 

@@ -194,8 +194,10 @@ def status_details(df: pd.DataFrame, ranked: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         Rows ``status``, ``reason`` (first line, at most 200 characters; reasons that differ
-        only in numbers are grouped, the first one shown), ``count`` and ``trials`` (up to 8
-        ``run#trial`` ids), failed first, then infeasible, pruned, others.
+        only in numbers are grouped, the first one shown; ``⚠ unstable latency: run#trial (CV
+        ...)`` added where a row's latency stayed unstable, as tables mark unstable cells),
+        ``count`` and ``trials`` (up to 8 ``run#trial`` ids), failed first, then infeasible,
+        pruned, others.
     """
     rest = df[~df.index.isin(ranked.index)].copy()
     if not len(rest):
@@ -215,11 +217,31 @@ def status_details(df: pd.DataFrame, ranked: pd.DataFrame) -> pd.DataFrame:
         why = g["reason"].iloc[0]
         if g["reason"].nunique() > 1:
             why += f" (and {g['reason'].nunique() - 1} similar)"
+        why += _unstable_mark(g)
         rows.append({"status": st, "reason": why, "count": len(g), "trials": listed})
     out = pd.DataFrame(rows)
     out["_o"] = out["status"].map(order).fillna(3)
     out = out.sort_values(["_o", "count"], ascending=[True, False], kind="stable")
     return out.drop(columns="_o").reset_index(drop=True)
+
+
+def _unstable_mark(group: pd.DataFrame) -> str:
+    """`` ⚠ unstable latency: c#0 (CV 0.271)`` for the rows of ``group`` whose latency was measured
+    but stayed unstable (a reason that quotes such a latency quotes no exact value); empty when
+    there is none."""
+    if "latency_stable" not in group or "latency_ms" not in group:
+        return ""
+    unstable = ~group["latency_stable"].fillna(True).astype(bool)  # missing: stable
+    shaky = group[unstable & group["latency_ms"].notna()]
+    if not len(shaky):
+        return ""
+    cv = shaky["latency_cv"] if "latency_cv" in shaky else pd.Series(np.nan, index=shaky.index)
+    listed = [
+        f"{uid} (CV {c:.3g})" if pd.notna(c) else str(uid)
+        for uid, c in zip(shaky["uid"].astype(str), cv)
+    ]
+    more = f", … ({len(listed) - 4} more)" if len(listed) > 4 else ""
+    return f" ⚠ unstable latency: {', '.join(listed[:4])}{more}"
 
 
 def arch_spread(

@@ -18,14 +18,13 @@ import pandas as pd
 
 from fcasearch.pareto import HypervolumeDefinition, common_definition, parse_hv_reference
 from fcasearch.report import analysis as an
+from fcasearch.report.caveats import finals_across_runs, front_size_note, sampler_note
 from fcasearch.report.figures import draw_figures
 from fcasearch.report.final import (
     FINAL_COLUMNS,
     apply_final,
     check_runtimes,
     final_sentence,
-    measured_threads,
-    run_references,
     search_figures,
 )
 from fcasearch.report.html import format_value, render_html, render_markdown
@@ -36,12 +35,7 @@ from fcasearch.report.info import (
     combine_runs,
     load_runs,
 )
-from fcasearch.report.references import (
-    merge_references,
-    paper_references,
-    profile_references,
-    run_input_shape,
-)
+from fcasearch.report.references import report_references
 
 __all__ = ["ReportData", "ReportPaths", "build_report"]
 
@@ -103,6 +97,9 @@ class ReportData:
     attainment: dict[str, list[str]] = field(default_factory=dict)
     headline: str = ""
     hv_sentence: str = ""
+    # what the hypervolume table's front_size_in_search counts; the per-sampler caveat
+    front_note: str = ""
+    sampler_note: str = ""
     method_text: str = ""
     notes: list[str] = field(default_factory=list)
     fingerprints: dict[str, str] = field(default_factory=dict)
@@ -189,74 +186,6 @@ def _write_specs(pareto: pd.DataFrame, specs_dir: Path, device: str) -> pd.DataF
         profile.append(f"fcasearch profile {shown} --device {device}")
         rebuild.append(f"fcasearch summary {shown}")
     return pareto.assign(profile_cmd=profile, rebuild_cmd=rebuild)
-
-
-def _references(
-    runs: list[RunData],
-    fingerprints: dict[str, str],
-    profile: str | Path | None,
-    finals: dict[str, dict | None] | None = None,
-) -> tuple[pd.DataFrame, list[str]]:
-    img, classes, notes = run_input_shape(runs[0])
-    refs, more = paper_references(img, classes)
-    notes += more
-    own = run_references(runs[0], (finals or {}).get(runs[0].label))
-    if len(own):  # measured with the run: its runtime, settings and (final) figures
-        refs = merge_references(refs, own)
-    if profile is not None:
-        batch = _latency_batch_size(runs[0])
-        runtime = runs[0].config.get("runtime")
-        opts = runs[0].config.get("options") or {}
-        prof, more = profile_references(
-            profile,
-            list(fingerprints),
-            batch,
-            runtime=runtime,
-            runtime_options=str(runs[0].config.get("runtime_options") or ""),
-            dtype=opts.get("latency_dtype") or None,
-            threads=_latency_threads(runs),
-            input_size=((img, img) if isinstance(img, int) else tuple(img), classes),
-        )
-        notes += more
-        again = prof["model"].isin(own["model"])
-        if again.any():
-            notes.append(
-                f"--profile rows of {', '.join(sorted(set(prof.loc[again, 'model'])))} not used: "
-                "the run measured these models itself, beside its trials."
-            )
-        refs = merge_references(refs, prof[~again])
-    if len(own):
-        notes.append(
-            f"Reference models {', '.join(own['model'])} were measured with the run, on its "
-            "runtime and settings."
-        )
-    elif profile is None:
-        notes.append(
-            "No --profile CSV given: latency and memory axes have no reference models "
-            "(profile them with `fcasearch profile` on this hardware)."
-        )
-    return refs, notes
-
-
-def _latency_threads(runs: list[RunData]) -> int | None:
-    """The CPU threads the runs' latency was measured with, if their trial rows agree on one."""
-    found = {t for run in runs for t in measured_threads(run)}
-    return found.pop() if len(found) == 1 else None
-
-
-def _latency_batch_size(run: RunData) -> int | None:
-    """The batch size latency was measured at, if run.yaml says so (``options``, where a search
-    records it, or an older run's top-level keys)."""
-    opts = run.config.get("options") or {}
-    if isinstance(opts, dict) and opts.get("latency_batch_size"):
-        return int(opts["latency_batch_size"])
-    for key in ("latency_batch_size", "measure_batch_size"):
-        if run.config.get(key):
-            return int(run.config[key])
-    measure = run.config.get("measure")
-    if isinstance(measure, dict) and measure.get("batch_size"):
-        return int(measure["batch_size"])
-    return None
 
 
 def _budget_note(columns: Sequence[str], ranked: pd.DataFrame) -> str:
@@ -370,8 +299,12 @@ def build_report(
         "profile_cmd",
         "rebuild_cmd",
     ]
-    refs, ref_notes = _references(runs, fingerprints, profile, finals)
+    refs, ref_notes = report_references(runs, fingerprints, profile, finals)
     notes += ref_notes
+    drawn = runs[0].label if (runs[0].path / "references.csv").exists() else None
+    across = finals_across_runs(runs, finals, drawn)
+    if across:  # beside the runs' final-rounds notes
+        notes.insert(len(final_notes), across)
     # on the figures every trial has, like the front (a final figure beside an in-search one
     # would decide the budget rows across two measurements)
     ranked_in_search = search_figures(ranked)
@@ -383,6 +316,7 @@ def build_report(
         if c not in extra and c not in (q_name, cost) and c in ranked and ranked[c].notna().any()
     ]
     per_run = an.hv_summary(searched, ranked_searched, hv, own, objectives)
+    per_sampler = an.sampler_summary(per_run)
     names = list(hv.names)
     searched_front = ranked_searched[ranked_searched["on_front"]]
     combined = hv.value(searched_front[names].to_numpy(dtype=float)) if names else np.nan
@@ -407,7 +341,7 @@ def build_report(
         budget_note=_budget_note([cost, *extra[:3]] if cost else [], ranked),
         picks=_pick(front, quality, cost),
         per_run=per_run,
-        per_sampler=an.sampler_summary(per_run),
+        per_sampler=per_sampler,
         history=an.hv_history(searched, ranked_searched, hv),
         counts=an.status_counts(trials, ranked),
         details=an.status_details(trials, ranked),
@@ -421,6 +355,8 @@ def build_report(
     if len(final_notes) == 1 and len(runs) == 1:
         data.headline += " " + final_notes[0]
     data.hv_sentence = _hv_sentence(data, runs)
+    data.front_note = front_size_note(per_run, len(pareto), len(left), len(runs))
+    data.sampler_note = sampler_note(per_sampler)
     data.method_text = (
         "Ranks come from non-dominated sorting over all objectives with their directions; only "
         "complete trials with every objective measured are ranked (NaN is missing, never a "
@@ -456,7 +392,8 @@ def build_report(
         if c in pareto
     ]
     csv_path = out / "pareto.csv"
-    pareto[csv_cols].to_csv(csv_path, index=False)
+    whole = _whole_numbers(pareto[csv_cols], ("trial", "rank", "params", "macs"))
+    whole.to_csv(csv_path, index=False)
     summary_path = out / "summary.json"
     summary_path.write_text(json.dumps(_summary(data), indent=2, default=_json_default) + "\n")
     return ReportPaths(
@@ -469,6 +406,20 @@ def build_report(
         figures=tuple(figure_paths),
         warnings=tuple(w for r in runs for w in r.warnings),
     )
+
+
+def _whole_numbers(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """``df`` with the given columns as nullable integers where every value is whole (trial
+    numbers are typed float on loading, and a CSV would write ``2.0``)."""
+    out = df.copy()
+    for col in columns:
+        if col not in out:
+            continue
+        values = pd.to_numeric(out[col], errors="coerce")
+        known = values.dropna()
+        if len(known) and np.isfinite(known).all() and (known == np.round(known)).all():
+            out[col] = values.round().astype("Int64")
+    return out
 
 
 def _hv_sentence(data: ReportData, runs: list[RunData]) -> str:
@@ -542,6 +493,8 @@ def _summary(data: ReportData) -> dict[str, object]:
         "combined_hypervolume": None if np.isnan(data.combined_hv) else data.combined_hv,
         "hypervolume_per_run": clean(data.per_run),
         "hypervolume_per_sampler": clean(data.per_sampler),
+        "front_size_note": data.front_note,
+        "sampler_note": data.sampler_note,
         "status_counts": clean(data.counts),
         "pareto_arch_ids": data.pareto["arch_id"].astype(str).tolist(),
         "picks": {k: str(v["arch_id"]) for k, v in data.picks.items()},

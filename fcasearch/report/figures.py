@@ -15,6 +15,8 @@ from fcasearch.report.final import FINAL_COLUMNS
 from fcasearch.report.info import HARDWARE_METRICS
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from fcasearch.report.build import ReportData
 
 __all__ = ["FIGURE_COSTS", "draw_figures"]
@@ -76,6 +78,7 @@ def draw_figures(data: ReportData, out: Path) -> dict[str, tuple[Path, str]]:
                 if "latency" in cost
                 else ""
             )
+            + ("; orange ticks: infeasible, unstable latency" if _shaky(infeasible, cost) else "")
             + (_EAF_CAPTION if surfaces else "")
             + ".",
         )
@@ -105,7 +108,8 @@ def draw_figures(data: ReportData, out: Path) -> dict[str, tuple[Path, str]]:
         )
     path = plot.hv_by_sampler_figure(data.per_run, out / "hypervolume_by_sampler.png")
     if path:
-        figs["hv_sampler"] = (path, "Final hypervolume per sampler across runs (seeds).")
+        caption = "Final hypervolume per sampler across runs (seeds)."
+        figs["hv_sampler"] = (path, f"{caption} {data.sampler_note}".strip())
     numeric, categorical = an.arch_spread(ranked, data.cost)
     path = plot.arch_spread_figure(
         numeric, categorical, data.cost or "rank", out / "arch_spread.png"
@@ -118,6 +122,13 @@ def draw_figures(data: ReportData, out: Path) -> dict[str, tuple[Path, str]]:
             "all ranked trials.",
         )
     return figs
+
+
+def _shaky(trials: pd.DataFrame, cost: str) -> bool:
+    """Whether some of ``trials`` have a ``cost`` from a latency that stayed unstable."""
+    if cost not in FINAL_COLUMNS or cost not in trials or "latency_stable" not in trials:
+        return False
+    return bool((~trials["latency_stable"].fillna(True).astype(bool) & trials[cost].notna()).any())
 
 
 _EAF_CAPTION = (

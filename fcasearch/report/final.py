@@ -254,9 +254,12 @@ def final_sentence(run: RunData, final: dict[str, Any]) -> str:
     )
 
 
-def run_references(run: RunData, final: dict[str, Any] | None) -> pd.DataFrame:
+def run_references(
+    run: RunData, final: dict[str, Any] | None, name_run: bool = False
+) -> pd.DataFrame:
     """The run's own reference models (``references.csv``), with the final latency where the
-    final re-measurement has one; columns of :data:`fcasearch.report.references.REFERENCE_COLUMNS`."""
+    final re-measurement has one; columns of :data:`fcasearch.report.references.REFERENCE_COLUMNS`.
+    ``name_run``: the labels name the run (a report of several runs draws one run's markers)."""
     from fcasearch.report.references import REFERENCE_COLUMNS
 
     path = run.path / "references.csv"
@@ -268,6 +271,7 @@ def run_references(run: RunData, final: dict[str, Any] | None) -> pd.DataFrame:
     }
     rows = []
     runtime = run.config.get("runtime", "")
+    which = f"measured with run {run.label}" if name_run else "measured with the run"
     for _, r in refs.iterrows():
         name = str(r["model"])
         latency = r.get("latency_ms", np.nan) if r.get("status", "ok") == "ok" else np.nan
@@ -278,7 +282,7 @@ def run_references(run: RunData, final: dict[str, Any] | None) -> pd.DataFrame:
             {
                 "model": name,
                 "kind": "paper" if name.startswith("fcaformer") else "baseline",
-                "label": f"{name} ({runtime}, measured with the run)" if runtime else name,
+                "label": f"{name} ({runtime}, {which})" if runtime else name,
                 "params": r.get("params", np.nan),
                 "macs": r.get("macs", np.nan),
                 "latency_ms": latency,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,19 +32,21 @@ _UNITS = {
 }
 
 
-def _eng(v: float) -> str:
+def _eng(v: float, digits: int = 3) -> str:
     for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(v) >= div:
-            return f"{v / div:.3g} {suffix}"
-    return f"{v:.3g}"
+            return f"{v / div:.{digits}g} {suffix}"
+    return f"{v:.{digits}g}"
 
 
-def format_value(column: str, value: Any) -> str:
+def format_value(column: str, value: Any, digits: int = 3) -> str:
     """A cell as text: NaN as an em dash, accuracy in %, params/MACs with k/M/G, units added.
 
     Args:
         column: Column name (decides the format).
         value: The value.
+        digits: Significant digits of params, MACs and values with a unit (other numbers get
+            at least 4).
 
     Returns:
         Text for a table cell.
@@ -58,13 +61,27 @@ def format_value(column: str, value: Any) -> str:
         if column in _FRACTIONS:
             return f"{value:.4f}"
         if column in ("params", "macs"):
-            return _eng(float(value))
+            return _eng(float(value), digits)
         if column in _UNITS:
-            return f"{value:.3g} {_UNITS[column]}"
+            return f"{value:.{digits}g} {_UNITS[column]}"
         if float(value).is_integer():
             return str(int(value))
-        return f"{value:.4g}"
+        return f"{value:.{max(4, digits)}g}"
     return str(value)
+
+
+def distinct_digits(column: str, values: Sequence[Any], most: int = 8) -> int:
+    """The fewest significant digits (3 at least) at which neighbouring different ``values`` read
+    differently (``283.8 k`` and ``284.4 k``, not ``284 k`` twice): for a column sorted by value,
+    such as the budget table's cost."""
+    known = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
+    pairs = [(a, b) for a, b in itertools.pairwise(known) if a != b]
+    for digits in range(3, most):
+        if all(
+            format_value(column, a, digits) != format_value(column, b, digits) for a, b in pairs
+        ):
+            return digits
+    return most
 
 
 _FRACTIONS = ("hypervolume", "hv_own", "hv_contribution", "hv_mean", "hv_std", "hv_min", "hv_max")
@@ -160,9 +177,11 @@ def _html_table(
     row_class: Callable[[pd.Series], str] | None = None,
     headers: dict[str, str] | None = None,
     fit: bool = True,
+    digits: dict[str, int] | None = None,
 ) -> str:
     cols = list(columns) if columns is not None else list(df.columns)
     headers = headers or {}
+    digits = digits or {}
     numeric_cols = {
         c
         for c in cols
@@ -180,7 +199,7 @@ def _html_table(
         cells = []
         for c in cols:
             v = row.get(c)
-            text = format_value(c, v)
+            text = format_value(c, v, digits.get(c, 3))
             if c in code_cols and text != "—":
                 cells.append(f"<td><code>{_esc(text)}</code></td>")
             elif is_unstable(row, c) and text != "—":
@@ -252,6 +271,7 @@ def _summary_html(data: ReportData) -> str:
                 cols,
                 headers={data.cost: f"{data.cost} budget (at most)"},
                 row_class=lambda r: "knee" if bool(r.get("knee")) else "",
+                digits={data.cost: distinct_digits(data.cost, data.budget[data.cost].tolist())},
             )
         )
     return "".join(out)
@@ -279,8 +299,12 @@ def render_html(data: ReportData) -> str:
         f'<p class="muted">{_esc(data.hv_sentence)}</p>',
         _html_table(data.per_run, headers={"run_label": "run"}),
     ]
+    if data.front_note:
+        parts.append(f'<p class="muted">{_esc(data.front_note)}</p>')
     if len(data.per_sampler) and len(data.per_run) > 1:
         parts += ["<h3>Per sampler (mean ± sd over runs)</h3>", _html_table(data.per_sampler)]
+        if data.sampler_note:
+            parts.append(f'<p class="muted">{_esc(data.sampler_note)}</p>')
     if data.figures:
         parts.append('<h2 id="figures">Figures</h2><div class="figs">')
         for key, (path, caption) in data.figures.items():
@@ -366,14 +390,19 @@ def _status_pills(data: ReportData) -> str:
 
 
 def _md_table(
-    df: pd.DataFrame, columns: Sequence[str] | None = None, code_cols: Sequence[str] = ()
+    df: pd.DataFrame,
+    columns: Sequence[str] | None = None,
+    code_cols: Sequence[str] = (),
+    digits: dict[str, int] | None = None,
 ) -> str:
     cols = list(columns) if columns is not None else list(df.columns)
+    digits = digits or {}
     if not len(df):
         return "_none_\n"
 
     def cell(c: str, row: pd.Series) -> str:
-        text = format_value(c, row.get(c)).replace("|", "\\|").replace("\n", " ")
+        text = format_value(c, row.get(c), digits.get(c, 3))
+        text = text.replace("|", "\\|").replace("\n", " ")
         if is_unstable(row, c) and text != "—":
             text += f" {UNSTABLE_MARK} unstable"
         return f"`{text}`" if c in code_cols and text != "—" else text
@@ -416,6 +445,7 @@ def render_markdown(data: ReportData, figure_dir: str = "figures") -> str:
                 _md_table(
                     data.budget,
                     [data.cost, "arch_id", data.quality.name, *data.budget_extra, "spec_short"],
+                    digits={data.cost: distinct_digits(data.cost, data.budget[data.cost].tolist())},
                 )
             )
     else:
@@ -431,8 +461,12 @@ def render_markdown(data: ReportData, figure_dir: str = "figures") -> str:
         "",
         _md_table(data.per_run),
     ]
+    if data.front_note:
+        out += [data.front_note, ""]
     if len(data.per_run) > 1:
         out += ["### Per sampler", "", _md_table(data.per_sampler)]
+        if data.sampler_note:
+            out += [data.sampler_note, ""]
     if data.figures:
         out += ["## Figures", ""]
         for path, caption in data.figures.values():

@@ -217,7 +217,10 @@ def hv_summary(
 
     Returns:
         One row per run: ``run_label``, ``sampler``, ``seed``, ``trials``, ``complete``,
-        ``front_size`` (the run's own front) and ``hypervolume``.
+        ``front_size_in_search`` (the run's own front: non-dominated among its own trials on the
+        figures given, the in-search ones in a report, which its hypervolume measures; a
+        report's Pareto set may differ, see :func:`fcasearch.report.caveats.front_size_note`)
+        and ``hypervolume``.
     """
     rows = []
     own = own or {}
@@ -241,7 +244,7 @@ def hv_summary(
             "seed": group["seed"].iloc[0],
             "trials": len(group),
             "complete": int((group["status"] == "complete").sum()),
-            "front_size": own_front,
+            "front_size_in_search": own_front,
             "hypervolume": _run_hv(mine, norm),
         }
         if differs and label in own:

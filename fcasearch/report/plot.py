@@ -19,7 +19,14 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.transforms import blended_transform_factory
 
-from fcasearch.report.plot_marks import axis_limits, draw_attainment, mark_unstable, unstable_mask
+from fcasearch.report.plot_marks import (
+    PercentTicks,
+    axis_limits,
+    draw_attainment,
+    mark_unstable,
+    unstable_mask,
+    unstable_rug,
+)
 
 __all__ = [
     "LABELS",
@@ -66,7 +73,7 @@ def _label(col: str) -> str:
 
 def _format_axis(axis: matplotlib.axis.Axis, col: str) -> None:
     if col == "accuracy":
-        axis.set_major_formatter(mticker.PercentFormatter(1.0, decimals=0))
+        axis.set_major_formatter(PercentTicks())
     elif col in _ENG:
         axis.set_major_formatter(mticker.EngFormatter(sep=" "))
 
@@ -99,9 +106,10 @@ def quality_vs_cost_figure(
     """Quality against one cost: dominated trials, the Pareto set, the knee, the budget front.
 
     Trials whose latency was measured unstably (``latency_stable`` False) are drawn as open
-    markers on a latency axis and do not set its range; those beyond it sit at its edge.
-    Where ``final`` gives a Pareto trial's final re-measured cost, an open marker shows it,
-    joined to the trial's in-search point.
+    markers on a latency axis and do not set its range; those beyond it sit at its edge (an
+    infeasible one is a tick of the infeasible rug in the unstable colour, counted apart in the
+    legend). Where ``final`` gives a Pareto trial's final re-measured cost, an open marker shows
+    it, joined to the trial's in-search point.
 
     Args:
         ranked: Ranked complete trials (``on_front``, ``knee``, ``arch_id`` columns).
@@ -200,12 +208,16 @@ def quality_vs_cost_figure(
             label="Pareto set: final re-measurement",
         )
         xs.append(again.to_numpy(dtype=float))
+    shaky_rug = np.zeros(0)  # infeasible trials whose latency stayed unstable
     if infeasible is not None and cost in infeasible and infeasible[cost].notna().any():
         rug_rows = infeasible[infeasible[cost].notna()]
-        rug = rug_rows[cost].to_numpy(dtype=float)[~unstable_mask(rug_rows, cost)]
+        rug_shaky = unstable_mask(rug_rows, cost)
+        rug = rug_rows[cost].to_numpy(dtype=float)[~rug_shaky]
+        shaky_rug = rug_rows[cost].to_numpy(dtype=float)[rug_shaky]
         xs.append(rug)
         sns.rugplot(x=rug, ax=ax, color=INFEASIBLE, height=0.04, lw=1.5, alpha=0.8)
-        ax.plot([], [], "|", color=INFEASIBLE, label=f"infeasible ({len(rug)})")
+        stable = ", stable latency" if len(shaky_rug) else ""
+        ax.plot([], [], "|", color=INFEASIBLE, label=f"infeasible{stable} ({len(rug)})")
     refs = pd.DataFrame()
     if references is not None and cost in references:
         refs = references[references[cost].notna() & (references[cost] > 0)]
@@ -215,10 +227,13 @@ def quality_vs_cost_figure(
     )
     if log:
         ax.set_xscale("log")
-    limits = axis_limits(data_x, log) if len(unstable) else None
+    limits = axis_limits(data_x, log) if len(unstable) or len(shaky_rug) else None
     if limits is not None:
         ax.set_xlim(limits)
     _draw_references(ax, refs, cost, data_x, log)
+    if len(shaky_rug):
+        ax.autoscale(enable=False, axis="x")
+        unstable_rug(ax, shaky_rug)
     if len(unstable):
         ax.autoscale(enable=False, axis="x")
         mark_unstable(

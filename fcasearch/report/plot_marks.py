@@ -1,4 +1,5 @@
-"""Marks the report's figures share: unstable latency values, and attainment surfaces of seeds.
+"""Marks the report's figures share: unstable latency values, attainment surfaces of seeds, and
+percent tick labels.
 
 Imports matplotlib and seaborn: import it lazily, as :mod:`fcasearch.report.plot` is.
 """
@@ -6,6 +7,7 @@ Imports matplotlib and seaborn: import it lazily, as :mod:`fcasearch.report.plot
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -13,10 +15,13 @@ import seaborn as sns
 __all__ = [
     "LATENCY_AXES",
     "UNSTABLE",
+    "PercentTicks",
     "axis_limits",
     "draw_attainment",
     "mark_unstable",
+    "percent_decimals",
     "unstable_mask",
+    "unstable_rug",
 ]
 
 
@@ -84,6 +89,53 @@ def mark_unstable(
             color=UNSTABLE,
             bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1},
         )
+
+
+def unstable_rug(ax: plt.Axes, x: np.ndarray) -> None:
+    """Infeasible trials whose latency stayed unstable: ticks like the infeasible rug's, in the
+    unstable colour, at their value inside the (already set) x range and at its edge outside it
+    (they do not set the range), counted in the legend."""
+    lo, hi = sorted(ax.get_xlim())
+    ax.vlines(
+        np.clip(x, lo, hi),
+        0,
+        0.04,
+        transform=ax.get_xaxis_transform(),
+        colors=UNSTABLE,
+        lw=1.5,
+        clip_on=False,
+        zorder=2,
+    )
+    ax.plot([], [], "|", color=UNSTABLE, label=f"infeasible, unstable latency ({len(x)})")
+
+
+# ---- percent tick labels ----------------------------------------------------------------------
+
+
+class PercentTicks(mticker.PercentFormatter):
+    """Fractions as percent tick labels with the fewest decimals that write every tick exactly
+    (ticks 0.5 points apart read ``90.5%``, never ``90%`` and ``91%`` for 90.5 and 91.0)."""
+
+    def __init__(self) -> None:
+        super().__init__(1.0, decimals=0)
+
+    def set_locs(self, locs) -> None:  # called with the ticks before they are formatted
+        super().set_locs(locs)
+        self.decimals = percent_decimals(locs)
+
+
+def percent_decimals(locs, most: int = 4) -> int:
+    """Decimals that write every fraction in ``locs`` exactly as a percentage (else the fewest
+    that tell them apart, at most ``most``)."""
+    pct = np.asarray(locs, dtype=float) * 100
+    pct = pct[np.isfinite(pct)]
+    for decimals in range(most + 1):
+        if np.allclose(np.round(pct, decimals), pct, rtol=0, atol=1e-6):
+            return decimals
+    for decimals in range(most + 1):
+        if len(np.unique(np.round(pct, decimals))) == len(np.unique(pct)):
+            return decimals
+    return most
 
 
 # ---- attainment surfaces (several seeds of one configuration) --------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fcasearch.report.final import runtime_label, settings_text
+from fcasearch.report.final import measured_threads, run_references, runtime_label, settings_text
 from fcasearch.report.info import RunData
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "merge_references",
     "paper_references",
     "profile_references",
+    "report_references",
     "run_input_shape",
 ]
 
@@ -355,3 +356,75 @@ def merge_references(paper: pd.DataFrame, profiled: pd.DataFrame) -> pd.DataFram
     if extra:
         out = pd.concat([out, pd.DataFrame(extra)], ignore_index=True)
     return out[REFERENCE_COLUMNS]
+
+
+def report_references(
+    runs: list[RunData],
+    fingerprints: dict[str, str],
+    profile: str | Path | None,
+    finals: dict[str, dict | None] | None = None,
+) -> tuple[pd.DataFrame, list[str]]:
+    """The reference models of a report and its notes on them: the paper's figures, the first
+    run's own measurements (its final rounds' where it had them), then a ``--profile`` CSV's rows
+    at the runs' input, runtime and settings for the models the run did not measure itself."""
+    img, classes, notes = run_input_shape(runs[0])
+    refs, more = paper_references(img, classes)
+    notes += more
+    own = run_references(runs[0], (finals or {}).get(runs[0].label), name_run=len(runs) > 1)
+    if len(own):  # measured with the run: its runtime, settings and (final) figures
+        refs = merge_references(refs, own)
+    if profile is not None:
+        batch = _latency_batch_size(runs[0])
+        runtime = runs[0].config.get("runtime")
+        opts = runs[0].config.get("options") or {}
+        prof, more = profile_references(
+            profile,
+            list(fingerprints),
+            batch,
+            runtime=runtime,
+            runtime_options=str(runs[0].config.get("runtime_options") or ""),
+            dtype=opts.get("latency_dtype") or None,
+            threads=_latency_threads(runs),
+            input_size=((img, img) if isinstance(img, int) else tuple(img), classes),
+        )
+        notes += more
+        again = prof["model"].isin(own["model"])
+        if again.any():
+            notes.append(
+                f"--profile rows of {', '.join(sorted(set(prof.loc[again, 'model'])))} not used: "
+                "the run measured these models itself, beside its trials."
+            )
+        refs = merge_references(refs, prof[~again])
+    if len(own):
+        which = "the run" if len(runs) == 1 else f"run {runs[0].label}"
+        notes.append(
+            f"Reference models {', '.join(own['model'])} were measured with {which}, on its "
+            "runtime and settings."
+        )
+    elif profile is None:
+        notes.append(
+            "No --profile CSV given: latency and memory axes have no reference models "
+            "(profile them with `fcasearch profile` on this hardware)."
+        )
+    return refs, notes
+
+
+def _latency_threads(runs: list[RunData]) -> int | None:
+    """The CPU threads the runs' latency was measured with, if their trial rows agree on one."""
+    found = {t for run in runs for t in measured_threads(run)}
+    return found.pop() if len(found) == 1 else None
+
+
+def _latency_batch_size(run: RunData) -> int | None:
+    """The batch size latency was measured at, if run.yaml says so (``options``, where a search
+    records it, or an older run's top-level keys)."""
+    opts = run.config.get("options") or {}
+    if isinstance(opts, dict) and opts.get("latency_batch_size"):
+        return int(opts["latency_batch_size"])
+    for key in ("latency_batch_size", "measure_batch_size"):
+        if run.config.get(key):
+            return int(run.config[key])
+    measure = run.config.get("measure")
+    if isinstance(measure, dict) and measure.get("batch_size"):
+        return int(measure["batch_size"])
+    return None

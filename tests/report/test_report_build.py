@@ -184,3 +184,27 @@ def test_cell_formats():
     assert format_value("latency_ms", 1.2345) == "1.23 ms"
     assert format_value("latency_ms", float("nan")) == "—"
     assert format_value("trial", 12.0) == "12"
+
+
+def test_pareto_csv_writes_trial_numbers_as_integers(make_run, tmp_path):
+    run = make_run("ints")
+    paths = build_report(run, tmp_path / "r", figures=False)
+    raw = pd.read_csv(paths.pareto_csv, dtype=str)
+    assert len(raw) and raw["trial"].str.fullmatch(r"\d+").all(), raw["trial"].tolist()
+    assert raw["macs"].str.fullmatch(r"\d+").all() and raw["params"].str.fullmatch(r"\d+").all()
+
+
+def test_budget_rows_close_in_cost_read_differently(make_run, tmp_path):
+    # two budget rows of 283,792 and 284,432 MACs both read "284 k" at three digits
+    run = make_run("close", statuses={})
+    trials = pd.read_parquet(run / "trials.parquet")
+    trials["accuracy"] = 0.1
+    trials["macs"] = 400_000 + trials["trial"] * 1000
+    trials.loc[0, ["macs", "accuracy"]] = [283_792, 0.5]
+    trials.loc[1, ["macs", "accuracy"]] = [284_432, 0.6]
+    trials.to_parquet(run / "trials.parquet", index=False)
+    paths = build_report(run, tmp_path / "r", figures=False)
+    budget = paths.markdown.read_text().split("budget of macs")[1].split("## Runs")[0]
+    assert "| 283.8 k |" in budget and "| 284.4 k |" in budget, budget
+    html = paths.html.read_text().split("budget of")[1].split("Runs and trials")[0]
+    assert ">283.8 k<" in html and ">284.4 k<" in html

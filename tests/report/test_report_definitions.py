@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from fcasearch.pareto import define_hypervolume
+from fcasearch.pareto import HypervolumeDefinition, define_hypervolume, dominates
 from fcasearch.report import build_report
 from fcasearch.storage.records import RunDir, TrialLog
 
@@ -138,3 +139,42 @@ def test_report_cli_takes_hv_references(make_run, report_cli, capsys):
     assert "latency_ms from 0 (best) to 5 (the report's --hv-reference latency_ms=5)" in md
     assert report_cli(["report", str(run), "--no-figures", "--hv-reference", "macs=5"]) == 2
     assert "macs is not an objective" in capsys.readouterr().err
+
+
+def test_hv_contribution_is_what_removing_the_member_costs(make_run, tmp_path):
+    # the Pareto set is non-dominated over accuracy, macs and latency; the hypervolume counts
+    # accuracy and macs only, where some members are dominated: they contribute nothing, and a
+    # member's contribution is what its removal costs with them present
+    objectives = [*LATENCY[:1], {"name": "macs", "direction": "minimize"}, LATENCY[1]]
+    run = make_run("fewer", objectives=objectives, n=40, statuses={})
+    _store(run, 5e6)  # latency_ms: no constraint, so left out of the hypervolume
+    paths = build_report(run, tmp_path / "r", figures=False)
+    pareto = pd.read_csv(paths.pareto_csv)
+    summary = json.loads(paths.summary_json.read_text())
+    definition = HypervolumeDefinition.from_dict(summary["hypervolume_definition"], source="t")
+    assert definition.names == ("accuracy", "macs")
+    values = pareto[["accuracy", "macs"]].to_numpy(dtype=float)
+    whole = definition.value(values)
+    removed = [whole - definition.value(np.delete(values, i, axis=0)) for i in range(len(values))]
+    assert pareto["hv_contribution"].to_numpy() == pytest.approx(removed, abs=1e-12)
+    dominated = [i for i in range(len(values)) if any(
+        dominates(values[j], values[i], ["maximize", "minimize"]) for j in range(len(values))
+    )]  # fmt: skip
+    assert dominated and (pareto["hv_contribution"].iloc[dominated] == 0).all()
+
+
+def test_an_unstable_latency_in_a_reason_is_marked(make_run, tmp_path):
+    run = make_run("limits", objectives=LATENCY)
+    trials = pd.read_parquet(run / "trials.parquet")
+    trials["latency_stable"] = True
+    rows = trials.index[trials["status"] == "infeasible"]
+    for i, (latency, stable, cv) in zip(rows, [(1.209, False, 0.271), (1.43, True, 0.02)]):
+        trials.loc[i, ["latency_ms", "latency_stable", "latency_cv"]] = [latency, stable, cv]
+        trials.loc[i, "reason"] = f"latency_ms {latency} ms > max_latency_ms 1.2 ms"
+    trials.to_parquet(run / "trials.parquet", index=False)
+    paths = build_report(run, tmp_path / "r", figures=False)
+    shaky = f"limits#{int(trials.loc[rows[0], 'trial'])}"
+    mark = f"⚠ unstable latency: {shaky} (CV 0.271)"
+    line = next(x for x in paths.markdown.read_text().splitlines() if "max_latency_ms" in x)
+    assert mark in line and f"limits#{int(trials.loc[rows[1], 'trial'])}" in line
+    assert mark in paths.html.read_text()

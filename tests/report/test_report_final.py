@@ -335,3 +335,48 @@ def test_the_budget_table_says_its_latency_column_is_in_search_whatever_the_cost
     text = report.markdown.read_text()
     assert "budget of macs" in text.lower(), text
     assert "Its latency_ms is the in-search figure every trial has" in text
+
+
+def test_several_runs_final_figures_are_said_to_come_from_separate_sessions(make_run, tmp_path):
+    a = _on_runtime(make_run("a", objectives=LATENCY), "eager")
+    b = _on_runtime(make_run("b", objectives=LATENCY, seed=1), "eager")
+    _write_final(a, factor=1.0)
+    _write_final(b, factor=1.0)
+    doc = json.loads((b / "final.json").read_text())
+    ref = next(m for m in doc["models"] if m["kind"] == "reference")
+    ref["final_latency_ms"] = 25.0  # a's final rounds measured it at 20 ms
+    (b / "final.json").write_text(json.dumps(doc))
+    paths = build_report([a, b], tmp_path / "ab", figures=False)
+    notes = json.loads(paths.summary_json.read_text())["notes"]
+    note = next(n for n in notes if "own final session" in n)
+    assert "across runs they were not" in note
+    assert "convnext_tiny: 25 ms in b, 20 ms in a" in note
+    assert "The reference markers drawn are run a's" in note
+    assert "were measured with run a" in " ".join(notes)
+    assert "own final session" in paths.markdown.read_text()
+    # one run alone: its final rounds are one session, nothing to say
+    alone = build_report(a, tmp_path / "a", figures=False)
+    assert "own final session" not in alone.summary_json.read_text()
+
+
+def test_the_front_size_column_says_it_counts_the_in_search_front(make_run, tmp_path):
+    # the fastest member re-measured slower than all others leaves the Pareto set, while the
+    # hypervolume (and its front size) stays on the in-search figures
+    run = _on_runtime(make_run("moved", objectives=LATENCY), "eager")
+    trials = pd.read_parquet(run / "trials.parquet")
+    done = trials[(trials["status"] == "complete") & trials["accuracy"].notna()]
+    fastest = done.sort_values("latency_ms").iloc[0]
+    model = {"name": "slow now", "kind": "candidate", "trial": int(fastest["trial"]),
+             "status": "ok", "final_latency_ms": float(done["latency_ms"].max() * 10),
+             "final_latency_stable": True}  # fmt: skip
+    doc = {"runtime": "eager", "rounds": 5, "kendall_tau": -0.1, "kendall_pairs": 2}
+    (run / "final.json").write_text(json.dumps({**doc, "models": [model]}))
+    paths = build_report(run, tmp_path / "r", figures=False)
+    summary = json.loads(paths.summary_json.read_text())
+    n_pareto = len(pd.read_csv(paths.pareto_csv))
+    (row,) = summary["hypervolume_per_run"]
+    assert "front_size" not in row and row["front_size_in_search"] == n_pareto + 1
+    sentence = f"The Pareto set ({n_pareto} trials) is that front, less 1 member(s)"
+    assert sentence in summary["front_size_note"]
+    for text in (paths.markdown.read_text(), paths.html.read_text()):
+        assert "front_size_in_search" in text and sentence in text

@@ -223,3 +223,16 @@ def test_profiled_paper_model_keeps_its_counted_cost():
     assert merged.loc["fcaformer_l1", "macs"] == 2.67e7  # counted at the run's input size
     assert merged.loc["fcaformer_l1", "latency_ms"] == 3.0  # measured by the profile
     assert merged.loc["resnet18", "kind"] == "baseline" and len(merged) == 2
+
+
+def test_samplers_of_one_run_each_are_said_to_have_no_spread(make_run, tmp_path):
+    one_each = [make_run("n", seed=0), make_run("r", sampler="random", seed=1)]
+    paths = build_report(one_each, tmp_path / "one")
+    caveat = "One run per sampler, so no spread"
+    assert caveat in json.loads(paths.summary_json.read_text())["sampler_note"]
+    assert caveat in paths.markdown.read_text().split("### Per sampler")[1].split("##")[0]
+    assert caveat in paths.html.read_text().split("Per sampler")[1].split("<h2")[0]
+    # with seeds of one sampler, only the sampler of a single run is named
+    seeds = [*one_each, make_run("n1", seed=2)]
+    note = json.loads(build_report(seeds, tmp_path / "seeds").summary_json.read_text())
+    assert note["sampler_note"].startswith("random: one run only, so no spread")

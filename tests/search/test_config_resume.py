@@ -82,8 +82,7 @@ def test_measured_limits_apply_only_on_their_device_and_batch(
     space = tmp_path / "limited.yaml"
     text = tiny_space.read_text().replace(
         "constraints: {max_params: 200000}",
-        "constraints: {max_params: 200000, max_latency_ms: 50, device: cpu, "
-        "latency_batch_size: 4}",
+        "constraints: {max_params: 200000, max_latency_ms: 50, device: cpu, latency_batch_size: 4}",
     )
     space.write_text(text)
     argv = search_args(space, tmp_path / "run", "--objectives", "accuracy", "latency_ms",

@@ -150,6 +150,7 @@ def _headline(data: ReportData, n_trials: int) -> str:
         )
     if best is None:
         return text
+    text += _resolution(data)
     text += f" For the highest {q}, train {best['arch_id']} ({format_value(q, best[q])} {q}"
     text += f", {format_value(c, best[c])} {c})." if c else ")."
     if knee is not None and c and knee["arch_id"] != best["arch_id"] and best[c] > 0:
@@ -160,6 +161,21 @@ def _headline(data: ReportData, n_trials: int) -> str:
             f"that {q} at {ratio_c:.0%} of its {c}."
         )
     return text
+
+
+def _resolution(data: ReportData) -> str:
+    """How fine the accuracy is: one validation image's share, where every run records the same
+    number of images (run.yaml ``data.val_images``); empty otherwise."""
+    if data.quality.name != "accuracy":
+        return ""
+    counts = {(r.config.get("data") or {}).get("val_images") for r in data.runs}
+    n = counts.pop() if len(counts) == 1 else None
+    if not isinstance(n, int) or n <= 0:
+        return ""
+    return (
+        f" Accuracy is a count of {n:,} validation images: one image is {100 / n:.2g} points, "
+        "so picks that close apart are a tie."
+    )
 
 
 def _trial_list(df: pd.DataFrame) -> str:

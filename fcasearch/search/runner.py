@@ -133,6 +133,7 @@ def _write_run_yaml(
     fp_id: str,
     hypervolume: dict[str, Any] | None = None,
     study_name: str | None = None,
+    data: dict[str, Any] | None = None,
 ) -> None:
     from fcasearch.runtime import format_runtime_options
 
@@ -149,6 +150,7 @@ def _write_run_yaml(
         "runtime_options": format_runtime_options(options.runtime_kwargs),
         "executor": options.executor,
         "budget": options.budget,
+        "data": data,  # what accuracy counts: val_images, one image is 1/val_images of it
         "fingerprint": json.loads(json.dumps(fingerprint, default=str)),  # plain types only
         "fingerprint_id": fp_id,
         "hypervolume": hypervolume,
@@ -317,7 +319,7 @@ def run_search(
         options=options, space=space, checkpoint_dir=run.checkpoints, lock=lock_for(options.device)
     )
     try:
-        check_data(ctx)  # once, before any trial: a wrong dataset is the run's error, not a trial's
+        data = check_data(ctx)  # once, before any trial: a wrong dataset is the run's error
     except ValueError as exc:
         raise SearchError(f"data: {exc}") from None
     if options.threads:
@@ -345,7 +347,7 @@ def run_search(
             _check_study_runtime(study, study_name, options.study_label())
         if not resume:  # once the study opened: a storage error leaves no run to --resume
             _write_run_yaml(
-                run, options, space_dict, fp, fingerprint_id(fp), hv.to_dict(), study_name
+                run, options, space_dict, fp, fingerprint_id(fp), hv.to_dict(), study_name, data
             )
     logged = {int(r["trial"]): r for r in log.rows() if "trial" in r}
     owner = run.owner_id if options.storage else None  # a study others may share

@@ -92,3 +92,12 @@ def test_measured_limits_apply_only_on_their_device_and_batch(
     assert "meant for cpu at batch 4" in err and "--latency-batch-size 4" in err, err
     assert not (tmp_path / "run").exists()
     assert main([*argv, "--latency-batch-size", "4"]) == 0
+
+
+def test_run_yaml_records_the_data_accuracy_counts(tiny_space, search_args, tmp_path):
+    out = tmp_path / "run"
+    assert main(search_args(tiny_space, out, "--n-trials", "1", "--objectives", "accuracy",
+                            "macs", "--no-measure")) == 0  # fmt: skip
+    data = yaml.safe_load((out / "run.yaml").read_text())["data"]
+    assert data["name"] == "digits" and data["classes"] == 10
+    assert data["val_images"] > 0 and data["train_images"] > data["val_images"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 # CLI dest -> SearchOptions field, for options given on the command line
 _FIELDS = (
@@ -15,10 +16,12 @@ _FIELDS = (
     "gpus_per_trial", "max_concurrent", "max_failures", "progress", "save_weights", "hv_reference",
     "runtime", "runtime_options", "latency_cv_threshold", "references", "final_rounds",
 )  # fmt: skip
-# what may change when a run is resumed (how long and where it runs, not what a trial measures)
+# what may change when a run is resumed (how long and where it runs, not what a trial measures;
+# data_root: where the same dataset lies now)
 _RESUMABLE = (
     "n_trials", "time_budget", "progress", "max_concurrent", "address", "executor",
     "cpus_per_trial", "gpus_per_trial", "save_weights", "final_rounds", "max_failures",
+    "data_root",
 )  # fmt: skip
 
 
@@ -304,6 +307,8 @@ def resolve(args: argparse.Namespace):
     if args.resume:
         config.pop("out", None)  # the run is where --resume says
         given = {**config, **given}
+        if given.get("data_root"):
+            given["data_root"] = str(Path(given["data_root"]).expanduser().resolve())
         stored, space_dict = load_run_options(args.resume)
         stored["out"] = str(args.resume)
         # the thread count the earlier trials measured with, whichever executor resumes the run
@@ -340,6 +345,8 @@ def resolve(args: argparse.Namespace):
             stored["address"] = None  # a Ray run resumed in-process leaves its cluster
         return SearchOptions.from_mapping(stored, source=source), space_dict
     merged = {**config, **given}
+    if merged.get("data_root"):  # recorded absolute: a resume from another folder finds it
+        merged["data_root"] = str(Path(merged["data_root"]).expanduser().resolve())
     return SearchOptions.from_mapping(merged, source=args.config or "command line"), space_dict
 
 

@@ -11,6 +11,7 @@ only inference (``torch.inference_mode`` or ``torch.no_grad``) at the shape it w
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -37,11 +38,21 @@ class CompileError(UnsupportedModel):
 
 
 def cpp_compiler_available() -> bool:
-    """Whether a C++ compiler is on PATH (Inductor needs one to compile for CPU)."""
+    """Whether the C++ compiler Inductor would use to compile for CPU is there: ``$CXX`` where
+    set (Inductor takes it), else g++, c++ or clang++ on PATH."""
+    chosen = os.environ.get("CXX")
+    if chosen:
+        return shutil.which(chosen) is not None
     return any(shutil.which(name) for name in ("g++", "c++", "clang++"))
 
 
 def _no_compiler_message() -> str:
+    chosen = os.environ.get("CXX")
+    if chosen:
+        return (
+            f"torch.compile on CPU uses the C++ compiler $CXX={chosen!r}, which is not there; "
+            "point CXX at an installed compiler (or unset it to use g++), or use the eager runtime"
+        )
     return (
         "torch.compile on CPU needs a C++ compiler (g++ or clang++) on PATH; install one "
         "(e.g. `apt install g++`) or use the eager runtime"

@@ -291,7 +291,7 @@ class SearchOptions:
         from fcasearch.train.budget import Budget, BudgetError
 
         try:
-            Budget.parse(self.budget)
+            budget = Budget.parse(self.budget)
         except BudgetError as exc:
             raise SearchError(f"{exc} (--budget)") from None
         for name in ("time_budget", "trial_timeout", "lr", "cpus_per_trial", "gpus_per_trial",
@@ -345,6 +345,13 @@ class SearchOptions:
         ):
             raise SearchError(
                 f"subset_fraction: {self.subset_fraction!r} must be in (0, 1] (--subset-fraction)"
+            )
+        timed_only = budget.seconds is not None and budget.epochs is None and budget.steps is None
+        if timed_only and self.trial_timeout is not None and self.trial_timeout <= budget.seconds:
+            raise SearchError(
+                f"trial_timeout: {self.trial_timeout:g} s would fail every trial: each trains for "
+                f"the budget's {budget.seconds:g} s (--budget {self.budget}); give a "
+                f"--trial-timeout above it, or none"
             )
 
     @property

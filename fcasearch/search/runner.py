@@ -7,6 +7,7 @@ import dataclasses
 import json
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -228,6 +229,19 @@ def _record_totals(run: RunDir, options: SearchOptions) -> None:
     tmp.replace(run.run_yaml)
 
 
+def _data_line(data: dict[str, Any], options: SearchOptions) -> str:
+    """The run's data in one line: ``digits: 1438 train / 359 val images, 10 classes``."""
+    subset = [
+        f"first {options.subset_classes} classes" if options.subset_classes else "",
+        f"{options.subset_fraction:g} of each class" if options.subset_fraction else "",
+    ]
+    chosen = ", ".join(s for s in subset if s)
+    return (
+        f"{data['name']}: {data['train_images']} train / {data['val_images']} val images, "
+        f"{data['classes']} classes" + (f" ({chosen})" if chosen else "")
+    )
+
+
 def _check_measured_constraints(options: SearchOptions, space: Any) -> None:
     """SearchError if the space limits latency or memory for another device or batch size than
     the run measures on (``constraints.device``, ``constraints.latency_batch_size``): its limits
@@ -367,6 +381,8 @@ def run_search(
         )
     if resume:
         _record_totals(run, options)
+    if data is not None:  # what every accuracy of the run is a count of
+        print(f"data: {_data_line(data, options)}", file=sys.stderr)
     progress = SearchProgress(
         n_left, options.objectives, log.rows(), enabled=options.progress, hypervolume=hv
     )

@@ -42,3 +42,20 @@ def test_compile_without_cxx_says_what_to_do(monkeypatch):
     model = build_model(get_spec("fcaformer_nano", img_size=32, num_classes=3))
     with pytest.raises(CompileError, match="C\\+\\+ compiler"):
         compile_for_inference(model, torch.randn(1, 3, 32, 32))
+
+
+def test_a_cxx_that_is_not_there_stops_before_anything_runs(monkeypatch, tmp_path, capsys):
+    """$CXX=/nonexistent/g++ (Inductor takes $CXX): the check passed on the g++ on PATH, and a
+    search then recorded every trial failed, a profile row unsupported."""
+    from fcasearch.cli import main
+    from fcasearch.runtime import RuntimeUnavailable, get_runtime
+
+    monkeypatch.setenv("CXX", str(tmp_path / "no" / "g++"))
+    assert not cpp_compiler_available()
+    with pytest.raises(RuntimeUnavailable, match="CXX"):
+        get_runtime("compile").check("cpu")
+    out = tmp_path / "run"
+    argv = ["search", "--space", "micro", "--out", str(out), "--runtime", "compile",
+            "--n-trials", "1", "--no-progress", "--no-report", "--references", "none"]  # fmt: skip
+    assert main(argv) == 2
+    assert "$CXX=" in capsys.readouterr().err and not out.exists()

@@ -3,6 +3,8 @@ stops leaves no folder; a space's measured limits apply only where it says."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -94,10 +96,63 @@ def test_measured_limits_apply_only_on_their_device_and_batch(
     assert main([*argv, "--latency-batch-size", "4"]) == 0
 
 
-def test_run_yaml_records_the_data_accuracy_counts(tiny_space, search_args, tmp_path):
+def test_run_yaml_records_the_data_accuracy_counts(tiny_space, search_args, tmp_path, capsys):
+    """Nothing said what data the trials used but run.yaml's options (the printed output and the
+    rows were silent, even with a subset)."""
     out = tmp_path / "run"
     assert main(search_args(tiny_space, out, "--n-trials", "1", "--objectives", "accuracy",
-                            "macs", "--no-measure")) == 0  # fmt: skip
+                            "macs", "--no-measure", "--subset-fraction", "0.5")) == 0  # fmt: skip
     data = yaml.safe_load((out / "run.yaml").read_text())["data"]
     assert data["name"] == "digits" and data["classes"] == 10
     assert data["val_images"] > 0 and data["train_images"] > data["val_images"]
+    line = (
+        f"data: digits: {data['train_images']} train / {data['val_images']} val images, "
+        "10 classes (0.5 of each class)"
+    )
+    assert line in capsys.readouterr().err
+
+
+def _image_folder(root):
+    from PIL import Image
+
+    for split, n in (("train", 6), ("val", 2)):
+        for k, name in enumerate(("a", "b")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.new("L", (32, 32), color=40 * k + 10 * i).save(folder / f"{i}.png")
+    return root
+
+
+def test_a_relative_data_root_resumes_from_anywhere_and_may_move(
+    tiny_space, search_args, tmp_path, monkeypatch
+):
+    """run.yaml kept data_root 'imgs' as given: a resume from another folder said it did not
+    exist, and giving the new place was refused as a change of the run's search."""
+    space = tmp_path / "two.yaml"
+    text = tiny_space.read_text().replace("num_classes: 10", "num_classes: 2")
+    space.write_text(text.replace("in_chans: 1", "in_chans: 3"))  # imagefolder images are RGB
+    _image_folder(tmp_path / "work" / "imgs")
+    monkeypatch.chdir(tmp_path / "work")
+    out = tmp_path / "run"
+    data = ["--data", "imagefolder", "--data-root", "imgs", "--objectives", "accuracy", "macs",
+            "--no-measure"]  # fmt: skip
+    assert main(search_args(space, out, *data, "--n-trials", "1")) == 0
+    recorded = yaml.safe_load((out / "run.yaml").read_text())["options"]["data_root"]
+    assert recorded == str(tmp_path / "work" / "imgs")
+    monkeypatch.chdir(tmp_path)
+    resume = ["search", "--resume", str(out), "--no-report", "--no-progress"]
+    assert main([*resume, "--n-trials", "2"]) == 0
+    (tmp_path / "work" / "imgs").rename(tmp_path / "moved")
+    assert main([*resume, "--n-trials", "3", "--data-root", "moved"]) == 0
+    assert len((out / "trials.jsonl").read_text().splitlines()) == 3
+
+
+def test_a_trial_timeout_no_trial_of_a_timed_budget_can_meet_is_refused():
+    """--budget seconds=5 --trial-timeout 1 ran, and every trial failed on its timeout."""
+    space = str(Path(__file__).resolve().parents[2] / "search_spaces" / "micro.yaml")
+    with pytest.raises(Exception, match="would fail every trial"):
+        _resolved("--space", space, "--budget", "seconds=5", "--trial-timeout", "1")
+    # a budget that other limits may end first, or a timeout above it: accepted
+    _resolved("--space", space, "--budget", "epochs=2,seconds=60", "--trial-timeout", "30")
+    _resolved("--space", space, "--budget", "seconds=5", "--trial-timeout", "10")

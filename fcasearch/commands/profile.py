@@ -358,14 +358,15 @@ def run(args: argparse.Namespace) -> int:
         }
     )
     console.print("runtimes: " + "; ".join(versions))
-    energy_notes = {
+    # why a column shows "-" (each row's notes say it; the table says it once)
+    missing = {
         n
         for r in rows
         for n in str(r.get("notes", "")).split(" | ")
-        if n.startswith("energy: unavailable")
+        if n.startswith(("energy: unavailable", "peak_mem: not measured"))
     }
-    for note in sorted(energy_notes):
-        console.print(note)
+    for note in sorted(missing):
+        console.print(note, markup=False)
     if args.out is not None:
         csv_path, json_path = write_profile(rows, args.out)
         console.print(f"wrote {csv_path} and {json_path}")

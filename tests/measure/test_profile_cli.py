@@ -346,3 +346,11 @@ def test_cli_profiles_a_spec_given_as_json_text(tmp_path, capsys):
     assert run_cli(["y" * 300, *FAST]) == 2
     err = capsys.readouterr().err
     assert "is not a registry model" in err and "(300 characters)" in err
+
+
+def test_the_table_says_why_a_memory_column_is_empty(tmp_path, capsys):
+    """ONNX Runtime's peak MiB showed "-" with the reason only in the row's notes."""
+    argv = ["fcaformer_nano", "--img-size", "32", "--runtime", "onnxruntime", "--threads", "1"]
+    assert run_cli([*argv, "--no-energy", *FAST]) == 0
+    text = capsys.readouterr().out
+    assert "peak_mem: not measured on onnxruntime" in text, text

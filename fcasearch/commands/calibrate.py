@@ -6,7 +6,10 @@ Example (the CPU quickstart's space and data)::
 
 writes ``calibration.csv`` (one row per architecture), ``correlations.csv`` (Spearman and
 Kendall of the long-budget accuracy with each predictor, with p-values) and ``calibration.png``,
-and prints the correlation table.
+and prints the correlation table, with a note naming the correlations that are not
+significant (Spearman p > 0.05; at 3 or 4 architectures none can be). ``--n`` below 3, a short
+budget that does not stop before the long one (same units), and a CUDA device torch does not
+see are refused (exit 2) before anything runs.
 """
 
 from __future__ import annotations
@@ -14,6 +17,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+ALPHA = 0.05  # significance level of the note under the correlation table
 
 
 def _budget(text: str):
@@ -45,10 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--n",
-        type=_positive_int,
+        type=int,  # n < 3 is refused by calibrate(), in one line
         default=12,
         metavar="N",
-        help="architectures to sample (default 12)",
+        help="architectures to sample, at least 3 (default 12)",
     )
     parser.add_argument(
         "--short",
@@ -62,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_budget,
         default="epochs=4",
         metavar="BUDGET",
-        help="long budget: the accuracy being predicted (default epochs=4)",
+        help="long budget: the accuracy being predicted; must be longer than --short when both "
+        "are in the same unit (default epochs=4)",
     )
     parser.add_argument(
         "--data",
@@ -129,6 +139,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def significance_note(correlations: pd.DataFrame, alpha: float = ALPHA) -> str | None:
+    """One plain line on which correlations are not significant, or ``None`` if all are.
+
+    Args:
+        correlations: :func:`~fcasearch.train.calibrate.rank_correlations`'s table.
+        alpha: the significance level.
+    """
+    from math import factorial
+
+    n = int(correlations["n"].max()) if len(correlations) else 0
+    if n < 3:
+        return "note: fewer than 3 architectures have both accuracies: no correlation computed"
+    if 2 / factorial(n) > alpha:  # the smallest two-sided Spearman p at n points: 2/n!
+        return (
+            f"note: with {n} architectures no rank correlation can be significant (the smallest "
+            f"Spearman p at n={n} is 2/{n}! = {2 / factorial(n):.3g} > {alpha}); use --n 5 or more"
+        )
+    weak = correlations.loc[~(correlations["spearman_p"] <= alpha), "predictor"]
+    if weak.empty:
+        return None
+    return (
+        f"note: not significant at n={n} (Spearman p > {alpha} or undefined), may be chance: "
+        + ", ".join(weak)
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the calibration and print the correlation table; 0 on success, 2 on bad input."""
     import pandas as pd
@@ -186,6 +222,9 @@ def run(args: argparse.Namespace) -> int:
             f"\nrank correlation with accuracy at {args.long} ({len(result.table)} architectures, space {space.name}):"
         )
         print(result.correlations.to_string(index=False))
+    note = significance_note(result.correlations)
+    if note:
+        print(note)
     print(
         f"\nwrote {out / 'calibration.csv'}, {out / 'correlations.csv'}"
         + ("" if args.no_plot else f", {out / 'calibration.png'}")

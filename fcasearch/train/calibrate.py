@@ -131,6 +131,54 @@ def rank_correlations(table: pd.DataFrame, target: str, predictors: Sequence[str
     )
 
 
+def _check_budgets(short: Budget, long: Budget) -> None:
+    """Refuse a dry run, and a short budget that cannot stop before the long one.
+
+    A budget stops at the first of its limits reached, so the short one stops no earlier than
+    the long one when each of its limits is also a limit of the long one, at least as large.
+    Limits in other units (steps against epochs, seconds) cannot be compared before the data
+    is known: those pairs are allowed.
+    """
+    for tag, budget in (("short", short), ("long", long)):
+        if budget.dry is not None:
+            raise CalibrationError(
+                f"{tag}: {budget} is a dry run, which trains nothing; give epochs=N, steps=N or "
+                "seconds=N"
+            )
+    limits = {f: getattr(short, f) for f in ("epochs", "steps", "seconds")}
+    if all(
+        getattr(long, f) is not None and value >= getattr(long, f)
+        for f, value in limits.items()
+        if value is not None
+    ):
+        raise CalibrationError(
+            f"short: {short} is not shorter than long {long}: the short budget must stop first "
+            "(e.g. short epochs=1, long epochs=4)"
+        )
+
+
+def _check_device(device: str | torch.device) -> None:
+    """Refuse a device string torch does not parse, or CUDA where torch sees none."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CalibrationError(
+            f"device: {str(device)!r} is not a torch device; use cpu, cuda or cuda:N"
+        ) from None
+    if dev.type != "cuda":
+        return
+    if not torch.cuda.is_available():
+        raise CalibrationError(
+            f"device: {dev} was asked but torch sees no CUDA device here; use --device cpu"
+        )
+    count = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= count:
+        raise CalibrationError(
+            f"device: {dev} was asked but torch sees {count} CUDA device(s) here; use "
+            f"cuda:0 to cuda:{count - 1}"
+        )
+
+
 def _sample_distinct(space: Any, n: int, rng: np.random.Generator) -> list[ArchSpec]:
     specs: dict[str, ArchSpec] = {}
     draws = 0
@@ -196,13 +244,18 @@ def calibrate(
     Args:
         space: a :class:`~fcasearch.space.SearchSpace` (anything with ``sample_feasible(rng)`` or
             ``sample(rng)`` returning an :class:`~fcasearch.spec.ArchSpec`).
-        n: distinct architectures to sample (>= 3 for a correlation).
+        n: distinct architectures to sample, at least 3 (at 3 or 4 no rank correlation can
+            reach p < 0.05: the smallest two-sided Spearman p is 2/n!).
         short: the cheap budget whose accuracy is a predictor.
-        long: the budget whose accuracy is the target.
+        long: the budget whose accuracy is the target. Where the two can be compared up front
+            (every limit of ``short`` is also a limit of ``long``, e.g. both in epochs), the
+            short one must stop first; budgets in different units (steps against epochs) are
+            taken as given.
         data: a dataset name for :func:`~fcasearch.data.get_dataset` (loaded at each spec's
             size), a :class:`~fcasearch.data.DataBundle`, or a function of the spec giving one.
         seed: seeds the sampling, every model's initialization, the proxy batch and training.
-        device: where to train and score.
+        device: where to train and score (``cpu``, ``cuda``, ``cuda:N``); checked before
+            anything runs.
         out_dir: when given, ``calibration.csv`` is rewritten after every architecture (so an
             interrupted run keeps what it measured) and ``correlations.csv`` at the end.
         config: training settings (defaults: :class:`~fcasearch.train.TrainConfig` with ``seed``).
@@ -213,14 +266,20 @@ def calibrate(
         on_arch: called as ``on_arch(index, row)`` after each architecture (for logging).
 
     Raises:
-        CalibrationError: ``n`` < 1, too few distinct architectures, or data that does not fit
-            the space.
+        CalibrationError: ``n`` < 3, a short budget that does not stop before the long one (or a
+            dry run), a CUDA device torch does not see, too few distinct architectures, or data
+            that does not fit the space. All but the last two are raised before anything runs.
     """
     from fcasearch.models import build_model
 
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise CalibrationError(f"n: {n!r} must be a positive integer (>= 3 to correlate)")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 3:
+        raise CalibrationError(
+            f"n: {n!r}: rank correlations need n >= 3 architectures (5 or more for any to be "
+            "significant at p < 0.05)"
+        )
     short, long = Budget.parse(short), Budget.parse(long)
+    _check_budgets(short, long)
+    _check_device(device)
     config = config or TrainConfig(seed=seed)
     names = tuple(p for p in proxies if p != "params")
     specs = _sample_distinct(space, n, np.random.default_rng(seed))

@@ -53,9 +53,33 @@ CIFAR_LAYOUTS = {
 }
 
 
-def _unpickle(path: Path) -> dict:
-    with path.open("rb") as f:
-        return pickle.load(f, encoding="latin1")
+_REFETCH = "download it again (download=True, CLI --download) or check the folder"
+
+
+def _unreadable(path: Path, what: str, why: str) -> DataError:
+    """The one-line error for a file of the CIFAR folder that cannot be used as ``what``."""
+    why = " ".join(why.split())  # one line, whatever the underlying message held
+    if len(why) > 160:
+        why = why[:157] + "..."
+    return DataError(f"root: {str(path)!r} is not a readable CIFAR {what} ({why}); {_REFETCH}")
+
+
+def _unpickle(path: Path, what: str = "batch") -> dict:
+    """The dict pickled in ``path``; a :class:`DataError` naming the file for anything else.
+
+    A truncated, overwritten or foreign file can make ``pickle`` raise almost any exception
+    (UnpicklingError, EOFError, ValueError, KeyError, ImportError; MemoryError when garbage
+    bytes read as a huge length): all of them mean the same thing here.
+    """
+    try:
+        with path.open("rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+    except Exception as exc:
+        why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise _unreadable(path, what, why) from None
+    if not isinstance(entry, dict):
+        raise _unreadable(path, what, f"it holds a {type(entry).__name__}, not a dict")
+    return entry
 
 
 def _find_folder(name: str, root: str | Path | None, download: bool) -> Path:
@@ -87,8 +111,41 @@ def _download(name: str, root: Path) -> None:
     cls(str(root), train=True, download=True)
 
 
+def _int_array(value: object) -> np.ndarray | None:
+    """``value`` as an integer array, or None when it is not one (ragged, floats, strings)."""
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError):
+        return None
+    return array if array.dtype.kind in "iu" else None
+
+
+def _read_batch(path: Path, layout: CifarLayout) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(N, 3, 32, 32)`` uint8 and labels ``(N,)`` int64 of one batch file, checked."""
+    entry = _unpickle(path)
+    key = layout.label_key
+    if "data" not in entry or key not in entry:
+        raise _unreadable(path, "batch", f"no 'data'/{key!r} entries")
+    data = _int_array(entry["data"])
+    if data is None or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        shown = "not an integer array" if data is None else f"shape {data.shape}"
+        raise _unreadable(path, "batch", f"'data' is {shown}; expected (N, 3072) bytes")
+    if data.dtype != np.uint8 and data.size and (data.min() < 0 or data.max() > 255):
+        raise _unreadable(path, "batch", "'data' holds values outside 0..255")
+    labels = _int_array(entry[key])
+    if labels is None or labels.shape != (len(data),):
+        shown = "not a list of integers" if labels is None else f"of shape {labels.shape}"
+        raise _unreadable(path, "batch", f"{key!r} is {shown}; expected {len(data)} labels")
+    if labels.size and (labels.min() < 0 or labels.max() >= layout.num_classes):
+        raise _unreadable(
+            path, "batch", f"{key!r} holds labels outside 0..{layout.num_classes - 1}"
+        )
+    images = data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32)
+    return images, labels.astype(np.int64, copy=False)
+
+
 def _read_split(
-    folder: Path, files: tuple[str, ...], label_key: str
+    folder: Path, files: tuple[str, ...], layout: CifarLayout
 ) -> tuple[np.ndarray, np.ndarray]:
     images, labels = [], []
     for file in files:
@@ -98,19 +155,29 @@ def _read_split(
                 f"root: {str(folder)!r} lacks {file} (incomplete copy); download it again "
                 "(download=True, CLI --download) or restore the file"
             )
-        entry = _unpickle(path)
-        if "data" not in entry or label_key not in entry:
-            raise DataError(
-                f"root: {str(path)!r} has no 'data'/{label_key!r} entries; not a CIFAR batch file"
-            )
-        data = np.asarray(entry["data"], dtype=np.uint8)
-        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-            raise DataError(
-                f"root: {str(path)!r} holds data of shape {data.shape}; expected (N, 3072)"
-            )
-        images.append(data.reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(entry[label_key], dtype=np.int64))
+        x, y = _read_batch(path, layout)
+        images.append(x)
+        labels.append(y)
     return np.concatenate(images), np.concatenate(labels)
+
+
+def _class_names(folder: Path, layout: CifarLayout) -> list[str]:
+    """The class names from the meta file; ``0..n-1`` as strings when the folder has none."""
+    path = folder / layout.meta_file
+    if not path.is_file():
+        return [str(i) for i in range(layout.num_classes)]
+    names = _unpickle(path, "meta file").get(layout.names_key)
+    if (
+        not isinstance(names, (list, tuple))
+        or len(names) != layout.num_classes
+        or not all(isinstance(n, (str, bytes)) for n in names)
+    ):
+        raise _unreadable(
+            path,
+            "meta file",
+            f"{layout.names_key!r} is not a list of {layout.num_classes} class names",
+        )
+    return [n.decode("latin1") if isinstance(n, bytes) else n for n in names]
 
 
 def load_cifar_bundle(
@@ -134,17 +201,15 @@ def load_cifar_bundle(
         subset_classes, subset_pick, subset_fraction, seed: see :mod:`fcasearch.data.subsets`.
 
     Raises:
-        DataError: for a missing root, missing files or files of the wrong format.
+        DataError: for a missing root, a missing file, or a file that is not a readable CIFAR
+            batch or meta file (truncated, overwritten, wrong shapes or labels); one line naming
+            the file.
     """
     layout = CIFAR_LAYOUTS[name]
     folder = _find_folder(name, root, download)
-    meta_path = folder / layout.meta_file
-    if meta_path.is_file():
-        names = [str(n) for n in _unpickle(meta_path)[layout.names_key]]
-    else:
-        names = [str(i) for i in range(layout.num_classes)]
-    x_train, y_train = _read_split(folder, layout.train_files, layout.label_key)
-    x_val, y_val = _read_split(folder, layout.test_files, layout.label_key)
+    names = _class_names(folder, layout)
+    x_train, y_train = _read_split(folder, layout.train_files, layout)
+    x_val, y_val = _read_split(folder, layout.test_files, layout)
     keep = select_classes(names, subset_classes, pick=subset_pick, seed=seed)
     pos_t, y_train = remap_labels(y_train, keep)
     pos_v, y_val = remap_labels(y_val, keep)

@@ -11,7 +11,8 @@ import time
 
 import optuna
 
-from fcasearch.search.objective import TrialContext, evaluate, reused_result
+from fcasearch.search.objective import TrialContext, data_fault, evaluate, reused_result
+from fcasearch.search.options import SearchError
 from fcasearch.search.placement import placement_columns
 from fcasearch.search.progress import SearchProgress
 from fcasearch.search.schedulers import StudyScheduler
@@ -101,4 +102,7 @@ def run_local(
         progress.finish_trial(row)
         log.export_every(o.objective_pairs)
         ran += 1
+        stop = data_fault(trial.number, result.status, result.reason, log.run.root)
+        if stop:
+            raise SearchError(stop)
     return ran

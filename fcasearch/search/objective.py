@@ -296,6 +296,20 @@ def evaluate(
     return res
 
 
+def data_fault(number: int, status: str, reason: str, run_root: Path) -> str | None:
+    """The message that stops a search whose trial failed on the data, not its architecture
+    (a ``DataError``: a file that cannot be read, which every later trial would meet too);
+    None for any other result."""
+    if status != "failed" or not reason.startswith("DataError:"):
+        return None
+    first = reason.splitlines()[0]
+    return (
+        f"trial {number} failed on the data, not its architecture ({first}); every trial would, "
+        f"so the search stops (the trials before it are kept). Fix the data, then continue with "
+        f"--resume {run_root}"
+    )
+
+
 def check_data(ctx: TrialContext) -> dict[str, Any] | None:
     """Load the data once per input size of the space and check the space's models fit it.
 

@@ -222,6 +222,8 @@ def run_ray(
             tuner.fit()
         finally:
             searcher.flush_failed()
+        if searcher.data_fault:
+            raise SearchError(searcher.data_fault)
         if measurements is not None:
             measurements.after(on_worker, log.export(o.objective_pairs))
     return searcher.ran

@@ -23,7 +23,7 @@ import optuna
 from ray.tune import Callback
 from ray.tune.search import Searcher
 
-from fcasearch.search.objective import checkpoint_path, pruned_reason, rung_reached
+from fcasearch.search.objective import checkpoint_path, data_fault, pruned_reason, rung_reached
 from fcasearch.search.options import METRICS, SearchOptions
 from fcasearch.search.progress import SearchProgress
 from fcasearch.search.schedulers import RUNG_VALUES_ATTR
@@ -196,6 +196,7 @@ class StudySearcher(Searcher):
         self.rung_values: dict[str, dict[str, list[float]]] = {}  # Tune trial id -> its rungs
         self.failures: dict[str, list[str]] = {}  # Tune trial id -> attempts lost (retried)
         self.ran = 0
+        self.data_fault: str | None = None  # a trial failed on the data: no new trial starts
         self._attach(study, progress)
 
     # -- pickling: plain data only -------------------------------------------------------------
@@ -299,6 +300,8 @@ class StudySearcher(Searcher):
         return True  # the space is the run's, not Tune's param_space
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.data_fault:
+            return Searcher.FINISHED
         study = self.study
         if self.n_trials is not None and counted_trials(study) >= self.n_trials:
             return Searcher.FINISHED
@@ -402,6 +405,10 @@ class StudySearcher(Searcher):
             notes["failures"] = " | ".join(lost)
             row["notes"] = json.dumps(notes, sort_keys=True)
         self.log.append(row)  # durable first: a kill after this line loses nothing
+        reason = str(row.get("reason") or "")
+        self.data_fault = self.data_fault or data_fault(
+            number, str(row.get("status")), reason, self.log.run.root
+        )
         if stopped_on:  # Tune ended it between epochs: its checkpoint serves no retry
             checkpoint_path(self.log.run.checkpoints, spec.arch_id, o).unlink(missing_ok=True)
         res = result_from_row(row, spec)

@@ -104,3 +104,70 @@ def test_incomplete_copy(cifar10_root):
     (cifar10_root / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(DataError, match="lacks data_batch_3"):
         get_dataset("cifar10", root=cifar10_root)
+
+
+def _dump(value):
+    return pickle.dumps(value)
+
+
+_GOOD = {"data": np.zeros((4, 3072), dtype=np.uint8), "labels": [0, 1, 2, 3]}
+CORRUPT_BATCHES = {
+    "garbage": b"garbage",
+    "empty": b"",
+    "truncated": _dump(_GOOD)[:200],
+    "huge_length": b"\x8e" + (2**62).to_bytes(8, "little") + b"abc",  # MemoryError in pickle
+    "a_list": _dump([1, 2, 3]),
+    "an_int": _dump(7),
+    "no_labels": _dump({"data": _GOOD["data"]}),
+    "wrong_shape": _dump({"data": np.zeros((4, 100), dtype=np.uint8), "labels": [0] * 4}),
+    "strings": _dump({"data": [["x"] * 3072] * 4, "labels": [0] * 4}),
+    "ragged": _dump({"data": [[0] * 3072, [0] * 5], "labels": [0, 1]}),
+    "out_of_range_pixels": _dump({"data": [[300] * 3072] * 4, "labels": [0] * 4}),
+    "too_few_labels": _dump({"data": _GOOD["data"], "labels": [0, 1]}),
+    "label_beyond_classes": _dump({"data": _GOOD["data"], "labels": [0, 1, 2, 10]}),
+    "negative_label": _dump({"data": _GOOD["data"], "labels": [0, 1, 2, -1]}),
+}
+
+
+@pytest.mark.parametrize("file", ["data_batch_1", "data_batch_4", "test_batch"])
+@pytest.mark.parametrize("case", sorted(CORRUPT_BATCHES))
+def test_corrupt_batch_is_one_line_data_error(cifar10_root, case, file):
+    path = cifar10_root / "cifar-10-batches-py" / file
+    path.write_bytes(CORRUPT_BATCHES[case])
+    with pytest.raises(DataError, match="is not a readable CIFAR batch") as info:
+        get_dataset("cifar10", root=cifar10_root)
+    message = str(info.value)
+    assert str(path) in message and "--download" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"garbage", _dump({"label_names": ["a", "b"]}), _dump({"other": 1}), _dump(["a"] * 10)],
+    ids=["garbage", "too_few_names", "no_names", "a_list"],
+)
+def test_corrupt_meta_is_one_line_data_error(cifar10_root, content):
+    path = cifar10_root / "cifar-10-batches-py" / "batches.meta"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match="is not a readable CIFAR meta file") as info:
+        get_dataset("cifar10", root=cifar10_root)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_missing_batch_file_or_a_folder_in_its_place(cifar10_root):
+    folder = cifar10_root / "cifar-10-batches-py"
+    (folder / "data_batch_2").unlink()
+    (folder / "data_batch_2").mkdir()
+    with pytest.raises(DataError, match="lacks data_batch_2"):
+        get_dataset("cifar10", root=cifar10_root)
+    (folder / "data_batch_2").rmdir()
+    (folder / "data_batch_1").unlink()
+    with pytest.raises(DataError, match="has no cifar-10-batches-py/ with data_batch_1"):
+        get_dataset("cifar10", root=cifar10_root)
+
+
+def test_cifar100_corrupt_train(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    (folder / "train").write_bytes(b"\x80\x04garbage")
+    with pytest.raises(DataError, match=r"train' is not a readable CIFAR batch"):
+        get_dataset("cifar100", root=tmp_path)

@@ -74,3 +74,52 @@ def test_errors(tree, tmp_path):
     with pytest.raises(DataError, match="no val/ folder"):
         (tmp_path / "only_train" / "train" / "a").mkdir(parents=True)
         get_dataset("imagefolder", root=tmp_path / "only_train")
+
+
+def test_undecodable_image_is_a_data_error_naming_it(tree):
+    bad = tree / "train" / "cat" / "bad.png"  # sorts after 0..3.png: not checked up front
+    bad.write_text("this is not a png\n")
+    b = get_dataset("imagefolder", root=tree, img_size=32)
+    index = [s[0] for s in b.train.samples].index(str(bad))
+    with pytest.raises(DataError, match="remove or replace") as info:
+        b.train[index]
+    assert isinstance(info.value, ValueError) and str(bad) in str(info.value)
+    assert "\n" not in str(info.value)
+    b.train[index - 1]  # the others still load
+    with pytest.raises(DataError, match=r"bad\.png"):
+        list(torch.utils.data.DataLoader(b.train, batch_size=4))
+
+
+def test_truncated_image_is_a_data_error(tree):
+    path = tree / "val" / "dog" / "1.png"
+    _png(path, np.random.default_rng(2), size=(64, 64))
+    path.write_bytes(path.read_bytes()[:300])
+    b = get_dataset("imagefolder", root=tree, img_size=32)
+    index = [s[0] for s in b.val.samples].index(str(path))
+    with pytest.raises(DataError, match=r"1\.png' cannot be opened or decoded.*truncated"):
+        b.val[index]
+
+
+def test_data_error_crosses_dataloader_workers(tree):
+    (tree / "train" / "cat" / "9.png").write_bytes(b"GIF89a garbage")  # in the first batch
+    b = get_dataset("imagefolder", root=tree, img_size=32)
+    loader = torch.utils.data.DataLoader(b.train, batch_size=12, num_workers=1)
+    with pytest.raises(DataError, match=r"9\.png"):
+        next(iter(loader))
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_unreadable_first_image_fails_when_built(tree, split):
+    first = tree / split / "dog" / "0.png"
+    first.write_text("version https://git-lfs.github.com/spec/v1\n")  # an LFS pointer
+    with pytest.raises(DataError, match=r"dog/0\.png' cannot be opened.*remove or replace"):
+        get_dataset("imagefolder", root=tree, img_size=32)
+
+
+def test_images_without_class_folders(tmp_path):
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        _png(tmp_path / split / "a.png", rng)
+    with pytest.raises(DataError, match="holds images but no class folders") as info:
+        get_dataset("imagefolder", root=tmp_path)
+    assert "train/<class>/" in str(info.value) and "is empty" not in str(info.value)

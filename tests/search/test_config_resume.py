@@ -3,6 +3,7 @@ stops leaves no folder; a space's measured limits apply only where it says."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,24 @@ def test_a_trial_timeout_no_trial_of_a_timed_budget_can_meet_is_refused():
     # a budget that other limits may end first, or a timeout above it: accepted
     _resolved("--space", space, "--budget", "epochs=2,seconds=60", "--trial-timeout", "30")
     _resolved("--space", space, "--budget", "seconds=5", "--trial-timeout", "10")
+
+
+def test_a_trial_that_fails_on_the_data_stops_the_search(
+    tiny_space, search_args, tmp_path, capsys
+):
+    """An unreadable image (text in a .png) failed every trial, and the search went on to the
+    end with '0 complete, 4 failed'."""
+    space = tmp_path / "two.yaml"
+    text = tiny_space.read_text().replace("num_classes: 10", "num_classes: 2")
+    space.write_text(text.replace("in_chans: 1", "in_chans: 3"))
+    root = _image_folder(tmp_path / "imgs")
+    (root / "train" / "b" / "z.png").write_text("not an image")  # not the first: built fine
+    out = tmp_path / "run"
+    argv = search_args(space, out, "--data", "imagefolder", "--data-root", str(root),
+                       "--objectives", "accuracy", "macs", "--no-measure", "--n-trials", "4")  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "failed on the data, not its architecture" in err and "z.png" in err, err
+    assert f"--resume {out}" in err
+    rows = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["failed"]  # kept, and no trial after it

@@ -102,3 +102,23 @@ def test_a_trial_failed_after_a_rung_keeps_no_weights(tiny_space, tmp_path):
     assert row["status"] == "failed" and row["reason"].startswith("ActorDiedError")
     assert not weights.exists() and notes["weights"].startswith("removed")
     assert "last epoch report (epoch 1.0)" in notes["seconds"] and row["train_seconds"] == 2.0
+
+
+def test_a_trial_failed_on_the_data_starts_no_other(tiny_space, tmp_path):
+    """The searcher stops suggesting (run_ray then stops the search with the message) once a
+    trial fails on the data: every other trial would."""
+    from ray.tune.search import Searcher
+
+    run = tmp_path / "run"
+    options = SearchOptions(space=str(tiny_space), objectives="macs:min", measure=False,
+                            n_trials=5, out=str(run))  # fmt: skip
+    space = load_space(str(tiny_space))
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    searcher = StudySearcher(storage=storage, study_name="s", options=options.to_dict(),
+                             space=space.to_dict(), run_root=str(run), n_trials=5)  # fmt: skip
+    cfg = searcher.suggest("t1")
+    row = json.loads(_row(cfg, 0.5))
+    row.update(status="failed", reason="DataError: root: '/x/bad.png' cannot be opened")
+    searcher.on_trial_complete("t1", {"row": json.dumps(row)})
+    assert "failed on the data" in searcher.data_fault and "bad.png" in searcher.data_fault
+    assert searcher.suggest("t2") == Searcher.FINISHED

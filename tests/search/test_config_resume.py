@@ -159,9 +159,7 @@ def test_a_trial_timeout_no_trial_of_a_timed_budget_can_meet_is_refused():
     _resolved("--space", space, "--budget", "seconds=5", "--trial-timeout", "10")
 
 
-def test_a_trial_that_fails_on_the_data_stops_the_search(
-    tiny_space, search_args, tmp_path, capsys
-):
+def test_a_trial_that_fails_on_the_data_stops_the_search(tiny_space, search_args, tmp_path, capsys):
     """An unreadable image (text in a .png) failed every trial, and the search went on to the
     end with '0 complete, 4 failed'."""
     space = tmp_path / "two.yaml"

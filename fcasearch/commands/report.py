@@ -45,12 +45,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "...; refused by default)",
     )
     parser.add_argument(
+        "--allow-mixed-data",
+        action="store_true",
+        help="compare accuracy of runs trained on different data (dataset, subset of classes "
+        "or images; refused by default)",
+    )
+    parser.add_argument(
+        "--allow-mixed-budgets",
+        action="store_true",
+        help="compare accuracy of runs trained with different budgets (--budget epochs=1 vs "
+        "steps=5; refused by default)",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         default=None,
         metavar="FILE.csv",
-        help="a `fcasearch profile` CSV: reference models on cost axes (latency "
-        "and memory only when measured on the runs' hardware)",
+        help="a `fcasearch profile` CSV (or the JSON written beside it): reference models on "
+        "cost axes (latency and memory only when measured on the runs' hardware)",
     )
     parser.add_argument(
         "--device",
@@ -72,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
             hv_reference=args.hv_reference,
             allow_mixed_hardware=args.allow_mixed_hardware,
             allow_mixed_runtimes=args.allow_mixed_runtimes,
+            allow_mixed_data=args.allow_mixed_data,
+            allow_mixed_budgets=args.allow_mixed_budgets,
             profile=args.profile,
             device=args.device,
             figures=not args.no_figures,

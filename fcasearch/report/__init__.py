@@ -31,6 +31,7 @@ from fcasearch.report.final import MixedRuntimeError, check_runtimes
 from fcasearch.report.info import (
     HARDWARE_METRICS,
     MixedHardwareError,
+    NoTrialsError,
     Objective,
     RunData,
     check_hardware,
@@ -38,12 +39,21 @@ from fcasearch.report.info import (
     load_run,
     load_runs,
 )
+from fcasearch.report.training import (
+    MixedBudgetError,
+    MixedDataError,
+    check_budgets,
+    check_data,
+)
 
 __all__ = [
     "HARDWARE_METRICS",
     "HypervolumeDefinition",
+    "MixedBudgetError",
+    "MixedDataError",
     "MixedHardwareError",
     "MixedRuntimeError",
+    "NoTrialsError",
     "Normalization",
     "Objective",
     "ReportData",
@@ -51,6 +61,8 @@ __all__ = [
     "RunData",
     "attainment_surfaces",
     "build_report",
+    "check_budgets",
+    "check_data",
     "check_hardware",
     "check_runtimes",
     "combine_runs",

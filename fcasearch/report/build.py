@@ -37,6 +37,13 @@ from fcasearch.report.info import (
     load_runs,
 )
 from fcasearch.report.references import report_references
+from fcasearch.report.training import (
+    check_budgets,
+    check_data,
+    subtitle_training,
+    training_text,
+    unrecorded_note,
+)
 
 __all__ = ["ReportData", "ReportPaths", "build_report"]
 
@@ -168,6 +175,8 @@ def build_report(
     hv_reference: Mapping[str, object] | Sequence[str] | None = None,
     allow_mixed_hardware: bool = False,
     allow_mixed_runtimes: bool = False,
+    allow_mixed_data: bool = False,
+    allow_mixed_budgets: bool = False,
     profile: str | Path | None = None,
     device: str | None = None,
     figures: bool = True,
@@ -187,7 +196,11 @@ def build_report(
             instead of raising :class:`~fcasearch.report.info.MixedHardwareError`.
         allow_mixed_runtimes: Report runtime-dependent objectives measured on several runtimes
             instead of raising :class:`~fcasearch.report.final.MixedRuntimeError`.
-        profile: A ``fcasearch profile`` CSV of reference models (latency/memory markers drawn
+        allow_mixed_data: Report accuracy of runs trained on different data (dataset, subset)
+            instead of raising :class:`~fcasearch.report.training.MixedDataError`.
+        allow_mixed_budgets: Report accuracy of runs trained with different budgets instead of
+            raising :class:`~fcasearch.report.training.MixedBudgetError`.
+        profile: A ``fcasearch profile`` CSV (or the JSON written beside it) of reference models (latency/memory markers drawn
             only when measured on the runs' hardware).
         device: Device named in the profile commands; the run's device if omitted.
         figures: Draw the PNG figures (seaborn); False writes tables only.
@@ -200,6 +213,8 @@ def build_report(
         FileNotFoundError: If a directory, its ``run.yaml`` or its trials are missing.
         MixedHardwareError: See ``allow_mixed_hardware``.
         MixedRuntimeError: See ``allow_mixed_runtimes``.
+        MixedDataError: See ``allow_mixed_data``.
+        MixedBudgetError: See ``allow_mixed_budgets``.
         ValueError: If the runs have different objectives or ``hv_reference`` is invalid.
     """
     if isinstance(run_dirs, str | Path):
@@ -208,6 +223,8 @@ def build_report(
     fingerprints, notes = check_hardware(runs, allow_mixed_hardware)
     _, more = check_runtimes(runs, allow_mixed_runtimes)
     notes += more
+    notes += check_data(runs, allow_mixed_data) + check_budgets(runs, allow_mixed_budgets)
+    notes += [n for n in [unrecorded_note(runs)] if n]
     finals = {run.label: apply_final(run) for run in runs}  # final latency figures win
     final_notes = [final_sentence(r, finals[r.label]) for r in runs if finals[r.label]]
     notes = final_notes + notes
@@ -377,13 +394,21 @@ def _whole_numbers(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 
 
 def _subtitle(runs: list[RunData], objectives: Sequence[Objective]) -> str:
+    common, each = subtitle_training(runs)  # what accuracy was measured on
     described = ", ".join(
-        f"{r.label} ({r.sampler}" + (f", seed {r.seed}" if r.seed is not None else "") + ")"
+        f"{r.label} ({r.sampler}"
+        + (f", seed {r.seed}" if r.seed is not None else "")
+        + (f"; {each[r.label]}" if each.get(r.label) else "")
+        + ")"
         for r in runs
     )
     objs = ", ".join(f"{o.direction} {o.name}" for o in objectives)
+    trained = f" · data: {common}" if common else ""
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return f"Runs: {described} · objectives: {objs} · device {runs[0].device} · generated {when}"
+    return (
+        f"Runs: {described}{trained} · objectives: {objs} · device {runs[0].device} · "
+        f"generated {when}"
+    )
 
 
 def _json_default(value: object) -> object:
@@ -407,6 +432,7 @@ def _summary(data: ReportData) -> dict[str, object]:
                 "sampler": r.sampler,
                 "seed": r.seed,
                 "fingerprint_id": r.fingerprint_id,
+                "trained_on": training_text(r),
             }
             for r in data.runs
         ],

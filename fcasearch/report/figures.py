@@ -98,8 +98,11 @@ def draw_figures(data: ReportData, out: Path) -> dict[str, tuple[Path, str]]:
             "Objectives (and params/MACs) in pairs; blue: the Pareto set; open markers: unstable "
             "latency" + (_EAF_CAPTION if any(pair_surfaces.values()) else "") + ".",
         )
-    path = plot.hv_history_figure(data.history, out / "hypervolume_history.png")
-    if path:
+    history = _drawable_history(data.history, ranked)
+    path = plot.hv_history_figure(history, out / "hypervolume_history.png")
+    if not path:  # nothing to draw: no earlier report's figure stays beside this one
+        (out / "hypervolume_history.png").unlink(missing_ok=True)
+    else:
         figs["hv_history"] = (
             path,
             f"Hypervolume of each run's front under definition {data.hv.id} (fraction of the "
@@ -122,6 +125,18 @@ def draw_figures(data: ReportData, out: Path) -> dict[str, tuple[Path, str]]:
             "all ranked trials.",
         )
     return figs
+
+
+def _drawable_history(history: pd.DataFrame, ranked: pd.DataFrame) -> pd.DataFrame:
+    """The hypervolume history worth a figure: the runs with a ranked trial (complete, every
+    objective measured: a run without one has no front, its hypervolume never leaves 0), on the
+    axes (trial, time) with at least two distinct positions (one position draws an axis around
+    nothing, -0.04 to 0.04 s); empty when none is left."""
+    if not len(history):
+        return history
+    sub = history[history["run_label"].isin(set(ranked["run_label"]))]
+    spread = sub.groupby("axis")["x"].nunique()
+    return sub[sub["axis"].isin(spread.index[spread > 1])]
 
 
 def _shaky(trials: pd.DataFrame, cost: str) -> bool:

@@ -1,14 +1,15 @@
-"""Loading results directories into DataFrames, and the hardware-fingerprint check.
+"""Loading results directories into DataFrames.
 
 A results directory (``results/<run>/``, see ``results/README.md``) holds ``run.yaml`` (the
 objectives and the run's options) and ``trials.parquet`` / ``trials.csv`` (one row per trial).
 This module reads them, types the columns, and combines several runs into one table. It never
 drops a trial: statuses other than ``complete`` are kept for the report to count and list.
+The hardware-fingerprint check lives in :mod:`fcasearch.report.hardware` (its names are
+re-exported here).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +25,13 @@ from fcasearch.pareto import (
     ObjectiveBound,
     define_hypervolume,
 )
+from fcasearch.report.hardware import MixedHardwareError, check_hardware, describe_fingerprint
 
 __all__ = [
     "HARDWARE_METRICS",
     "METRIC_COLUMNS",
     "MixedHardwareError",
+    "NoTrialsError",
     "Objective",
     "RunData",
     "check_hardware",
@@ -43,24 +46,6 @@ __all__ = [
 METRIC_COLUMNS = (*METRICS, "epochs")
 _NUMERIC_EXTRA = ("trial", "train_seconds", "measure_seconds", "trial_seconds")
 _MAXIMIZED_BY_DEFAULT = ("accuracy", "throughput_ips")
-
-
-class MixedHardwareError(ValueError):
-    """Hardware-dependent objectives were measured on more than one machine.
-
-    Attributes:
-        fingerprints: Fingerprint id mapped to a one-line description of its hardware.
-    """
-
-    def __init__(self, fingerprints: dict[str, str], objectives: Sequence[str]) -> None:
-        self.fingerprints = dict(fingerprints)
-        listed = "; ".join(f"{fid} ({desc})" for fid, desc in sorted(self.fingerprints.items()))
-        super().__init__(
-            f"the runs mix {len(self.fingerprints)} hardware fingerprints: {listed}. "
-            f"Objectives {', '.join(objectives)} depend on the hardware, so their values are not "
-            "comparable across machines. Compare runs from one machine, or pass "
-            "--allow-mixed-hardware (allow_mixed_hardware=True) to report them anyway."
-        )
 
 
 @dataclass
@@ -172,10 +157,29 @@ def _read_trials(path: Path) -> tuple[pd.DataFrame, str]:
         from fcasearch.storage.records import RunDir, TrialLog
 
         return TrialLog(RunDir(path)).frame(), ""
-    raise FileNotFoundError(
-        f"{path}: no trials.parquet or trials.csv; is this a results directory written by "
-        "`fcasearch search`?"
-    )
+    raise NoTrialsError(path)
+
+
+class NoTrialsError(FileNotFoundError):
+    """A run (``run.yaml`` written) with no finished trial yet: killed or stopped before its
+    first trial ended, or still running its first one."""
+
+    def __init__(self, path: Path, warning: str = "") -> None:
+        self.path = path
+        present = [n for n in ("run.yaml", "study.db") if (path / n).exists()]
+        journal = path / "trials.jsonl"
+        if journal.exists():
+            empty = journal.stat().st_size == 0
+            present.append(f"{journal.name} ({'empty' if empty else 'no complete line'})")
+        for name in ("trials.parquet", "trials.csv"):
+            if (path / name).exists():
+                present.append(name if warning else f"{name} (no rows)")
+        super().__init__(
+            f"{path}: the run has no finished trial yet ({', '.join(present)}): it stopped, or "
+            "is still running, before its first trial ended. `python search.py --resume "
+            f"{path}` continues it; report it once a trial has finished"
+            + (f" ({warning})" if warning else "")
+        )
 
 
 _LATENCY_CELLS = ("latency_ms", "latency_p90_ms", "latency_cv", "throughput_ips")
@@ -313,7 +317,8 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
         The run, with typed trials.
 
     Raises:
-        FileNotFoundError: If the directory, ``run.yaml`` or the trials table is missing.
+        FileNotFoundError: If the directory or ``run.yaml`` is missing;
+            :class:`NoTrialsError` if the run has no finished trial yet.
         ValueError: If ``run.yaml`` has no valid objectives.
     """
     import yaml  # light, but only needed here
@@ -349,6 +354,8 @@ def load_run(path: str | Path, label: str | None = None) -> RunData:
         fingerprint=config.get("fingerprint") or {},
     )
     raw, warning = _read_trials(path)
+    if not len(raw):  # an empty journal, a torn first line, or tables exported before a trial
+        raise NoTrialsError(path, warning)
     if warning:
         run.warnings.append(warning)
         run.notes.append(warning)
@@ -418,92 +425,9 @@ def combine_runs(runs: Sequence[RunData]) -> pd.DataFrame:
         frames.append(df)
     nonempty = [f for f in frames if len(f)]
     out = pd.concat(nonempty, ignore_index=True) if nonempty else frames[0].iloc[0:0].copy()
-    out["uid"] = out["run_label"].astype(str) + "#" + out["trial"].map(_fmt_trial)
+    out["uid"] = out["run_label"].astype(str) + "#" + out["trial"].map(_fmt_trial).astype(str)
     return out
 
 
 def _fmt_trial(v: Any) -> str:
     return str(int(v)) if pd.notna(v) and float(v).is_integer() else str(v)
-
-
-def describe_fingerprint(fingerprint: dict[str, Any] | str | None) -> str:
-    """A one-line description of the hardware in a fingerprint (CPU and GPU names).
-
-    Args:
-        fingerprint: The fingerprint dict, or its JSON.
-
-    Returns:
-        ``"CPU <model>, GPU <name>"`` with the parts known, or ``"unknown hardware"``.
-    """
-    if isinstance(fingerprint, str):
-        try:
-            fingerprint = json.loads(fingerprint)
-        except ValueError:
-            fingerprint = {}
-    fp = fingerprint if isinstance(fingerprint, dict) else {}
-    parts = []
-    cpu = fp.get("cpu_model") or fp.get("cpu") or fp.get("processor")
-    if cpu:
-        parts.append(f"CPU {cpu}")
-    gpu = fp.get("gpu_name") or fp.get("gpu")
-    if gpu:
-        parts.append(f"GPU {gpu}")
-    return ", ".join(parts) or "unknown hardware"
-
-
-def _fingerprints(runs: Sequence[RunData]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for run in runs:
-        if run.fingerprint_id:
-            found[run.fingerprint_id] = describe_fingerprint(run.fingerprint)
-        df = run.trials
-        rows = df[df["fingerprint_id"].notna() & (df["fingerprint_id"] != "")]
-        for fid, group in rows.groupby("fingerprint_id", sort=True):
-            if fid not in found or found[fid] == "unknown hardware":
-                found[str(fid)] = describe_fingerprint(
-                    group["fingerprint"].dropna().iloc[0]
-                    if group["fingerprint"].notna().any()
-                    else None
-                )
-    return found
-
-
-def check_hardware(
-    runs: Sequence[RunData], allow_mixed: bool = False
-) -> tuple[dict[str, str], list[str]]:
-    """Refuse to compare hardware-dependent objectives measured on different machines.
-
-    Fingerprints are gathered from every run's ``run.yaml`` and every trial row. params, MACs
-    and accuracy never need one machine; latency, memory and energy objectives do.
-
-    Args:
-        runs: The runs being compared.
-        allow_mixed: Report mixed fingerprints anyway (with a note) instead of raising.
-
-    Returns:
-        The fingerprints found (id → description) and notes for the report.
-
-    Raises:
-        MixedHardwareError: If a hardware-dependent objective is present, there is more than one
-            fingerprint, and ``allow_mixed`` is False.
-    """
-    fingerprints = _fingerprints(runs)
-    hw_objectives = [o.name for o in runs[0].objectives if o.name in HARDWARE_METRICS]
-    notes: list[str] = []
-    if len(fingerprints) > 1:
-        listed = ", ".join(f"{k} ({v})" for k, v in sorted(fingerprints.items()))
-        if hw_objectives and not allow_mixed:
-            raise MixedHardwareError(fingerprints, hw_objectives)
-        if hw_objectives:
-            notes.append(
-                f"Mixed hardware allowed by the user: objectives {', '.join(hw_objectives)} were "
-                f"measured on {len(fingerprints)} machines ({listed}); hypervolumes and the front "
-                "compare values from different hardware."
-            )
-        else:
-            notes.append(
-                f"Trials come from {len(fingerprints)} hardware fingerprints ({listed}). The "
-                "objectives do not depend on hardware; latency, memory and energy columns do, so "
-                "figures of those are split by fingerprint."
-            )
-    return fingerprints, notes

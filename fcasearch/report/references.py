@@ -26,6 +26,7 @@ __all__ = [
     "merge_references",
     "paper_references",
     "profile_references",
+    "read_profile",
     "report_references",
     "run_input_shape",
 ]
@@ -173,7 +174,7 @@ def profile_references(
     first dtype) is used.
 
     Args:
-        path: The profile CSV.
+        path: The profile CSV, or the JSON written beside it (:func:`read_profile`).
         fingerprint_ids: Fingerprint ids of the runs being reported.
         batch_size: Preferred batch size.
         runtime: The runs' runtime: latency and memory only from profile rows measured on it
@@ -190,12 +191,10 @@ def profile_references(
 
     Raises:
         FileNotFoundError: If the file does not exist.
-        ValueError: If it has no ``model`` column.
+        ValueError: If it is not a profile table or has no ``model`` column.
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"profile file {path} does not exist")
-    prof = pd.read_csv(path)
+    prof = read_profile(path)
     if "model" not in prof:
         raise ValueError(
             f"{path}: a profile CSV needs a 'model' column, found {list(prof.columns)}"
@@ -210,7 +209,8 @@ def profile_references(
         prof["dtype"] = "fp32"
     prof["runtime"] = prof["runtime"].fillna("eager").astype(str) if "runtime" in prof else "eager"
     same_rt = prof["runtime"] == runtime if runtime else pd.Series(True, index=prof.index)
-    opts = prof.get("runtime_options", pd.Series("", index=prof.index)).fillna("").astype(str)
+    opts = prof.get("runtime_options", pd.Series("", index=prof.index)).astype(object)
+    opts = opts.fillna("").astype(str)
     if runtime:  # and the run's options (none: the runtime's defaults)
         same_rt &= opts == runtime_options
     names = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
@@ -296,6 +296,41 @@ def profile_references(
             )
         rows.append(entry)
     return pd.DataFrame(rows, columns=REFERENCE_COLUMNS), notes
+
+
+def read_profile(path: str | Path) -> pd.DataFrame:
+    """The rows of a ``fcasearch profile`` file: the CSV, or the JSON written beside it (a list
+    of row objects, read as records: null is NaN, the fingerprint object its JSON text as in the
+    CSV).
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If it is neither (the message says to give the ``.csv``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"profile file {path} does not exist")
+    give = "give the .csv (or the .json beside it) that `fcasearch profile` writes"
+    if path.suffix.lower() == ".json":
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ValueError(f"{path}: not a profile JSON ({exc}); {give}") from None
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ValueError(f"{path}: a profile JSON holds a list of row objects; {give}")
+        flat = [
+            {
+                k: json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v
+                for k, v in r.items()
+            }
+            for r in rows
+        ]
+        return pd.DataFrame.from_records(flat).fillna(np.nan).infer_objects()
+    try:
+        return pd.read_csv(path)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: not a profile CSV ({first}); {give}") from None
 
 
 def _at_input(

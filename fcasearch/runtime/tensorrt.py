@@ -44,12 +44,16 @@ class TensorRTRuntime(Runtime):
 
     def check(self, device: str | torch.device = "cpu") -> None:
         dev = torch.device(device)
+        missing = importlib.util.find_spec("torch_tensorrt") is None
         if dev.type != "cuda":
-            raise RuntimeUnavailable(
-                f"runtime 'tensorrt' runs on NVIDIA GPUs only, not on {dev}; use --device cuda, "
-                "or the eager, compile or onnxruntime runtime on a CPU"
+            also = (
+                f" (and it needs torch-tensorrt, not installed here: {_INSTALL})" if missing else ""
             )
-        if importlib.util.find_spec("torch_tensorrt") is None:
+            raise RuntimeUnavailable(
+                f"runtime 'tensorrt' runs on NVIDIA GPUs only, not on {dev}{also}; use --device "
+                "cuda, or the eager, compile or onnxruntime runtime on a CPU"
+            )
+        if missing:
             raise RuntimeUnavailable(
                 f"runtime 'tensorrt' needs the package torch-tensorrt, which is not installed; "
                 f"{_INSTALL}"

@@ -94,8 +94,13 @@ def test_parse_runtimes():
 
 
 def test_tensorrt_on_cpu_says_it_needs_a_gpu():
-    with pytest.raises(RuntimeUnavailable, match=r"NVIDIA GPUs only.*--device cuda"):
+    with pytest.raises(RuntimeUnavailable, match=r"NVIDIA GPUs only.*--device cuda") as info:
         get_runtime("tensorrt").check("cpu")
+    # and, where it is missing too, the package (a GPU alone would not have been enough)
+    import importlib.util
+
+    if importlib.util.find_spec("torch_tensorrt") is None:
+        assert "pip install torch-tensorrt" in str(info.value)
 
 
 @pytest.mark.skipif(

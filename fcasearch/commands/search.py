@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 # CLI dest -> SearchOptions field, for options given on the command line
 _FIELDS = (
@@ -276,7 +275,7 @@ def config_options(path: str, args: argparse.Namespace) -> dict:
     (dashes or underscores: ``n_trials``, ``time-budget``) or the names run.yaml records; so
     ``no_measure: true`` is ``measure: false``, ``no_progress`` likewise, ``runtime_option`` is
     ``runtime_options``, and ``no_report: true`` is the command's own ``--no-report``."""
-    from fcasearch.search.options import SearchError, load_config
+    from fcasearch.search.options import SearchError, legacy_options, load_config
 
     out = {}
     for key, value in load_config(path).items():
@@ -290,7 +289,7 @@ def config_options(path: str, args: argparse.Namespace) -> dict:
                 out[k.removeprefix("no_")] = not value
         else:
             out["runtime_options" if k == "runtime_option" else k] = value
-    return out
+    return legacy_options(out)  # an earlier version's keys (asha: true) by their names now
 
 
 def resolve(args: argparse.Namespace):
@@ -307,8 +306,6 @@ def resolve(args: argparse.Namespace):
     if args.resume:
         config.pop("out", None)  # the run is where --resume says
         given = {**config, **given}
-        if given.get("data_root"):
-            given["data_root"] = str(Path(given["data_root"]).expanduser().resolve())
         stored, space_dict = load_run_options(args.resume)
         stored["out"] = str(args.resume)
         # the thread count the earlier trials measured with, whichever executor resumes the run
@@ -345,8 +342,6 @@ def resolve(args: argparse.Namespace):
             stored["address"] = None  # a Ray run resumed in-process leaves its cluster
         return SearchOptions.from_mapping(stored, source=source), space_dict
     merged = {**config, **given}
-    if merged.get("data_root"):  # recorded absolute: a resume from another folder finds it
-        merged["data_root"] = str(Path(merged["data_root"]).expanduser().resolve())
     return SearchOptions.from_mapping(merged, source=args.config or "command line"), space_dict
 
 

@@ -12,7 +12,9 @@ only inference (``torch.inference_mode`` or ``torch.no_grad``) at the shape it w
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import sys
 import time
 from collections.abc import Callable
 
@@ -37,13 +39,20 @@ class CompileError(UnsupportedModel):
     """``torch.compile`` could not build the inference form (the message says why and what to do)."""
 
 
-def cpp_compiler_available() -> bool:
-    """Whether the C++ compiler Inductor would use to compile for CPU is there: ``$CXX`` where
-    set (Inductor takes it), else g++, c++ or clang++ on PATH."""
-    chosen = os.environ.get("CXX")
+def _compiler() -> str:
+    """The C++ compiler Inductor compiles with on CPU: ``$CXX`` where set (a command line such
+    as ``ccache g++`` is fine: its first word is the program), else g++ (clang++ on macOS)."""
+    chosen = os.environ.get("CXX", "").strip()
     if chosen:
-        return shutil.which(chosen) is not None
-    return any(shutil.which(name) for name in ("g++", "c++", "clang++"))
+        words = shlex.split(chosen)
+        return words[0] if words else chosen
+    return "clang++" if sys.platform == "darwin" else "g++"
+
+
+def cpp_compiler_available() -> bool:
+    """Whether the C++ compiler Inductor would use to compile for CPU (:func:`_compiler`) is
+    there."""
+    return shutil.which(_compiler()) is not None
 
 
 def _no_compiler_message() -> str:
@@ -54,8 +63,8 @@ def _no_compiler_message() -> str:
             "point CXX at an installed compiler (or unset it to use g++), or use the eager runtime"
         )
     return (
-        "torch.compile on CPU needs a C++ compiler (g++ or clang++) on PATH; install one "
-        "(e.g. `apt install g++`) or use the eager runtime"
+        f"torch.compile on CPU needs the C++ compiler {_compiler()} on PATH; install it "
+        "(e.g. `apt install g++`), point $CXX at another one, or use the eager runtime"
     )
 
 

@@ -266,10 +266,13 @@ class SearchMeasurements:
                 {f"final_{k}" if k.startswith("latency") else k: v for k, v in got.items()}
             )
             models.append(entry)
-        both = [
+        both = [  # measured both times (a latency is a positive time; 0 or less: not one)
             m
             for m in models
-            if _finite(m.get("search_latency_ms")) and _finite(m.get("final_latency_ms"))
+            if _finite(m.get("search_latency_ms"))
+            and _finite(m.get("final_latency_ms"))
+            and m["search_latency_ms"] > 0
+            and m["final_latency_ms"] > 0
         ]
         tau = kendall_tau(
             [m["search_latency_ms"] for m in both], [m["final_latency_ms"] for m in both]

@@ -418,7 +418,7 @@ class SearchOptions:
         search (no trial cap); with neither, the run has ``DEFAULT_N_TRIALS`` trials."""
         known = {f.name for f in dataclasses.fields(cls)}
         clean = {}
-        for key, value in _legacy(data).items():
+        for key, value in legacy_options(data).items():
             k = str(key).replace("-", "_")
             if k not in known:
                 close = difflib.get_close_matches(k, sorted(known), n=1)
@@ -435,7 +435,7 @@ class SearchOptions:
             raise SearchError(f"{source}: {exc}") from None
 
 
-def _legacy(data: Mapping[str, Any]) -> dict[str, Any]:
+def legacy_options(data: Mapping[str, Any]) -> dict[str, Any]:
     """Options of earlier versions (a run.yaml to resume, an old config): ``asha: true`` is
     ``scheduler: asha`` (deprecated); ``pruner`` (the median pruner, replaced by the
     schedulers) is dropped."""

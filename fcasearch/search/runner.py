@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
-import shutil
-import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from importlib import metadata
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from fcasearch.search.options import SearchError, SearchOptions, check_memory_measured
+from fcasearch.search.options import SearchError, SearchOptions
+from fcasearch.search.start import (
+    check_measured_constraints,
+    check_memory_constraint,
+    check_runtime,
+    check_same_data,
+    data_line,
+    folder_kept_only_if_started,
+    record_resumed,
+    write_run_yaml,
+)
 from fcasearch.storage.records import RunDir, TrialLog
 
 __all__ = ["SearchOutcome", "earlier_threads", "load_run_options", "run_search"]
@@ -35,36 +38,6 @@ class SearchOutcome:
     trials_ran: int
     recovered: int
     final: dict[str, Any] | None = None  # the final re-measurement (final.json), if made
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("fcasearch", "torch", "torchvision", "optuna", "ray", "fvcore", "pandas", "numpy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
-def _git_revision() -> str:
-    try:
-        here = Path(__file__).resolve().parent
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        if rev.returncode:
-            return "unknown (not a git checkout)"
-        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (git not available)"
 
 
 def default_out(options: SearchOptions) -> Path:
@@ -126,149 +99,6 @@ def _hypervolume(run: RunDir, options: SearchOptions, space: Any, resume: bool) 
         raise SearchError(str(exc)) from None
 
 
-def _write_run_yaml(
-    run: RunDir,
-    options: SearchOptions,
-    space_dict: dict[str, Any],
-    fingerprint: dict,
-    fp_id: str,
-    hypervolume: dict[str, Any] | None = None,
-    study_name: str | None = None,
-    data: dict[str, Any] | None = None,
-) -> None:
-    from fcasearch.runtime import format_runtime_options
-
-    doc = {
-        "name": run.name,
-        "study_name": study_name or run.name,  # what --resume opens, wherever the folder goes
-        "run_id": uuid.uuid4().hex,  # marks its trials in a shared study, wherever it goes
-        "objectives": [{"name": o.name, "direction": o.direction} for o in options.objectives],
-        "sampler": options.sampler_name,
-        "seed": options.seed,
-        "device": options.device,
-        "runtime": options.runtime,
-        "runtime_version": _runtime_version(options.runtime),
-        "runtime_options": format_runtime_options(options.runtime_kwargs),
-        "executor": options.executor,
-        "budget": options.budget,
-        "data": data,  # what accuracy counts: val_images, one image is 1/val_images of it
-        "fingerprint": json.loads(json.dumps(fingerprint, default=str)),  # plain types only
-        "fingerprint_id": fp_id,
-        "hypervolume": hypervolume,
-        "options": options.to_dict(),
-        "space": space_dict,
-        "versions": _versions(),
-        "git_revision": _git_revision(),
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    tmp = run.root / ".run.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
-    tmp.replace(run.run_yaml)
-    vars(run).pop("recorded", None)  # RunDir reads run.yaml once: read the new one next time
-
-
-def _runtime_version(name: str) -> str:
-    from fcasearch.runtime import get_runtime
-
-    try:
-        return get_runtime(name).version
-    except Exception as exc:  # e.g. not installed on this driver (a remote cluster's runtime)
-        return f"unknown here ({type(exc).__name__})"
-
-
-def _check_runtime(options: SearchOptions, device: str) -> None:
-    """SearchError (one line, what to install) if the run's runtime cannot run on ``device``."""
-    from fcasearch.runtime import RuntimeUnavailable, get_runtime
-
-    try:
-        get_runtime(options.runtime, **options.runtime_kwargs).check(device)
-    except RuntimeUnavailable as exc:
-        raise SearchError(f"runtime: {exc}") from None
-
-
-def _check_memory_constraint(options: SearchOptions, space: Any) -> None:
-    """SearchError if the space limits peak inference memory but the run's runtime does not
-    measure it: every trial would be infeasible (``peak_mem_mb was not measured``)."""
-    limit = space.constraints.max_memory_mb
-    if limit is not None:
-        check_memory_measured(
-            options.runtime,
-            f"space constraint max_memory_mb {limit:g}",
-            "be infeasible",
-            "max_memory_mb from the space's constraints",
-        )
-
-
-@contextlib.contextmanager
-def _folder_kept_only_if_started(run: RunDir) -> Iterator[None]:
-    """Create the run's folder; if it was new and the start fails before ``run.yaml`` is written
-    (a storage that cannot be opened, a study name taken), remove it again: the failed start
-    leaves nothing (a later run into it would work, but an empty folder looks like a run)."""
-    fresh = not run.root.exists()
-    run.root.mkdir(parents=True, exist_ok=True)
-    try:
-        yield
-    except BaseException:
-        if fresh and not run.run_yaml.exists():
-            shutil.rmtree(run.root, ignore_errors=True)
-        raise
-
-
-def _record_totals(run: RunDir, options: SearchOptions) -> None:
-    """Keep a resumed run's ``n_trials`` and ``time_budget`` in its run.yaml: ``--n-trials`` is
-    the run's total, so a later plain ``--resume`` (after a kill) goes on to the total it was
-    last given, not the one it started with."""
-    doc = yaml.safe_load(run.run_yaml.read_text(encoding="utf-8"))
-    stored = doc.get("options") or {}
-    totals = {"n_trials": options.n_trials, "time_budget": options.time_budget}
-    if all(stored.get(k) == v for k, v in totals.items()):
-        return
-    doc["options"] = {**stored, **totals}
-    tmp = run.root / ".run.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
-    tmp.replace(run.run_yaml)
-
-
-def _data_line(data: dict[str, Any], options: SearchOptions) -> str:
-    """The run's data in one line: ``digits: 1438 train / 359 val images, 10 classes``."""
-    subset = [
-        f"first {options.subset_classes} classes" if options.subset_classes else "",
-        f"{options.subset_fraction:g} of each class" if options.subset_fraction else "",
-    ]
-    chosen = ", ".join(s for s in subset if s)
-    return (
-        f"{data['name']}: {data['train_images']} train / {data['val_images']} val images, "
-        f"{data['classes']} classes" + (f" ({chosen})" if chosen else "")
-    )
-
-
-def _check_measured_constraints(options: SearchOptions, space: Any) -> None:
-    """SearchError if the space limits latency or memory for another device or batch size than
-    the run measures on (``constraints.device``, ``constraints.latency_batch_size``): its limits
-    would be applied to figures of another setting."""
-    c = space.constraints
-    if not c.has_measured:
-        return
-    wanted, run = c.device.split(":"), options.device.split(":")
-    device_differs = wanted[0] != run[0] or (len(wanted) > 1 and len(run) > 1 and wanted != run)
-    limits = ", ".join(
-        f"{name} {getattr(c, name):g}"
-        for name in ("max_latency_ms", "max_memory_mb")
-        if getattr(c, name) is not None
-    )
-    batch_differs = c.max_latency_ms is not None and (
-        c.latency_batch_size != options.latency_batch_size
-    )
-    if device_differs or batch_differs:
-        raise SearchError(
-            f"space constraints: the limits {limits} are meant for {c.device} at batch "
-            f"{c.latency_batch_size} (constraints.device, constraints.latency_batch_size), but "
-            f"this run measures on {options.device} at batch {options.latency_batch_size}; run "
-            f"with --device {c.device} --latency-batch-size {c.latency_batch_size}, or set the "
-            "space's constraints to the device and batch size the limits are for"
-        )
-
-
 def run_search(
     options: SearchOptions,
     *,
@@ -294,6 +124,9 @@ def run_search(
 
     run = RunDir(Path(options.out) if options.out else default_out(options))
     options = dataclasses.replace(options, out=str(run.root))
+    if options.data_root:  # recorded absolute: a resume from another folder finds it
+        root = Path(options.data_root).expanduser().resolve()
+        options = dataclasses.replace(options, data_root=str(root))
     if run.run_yaml.exists() and not resume:
         raise SearchError(
             f"{run.root} already holds a run; pass --resume to continue it, or choose another --out"
@@ -303,8 +136,8 @@ def run_search(
         space_dict = space.to_dict()
     else:
         space = load_space(space_dict, source=f"{run.run_yaml} (space)")
-    _check_memory_constraint(options, space)
-    _check_measured_constraints(options, space)
+    check_memory_constraint(options, space)
+    check_measured_constraints(options, space)
     if options.executor == "ray":
         from fcasearch.search.ray_env import check_address, check_ray_tune
 
@@ -324,7 +157,7 @@ def run_search(
                 "(or --executor ray --address HOST:PORT to train on a cluster's GPUs)"
             )
     if options.measure and not remote:
-        _check_runtime(options, options.device)  # before anything is written
+        check_runtime(options, options.device)  # before anything is written
     hv = _hypervolume(run, options, space, resume)  # fixed before the first trial
     from fcasearch.search.devicelock import lock_for
     from fcasearch.search.final import SearchMeasurements, run_job
@@ -340,7 +173,7 @@ def run_search(
         import torch
 
         torch.set_num_threads(options.threads)  # training and measurement in this process
-    with _folder_kept_only_if_started(run):  # a start that stops here leaves no empty --out
+    with folder_kept_only_if_started(run):  # a start that stops here leaves no empty --out
         fp = hardware_fingerprint(driver_device, threads=options.threads)
         log = TrialLog(run)
         storage = options.storage or run.storage_url()
@@ -360,7 +193,7 @@ def run_search(
         if options.storage is not None:
             _check_study_runtime(study, study_name, options.study_label())
         if not resume:  # once the study opened: a storage error leaves no run to --resume
-            _write_run_yaml(
+            write_run_yaml(
                 run, options, space_dict, fp, fingerprint_id(fp), hv.to_dict(), study_name, data
             )
     logged = {int(r["trial"]): r for r in log.rows() if "trial" in r}
@@ -374,15 +207,16 @@ def run_search(
     if resume and n_left == 0 and options.time_budget is not None:
         # the trial cap ends the run before the budget starts: nothing would run
         raise SearchError(
-            f"--resume {run.root}: the run already holds its {options.n_trials} trials "
-            f"(n_trials {options.n_trials} in run.yaml), so --time-budget runs none; to run more, "
-            f"give --n-trials a new total (e.g. --n-trials {done + options.n_trials}) with the "
-            "time budget"
+            f"--resume {run.root}: the run already holds {done} trials, its total n_trials "
+            f"{options.n_trials} (run.yaml's, or --n-trials) or more, so --time-budget runs none; "
+            f"to run more, give --n-trials a new total above {done} (e.g. --n-trials "
+            f"{done + options.n_trials}) with the time budget"
         )
     if resume:
-        _record_totals(run, options)
+        check_same_data(run, data)
+        record_resumed(run, options)
     if data is not None:  # what every accuracy of the run is a count of
-        print(f"data: {_data_line(data, options)}", file=sys.stderr)
+        print(f"data: {data_line(data, options)}", file=sys.stderr)
     progress = SearchProgress(
         n_left, options.objectives, log.rows(), enabled=options.progress, hypervolume=hv
     )

@@ -251,7 +251,7 @@ def claim_slot(study: optuna.Study, trial: optuna.Trial, n_trials: int | None) -
 
 def recover_interrupted(
     study: optuna.Study,
-    run_dir: str | None = None,
+    owner: str | None = None,
     rows: dict[int, dict[str, Any]] | None = None,
     objectives: Sequence[Objective] = (),
     constraints: Any = None,
@@ -262,7 +262,7 @@ def recover_interrupted(
 
     Args:
         study: the run's study.
-        run_dir: settle only trials of this run (:attr:`RunDir.owner_id
+        owner: settle only trials of this run (:attr:`RunDir.owner_id
             <fcasearch.storage.records.RunDir.owner_id>`: its ``run_id``, which the trials
             record, or for a run older than that its folder path, their ``run_dir``), so that a
             study shared with other drivers keeps their running trials, even those so new that
@@ -279,10 +279,7 @@ def recover_interrupted(
 
     n = 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if (
-            run_dir is not None
-            and t.user_attrs.get("run_id", t.user_attrs.get("run_dir")) != run_dir
-        ):
+        if owner is not None and t.user_attrs.get("run_id", t.user_attrs.get("run_dir")) != owner:
             continue
         study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
         row = (rows or {}).get(t.number)

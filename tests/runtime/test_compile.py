@@ -59,3 +59,15 @@ def test_a_cxx_that_is_not_there_stops_before_anything_runs(monkeypatch, tmp_pat
             "--n-trials", "1", "--no-progress", "--no-report", "--references", "none"]  # fmt: skip
     assert main(argv) == 2
     assert "$CXX=" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_cxx_command_line_counts_by_its_program(monkeypatch, tmp_path):
+    """Inductor splits $CXX into words (``ccache g++``, ``g++ -w``); the check looked the whole
+    text up as one program and refused a working compiler."""
+    program = tmp_path / "mycxx"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    monkeypatch.setenv("CXX", f"{program} -w")
+    assert cpp_compiler_available()
+    monkeypatch.setenv("CXX", f"{tmp_path / 'none'} -w")
+    assert not cpp_compiler_available()

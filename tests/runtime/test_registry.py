@@ -93,14 +93,22 @@ def test_parse_runtimes():
         parse_runtimes(" , ")
 
 
-def test_tensorrt_on_cpu_says_it_needs_a_gpu():
+@pytest.mark.parametrize("installed", [True, False])
+def test_tensorrt_on_cpu_says_it_needs_a_gpu(monkeypatch, installed):
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def find_spec(name, *args):
+        if name == "torch_tensorrt":
+            return object() if installed else None
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     with pytest.raises(RuntimeUnavailable, match=r"NVIDIA GPUs only.*--device cuda") as info:
         get_runtime("tensorrt").check("cpu")
     # and, where it is missing too, the package (a GPU alone would not have been enough)
-    import importlib.util
-
-    if importlib.util.find_spec("torch_tensorrt") is None:
-        assert "pip install torch-tensorrt" in str(info.value)
+    assert ("pip install torch-tensorrt" in str(info.value)) == (not installed)
 
 
 @pytest.mark.skipif(

@@ -147,6 +147,35 @@ def test_a_relative_data_root_resumes_from_anywhere_and_may_move(
     (tmp_path / "work" / "imgs").rename(tmp_path / "moved")
     assert main([*resume, "--n-trials", "3", "--data-root", "moved"]) == 0
     assert len((out / "trials.jsonl").read_text().splitlines()) == 3
+    # kept: a later plain resume (after a kill, say) finds the data where it was moved to
+    assert main([*resume, "--n-trials", "4"]) == 0
+    assert len((out / "trials.jsonl").read_text().splitlines()) == 4
+    # another tree under the run's name: refused, nothing mixed
+    other = _image_folder(tmp_path / "other")
+    from PIL import Image
+
+    Image.new("L", (32, 32)).save(other / "val" / "a" / "extra.png")
+    assert main([*resume, "--n-trials", "5", "--data-root", str(other)]) == 2
+    assert len((out / "trials.jsonl").read_text().splitlines()) == 4
+
+
+def test_an_old_config_key_given_to_a_resume_is_checked_not_a_traceback(
+    tiny_space, search_args, tmp_path, capsys
+):
+    """Keys of an earlier version (``pruner``, ``asha: true``) in --config with --resume gave
+    KeyError tracebacks; they now read as they do in a new run's config."""
+    out = tmp_path / "run"
+    assert main(search_args(tiny_space, out, *_DRY, "--n-trials", "1")) == 0
+    cfg = tmp_path / "old.yaml"
+    cfg.write_text("pruner: median\nn_trials: 2\n")  # dropped, as in a new run
+    argv = ["search", "--resume", str(out), "--no-report", "--no-progress", "--config", str(cfg)]
+    assert main(argv) == 0
+    assert len((out / "trials.jsonl").read_text().splitlines()) == 2
+    cfg.write_text("asha: true\nn_trials: 3\n")  # scheduler asha: a change a resume refuses
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fcasearch search: error:") and "asha" in err, err
 
 
 def test_a_trial_timeout_no_trial_of_a_timed_budget_can_meet_is_refused():

@@ -100,7 +100,7 @@ def test_a_finished_run_resumed_with_a_time_budget_alone_says_how_to_run_more(tm
     resume = ["search", "--resume", str(out), "--no-report", "--no-progress"]
     assert main([*resume, "--time-budget", "30"]) == 2
     err = capsys.readouterr().err
-    assert "already holds its 2 trials" in err and "--n-trials 4" in err, err
+    assert "already holds 2 trials, its total n_trials 2" in err and "--n-trials 4" in err, err
     assert (out / "trials.jsonl").read_text() == rows  # nothing ran, nothing lost
     assert main([*resume, "--time-budget", "30", "--n-trials", "3"]) == 0
     assert len((out / "trials.jsonl").read_text().splitlines()) == 3

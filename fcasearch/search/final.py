@@ -301,7 +301,7 @@ class SearchMeasurements:
                 "interleaved rounds (every model once per round, the order rotating, each timed "
                 "run right after an untimed one of the same model), batch "
                 f"{o.latency_batch_size}, {o.latency_dtype}, device {o.device}, threads "
-                f"{o.threads or 'torch default'}; unstable ones re-measured with backoff"
+                f"{o.measured_threads()}; unstable ones re-measured with backoff"
             ),
             "kendall_tau": None if math.isnan(tau) else round(tau, 6),
             "kendall_pairs": len(both),

@@ -32,7 +32,7 @@ from fcasearch.search.ray_searcher import FailureRecorder, StudySearcher, trial_
 from fcasearch.spec import ArchSpec
 from fcasearch.storage.records import TrialLog
 
-__all__ = ["check_resources", "make_trainable", "run_ray", "trial_config"]
+__all__ = ["check_resources", "make_trainable", "reused_report", "run_ray", "trial_config"]
 
 
 def _final_report(row: dict[str, Any]) -> dict[str, Any]:
@@ -48,6 +48,14 @@ def _final_report(row: dict[str, Any]) -> dict[str, Any]:
         out[key] = row.get(key)
     out.update(final=1, row=json.dumps(row))
     return out
+
+
+def reused_report(reuse: dict[str, Any], node: str) -> dict[str, Any]:
+    """Tune's last result of a trial that copies an earlier row (``reuse``, from
+    :func:`trial_config`): that row, placed on ``node``, with the threads of the measurement it
+    copies (its fingerprint's), not this worker's count."""
+    measured_on = json.loads(reuse.get("fingerprint") or "{}")
+    return _final_report({**reuse, **placement_columns(measured_on, ray_node=node)})
 
 
 def _trainable(
@@ -71,9 +79,7 @@ def _trainable(
     node = ray.get_runtime_context().get_node_id() or ""
     spec = ArchSpec.from_json(config["spec"])
     if config.get("reuse"):
-        reuse = config["reuse"]  # its threads: those of the measurement it copies
-        measured_on = json.loads(reuse.get("fingerprint") or "{}")
-        tune.report(_final_report({**reuse, **placement_columns(measured_on, ray_node=node)}))
+        tune.report(reused_report(config["reuse"], node))
         return
     from fcasearch.search.devicelock import lock_for
 

@@ -52,6 +52,9 @@ def test_a_ray_trial_config_carries_the_measurements_threads():
     earlier = torch.get_num_threads() + 3
     study2 = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     cfg = trial_config(study2.ask(), space, {spec.arch_id: _measured_row(spec, earlier)}, "run")
-    # what the trainable labels the reused row with (ray_executor._trainable)
-    measured_on = json.loads(cfg["reuse"]["fingerprint"])
-    assert placement_columns(measured_on, ray_node="n")["threads"] == earlier
+    # what the trainable reports for the reused row (ray_executor._trainable calls this)
+    from fcasearch.search.ray_executor import reused_report
+
+    report = reused_report(cfg["reuse"], "node-1")
+    assert report["threads"] == earlier and report["ray_node"] == "node-1"
+    assert json.loads(report["row"])["threads"] == earlier

@@ -21,6 +21,7 @@ from fcasearch.report.hypervolumes import (
     sampler_summary,
 )
 from fcasearch.report.info import METRIC_COLUMNS, Objective
+from fcasearch.report.stability import unstable_rows
 
 __all__ = [
     "Normalization",
@@ -229,10 +230,7 @@ def _unstable_mark(group: pd.DataFrame) -> str:
     """`` ⚠ unstable latency: c#0 (CV 0.271)`` for the rows of ``group`` whose latency was measured
     but stayed unstable (a reason that quotes such a latency quotes no exact value); empty when
     there is none."""
-    if "latency_stable" not in group or "latency_ms" not in group:
-        return ""
-    unstable = ~group["latency_stable"].fillna(True).astype(bool)  # missing: stable
-    shaky = group[unstable & group["latency_ms"].notna()]
+    shaky = group[unstable_rows(group, "latency_ms")]
     if not len(shaky):
         return ""
     cv = shaky["latency_cv"] if "latency_cv" in shaky else pd.Series(np.nan, index=shaky.index)

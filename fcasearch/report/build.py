@@ -270,9 +270,8 @@ def build_report(
         "profile_cmd",
         "rebuild_cmd",
     ]
-    refs, ref_notes = report_references(runs, fingerprints, profile, finals)
+    refs, ref_notes, drawn = report_references(runs, fingerprints, profile, finals)
     notes += ref_notes
-    drawn = runs[0].label if (runs[0].path / "references.csv").exists() else None
     across = finals_across_runs(runs, finals, drawn)
     if across:  # beside the runs' final-rounds notes
         notes.insert(len(final_notes), across)

@@ -80,7 +80,9 @@ def finals_across_runs(
     Args:
         runs: The runs reported.
         finals: Each run's ``final.json`` content by label (None: none).
-        markers_from: The run whose reference models are drawn as markers, if any.
+        markers_from: The run whose own measurements give reference markers, if any (the
+            third value of :func:`fcasearch.report.references.report_references`); other
+            markers are the paper's or a ``--profile`` CSV's.
     """
     with_final = [r.label for r in runs if finals.get(r.label)]
     if len(runs) < 2 or not with_final:
@@ -101,7 +103,10 @@ def finals_across_runs(
     if widest:
         text += f" The same reference model measured in two runs' final rounds: {widest}."
     if markers_from is not None:
-        text += f" The reference markers drawn are run {markers_from}'s."
+        text += (
+            f" The reference markers measured with a run are run {markers_from}'s (from its "
+            "final session where it had one); any others come from the paper or --profile."
+        )
     return text
 
 

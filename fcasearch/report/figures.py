@@ -13,6 +13,7 @@ import numpy as np
 from fcasearch.report import analysis as an
 from fcasearch.report.final import FINAL_COLUMNS
 from fcasearch.report.info import HARDWARE_METRICS
+from fcasearch.report.stability import unstable_rows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -78,7 +79,11 @@ def draw_figures(data: ReportData, out: Path) -> dict[str, tuple[Path, str]]:
                 if "latency" in cost
                 else ""
             )
-            + ("; orange ticks: infeasible, unstable latency" if _shaky(infeasible, cost) else "")
+            + (
+                "; orange ticks: infeasible, unstable latency"
+                if unstable_rows(infeasible, cost).any()
+                else ""
+            )
             + (_EAF_CAPTION if surfaces else "")
             + ".",
         )
@@ -137,13 +142,6 @@ def _drawable_history(history: pd.DataFrame, ranked: pd.DataFrame) -> pd.DataFra
     sub = history[history["run_label"].isin(set(ranked["run_label"]))]
     spread = sub.groupby("axis")["x"].nunique()
     return sub[sub["axis"].isin(spread.index[spread > 1])]
-
-
-def _shaky(trials: pd.DataFrame, cost: str) -> bool:
-    """Whether some of ``trials`` have a ``cost`` from a latency that stayed unstable."""
-    if cost not in FINAL_COLUMNS or cost not in trials or "latency_stable" not in trials:
-        return False
-    return bool((~trials["latency_stable"].fillna(True).astype(bool) & trials[cost].notna()).any())
 
 
 _EAF_CAPTION = (

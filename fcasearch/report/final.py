@@ -265,7 +265,12 @@ def run_references(
     path = run.path / "references.csv"
     if not path.exists():
         return pd.DataFrame(columns=REFERENCE_COLUMNS)
-    refs = pd.read_csv(path)
+    try:
+        refs = pd.read_csv(path)
+    except pd.errors.EmptyDataError:  # an empty file: the run measured no reference model
+        return pd.DataFrame(columns=REFERENCE_COLUMNS)
+    if "model" not in refs:
+        return pd.DataFrame(columns=REFERENCE_COLUMNS)
     finals = {
         m.get("model"): m for m in (final or {}).get("models", []) if m.get("kind") == "reference"
     }
@@ -274,7 +279,8 @@ def run_references(
     which = f"measured with run {run.label}" if name_run else "measured with the run"
     for _, r in refs.iterrows():
         name = str(r["model"])
-        latency = r.get("latency_ms", np.nan) if r.get("status", "ok") == "ok" else np.nan
+        ok = r.get("status", "ok") == "ok"  # a failed or unsupported model has no figure
+        latency = r.get("latency_ms", np.nan) if ok else np.nan
         m = finals.get(name)
         if m is not None and _finite(m.get("final_latency_ms")):
             latency = float(m["final_latency_ms"])
@@ -286,7 +292,7 @@ def run_references(
                 "params": r.get("params", np.nan),
                 "macs": r.get("macs", np.nan),
                 "latency_ms": latency,
-                "peak_mem_mb": r.get("peak_mem_mb", np.nan),
+                "peak_mem_mb": r.get("peak_mem_mb", np.nan) if ok else np.nan,
             }
         )
     return pd.DataFrame(rows, columns=REFERENCE_COLUMNS)

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from fcasearch.report.stability import LATENCY_COLUMNS, unstable_rows
+
 if TYPE_CHECKING:
     from fcasearch.report.build import ReportData
 
@@ -86,7 +88,7 @@ def distinct_digits(column: str, values: Sequence[Any], most: int = 8) -> int:
 
 _FRACTIONS = ("hypervolume", "hv_own", "hv_contribution", "hv_mean", "hv_std", "hv_min", "hv_max")
 # cells that come from a latency measurement: marked when the row's latency_stable is False
-LATENCY_CELLS = ("latency_ms", "latency_p90_ms", "latency_cv", "throughput_ips")
+LATENCY_CELLS = LATENCY_COLUMNS
 UNSTABLE_MARK = "⚠"
 UNSTABLE_TITLE = (
     "unstable: the latency stayed above the CV threshold after re-measuring; not an exact value"
@@ -94,12 +96,11 @@ UNSTABLE_TITLE = (
 
 
 def is_unstable(row: pd.Series, column: str) -> bool:
-    """Whether ``row``'s ``column`` is a latency cell measured unstably (``latency_stable``
-    False; a missing flag counts as stable)."""
-    if column not in LATENCY_CELLS:
+    """Whether ``row``'s ``column`` is a latency cell measured unstably: the one test of
+    :func:`fcasearch.report.stability.unstable_rows`, asked of one row."""
+    if column not in LATENCY_CELLS:  # most cells: no frame to build
         return False
-    flag = row.get("latency_stable")
-    return flag is not None and flag is not pd.NA and not pd.isna(flag) and not bool(flag)
+    return bool(unstable_rows(pd.DataFrame([row]), column).iloc[0])
 
 
 # --------------------------------------------------------------------------- HTML

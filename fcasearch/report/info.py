@@ -26,6 +26,7 @@ from fcasearch.pareto import (
     define_hypervolume,
 )
 from fcasearch.report.hardware import MixedHardwareError, check_hardware, describe_fingerprint
+from fcasearch.report.stability import unstable_rows
 
 __all__ = [
     "HARDWARE_METRICS",
@@ -182,7 +183,6 @@ class NoTrialsError(FileNotFoundError):
         )
 
 
-_LATENCY_CELLS = ("latency_ms", "latency_p90_ms", "latency_cv", "throughput_ips")
 _DERIVED = (
     "derived when reporting: run.yaml stores no hypervolume definition (a run from before "
     "definitions were stored)"
@@ -232,9 +232,9 @@ def run_definition(
         derived = define_hypervolume(pairs, note=_DERIVED + "; its space could not be loaded")
     bounds = []
     for b in derived.objectives:
-        col = trials[b.name] if b.name in trials else pd.Series(dtype=float)
-        if b.name in _LATENCY_CELLS and "latency_stable" in trials:
-            col = col[trials["latency_stable"].astype(bool)]  # an unstable value sets nothing
+        col = pd.Series(dtype=float)
+        if b.name in trials:  # an unstable latency value sets nothing
+            col = trials.loc[~unstable_rows(trials, b.name), b.name]
         seen = pd.to_numeric(col, errors="coerce").astype(float)
         seen = seen[np.isfinite(seen)]
         if b.included or b.best is None or not len(seen):

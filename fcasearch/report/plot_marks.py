@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from fcasearch.report.stability import LATENCY_COLUMNS, unstable_rows
+
 __all__ = [
     "LATENCY_AXES",
     "UNSTABLE",
@@ -27,16 +29,13 @@ __all__ = [
 
 # ---- unstable latency: marked, and kept from setting the axis range ---------------------------
 
-LATENCY_AXES = ("latency_ms", "latency_p90_ms", "latency_cv", "throughput_ips")
+LATENCY_AXES = LATENCY_COLUMNS
 UNSTABLE = "#b7791f"
 
 
 def unstable_mask(df: pd.DataFrame, col: str) -> np.ndarray:
-    """Rows whose ``col`` comes from an unstable latency measurement (``latency_stable`` False;
-    a missing column counts as stable)."""
-    if col not in LATENCY_AXES or "latency_stable" not in df:
-        return np.zeros(len(df), dtype=bool)
-    return ~df["latency_stable"].fillna(True).astype(bool).to_numpy()
+    """:func:`fcasearch.report.stability.unstable_rows` as an array, for indexing values."""
+    return unstable_rows(df, col).to_numpy(dtype=bool)
 
 
 def axis_limits(values: np.ndarray, log: bool) -> tuple[float, float] | None:

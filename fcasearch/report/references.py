@@ -398,10 +398,17 @@ def report_references(
     fingerprints: dict[str, str],
     profile: str | Path | None,
     finals: dict[str, dict | None] | None = None,
-) -> tuple[pd.DataFrame, list[str]]:
+) -> tuple[pd.DataFrame, list[str], str | None]:
     """The reference models of a report and its notes on them: the paper's figures, the first
     run's own measurements (its final rounds' where it had them), then a ``--profile`` CSV's rows
-    at the runs' input, runtime and settings for the models the run did not measure itself."""
+    at the runs' input, runtime and settings for the models the run did not measure itself.
+
+    Returns:
+        ``(table, notes, measured_by)``: ``measured_by`` is the label of the run whose own
+        measurements give some of the latency or memory markers, None when none does (no
+        ``references.csv``, an empty one, or only failed rows: every marker is then the
+        paper's or the profile's). It is decided here only, where the markers are chosen.
+    """
     img, classes, notes = run_input_shape(runs[0])
     refs, more = paper_references(img, classes)
     notes += more
@@ -430,18 +437,19 @@ def report_references(
                 "the run measured these models itself, beside its trials."
             )
         refs = merge_references(refs, prof[~again])
-    if len(own):
+    measured = own[own["latency_ms"].notna() | own["peak_mem_mb"].notna()]
+    if len(measured):
         which = "the run" if len(runs) == 1 else f"run {runs[0].label}"
         notes.append(
-            f"Reference models {', '.join(own['model'])} were measured with {which}, on its "
-            "runtime and settings."
+            f"Reference models {', '.join(measured['model'])} were measured with {which}, on "
+            "its runtime and settings."
         )
     elif profile is None:
         notes.append(
             "No --profile CSV given: latency and memory axes have no reference models "
             "(profile them with `fcasearch profile` on this hardware)."
         )
-    return refs, notes
+    return refs, notes, (runs[0].label if len(measured) else None)
 
 
 def _latency_threads(runs: list[RunData]) -> int | None:

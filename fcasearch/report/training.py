@@ -6,10 +6,12 @@ training budget, so runs on another dataset, another subset of one or another bu
 runtimes do not (:func:`fcasearch.report.info.check_hardware`,
 :func:`fcasearch.report.final.check_runtimes`). Read from ``run.yaml``:
 
-* the data: ``options.data`` (the dataset's name; ``options.data_root`` too for ``imagefolder``,
-  whose folder is the dataset), ``options.subset_classes``, ``options.subset_fraction``, and the
-  ``data:`` block the search writes (``name``, ``classes``, ``train_images``, ``val_images``)
-  where present;
+* the data: ``options.data`` (the dataset's name), ``options.subset_classes``,
+  ``options.subset_fraction`` (1.0 is every image, as no fraction is), and the ``data:`` block
+  the search writes (``name``, ``classes``, ``train_images``, ``val_images``) where present. An
+  ``imagefolder`` dataset is its folder: runs with the block are compared on its counts, so the
+  same tree moved or mounted elsewhere is the same data; ``options.data_root`` is compared only
+  between runs without the block, which record nothing else of the tree;
 * the budget: ``options.budget`` (else the top-level ``budget``).
 
 Only runs that record a setting are compared on it: a run from before it was recorded is never
@@ -97,21 +99,33 @@ def _block(run: RunData) -> dict[str, Any]:
 
 
 def _data_fields(run: RunData) -> dict[str, Any]:
-    """The data settings a run records (absent keys: not recorded): ``dataset``, ``subset``
-    and ``images`` (classes, train and validation images)."""
+    """The data settings a run records (absent keys: not recorded): ``dataset``, ``subset``,
+    ``images`` (classes, train and validation images) and, for an ``imagefolder`` run without
+    those counts, ``root`` (module docstring)."""
     opts, block = _options(run), _block(run)
     out: dict[str, Any] = {}
+    counts = tuple(block.get(k) for k in ("classes", "train_images", "val_images"))
     name = block.get("name") or opts.get("data")
     if name:
-        name = str(name)
+        out["dataset"] = str(name)
         root = opts.get("data_root")
-        out["dataset"] = f"{name} at {root}" if name == "imagefolder" and root else name
+        if out["dataset"] == "imagefolder" and root and all(v is None for v in counts):
+            out["root"] = str(root)
     if "subset_classes" in opts or "subset_fraction" in opts:
-        out["subset"] = (opts.get("subset_classes") or None, opts.get("subset_fraction") or None)
-    counts = tuple(block.get(k) for k in ("classes", "train_images", "val_images"))
+        out["subset"] = (opts.get("subset_classes") or None, _fraction(opts.get("subset_fraction")))
     if any(v is not None for v in counts):
         out["images"] = counts
     return out
+
+
+def _fraction(value: Any) -> Any:
+    """A subset fraction as compared: None for every image (none given, or 1.0)."""
+    if value is None or value == "":
+        return None
+    try:
+        return None if float(value) == 1.0 else float(value)
+    except (TypeError, ValueError):
+        return value  # unparsable: compared as written
 
 
 def data_text(run: RunData) -> str:
@@ -121,6 +135,9 @@ def data_text(run: RunData) -> str:
     if not fields:
         return ""
     text = fields.get("dataset", "unrecorded dataset")
+    root = _options(run).get("data_root")
+    if text == "imagefolder" and root:  # shown whether or not it is compared
+        text += f" at {root}"
     classes, fraction = fields.get("subset", (None, None))
     chosen = [
         f"first {classes} classes" if classes else "",

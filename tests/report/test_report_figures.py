@@ -71,3 +71,31 @@ def test_accuracy_tick_labels_differ(drawn, tmp_path):
     assert marks.percent_decimals([0.90, 0.905, 0.91]) == 1
     assert marks.percent_decimals([0.9, 0.92, 0.94]) == 0
     assert marks.percent_decimals([0.9025, 0.905]) == 2
+
+
+def test_tables_reasons_ticks_and_captions_ask_one_question_of_unstable_latency(drawn, tmp_path):
+    from fcasearch.report.analysis import _unstable_mark
+    from fcasearch.report.html import is_unstable
+    from fcasearch.report.stability import unstable_rows
+
+    # unstable; stable; no flag (None, NaN: stable); unstable flag but no value (nothing to mark)
+    rows = pd.DataFrame(
+        {
+            "uid": ["r#0", "r#1", "r#2", "r#3", "r#4"],
+            "latency_ms": [1.2, 1.4, 1.3, 1.5, np.nan],
+            "latency_stable": pd.Series([False, True, None, np.nan, False], dtype=object),
+        }
+    )
+    expected = [True, False, False, False, False]
+    assert unstable_rows(rows, "latency_ms").tolist() == expected
+    assert not unstable_rows(rows, "uid").any()  # only latency columns are ever unstable
+    assert marks.unstable_mask(rows, "latency_ms").tolist() == expected
+    assert [is_unstable(row, "latency_ms") for _, row in rows.iterrows()] == expected
+    assert _unstable_mark(rows) == " ⚠ unstable latency: r#0"
+    # the ticks drawn for infeasible trials: exactly the rows the caption is decided on
+    plot.quality_vs_cost_figure(
+        _ranked(), _ranked().iloc[:0], "accuracy", "latency_ms", tmp_path / "f.png",
+        infeasible=rows,
+    )  # fmt: skip
+    labels = drawn[0].axes[0].get_legend_handles_labels()[1]
+    assert "infeasible, unstable latency (1)" in labels, labels

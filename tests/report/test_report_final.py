@@ -351,12 +351,34 @@ def test_several_runs_final_figures_are_said_to_come_from_separate_sessions(make
     note = next(n for n in notes if "own final session" in n)
     assert "across runs they were not" in note
     assert "convnext_tiny: 25 ms in b, 20 ms in a" in note
-    assert "The reference markers drawn are run a's" in note
+    assert "The reference markers measured with a run are run a's" in note
     assert "were measured with run a" in " ".join(notes)
     assert "own final session" in paths.markdown.read_text()
     # one run alone: its final rounds are one session, nothing to say
     alone = build_report(a, tmp_path / "a", figures=False)
     assert "own final session" not in alone.summary_json.read_text()
+
+
+@pytest.mark.parametrize("written", ["empty", "failed"])
+def test_no_run_is_named_for_the_markers_when_its_references_give_none(make_run, tmp_path, written):
+    a = _on_runtime(make_run("a", objectives=LATENCY), "eager")
+    b = _on_runtime(make_run("b", objectives=LATENCY, seed=1), "eager")
+    _write_final(a, factor=1.0)
+    _write_final(b, factor=1.0)
+    doc = json.loads((a / "final.json").read_text())
+    doc["models"] = [m for m in doc["models"] if m["kind"] != "reference"]  # none measured
+    (a / "final.json").write_text(json.dumps(doc))
+    if written == "empty":
+        (a / "references.csv").write_text("")
+    else:  # the runtime could run none of them
+        row = {"model": "convnext_tiny", "runtime": "eager", "status": "unsupported"}
+        pd.DataFrame([{**row, "reason": "no kernel"}]).to_csv(a / "references.csv", index=False)
+    paths = build_report([a, b], tmp_path / "ab", figures=False)
+    notes = json.loads(paths.summary_json.read_text())["notes"]
+    note = next(n for n in notes if "own final session" in n)
+    assert "reference markers measured with a run" not in note
+    assert "run a's" not in note
+    assert "were measured with run a" not in " ".join(notes)
 
 
 def test_the_front_size_column_says_it_counts_the_in_search_front(make_run, tmp_path):

@@ -83,6 +83,42 @@ def test_runs_that_record_no_data_or_budget_are_not_refused(make_run):
     build_report([old, make_run("older", seed=2)], figures=False)
 
 
+def test_a_fraction_of_one_is_every_image_as_no_fraction_is(make_run):
+    every = _record(make_run("every"), data="digits", budget="epochs=2", block=DIGITS)
+    whole = _record(
+        make_run("whole", seed=1), data="digits", budget="epochs=2", block=DIGITS,
+        subset_fraction=1.0,
+    )  # fmt: skip
+    paths = build_report([every, whole], figures=False)
+    assert "Mixed data" not in paths.markdown.read_text()
+    half = _record(make_run("half", seed=2), data="digits", budget="epochs=2", subset_fraction=0.5)
+    with pytest.raises(MixedDataError, match=r"half: digits \(0.5 of each class\)"):
+        build_report([whole, half], figures=False)
+
+
+def test_an_imagefolder_is_known_by_its_counts_where_recorded_else_by_its_path(make_run):
+    tree = {"name": "imagefolder", "classes": 3, "train_images": 120, "val_images": 30}
+
+    def folder(label, seed, root, block):
+        run = make_run(label, seed=seed)
+        return _record(run, data="imagefolder", budget="epochs=2", block=block, data_root=root)
+
+    here = folder("here", 0, "/data/flowers", tree)
+    moved = folder("moved", 1, "/mnt/other/flowers", tree)  # the same tree, mounted elsewhere
+    text = build_report([here, moved], figures=False).markdown.read_text()
+    assert "Mixed data" not in text
+    assert "imagefolder at /mnt/other/flowers" in text  # the path is still shown
+    other = folder("other", 2, "/data/flowers", {**tree, "train_images": 90})
+    with pytest.raises(MixedDataError, match="90/30 train/val images"):
+        build_report([here, other], figures=False)
+    # runs that record no counts: the path is all there is to tell their trees apart
+    old = folder("old", 3, "/data/flowers", None)
+    elsewhere = folder("elsewhere", 4, "/data/birds", None)
+    with pytest.raises(MixedDataError, match="elsewhere: imagefolder at /data/birds"):
+        build_report([old, elsewhere], figures=False)
+    build_report([old, folder("same", 5, "/data/flowers", None)], figures=False)
+
+
 def test_the_subtitle_names_the_data_and_budget(make_run, tmp_path):
     run = _record(make_run("sub"), data="digits", budget="epochs=2", block=DIGITS)
     text = build_report(run, tmp_path / "r", figures=False).markdown.read_text()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["HARDWARE_METRICS", "METRICS", "Objective"]
+__all__ = ["HARDWARE_METRICS", "METRICS", "Objective", "latency_label", "settings_text"]
 
 # metric -> its natural direction as an objective, in the order tables show them
 METRICS: dict[str, str] = {
@@ -53,3 +53,20 @@ class Objective:
 
     def __str__(self) -> str:
         return f"{self.name}:{self.direction[:3]}"
+
+
+def settings_text(
+    batch_size: int | None, dtype: str | None, threads: int | None, cuda_graph: bool = False
+) -> str:
+    """The settings a latency also depends on, as reports and shared studies name them:
+    ``batch 1, fp32, 2 threads`` (what is known), ``, CUDA graph`` for a graph replay."""
+    parts = [f"batch {batch_size}" if batch_size is not None else "", dtype or ""]
+    parts.append(f"{threads} thread{'s' if threads != 1 else ''}" if threads is not None else "")
+    parts.append("CUDA graph" if cuda_graph else "")
+    return ", ".join(p for p in parts if p)
+
+
+def latency_label(runtime: str, settings: str) -> str:
+    """A runtime (with its options) at its settings: ``eager at batch 1, fp32, 2 threads``; two
+    latencies compare only under one label (a report's runtime check, a shared study's drivers)."""
+    return f"{runtime} at {settings}" if settings else runtime

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fcasearch.metrics import latency_label, settings_text
 from fcasearch.report.info import RunData
 
 __all__ = [
@@ -41,7 +42,6 @@ __all__ = [
     "run_references",
     "runtime_label",
     "search_figures",
-    "settings_text",
 ]
 
 # objectives whose values depend on the runtime that ran the model
@@ -73,13 +73,6 @@ def runtime_label(runtime: str, options: str = "") -> str:
     return f"{runtime} ({options})" if options else runtime
 
 
-def settings_text(batch_size: int | None, dtype: str | None, threads: int | None) -> str:
-    """Latency settings as reports name them: ``batch 1, fp32, 2 threads`` (what is known)."""
-    parts = [f"batch {batch_size}" if batch_size is not None else "", dtype or ""]
-    parts.append(f"{threads} thread{'s' if threads != 1 else ''}" if threads is not None else "")
-    return ", ".join(p for p in parts if p)
-
-
 def _measured(df: pd.DataFrame) -> pd.Series:
     """The trial rows with a latency (all rows of a run that records none)."""
     return df["latency_ms"].notna() if "latency_ms" in df else pd.Series(True, df.index)
@@ -101,9 +94,8 @@ def _settings(run: RunData) -> list[str]:
     opts = run.config.get("options") or {}
     batch = opts.get("latency_batch_size")
     dtype = str(opts["latency_dtype"]) if opts.get("latency_dtype") else None
-    graph = "CUDA graph" if opts.get("latency_cuda_graph") else ""
-    texts = (settings_text(batch, dtype, t) for t in measured_threads(run) or [None])
-    return [", ".join(p for p in (text, graph) if p) for text in texts]
+    graph = bool(opts.get("latency_cuda_graph"))
+    return [settings_text(batch, dtype, t, graph) for t in measured_threads(run) or [None]]
 
 
 def _run_runtimes(run: RunData) -> set[str]:
@@ -117,11 +109,7 @@ def _run_runtimes(run: RunData) -> set[str]:
     if "runtime" in df:
         names |= {v for v in df.loc[_measured(df), "runtime"].dropna().astype(str) if v}
     settings = _settings(run)
-    return {
-        runtime_label(name, options) + (f" at {at}" if at else "")
-        for name in names
-        for at in settings
-    }
+    return {latency_label(runtime_label(name, options), at) for name in names for at in settings}
 
 
 def check_runtimes(

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fcasearch.report.final import measured_threads, run_references, runtime_label, settings_text
+from fcasearch.metrics import settings_text
+from fcasearch.report.final import measured_threads, run_references, runtime_label
 from fcasearch.report.info import RunData
 
 __all__ = [

@@ -392,11 +392,15 @@ class SearchOptions:
         user attribute): the runtime with its options and the settings latency also depends on,
         as the reports name them (``eager at batch 1, fp32, 2 threads``). Drivers that differ in
         any of them must not mix their latencies, nor reuse each other's."""
-        from fcasearch.report.final import settings_text
+        from fcasearch.metrics import latency_label, settings_text
 
-        at = settings_text(self.latency_batch_size, self.latency_dtype, self.measured_threads())
-        graph = ", CUDA graph" if self.latency_cuda_graph else ""
-        return f"{self.runtime_label} at {at}{graph}"
+        at = settings_text(
+            self.latency_batch_size,
+            self.latency_dtype,
+            self.measured_threads(),
+            self.latency_cuda_graph,
+        )
+        return latency_label(self.runtime_label, at)
 
     @property
     def runtime_kwargs(self) -> dict[str, Any]:

@@ -108,7 +108,7 @@ def _few(items: list[str], shown: int = 3) -> str:
 def _misfit(model: Any, state: dict[str, Any], exc: RuntimeError) -> str:
     """Why ``state`` does not load into ``model``: the tensors whose shapes differ, the keys
     missing and those unexpected (a few of each, with a count of the rest)."""
-    from fcasearch.runtime.onnx import error_summary
+    from fcasearch.runtime.errors import error_summary
 
     own = model.state_dict()
     shapes = [
@@ -195,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from fcasearch.runtime import RuntimeUnavailable, UnsupportedModel
-    from fcasearch.runtime.onnx import error_summary, export_onnx, verify_onnx
+    from fcasearch.runtime.errors import error_summary
+    from fcasearch.runtime.onnx import export_onnx, verify_onnx
 
     def fail(code: int, text: str) -> int:
         text = text.replace("\n", "\n  ")  # the lines of a long error, under the first

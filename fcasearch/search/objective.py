@@ -31,7 +31,6 @@ __all__ = [
     "TrialContext",
     "TrialResult",
     "arch_columns",
-    "check_data",
     "checkpoint_path",
     "evaluate",
     "measure_settings",
@@ -308,41 +307,6 @@ def data_fault(number: int, status: str, reason: str, run_root: Path) -> str | N
         f"so the search stops (the trials before it are kept). Fix the data, then continue with "
         f"--resume {run_root}"
     )
-
-
-def check_data(ctx: TrialContext) -> dict[str, Any] | None:
-    """Load the data once per input size of the space and check the space's models fit it.
-
-    Returns:
-        What the trials train and validate on, for run.yaml (``name``, ``classes``,
-        ``train_images``, ``val_images``: every accuracy is a count of the latter); None when
-        nothing reads data.
-
-    Raises:
-        ValueError: the dataset cannot be loaded, or its channels/classes differ from the space's.
-    """
-    o = ctx.options
-    if not (o.trains or any(ob.name.startswith(PROXY_PREFIX) for ob in o.objectives)):
-        return None
-    if dry_budget(o.budget) is not None:
-        return None  # a dry run reads no data
-    data = None
-    for side in ctx.space.img_sizes:
-        data = ctx.data_for((side, side))
-        if (ctx.space.in_chans, ctx.space.num_classes) != (data.in_chans, data.num_classes):
-            raise ValueError(
-                f"the space builds models for {ctx.space.in_chans} channel(s) and "
-                f"{ctx.space.num_classes} classes, but dataset {data.name!r} has {data.in_chans} "
-                f"and {data.num_classes}; set in_chans/num_classes in the space YAML to match the data"
-            )
-    if data is None:
-        return None
-    return {
-        "name": data.name,
-        "classes": data.num_classes,
-        "train_images": len(data.train),
-        "val_images": len(data.val),
-    }
 
 
 def rung_reached(options: SearchOptions, epochs: float) -> int | None:

@@ -14,6 +14,7 @@ import yaml
 
 from fcasearch.search.options import SearchError, SearchOptions
 from fcasearch.search.start import (
+    check_data,
     check_measured_constraints,
     check_memory_constraint,
     check_runtime,
@@ -117,7 +118,7 @@ def run_search(
             first, for a study that was lost or corrupted.
     """
     from fcasearch.measure import fingerprint_id, hardware_fingerprint
-    from fcasearch.search.objective import TrialContext, check_data
+    from fcasearch.search.objective import TrialContext
     from fcasearch.search.progress import SearchProgress
     from fcasearch.search.study import counted_trials, recover_interrupted
     from fcasearch.space import load_space

@@ -13,14 +13,18 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from fcasearch.search.options import SearchError, SearchOptions, check_memory_measured
 from fcasearch.storage.records import RunDir
 
+if TYPE_CHECKING:  # imported where used: it brings torch, which the CLI's checks do not need
+    from fcasearch.search.objective import TrialContext
+
 __all__ = [
+    "check_data",
     "check_measured_constraints",
     "check_memory_constraint",
     "check_runtime",
@@ -170,6 +174,44 @@ def record_resumed(run: RunDir, options: SearchOptions) -> None:
     tmp = run.root / ".run.yaml.tmp"
     tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
     tmp.replace(run.run_yaml)
+
+
+def check_data(ctx: TrialContext) -> dict[str, Any] | None:
+    """Load the data once per input size of the space and check the space's models fit it.
+
+    Returns:
+        What the trials train and validate on, for run.yaml (``name``, ``classes``,
+        ``train_images``, ``val_images``: every accuracy is a count of the latter); None when
+        nothing reads data.
+
+    Raises:
+        ValueError: the dataset cannot be loaded, or its channels/classes differ from the space's.
+    """
+    from fcasearch.search.dry import dry_budget
+    from fcasearch.search.options import PROXY_PREFIX
+
+    o = ctx.options
+    if not (o.trains or any(ob.name.startswith(PROXY_PREFIX) for ob in o.objectives)):
+        return None
+    if dry_budget(o.budget) is not None:
+        return None  # a dry run reads no data
+    data = None
+    for side in ctx.space.img_sizes:
+        data = ctx.data_for((side, side))
+        if (ctx.space.in_chans, ctx.space.num_classes) != (data.in_chans, data.num_classes):
+            raise ValueError(
+                f"the space builds models for {ctx.space.in_chans} channel(s) and "
+                f"{ctx.space.num_classes} classes, but dataset {data.name!r} has {data.in_chans} "
+                f"and {data.num_classes}; set in_chans/num_classes in the space YAML to match the data"
+            )
+    if data is None:
+        return None
+    return {
+        "name": data.name,
+        "classes": data.num_classes,
+        "train_images": len(data.train),
+        "val_images": len(data.val),
+    }
 
 
 def check_same_data(run: RunDir, data: dict[str, Any] | None) -> None:

@@ -335,7 +335,7 @@ def test_an_export_failure_says_what_failed_without_colours_or_advice(
 
 
 def test_error_summary_keeps_a_bounded_part_of_long_errors():
-    from fcasearch.runtime.onnx import error_summary
+    from fcasearch.runtime.errors import error_summary
 
     long = RuntimeError("\n".join(f"\x1b[31mline {i}\x1b[0m" for i in range(30)))
     text = error_summary(long)

@@ -104,10 +104,7 @@ def write_run_yaml(
         "git_revision": git_revision(),
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    tmp = run.root / ".run.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
-    tmp.replace(run.run_yaml)
-    vars(run).pop("recorded", None)  # RunDir reads run.yaml once: read the new one next time
+    run.store_run_yaml(doc)
 
 
 def runtime_version(name: str) -> str:
@@ -171,9 +168,7 @@ def record_resumed(run: RunDir, options: SearchOptions) -> None:
     if all(stored.get(k) == v for k, v in kept.items()):
         return
     doc["options"] = {**stored, **kept}
-    tmp = run.root / ".run.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
-    tmp.replace(run.run_yaml)
+    run.store_run_yaml(doc)
 
 
 def check_data(ctx: TrialContext) -> dict[str, Any] | None:

@@ -87,6 +87,16 @@ class RunDir:
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 
+    def store_run_yaml(self, doc: dict[str, Any]) -> None:
+        """Write ``run.yaml`` atomically (a temporary file, then a rename: a kill leaves the old
+        file or the new one whole), and read it afresh the next time :attr:`recorded` is asked."""
+        import yaml
+
+        tmp = self.root / ".run.yaml.tmp"
+        tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
+        tmp.replace(self.run_yaml)
+        vars(self).pop("recorded", None)  # cached_property: its value lives in the instance dict
+
     def weights_file(self, arch_id: str) -> Path:
         """Where ``--save-weights`` keeps a trial's trained state_dict (``fcasearch export
         RUN_DIR:ARCH_ID`` reads it)."""
